@@ -1,0 +1,73 @@
+# shellcheck shell=bash
+# Shared helpers for tokenbridge's scripts. Sourced, never executed.
+
+TB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TB_CACHE_DIR="${TOKENBRIDGE_CACHE_DIR:-$HOME/.cache/tokenbridge}"
+# Versions pinned here must match docker-compose.yml (tests/test_compose.py checks it).
+TB_OTELCOL_VERSION="0.159.0"
+TB_OCB_VERSION="v0.159.0"
+TB_PROMETHEUS_VERSION="3.14.0"
+
+tb_log() { printf '%s\n' "$*" >&2; }
+tb_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+tb_need() {
+  # tb_need CMD "how to get it"
+  command -v "$1" >/dev/null 2>&1 || tb_die "$1 not found on PATH; $2"
+}
+
+tb_sha() {
+  # sha256 of stdin, first 12 hex chars
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum | cut -c1-12
+  else shasum -a 256 | cut -c1-12; fi
+}
+
+# Load .env (KEY=VALUE lines) without overriding variables already set in the environment.
+tb_load_env() {
+  local file="${1:-$TB_ROOT/.env}" line key val
+  [[ -f "$file" ]] || return 0
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
+    [[ "$line" =~ ^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
+    key="${BASH_REMATCH[1]}"; val="${BASH_REMATCH[2]}"
+    val="${val%\"}"; val="${val#\"}"; val="${val%\'}"; val="${val#\'}"
+    [[ -n "${!key+x}" ]] || export "$key=$val"
+  done <"$file"
+}
+
+# Port and path defaults (override in .env or the environment).
+tb_defaults() {
+  tb_load_env
+  : "${TOKENBRIDGE_BIND:=127.0.0.1}"
+  : "${OTLP_GRPC_PORT:=14317}"
+  : "${OTLP_HTTP_PORT:=14318}"
+  : "${PROMETHEUS_PORT:=9090}"
+  : "${GRAFANA_PORT:=3000}"
+  : "${OTELCOL_PROM_PORT:=18889}"     # collector's Prometheus exporter (scraped by Prometheus)
+  : "${OTELCOL_HEALTH_PORT:=13133}"
+  : "${OTELCOL_METRICS_PORT:=18888}"  # collector's own telemetry
+  : "${PROMETHEUS_RETENTION:=90d}"
+  : "${TOKENBRIDGE_NATIVE_DIR:=${XDG_STATE_HOME:-$HOME/.local/state}/tokenbridge/native}"
+  export TOKENBRIDGE_BIND OTLP_GRPC_PORT OTLP_HTTP_PORT PROMETHEUS_PORT GRAFANA_PORT OTELCOL_PROM_PORT \
+    OTELCOL_HEALTH_PORT OTELCOL_METRICS_PORT PROMETHEUS_RETENTION TOKENBRIDGE_NATIVE_DIR
+}
+
+# True when a Docker engine answers and compose v2 is available.
+tb_have_docker() {
+  [[ "${TOKENBRIDGE_MODE:-}" == "native" ]] && return 1
+  command -v docker >/dev/null 2>&1 || return 1
+  docker info >/dev/null 2>&1 || return 1
+  docker compose version >/dev/null 2>&1
+}
+
+tb_http_ok() {
+  # tb_http_ok URL -> 0 when the URL answers 2xx
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsS -o /dev/null --max-time 3 "$1" 2>/dev/null
+  else
+    python3 - "$1" <<'PY' 2>/dev/null
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=3)
+PY
+  fi
+}
