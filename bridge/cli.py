@@ -1,0 +1,332 @@
+"""The ``tokenbridge`` command line.
+
+Errors are one clear line and a non-zero exit code; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bridge import __version__, config
+from bridge.errors import ConfigError, TokenbridgeError
+from bridge.ledger import Ledger
+from bridge.report import KINDS, build, parse_day, resolve_tz
+from bridge.sources import Source, build_sources
+from bridge.sources.claude_stats_cache import TRANSCRIPTS_SCANNED
+
+log = logging.getLogger("tokenbridge")
+_PROGRESS_MIN_BYTES = 64 * 1024 * 1024
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tokenbridge", description="AI coding usage as Claude Code's OTLP metrics.")
+    p.add_argument("--version", action="version", version=f"tokenbridge {__version__}")
+    p.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    p.add_argument("--state-dir", type=Path, help="ledger directory (env TOKENBRIDGE_STATE_DIR)")
+    p.add_argument("--config", type=Path, help="config file (env TOKENBRIDGE_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="daemon: watch files, export periodically")
+    _export_flags(run)
+    run.add_argument("--no-progress", action="store_true", help="no progress bar on the first scan")
+
+    sync = sub.add_parser("sync", help="one ingest pass, one export, exit")
+    sync.add_argument("--source", choices=config.SOURCE_NAMES, help="only this source")
+    sync.add_argument("--days", type=int, help="only files changed in the last N days")
+    sync.add_argument("--no-export", action="store_true", help="ingest into the ledger only")
+    sync.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _export_flags(sync)
+
+    rep = sub.add_parser("report", help="usage tables from the ledger")
+    rep.add_argument("kind", choices=KINDS)
+    rep.add_argument("--json", action="store_true", help="JSON for scripts")
+    rep.add_argument("--since", help="first day (YYYY-MM-DD), inclusive")
+    rep.add_argument("--until", help="last day (YYYY-MM-DD), inclusive")
+    rep.add_argument("--timezone", "-z", help="IANA zone for day buckets (default: system zone)")
+    rep.add_argument("--breakdown", action="store_true", help="a row per model under each period")
+    rep.add_argument("--source", action="append", choices=config.SOURCE_NAMES, help="only these sources")
+
+    src = sub.add_parser("sources", help="each source: detected, roots, files, last event, problems")
+    src.add_argument("--json", action="store_true")
+    return p
+
+
+def _export_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prometheus-port", type=int, help="also serve the series at http://HOST:PORT/metrics")
+    p.add_argument("--prometheus-host", default="127.0.0.1")
+    p.add_argument("--interval", type=float, help="export interval in seconds (run)")
+    p.add_argument("--no-otlp", action="store_true", help="do not push OTLP (e.g. with --prometheus-port only)")
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"tokenbridge: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s") if debug else _OneLine())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger("tokenbridge").setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        # The OTel SDK logs every retry with a traceback; our exporter wrapper says it in one line.
+        for noisy in ("opentelemetry", "grpc", "urllib3", "watchdog"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    s = config.load(state_dir=args.state_dir, config=args.config)
+    if getattr(args, "prometheus_port", None) is not None:
+        s.prometheus_port = args.prometheus_port
+    if getattr(args, "interval", None):
+        s.interval_s = args.interval
+    if getattr(args, "no_otlp", False):
+        s.otlp = False
+    return s
+
+
+def _pricer(settings: config.Settings) -> Any:
+    from bridge.pricing import Pricer
+
+    return Pricer(settings.prices_path)
+
+
+def ingest(
+    ledger: Ledger,
+    sources: Sequence[Source],
+    pricer: Any,
+    since: datetime | None = None,
+    show_progress: bool = False,
+) -> list[Any]:
+    """One pass over ``sources``; a progress bar when there is a lot to read."""
+    pending = sum(s.pending_bytes(ledger, since) for s in sources)
+    results = []
+    if show_progress and pending >= _PROGRESS_MIN_BYTES and sys.stderr.isatty():
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn()
+        ) as bar:
+            task = bar.add_task("scanning history", total=pending)
+            for s in sources:
+                results.append(s.scan(ledger, pricer, since, lambda n: bar.advance(task, n)))
+                _mark_scanned(ledger, s)
+    else:
+        for s in sources:
+            results.append(s.scan(ledger, pricer, since))
+            _mark_scanned(ledger, s)
+    return results
+
+
+def _mark_scanned(ledger: Ledger, source: Source) -> None:
+    if source.name == TRANSCRIPTS_SCANNED[0] and ledger.state(*TRANSCRIPTS_SCANNED) is None:
+        ledger.set_state(*TRANSCRIPTS_SCANNED, "1")
+
+
+def _reprice_if_needed(ledger: Ledger, pricer: Any) -> None:
+    fp = pricer.fingerprint()
+    if ledger.state("pricing", "fingerprint") != fp:
+        n = ledger.reprice_unknown(pricer)
+        if n:
+            log.info("priced %d request(s) whose model had no price before", n)
+        ledger.set_state("pricing", "fingerprint", fp)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    sources = build_sources(settings, args.source)
+    since = datetime.now(UTC) - timedelta(days=args.days) if args.days else None
+    started = time.monotonic()
+    with Ledger.open(settings.state_dir) as ledger:
+        pricer = _pricer(settings)
+        _reprice_if_needed(ledger, pricer)
+        results = ingest(ledger, sources, pricer, since, show_progress=not args.no_progress)
+        elapsed = time.monotonic() - started
+        mb = sum(r.bytes_read for r in results) / 1e6
+        new = sum(r.new_requests for r in results)
+        files = sum(r.files_read for r in results)
+        print(f"ingested {new} new request(s) from {files} file(s), {mb:.1f} MB in {elapsed:.2f}s", file=sys.stderr)
+        for r in results:
+            for err in r.errors:
+                log.warning("%s: %s", r.source, err)
+        if args.no_export or not (settings.otlp or settings.prometheus_port):
+            return 0
+        from bridge.export import BridgeExporter
+
+        exporter = BridgeExporter(
+            otlp=settings.otlp,
+            prometheus_port=settings.prometheus_port,
+            prometheus_host=args.prometheus_host,
+            interval_s=3600,
+            include_session_id=settings.include_session_id,
+            env=settings.env,
+        )
+        exporter.refresh(ledger)
+        ok = exporter.flush()
+        exporter.shutdown()
+        if ok and settings.otlp:
+            print(f"exported totals to {exporter.target}", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bridge.daemon import run
+
+    settings = _settings(args)
+    return run(settings, args.prometheus_host, show_progress=not args.no_progress)
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def _fmt_cost(line: Any) -> str:
+    cost = line.cost
+    if cost is None:
+        return "unknown"
+    text = f"${cost:,.2f}"
+    return f"{text} + ?" if line.unpriced else text
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    tz = resolve_tz(args.timezone)
+    since = parse_day(args.since, "--since") if args.since else None
+    until = parse_day(args.until, "--until") if args.until else None
+    with Ledger.open(settings.state_dir) as ledger:
+        rep = build(ledger, args.kind, tz, since, until, args.source)
+    if args.json:
+        print(json.dumps(rep.as_json(breakdown=True), indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    title = {"session": "Sessions", "models": "Models"}.get(args.kind, args.kind.capitalize())
+    table = Table(title=f"Claude Code and AI usage — {title} ({rep.timezone})", show_footer=False)
+    first = {"daily": "Date", "weekly": "Week of", "monthly": "Month", "session": "Session", "models": "Model"}
+    table.add_column(first[args.kind])
+    if args.kind != "models":
+        table.add_column("Models")
+    for col in ("Input", "Output", "Cache create", "Cache read", "Total tokens", "Cost (USD)"):
+        table.add_column(col, justify="right")
+    for b in rep.buckets:
+        models = ", ".join(sorted({m for m, _ in b.models}))
+        row = [b.key] + ([models] if args.kind != "models" else [])
+        table.add_row(*row, *_cells(b.line))
+        if args.breakdown and args.kind != "models":
+            for (model, _p), line in sorted(b.models.items()):
+                table.add_row(f"  └ {model}", "", *_cells(line), style="dim")
+    table.add_section()
+    table.add_row("Total", *([""] if args.kind != "models" else []), *_cells(rep.totals), style="bold")
+    Console(soft_wrap=False).print(table)
+    if rep.totals.unpriced:
+        print(
+            f"{rep.totals.unpriced} request(s) use a model without a known price: their cost is not included "
+            "(see `tokenbridge sources`; add prices in the override file).",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cells(line: Any) -> list[str]:
+    return [
+        _fmt_int(line.input),
+        _fmt_int(line.output),
+        _fmt_int(line.cache_creation),
+        _fmt_int(line.cache_read),
+        _fmt_int(line.total),
+        _fmt_cost(line),
+    ]
+
+
+def source_rows(settings: config.Settings) -> list[dict[str, Any]]:
+    rows = []
+    with Ledger.open(settings.state_dir) as ledger:
+        for s in build_sources(settings):
+            st = s.status()
+            info = ledger.source_summary(s.name)
+            rows.append(
+                {
+                    "name": st.name,
+                    "detected": st.detected,
+                    "enabled": st.enabled,
+                    "roots": st.roots,
+                    "files": st.files,
+                    "lastEvent": info["last_event"],
+                    "requests": info["requests"],
+                    "skippedLines": info["skipped"],
+                    "unknownModels": info["unknown_models"],
+                    "errors": st.notes,
+                }
+            )
+    return rows
+
+
+def cmd_sources(args: argparse.Namespace) -> int:
+    rows = source_rows(_settings(args))
+    if args.json:
+        print(json.dumps({"sources": rows}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="tokenbridge sources")
+    for col in ("Source", "Detected", "Enabled", "Roots", "Files", "Requests", "Last event", "Skipped lines"):
+        table.add_column(col)
+    table.add_column("Unknown models")
+    table.add_column("Errors")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            "yes" if r["detected"] else "no",
+            "yes" if r["enabled"] else "no",
+            "\n".join(r["roots"]),
+            str(r["files"]),
+            _fmt_int(r["requests"]),
+            r["lastEvent"] or "-",
+            str(r["skippedLines"]),
+            ", ".join(r["unknownModels"]) or "-",
+            "; ".join(r["errors"]) or "-",
+        )
+    Console(soft_wrap=False).print(table)
+    return 0
+
+
+_COMMANDS = {"sync": cmd_sync, "run": cmd_run, "report": cmd_report, "sources": cmd_sources}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.debug)
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        if args.debug:
+            raise
+        print(f"tokenbridge: config error: {exc}", file=sys.stderr)
+        return 2
+    except TokenbridgeError as exc:
+        if args.debug:
+            raise
+        print(f"tokenbridge: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

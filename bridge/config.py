@@ -1,0 +1,122 @@
+"""Settings: defaults, then the config file, then environment variables, then CLI flags.
+
+Config errors fail fast with the exact key (``config.toml: export.interval_seconds: ...``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from bridge.errors import ConfigError
+
+SOURCE_NAMES = ("claude_transcripts", "claude_stats_cache")
+
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "export": {"interval_seconds": (int, float), "include_session_id": bool, "prometheus_port": int, "otlp": bool},
+    "sources": {"enabled": list},
+    "pricing": {"overrides": str},
+}
+
+
+@dataclass(slots=True)
+class Settings:
+    state_dir: Path
+    config_path: Path | None = None
+    interval_s: float = 60.0
+    include_session_id: bool = False
+    prometheus_port: int | None = None
+    otlp: bool = True
+    enabled_sources: tuple[str, ...] = SOURCE_NAMES
+    prices_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def default_state_dir(env: dict[str, str]) -> Path:
+    explicit = env.get("TOKENBRIDGE_STATE_DIR", "").strip()
+    if explicit:
+        return Path(os.path.expanduser(explicit))
+    return Path(platformdirs.user_state_dir("tokenbridge"))
+
+
+def default_config_path(env: dict[str, str]) -> Path:
+    explicit = env.get("TOKENBRIDGE_CONFIG", "").strip()
+    if explicit:
+        return Path(os.path.expanduser(explicit))
+    return Path(platformdirs.user_config_dir("tokenbridge")) / "config.toml"
+
+
+def _bool_env(env: dict[str, str], key: str) -> bool | None:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return None
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(key, f"expected true/false, got {raw!r}")
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    for section, body in data.items():
+        if section not in _SCHEMA:
+            raise ConfigError(f"{path.name}: {section}", f"unknown section (known: {', '.join(_SCHEMA)})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{path.name}: {section}", "must be a table")
+        for key, value in body.items():
+            want = _SCHEMA[section].get(key)
+            if want is None:
+                raise ConfigError(f"{path.name}: {section}.{key}", f"unknown key (known: {', '.join(_SCHEMA[section])})")
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ConfigError(f"{path.name}: {section}.{key}", f"wrong type {type(value).__name__}")
+    return data
+
+
+def load(env: dict[str, str] | None = None, state_dir: Path | None = None, config: Path | None = None) -> Settings:
+    env = dict(os.environ) if env is None else env
+    cfg_path = config or default_config_path(env)
+    data = _read_file(cfg_path)
+    s = Settings(state_dir=state_dir or default_state_dir(env), config_path=cfg_path, env=env)
+    export = data.get("export", {})
+    if "interval_seconds" in export:
+        s.interval_s = float(export["interval_seconds"])
+    s.include_session_id = bool(export.get("include_session_id", False))
+    s.prometheus_port = export.get("prometheus_port")
+    s.otlp = bool(export.get("otlp", True))
+    enabled = data.get("sources", {}).get("enabled")
+    if enabled is not None:
+        unknown = [n for n in enabled if n not in SOURCE_NAMES]
+        if unknown:
+            raise ConfigError(f"{cfg_path.name}: sources.enabled", f"unknown source {unknown[0]!r}")
+        s.enabled_sources = tuple(enabled)
+    overrides = data.get("pricing", {}).get("overrides")
+    if overrides:
+        s.prices_path = Path(os.path.expanduser(overrides))
+    raw_interval = env.get("TOKENBRIDGE_EXPORT_INTERVAL")
+    if raw_interval:
+        try:
+            s.interval_s = float(raw_interval)
+        except ValueError:
+            raise ConfigError("TOKENBRIDGE_EXPORT_INTERVAL", f"not a number of seconds: {raw_interval!r}") from None
+    if s.interval_s <= 0:
+        raise ConfigError("export.interval_seconds", "must be > 0")
+    session = _bool_env(env, "TOKENBRIDGE_INCLUDE_SESSION_ID")
+    if session is not None:
+        s.include_session_id = session
+    prices_env = env.get("TOKENBRIDGE_PRICES_FILE")
+    if prices_env:
+        s.prices_path = Path(os.path.expanduser(prices_env))
+    return s

@@ -1,0 +1,130 @@
+"""``tokenbridge run``: watch the sources' files, ingest on change, export periodically.
+
+Idle cost is near zero: file events (inotify/FSEvents through watchdog) wake the loop; without
+events it only wakes for a slow safety rescan. SIGTERM and SIGINT stop it cleanly with a last
+ingest and a final export flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bridge.config import Settings
+from bridge.export import BridgeExporter
+from bridge.ledger import Ledger
+from bridge.sources import Source, build_sources
+
+log = logging.getLogger("tokenbridge.daemon")
+
+SAFETY_RESCAN_S = 600.0  # catches events a platform dropped (e.g. network file systems)
+DEBOUNCE_S = 0.2  # streamed responses write several lines in a burst
+
+
+class _Wakeup:
+    """Collects which sources saw file events since the last pass."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.dirty: set[str] = set()
+        self._lock = threading.Lock()
+
+    def mark(self, source: str) -> None:
+        with self._lock:
+            self.dirty.add(source)
+        self.event.set()
+
+    def take(self) -> set[str]:
+        with self._lock:
+            dirty, self.dirty = self.dirty, set()
+        self.event.clear()
+        return dirty
+
+
+def _observer(sources: list[Source], wake: _Wakeup) -> Any:
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    class Handler(FileSystemEventHandler):
+        def __init__(self, source: str, suffix: str) -> None:
+            self.source, self.suffix = source, suffix
+
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            path = str(event.dest_path or event.src_path) if hasattr(event, "dest_path") else str(event.src_path)
+            if event.is_directory or path.endswith(self.suffix):
+                wake.mark(self.source)
+
+    obs = Observer()
+    for s in sources:
+        suffix = "stats-cache.json" if s.name == "claude_stats_cache" else ".jsonl"
+        recursive = s.name != "claude_stats_cache"
+        for p in s.watch_paths():
+            if Path(p).is_dir():
+                obs.schedule(Handler(s.name, suffix), str(p), recursive=recursive)
+    obs.daemon = True
+    obs.start()
+    return obs
+
+
+def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: bool = True) -> int:
+    from bridge.cli import _mark_scanned, _pricer, _reprice_if_needed, ingest
+
+    stop = threading.Event()
+    wake = _Wakeup()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: final ingest and export", signal.Signals(signum).name)
+        stop.set()
+        wake.event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sources = build_sources(settings)
+    with Ledger.open(settings.state_dir) as ledger:
+        pricer = _pricer(settings)
+        _reprice_if_needed(ledger, pricer)
+        exporter = BridgeExporter(
+            otlp=settings.otlp,
+            prometheus_port=settings.prometheus_port,
+            prometheus_host=prometheus_host,
+            interval_s=settings.interval_s,
+            include_session_id=settings.include_session_id,
+            env=settings.env,
+        )
+        observer = _observer(sources, wake)
+        try:
+            ingest(ledger, sources, pricer, show_progress=show_progress)
+            exporter.refresh(ledger)
+            log.info("watching %d source(s); exporting every %.0fs", len(sources), settings.interval_s)
+            while not stop.is_set():
+                woke = wake.event.wait(SAFETY_RESCAN_S)
+                if stop.is_set():
+                    break
+                if woke:
+                    stop.wait(DEBOUNCE_S)
+                dirty = wake.take()
+                todo = [s for s in sources if not woke or s.name in dirty]
+                _pass(ledger, todo, pricer, exporter)
+                for s in todo:
+                    _mark_scanned(ledger, s)
+            _pass(ledger, sources, pricer, exporter)
+        finally:
+            observer.stop()
+            exporter.flush()
+            exporter.shutdown()
+    return 0
+
+
+def _pass(ledger: Ledger, sources: list[Source], pricer: Any, exporter: BridgeExporter) -> None:
+    before = ledger.generation
+    for s in sources:
+        try:
+            s.scan(ledger, pricer)
+        except Exception as exc:  # one bad source never stops the others
+            log.warning("%s: scan failed: %s", s.name, exc)
+    if ledger.generation != before:
+        exporter.refresh(ledger)

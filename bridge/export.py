@@ -1,0 +1,270 @@
+"""Export the ledger's totals as Claude Code's native OTLP metrics.
+
+Instruments are named exactly as Claude Code's (``claude_code.token.usage`` in ``tokens`` with
+``model`` and ``type``; ``claude_code.cost.usage`` in ``USD`` with ``model``), plus ``provider``
+and ``source`` (and ``session.id`` only when enabled: cardinality). Temporality is cumulative
+and the values are the ledger's totals, so:
+
+* a restart continues each series instead of resetting it, because each series' OTLP start
+  time is stored in the ledger the first time it is exported and reused forever after (a
+  backend that turns start times into zero samples never sees a fake reset);
+* a collector that is down loses nothing: the next successful export carries the full totals;
+* exported values never go down (a guard keeps the last exported value), so ``increase()``
+  downstream can never count a fake reset.
+
+The export thread only reads an immutable snapshot built by the caller's thread, because the
+ledger's SQLite connection belongs to that thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import Counter, MeterProvider, ObservableCounter
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    NumberDataPoint,
+    PeriodicExportingMetricReader,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+
+from bridge import __version__
+from bridge.errors import ConfigError
+from bridge.ledger import Ledger, SeriesTotal
+
+log = logging.getLogger("tokenbridge.export")
+
+TOKEN_METRIC = "claude_code.token.usage"
+COST_METRIC = "claude_code.cost.usage"
+UNPRICED_METRIC = "tokenbridge.unpriced.requests"
+DEFAULT_ENDPOINT = "http://localhost:14317"  # the stack's OTLP gRPC port (see docker-compose.yml)
+_CUMULATIVE = {Counter: AggregationTemporality.CUMULATIVE, ObservableCounter: AggregationTemporality.CUMULATIVE}
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    metric: str
+    attrs: tuple[tuple[str, str], ...]
+    value: float
+    start_ns: int
+
+
+def _series_key(metric: str, attrs: tuple[tuple[str, str], ...]) -> str:
+    return metric + "|" + "|".join(f"{k}={v}" for k, v in attrs)
+
+
+class _Snapshot:
+    """Immutable view of what to export, keyed by (metric, attributes)."""
+
+    def __init__(self, points: Sequence[_Point]) -> None:
+        self.points = {(p.metric, p.attrs): p for p in points}
+
+    def observations(self, metric: str) -> list[Observation]:
+        return [Observation(p.value, dict(p.attrs)) for (m, _), p in self.points.items() if m == metric]
+
+    def start_ns(self, metric: str, attrs: dict[str, Any]) -> int | None:
+        key = (metric, tuple(sorted((str(k), str(v)) for k, v in attrs.items())))
+        p = self.points.get(key)
+        return None if p is None else p.start_ns
+
+
+class _StableStartExporter(MetricExporter):
+    """Wraps the OTLP exporter: stable start times, and one clear line when delivery fails."""
+
+    def __init__(self, inner: MetricExporter, owner: BridgeExporter, target: str) -> None:
+        super().__init__(preferred_temporality=_CUMULATIVE)
+        self._inner = inner
+        self._owner = owner
+        self._target = target
+        self.failures = 0
+        self.successes = 0
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        snap = self._owner.snapshot
+        for rm in metrics_data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for i, metric in enumerate(sm.metrics):
+                    if not isinstance(metric.data, Sum):
+                        continue
+                    pts = []
+                    for dp in metric.data.data_points:
+                        start = snap.start_ns(metric.name, dict(dp.attributes or {}))
+                        pts.append(replace(dp, start_time_unix_nano=start) if start is not None else dp)
+                    data = replace(metric.data, data_points=pts)
+                    sm.metrics[i] = replace(metric, data=data)  # type: ignore[index]
+        try:
+            result = self._inner.export(metrics_data, timeout_millis=timeout_millis)
+        except Exception as exc:  # the SDK must never take the bridge down
+            log.warning("export to %s failed: %s", self._target, exc)
+            result = MetricExportResult.FAILURE
+        if result is MetricExportResult.SUCCESS:
+            self.successes += 1
+        else:
+            self.failures += 1
+            log.warning(
+                "collector at %s did not accept the export; the ledger keeps every total and the next "
+                "successful export carries them",
+                self._target,
+            )
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis)
+
+
+def _redact(url: str) -> str:
+    """An endpoint for logs: never its credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.split("@")[-1]
+
+
+def otlp_protocol(env: dict[str, str]) -> str:
+    proto = env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    if proto not in ("grpc", "http/protobuf"):
+        key = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL" if env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") else (
+            "OTEL_EXPORTER_OTLP_PROTOCOL"
+        )
+        raise ConfigError(key, f"unsupported protocol {proto!r}: use grpc or http/protobuf")
+    return proto
+
+
+def _otlp_exporter(env: dict[str, str]) -> tuple[MetricExporter, str]:
+    proto = otlp_protocol(env)
+    signal_ep = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    base_ep = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if proto == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+
+        endpoint = signal_ep or base_ep or DEFAULT_ENDPOINT
+        return Grpc(endpoint=endpoint, preferred_temporality=_CUMULATIVE), _redact(endpoint)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+
+    if signal_ep:
+        endpoint = signal_ep
+    else:
+        base = base_ep or DEFAULT_ENDPOINT.replace("14317", "14318")
+        endpoint = base.rstrip("/") + "/v1/metrics"
+    return Http(endpoint=endpoint, preferred_temporality=_CUMULATIVE), _redact(endpoint)
+
+
+class BridgeExporter:
+    """Owns the MeterProvider, its readers and the snapshot they read."""
+
+    def __init__(
+        self,
+        *,
+        otlp: bool = True,
+        prometheus_port: int | None = None,
+        prometheus_host: str = "127.0.0.1",
+        interval_s: float = 60.0,
+        include_session_id: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env = dict(os.environ) if env is None else env
+        self.include_session_id = include_session_id
+        self.snapshot = _Snapshot([])
+        self._lock = threading.Lock()
+        self._pending_series: dict[str, tuple[int, str]] = {}
+        self._known: dict[str, tuple[int, str]] = {}
+        self.otlp: _StableStartExporter | None = None
+        readers: list[MetricReader] = []
+        if otlp:
+            inner, target = _otlp_exporter(env)
+            self.otlp = _StableStartExporter(inner, self, target)
+            self.target = target
+            readers.append(PeriodicExportingMetricReader(self.otlp, export_interval_millis=interval_s * 1000))
+        if prometheus_port is not None:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            from prometheus_client import start_http_server
+
+            readers.append(PrometheusMetricReader())
+            start_http_server(prometheus_port, addr=prometheus_host)
+            log.info("serving Prometheus metrics on http://%s:%d/metrics", prometheus_host, prometheus_port)
+        resource = Resource.create({"service.name": "tokenbridge", "service.version": __version__})
+        self.provider = MeterProvider(resource=resource, metric_readers=readers)
+        meter = self.provider.get_meter("tokenbridge", __version__)
+        meter.create_observable_counter(
+            TOKEN_METRIC, [self._cb(TOKEN_METRIC)], unit="tokens", description="Number of tokens used"
+        )
+        meter.create_observable_counter(COST_METRIC, [self._cb(COST_METRIC)], unit="USD", description="Cost of usage")
+        meter.create_observable_counter(
+            UNPRICED_METRIC,
+            [self._cb(UNPRICED_METRIC)],
+            unit="",
+            description="Requests whose model has no known price (their cost is unknown, not zero)",
+        )
+
+    def _cb(self, metric: str) -> Any:
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            return self.snapshot.observations(metric)
+
+        return callback
+
+    def refresh(self, ledger: Ledger) -> None:
+        """Rebuild the snapshot from the ledger's totals (call from the ledger's thread)."""
+        if not self._known:
+            self._known = ledger.all_series()
+        points: list[_Point] = []
+        now = time.time_ns()
+        for metric, attrs, value in self._values(ledger.totals()):
+            key = _series_key(metric, attrs)
+            start, last = self._known.get(key, (now, "0"))
+            if value < Decimal(last):
+                log.warning("%s would go down (%s < %s); keeping the exported value", key, value, last)
+                value = Decimal(last)
+            if key not in self._known or Decimal(last) != value:
+                self._known[key] = (start, str(value))
+                self._pending_series[key] = (start, str(value))
+            points.append(_Point(metric, attrs, float(value), start))
+        self.snapshot = _Snapshot(points)
+        if self._pending_series:
+            ledger.record_series(self._pending_series)
+            self._pending_series = {}
+
+    def _values(self, totals: list[SeriesTotal]) -> Iterable[tuple[str, tuple[tuple[str, str], ...], Decimal]]:
+        tokens: dict[tuple[tuple[str, str], ...], Decimal] = {}
+        cost: dict[tuple[tuple[str, str], ...], Decimal] = {}
+        unpriced: dict[tuple[tuple[str, str], ...], Decimal] = {}
+        for t in totals:
+            base = {"model": t.model, "provider": t.provider, "source": t.source}
+            if self.include_session_id and t.session_id:
+                base["session.id"] = t.session_id
+            attrs = tuple(sorted(base.items()))
+            for typ, n in t.tokens.items():
+                k = tuple(sorted((*attrs, ("type", typ))))
+                tokens[k] = tokens.get(k, Decimal(0)) + n
+            if t.requests > t.unpriced:
+                cost[attrs] = cost.get(attrs, Decimal(0)) + t.cost
+            if t.unpriced:
+                unpriced[attrs] = unpriced.get(attrs, Decimal(0)) + t.unpriced
+        for metric, table in ((TOKEN_METRIC, tokens), (COST_METRIC, cost), (UNPRICED_METRIC, unpriced)):
+            for attrs, value in table.items():
+                yield metric, attrs, value
+
+    def flush(self, timeout_s: float = 15.0) -> bool:
+        """Export now. True when the collector (if any) accepted it."""
+        before = self.otlp.successes if self.otlp else 0
+        self.provider.force_flush(int(timeout_s * 1000))
+        return self.otlp is None or self.otlp.successes > before
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()

@@ -1,0 +1,685 @@
+"""The ledger: one SQLite database (WAL) that makes every source exactly-once.
+
+It holds, per source file, a cursor (inode, size, byte offset, a fingerprint of the head);
+per request, one row keyed by the record's ``dedup_key`` holding the most complete usage seen
+so far; running totals per series, kept in the same transaction as the rows; and small
+per-source state (e.g. the stats-cache snapshot).
+
+Exactly-once comes from two rules:
+
+* A batch of records and the cursor that produced it are committed in one transaction, so a
+  crash (even ``kill -9``) leaves either both or neither.
+* Each row is a field-wise max-register (see ``Tokens.merge_max``): re-reading a line, reading a
+  streamed duplicate or a copy in a resumed session adds nothing; a more complete line adds only
+  the increase. Totals are updated by exactly the row's change, so they never drift from rows.
+
+Money is stored as integer pico-dollars (1e-12 USD) so SQL sums stay exact.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+from bridge.errors import LedgerError
+from bridge.record import CostOrigin, Tokens, UsageRecord
+
+SCHEMA_VERSION = 1
+_PICO = Decimal(10) ** 12
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (
+    source TEXT NOT NULL, path TEXT NOT NULL,
+    inode INTEGER NOT NULL, size INTEGER NOT NULL, offset INTEGER NOT NULL,
+    head BLOB NOT NULL, malformed INTEGER NOT NULL DEFAULT 0, updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (source, path)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    dedup_key TEXT PRIMARY KEY,
+    group_key TEXT,
+    source TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL, session_id TEXT, project TEXT,
+    sidechain INTEGER NOT NULL,
+    input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
+    cache_creation INTEGER NOT NULL, cache_creation_1h INTEGER NOT NULL,
+    reported_pusd INTEGER,
+    cost_pusd INTEGER,
+    cost_origin TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_group ON usage (group_key) WHERE group_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts_ms);
+CREATE TABLE IF NOT EXISTS totals (
+    source TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, session_id TEXT NOT NULL,
+    input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
+    cache_creation INTEGER NOT NULL, cost_pusd INTEGER NOT NULL,
+    requests INTEGER NOT NULL, unpriced INTEGER NOT NULL,
+    PRIMARY KEY (source, provider, model, session_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS source_state (
+    source TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (source, key)
+);
+CREATE TABLE IF NOT EXISTS series (
+    series_key TEXT PRIMARY KEY, start_ns INTEGER NOT NULL, last_value TEXT NOT NULL
+);
+"""
+
+_COLS = (
+    "dedup_key, group_key, source, provider, model, ts_ms, session_id, project, sidechain, "
+    "input, output, cache_read, cache_creation, cache_creation_1h, reported_pusd, cost_pusd, cost_origin"
+)
+
+
+class CostFunction(Protocol):
+    """What the ledger needs from pricing: exact cost or None when the model has no price."""
+
+    def cost(
+        self, provider: str, model: str, tokens: Tokens, at: datetime | None = None
+    ) -> Decimal | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a file was read up to. ``head`` fingerprints the file's first bytes to detect rewrites."""
+
+    source: str
+    path: str
+    inode: int
+    size: int
+    offset: int
+    head: bytes
+    malformed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesTotal:
+    """Cumulative totals of one exported series."""
+
+    source: str
+    provider: str
+    model: str
+    session_id: str
+    tokens: dict[str, int]
+    cost: Decimal
+    requests: int
+    unpriced: int
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What a committed batch changed."""
+
+    new_requests: int = 0
+    updated_requests: int = 0
+    tokens_added: int = 0
+
+
+@dataclass(slots=True)
+class _Row:
+    dedup_key: str
+    group_key: str | None
+    source: str
+    provider: str
+    model: str
+    ts_ms: int
+    session_id: str | None
+    project: str | None
+    sidechain: bool
+    tokens: Tokens
+    reported_pusd: int | None
+    cost_pusd: int | None
+    cost_origin: str
+
+    @classmethod
+    def from_db(cls, r: sqlite3.Row | tuple[object, ...]) -> _Row:
+        return cls(
+            str(r[0]),
+            None if r[1] is None else str(r[1]),
+            str(r[2]),
+            str(r[3]),
+            str(r[4]),
+            int(r[5]),  # type: ignore[call-overload]
+            None if r[6] is None else str(r[6]),
+            None if r[7] is None else str(r[7]),
+            bool(r[8]),
+            Tokens(int(r[9]), int(r[10]), int(r[11]), int(r[12]), int(r[13])),  # type: ignore[call-overload]
+            None if r[14] is None else int(r[14]),  # type: ignore[call-overload]
+            None if r[15] is None else int(r[15]),  # type: ignore[call-overload]
+            str(r[16]),
+        )
+
+    def as_params(self) -> tuple[object, ...]:
+        t = self.tokens
+        return (
+            self.dedup_key,
+            self.group_key,
+            self.source,
+            self.provider,
+            self.model,
+            self.ts_ms,
+            self.session_id,
+            self.project,
+            int(self.sidechain),
+            t.input,
+            t.output,
+            t.cache_read,
+            t.cache_creation,
+            t.cache_creation_1h,
+            self.reported_pusd,
+            self.cost_pusd,
+            self.cost_origin,
+        )
+
+
+def to_pusd(amount: Decimal) -> int:
+    """USD → integer pico-dollars (exact for prices with up to 12 decimals)."""
+    return int((amount * _PICO).to_integral_value())
+
+
+def from_pusd(pusd: int) -> Decimal:
+    return Decimal(pusd) / _PICO
+
+
+class Ledger:
+    """The bridge's single source of truth. Not thread-safe: one ``Ledger`` per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+            self._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
+        self.generation = 0
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Ledger:
+        return cls(state_dir / "ledger.sqlite3")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_version(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            now = str(time.time_ns())
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('created_ns', ?)", (now,))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise LedgerError(
+                f"ledger {self.path} has schema {row[0]}, newer than this tokenbridge ({SCHEMA_VERSION})"
+            )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self.generation += 1
+
+    # -- cursors -------------------------------------------------------------------------------
+
+    def cursor(self, source: str, path: str) -> Cursor | None:
+        r = self._db.execute(
+            "SELECT inode, size, offset, head, malformed FROM cursors WHERE source=? AND path=?",
+            (source, path),
+        ).fetchone()
+        if r is None:
+            return None
+        return Cursor(source, path, int(r[0]), int(r[1]), int(r[2]), bytes(r[3]), int(r[4]))
+
+    def cursors(self, source: str) -> list[Cursor]:
+        rows = self._db.execute(
+            "SELECT path, inode, size, offset, head, malformed FROM cursors WHERE source=?", (source,)
+        ).fetchall()
+        return [
+            Cursor(source, str(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), int(r[5])) for r in rows
+        ]
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def commit(
+        self,
+        records: Sequence[UsageRecord],
+        pricer: CostFunction,
+        cursor: Cursor | None = None,
+        state: dict[tuple[str, str], str] | None = None,
+    ) -> BatchResult:
+        """Merge ``records`` and store ``cursor`` and ``state`` in one transaction."""
+        result = BatchResult()
+        with self._transaction() as db:
+            if records:
+                self._merge(db, records, pricer, result)
+            if cursor is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO cursors VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        cursor.source,
+                        cursor.path,
+                        cursor.inode,
+                        cursor.size,
+                        cursor.offset,
+                        cursor.head,
+                        cursor.malformed,
+                        int(time.time() * 1000),
+                    ),
+                )
+            for (source, key), value in (state or {}).items():
+                db.execute("INSERT OR REPLACE INTO source_state VALUES (?,?,?)", (source, key, value))
+        return result
+
+    def _merge(
+        self,
+        db: sqlite3.Connection,
+        records: Sequence[UsageRecord],
+        pricer: CostFunction,
+        result: BatchResult,
+    ) -> None:
+        # Collapse the batch in memory first (streamed duplicates sit next to each other).
+        incoming: dict[str, UsageRecord] = {}
+        merged_tokens: dict[str, Tokens] = {}
+        merged_reported: dict[str, Decimal | None] = {}
+        for rec in records:
+            key = rec.dedup_key
+            prev = incoming.get(key)
+            reported = rec.cost if rec.cost_origin is CostOrigin.REPORTED else None
+            if prev is None:
+                incoming[key] = rec
+                merged_tokens[key] = rec.tokens
+                merged_reported[key] = reported
+                continue
+            merged_tokens[key] = merged_tokens[key].merge_max(rec.tokens)
+            merged_reported[key] = _max_opt(merged_reported[key], reported)
+            if prev.is_sidechain and not rec.is_sidechain:
+                incoming[key] = rec
+        _fold_batch_replays(incoming, merged_tokens, merged_reported)
+        existing = self._load(db, list(incoming))
+        replays = self._load_group_rivals(db, incoming)
+        deltas: dict[tuple[str, str, str, str], list[int]] = {}
+        writes: list[tuple[object, ...]] = []
+        deletes: list[str] = []
+        for key, rec in incoming.items():
+            old = existing.get(key)
+            tokens = merged_tokens[key]
+            reported = None if merged_reported[key] is None else to_pusd(merged_reported[key])  # type: ignore[arg-type]
+            rival = replays.get(key)
+            if old is None and rival is not None:
+                if rival.sidechain and not rec.is_sidechain:
+                    # The parent message arrives after its sidechain replay: the parent's key wins,
+                    # carrying whatever the replay had already counted.
+                    deletes.append(rival.dedup_key)
+                    _add_delta(deltas, rival, -1)
+                    result.tokens_added -= rival.tokens.total
+                    tokens = tokens.merge_max(rival.tokens)
+                    reported = _max_opt_int(reported, rival.reported_pusd)
+                    existing[rival.dedup_key] = rival
+                elif rec.is_sidechain and not rival.sidechain:
+                    # A sidechain replay of a message already counted in its parent: fold into it.
+                    key = rival.dedup_key
+                    old = rival
+                    rec = _with_identity(rec, rival)
+            row = self._merged_row(rec, old, tokens, reported, pricer)
+            if old is not None and _same(old, row):
+                continue
+            if old is None:
+                result.new_requests += 1
+            else:
+                result.updated_requests += 1
+                _add_delta(deltas, old, -1)
+            _add_delta(deltas, row, +1)
+            result.tokens_added += row.tokens.total - (old.tokens.total if old else 0)
+            writes.append(row.as_params())
+        if deletes:
+            db.executemany("DELETE FROM usage WHERE dedup_key=?", [(k,) for k in deletes])
+        if writes:
+            db.executemany(f"INSERT OR REPLACE INTO usage ({_COLS}) VALUES ({','.join('?' * 17)})", writes)
+        self._apply_deltas(db, deltas)
+
+    def _merged_row(
+        self,
+        rec: UsageRecord,
+        old: _Row | None,
+        tokens: Tokens,
+        reported: int | None,
+        pricer: CostFunction,
+    ) -> _Row:
+        if old is not None:
+            tokens = tokens.merge_max(old.tokens)
+            reported = _max_opt_int(reported, old.reported_pusd)
+        sidechain = rec.is_sidechain and (old is None or old.sidechain)
+        base = old if old is not None and (not old.sidechain or rec.is_sidechain) else None
+        if reported is not None:
+            cost_pusd: int | None = reported
+            origin = CostOrigin.REPORTED.value
+        else:
+            cost = pricer.cost(rec.provider, rec.model, tokens, rec.timestamp)
+            cost_pusd = None if cost is None else to_pusd(cost)
+            origin = (CostOrigin.UNKNOWN if cost is None else CostOrigin.ESTIMATED).value
+        if base is not None:
+            # Keep the first-seen identity (timestamp, session, project) of a request: a later
+            # streamed line must not move its usage to another hour or session.
+            return _Row(
+                base.dedup_key, base.group_key, base.source, base.provider, base.model, base.ts_ms,
+                base.session_id, base.project, sidechain, tokens, reported, cost_pusd, origin,
+            )  # fmt: skip
+        return _Row(
+            rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
+            rec.session_id, rec.project, sidechain, tokens, reported, cost_pusd, origin,
+        )  # fmt: skip
+
+    def _load(self, db: sqlite3.Connection, keys: list[str]) -> dict[str, _Row]:
+        out: dict[str, _Row] = {}
+        for chunk in _chunks(keys, 500):
+            q = f"SELECT {_COLS} FROM usage WHERE dedup_key IN ({','.join('?' * len(chunk))})"
+            for r in db.execute(q, chunk):
+                row = _Row.from_db(r)
+                out[row.dedup_key] = row
+        return out
+
+    def _load_group_rivals(self, db: sqlite3.Connection, incoming: dict[str, UsageRecord]) -> dict[str, _Row]:
+        """For each incoming record with a group key, a stored row of the same group with the
+        opposite sidechain flag (a replay pair), if any."""
+        groups: dict[str, list[UsageRecord]] = {}
+        for rec in incoming.values():
+            if rec.group_key:
+                groups.setdefault(rec.group_key, []).append(rec)
+        out: dict[str, _Row] = {}
+        for chunk in _chunks(list(groups), 500):
+            q = f"SELECT {_COLS} FROM usage WHERE group_key IN ({','.join('?' * len(chunk))})"
+            for r in db.execute(q, chunk):
+                row = _Row.from_db(r)
+                for rec in groups.get(row.group_key or "", []):
+                    if rec.dedup_key != row.dedup_key and rec.is_sidechain != row.sidechain:
+                        out.setdefault(rec.dedup_key, row)
+        return out
+
+    def _apply_deltas(
+        self, db: sqlite3.Connection, deltas: dict[tuple[str, str, str, str], list[int]]
+    ) -> None:
+        params = [(*k, *v) for k, v in deltas.items() if any(v)]
+        if not params:
+            return
+        db.executemany(
+            "INSERT INTO totals VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
+            "input=input+excluded.input, output=output+excluded.output, "
+            "cache_read=cache_read+excluded.cache_read, cache_creation=cache_creation+excluded.cache_creation, "
+            "cost_pusd=cost_pusd+excluded.cost_pusd, requests=requests+excluded.requests, "
+            "unpriced=unpriced+excluded.unpriced",
+            params,
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def totals(self) -> list[SeriesTotal]:
+        """Cumulative totals per (source, provider, model, session)."""
+        rows = self._db.execute(
+            "SELECT source, provider, model, session_id, input, output, cache_read, cache_creation, "
+            "cost_pusd, requests, unpriced FROM totals ORDER BY source, provider, model, session_id"
+        ).fetchall()
+        return [
+            SeriesTotal(
+                str(r[0]),
+                str(r[1]),
+                str(r[2]),
+                str(r[3]),
+                {"input": r[4], "output": r[5], "cacheRead": r[6], "cacheCreation": r[7]},
+                from_pusd(int(r[8])),
+                int(r[9]),
+                int(r[10]),
+            )
+            for r in rows
+        ]
+
+    def recomputed_totals(self) -> list[SeriesTotal]:
+        """Totals recomputed from the rows: must always equal ``totals()`` (a consistency check)."""
+        rows = self._db.execute(
+            "SELECT source, provider, model, COALESCE(session_id, ''), SUM(input), SUM(output), "
+            "SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), COUNT(*), "
+            "SUM(cost_pusd IS NULL) FROM usage GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+        ).fetchall()
+        return [
+            SeriesTotal(
+                str(r[0]),
+                str(r[1]),
+                str(r[2]),
+                str(r[3]),
+                {"input": r[4], "output": r[5], "cacheRead": r[6], "cacheCreation": r[7]},
+                from_pusd(int(r[8])),
+                int(r[9]),
+                int(r[10]),
+            )  # fmt: skip
+            for r in rows
+        ]
+
+    def rows(
+        self,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        sources: Iterable[str] | None = None,
+    ) -> Iterator[tuple[int, str, str, str, str | None, str | None, int, int, int, int, int | None]]:
+        """(ts_ms, source, provider, model, session_id, project, input, output, cache_read,
+        cache_creation, cost_pusd) of every stored request, in time order."""
+        where, params = ["1=1"], []
+        if since_ms is not None:
+            where.append("ts_ms >= ?")
+            params.append(since_ms)
+        if until_ms is not None:
+            where.append("ts_ms < ?")
+            params.append(until_ms)
+        src = list(sources) if sources is not None else None
+        if src is not None:
+            where.append(f"source IN ({','.join('?' * len(src))})")
+            params.extend(src)  # type: ignore[arg-type]
+        q = (
+            "SELECT ts_ms, source, provider, model, session_id, project, input, output, cache_read, "
+            f"cache_creation, cost_pusd FROM usage WHERE {' AND '.join(where)} ORDER BY ts_ms"
+        )
+        yield from self._db.execute(q, params)
+
+    def tokens_for(self, keys: list[str]) -> dict[str, Tokens]:
+        """Stored tokens of the given dedup keys (missing keys are absent)."""
+        return {k: row.tokens for k, row in self._load(self._db, keys).items()}
+
+    def source_summary(self, source: str) -> dict[str, Any]:
+        """Requests, last event, skipped lines and unpriced models of one source."""
+        n, last = self._db.execute("SELECT COUNT(*), MAX(ts_ms) FROM usage WHERE source=?", (source,)).fetchone()
+        skipped = self._db.execute("SELECT COALESCE(SUM(malformed), 0) FROM cursors WHERE source=?", (source,))
+        unknown = self._db.execute(
+            "SELECT DISTINCT model FROM usage WHERE source=? AND cost_pusd IS NULL ORDER BY model", (source,)
+        )
+        return {
+            "requests": int(n),
+            "last_event": None if last is None else datetime.fromtimestamp(last / 1000, UTC).isoformat(),
+            "skipped": int(skipped.fetchone()[0]),
+            "unknown_models": [str(r[0]) for r in unknown],
+        }
+
+    def first_day_ms(self, source: str) -> int | None:
+        r = self._db.execute("SELECT MIN(ts_ms) FROM usage WHERE source=?", (source,)).fetchone()
+        return None if r is None or r[0] is None else int(r[0])
+
+    def has_usage_between(self, source: str, since_ms: int, until_ms: int) -> bool:
+        r = self._db.execute(
+            "SELECT 1 FROM usage WHERE source=? AND ts_ms >= ? AND ts_ms < ? LIMIT 1",
+            (source, since_ms, until_ms),
+        ).fetchone()
+        return r is not None
+
+    def reprice_unknown(self, pricer: CostFunction) -> int:
+        """Give a price to rows stored as unknown (e.g. after the user added an override).
+
+        Only unknown → estimated: a cost never goes down, so exported counters stay monotonic.
+        """
+        rows = [
+            _Row.from_db(r) for r in self._db.execute(f"SELECT {_COLS} FROM usage WHERE cost_pusd IS NULL")
+        ]
+        changed = 0
+        with self._transaction() as db:
+            deltas: dict[tuple[str, str, str, str], list[int]] = {}
+            for row in rows:
+                at = datetime.fromtimestamp(row.ts_ms / 1000, UTC)
+                cost = pricer.cost(row.provider, row.model, row.tokens, at)
+                if cost is None:
+                    continue
+                _add_delta(deltas, row, -1)
+                row.cost_pusd, row.cost_origin = to_pusd(cost), CostOrigin.ESTIMATED.value
+                _add_delta(deltas, row, +1)
+                db.execute("UPDATE usage SET cost_pusd=?, cost_origin=? WHERE dedup_key=?",
+                           (row.cost_pusd, row.cost_origin, row.dedup_key))  # fmt: skip
+                changed += 1
+            self._apply_deltas(db, deltas)
+        return changed
+
+    # -- small per-source state and export bookkeeping -----------------------------------------
+
+    def state(self, source: str, key: str) -> str | None:
+        r = self._db.execute(
+            "SELECT value FROM source_state WHERE source=? AND key=?", (source, key)
+        ).fetchone()
+        return None if r is None else str(r[0])
+
+    def set_state(self, source: str, key: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO source_state VALUES (?,?,?)", (source, key, value))
+
+    def series_start(self, series_key: str) -> tuple[int, str] | None:
+        r = self._db.execute(
+            "SELECT start_ns, last_value FROM series WHERE series_key=?", (series_key,)
+        ).fetchone()
+        return None if r is None else (int(r[0]), str(r[1]))
+
+    def record_series(self, values: dict[str, tuple[int, str]]) -> None:
+        """Persist each exported series' stable start time and last exported value."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO series VALUES (?,?,?)", [(k, s, v) for k, (s, v) in values.items()]
+            )
+
+    def all_series(self) -> dict[str, tuple[int, str]]:
+        return {str(r[0]): (int(r[1]), str(r[2])) for r in self._db.execute("SELECT * FROM series")}
+
+    def request_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
+
+
+def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _max_opt(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
+def _max_opt_int(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
+def _same(a: _Row, b: _Row) -> bool:
+    return a.as_params() == b.as_params()
+
+
+def _with_identity(rec: UsageRecord, row: _Row) -> UsageRecord:
+    """A sidechain replay folded into its parent keeps the parent's identity."""
+    return replace(rec, dedup_key=row.dedup_key, is_sidechain=False)
+
+
+def _fold_batch_replays(
+    incoming: dict[str, UsageRecord],
+    tokens: dict[str, Tokens],
+    reported: dict[str, Decimal | None],
+) -> None:
+    """Within one batch, fold a sidechain replay into its parent (same group, other key)."""
+    parents: dict[str, str] = {}
+    for key, rec in incoming.items():
+        if rec.group_key and not rec.is_sidechain:
+            parents.setdefault(rec.group_key, key)
+    for key in [k for k, r in incoming.items() if r.is_sidechain and r.group_key in parents]:
+        parent = parents[incoming[key].group_key or ""]
+        tokens[parent] = tokens[parent].merge_max(tokens.pop(key))
+        reported[parent] = _max_opt(reported[parent], reported.pop(key))
+        del incoming[key]
+
+
+def _add_delta(deltas: dict[tuple[str, str, str, str], list[int]], row: _Row, sign: int) -> None:
+    key = (row.source, row.provider, row.model, row.session_id or "")
+    d = deltas.setdefault(key, [0, 0, 0, 0, 0, 0, 0])
+    t = row.tokens
+    d[0] += sign * t.input
+    d[1] += sign * t.output
+    d[2] += sign * t.cache_read
+    d[3] += sign * t.cache_creation
+    d[4] += sign * (row.cost_pusd or 0)
+    d[5] += sign
+    d[6] += sign * (1 if row.cost_pusd is None else 0)
+
+
+def _where(since_ms: int | None, until_ms: int | None, sources: Sequence[str] | None) -> tuple[str, list[object]]:
+    where, params = ["1=1"], []  # type: list[str], list[object]
+    if since_ms is not None:
+        where.append("ts_ms >= ?")
+        params.append(since_ms)
+    if until_ms is not None:
+        where.append("ts_ms < ?")
+        params.append(until_ms)
+    if sources is not None:
+        where.append(f"source IN ({','.join('?' * len(sources))})")
+        params.extend(sources)
+    return " AND ".join(where), params
+
+
+_SUMS = (
+    "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
+    "SUM(cost_pusd IS NULL), COUNT(*)"
+)
+
+
+def aggregate(
+    ledger: Ledger,
+    group: str,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    sources: Sequence[str] | None = None,
+) -> list[tuple[Any, ...]]:
+    """Sums grouped by ``group`` ("quarter" = 15-minute bucket, or "session") and model.
+
+    Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
+    cost_pusd, unpriced, requests). Every real time zone offset is a multiple of 15 minutes, so
+    quarter-hour buckets convert exactly to local days, weeks and months.
+    """
+    where, params = _where(since_ms, until_ms, sources)
+    if group == "quarter":
+        head = "ts_ms / 900000, model, provider, NULL"
+    elif group == "session":
+        head = "COALESCE(session_id, ''), model, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
+    else:
+        raise ValueError(group)
+    q = f"SELECT {head}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3"
+    return list(ledger._db.execute(q, params))  # noqa: SLF001 - report queries live with the schema

@@ -1,0 +1,91 @@
+"""What every source shares: the status it reports and the scan contract.
+
+Each source module has the same shape: where its files are (``roots``), how one record parses,
+and what it yields (``UsageRecord``s committed to the shared ledger with their cursors).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from bridge.ledger import CostFunction, Ledger
+
+log = logging.getLogger("tokenbridge.sources")
+
+ProgressHook = Callable[[int], None]
+
+
+@dataclass(slots=True)
+class ScanStats:
+    """Outcome of one ingest pass of one source."""
+
+    source: str
+    files_seen: int = 0
+    files_read: int = 0
+    bytes_read: int = 0
+    records: int = 0
+    new_requests: int = 0
+    malformed: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SourceStatus:
+    """What ``tokenbridge sources`` shows for one source."""
+
+    name: str
+    detected: bool
+    enabled: bool
+    roots: list[str]
+    files: int
+    notes: list[str] = field(default_factory=list)
+
+
+class Source(Protocol):
+    """A data source. ``scan`` must be safe to call any number of times (exactly-once)."""
+
+    name: str
+
+    def status(self) -> SourceStatus: ...
+
+    def pending_bytes(self, ledger: Ledger, since: datetime | None = None) -> int: ...
+
+    def scan(
+        self,
+        ledger: Ledger,
+        pricer: CostFunction,
+        since: datetime | None = None,
+        progress: ProgressHook | None = None,
+    ) -> ScanStats: ...
+
+    def watch_paths(self) -> list[Path]: ...
+
+
+def expand_dir_list(value: str) -> list[Path]:
+    """A comma-separated list of directories, ``~`` expanded, empty items dropped."""
+    return [Path(os.path.expanduser(item.strip())) for item in value.split(",") if item.strip()]
+
+
+def infer_provider(model: str) -> str:
+    """Which provider served a model name written by an Anthropic-compatible client.
+
+    Claude Code can talk to Anthropic-compatible endpoints of other providers
+    (``ANTHROPIC_BASE_URL``); the model name is the only hint left in the transcript.
+    """
+    m = model.lower()
+    if m.startswith(("kimi", "moonshot")):
+        return "moonshot"
+    if m.startswith("deepseek"):
+        return "deepseek"
+    if m.startswith(("gpt-", "o1", "o3", "o4", "codex")):
+        return "openai"
+    if "/" in m:
+        return "openrouter"
+    return "anthropic"

@@ -1,0 +1,149 @@
+"""Incremental, crash-safe reading of append-only JSON-lines files.
+
+A file is read by byte offset through its last newline only: a partial last line (a response
+still streaming) is left for the next pass, never half-parsed. Each chunk's records and the
+advanced cursor are committed together, so a crash loses nothing and repeats nothing.
+
+Truncation and replacement are detected from the inode, a shrinking size, or a changed head
+(the first bytes of the file as last seen). The file is then re-read from the start; the
+ledger's per-request max-registers make the re-read add only what is really new.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from bridge.ledger import CostFunction, Cursor, Ledger
+from bridge.record import UsageRecord
+
+log = logging.getLogger("tokenbridge.sources")
+
+_HEAD_BYTES = 256
+CHUNK_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class ChunkResult:
+    """What a parser found in one chunk of complete lines."""
+
+    records: list[UsageRecord]
+    malformed: int = 0
+    first_malformed_at: int | None = None  # byte offset inside the chunk
+
+
+ChunkParser = Callable[[bytes], ChunkResult]
+
+
+@dataclass(slots=True)
+class FileScan:
+    """Outcome of reading one file."""
+
+    bytes_read: int = 0
+    records: int = 0
+    new_requests: int = 0
+    malformed: int = 0
+    restarted: bool = False
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _head(fh: BinaryIO, size: int) -> bytes:
+    fh.seek(0)
+    return fh.read(min(size, _HEAD_BYTES))
+
+
+def needs_read(cursor: Cursor | None, st: os.stat_result) -> bool:
+    """Cheap check without opening the file: anything new or changed since the cursor?"""
+    if cursor is None:
+        return st.st_size > 0
+    return st.st_ino != cursor.inode or st.st_size != cursor.offset
+
+
+def tail_file(
+    ledger: Ledger,
+    source: str,
+    path: Path,
+    parse: ChunkParser,
+    pricer: CostFunction,
+    cursor: Cursor | None,
+    on_bytes: Callable[[int], None] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> FileScan:
+    """Read ``path`` from its cursor to its last complete line, committing chunk by chunk."""
+    scan = FileScan()
+    st = _stat(path)
+    if st is None:
+        return scan
+    key = str(path)
+    with path.open("rb") as fh:
+        head = _head(fh, st.st_size)
+        start, malformed = 0, 0
+        if cursor is not None:
+            same_file = (
+                cursor.inode == st.st_ino and st.st_size >= cursor.offset and head[: len(cursor.head)] == cursor.head
+            )
+            if same_file:
+                start, malformed = cursor.offset, cursor.malformed
+            else:
+                scan.restarted = True
+                log.info("%s was truncated or replaced; re-reading it from the start (nothing is counted twice)", path)
+        if start >= st.st_size:
+            return scan
+        fh.seek(start)
+        offset, carry = start, b""
+        while True:
+            block = fh.read(chunk_bytes)
+            if not block:
+                break
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            complete, carry = data[: cut + 1], data[cut + 1 :]
+            result = parse(complete)
+            if result.malformed:
+                if malformed == 0:
+                    at = offset + (result.first_malformed_at or 0)
+                    log.warning("%s: malformed line(s) skipped, first at byte %d", path, at)
+                malformed += result.malformed
+                scan.malformed += result.malformed
+            offset += len(complete)
+            new_cursor = Cursor(source, key, st.st_ino, st.st_size, offset, head, malformed)
+            batch = ledger.commit(result.records, pricer, new_cursor)
+            scan.records += len(result.records)
+            scan.new_requests += batch.new_requests
+            scan.bytes_read += len(complete)
+            if on_bytes is not None:
+                on_bytes(len(complete))
+    return scan
+
+
+def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects") -> list[Path]:
+    """Every ``*.jsonl`` below ``root/pattern_dir`` for each root, recursively, without duplicates."""
+    seen: set[str] = set()
+    out: list[Path] = []
+    for root in roots:
+        base = root / pattern_dir
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if not name.endswith(".jsonl"):
+                    continue
+                p = Path(dirpath) / name
+                real = os.path.realpath(p)
+                if real in seen:
+                    continue
+                seen.add(real)
+                out.append(p)
+    return out

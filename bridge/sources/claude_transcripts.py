@@ -1,0 +1,293 @@
+"""Claude Code transcripts: ``<root>/projects/**/*.jsonl``.
+
+Where: ``CLAUDE_CONFIG_DIR`` (comma list; each a config dir or its ``projects/``) replaces the
+defaults ``$XDG_CONFIG_HOME/claude`` (else ``~/.config/claude``) and ``~/.claude``. Files are
+found recursively, subagent logs (``<session>/subagents/agent-*.jsonl``) included.
+
+How a record parses: only assistant lines that carry ``message.usage`` count. Odd semantics,
+all handled here or in the ledger:
+
+* One API response is written as several lines (one per content block) sharing ``message.id``
+  and ``requestId``; early lines carry a partial streaming ``output_tokens``. The dedup key is
+  ``(message.id, requestId)`` across all files and roots; the ledger keeps the field-wise max,
+  so only the increase is counted.
+* A resumed or forked session copies earlier lines into a new file: same key, counted once.
+* A sidechain (subagent, ``/btw``) file may replay a parent message with the same
+  ``message.id`` and a new ``requestId``; ``message.id`` is the group key and the
+  non-sidechain line wins.
+* ``<synthetic>`` lines are app-made (zero usage) and skipped; lines without usage tokens too.
+* Cache writes: when ``usage.cache_creation`` exists, writes are its 5m + 1h parts (the 1h
+  part is priced at its own rate); else ``cache_creation_input_tokens``.
+* Old (< 1.0.9) lines with ``costUSD`` keep their reported cost.
+* A line without ``message.id`` cannot be matched with its copies; it is keyed by its bytes.
+  Gateways that reuse one ``message.id`` without ``requestId`` collapse (documented limit).
+
+What it yields: ``UsageRecord(source="claude_transcripts", provider=anthropic or the provider
+the model name points to)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bridge.errors import SourceError
+from bridge.ledger import CostFunction, Ledger
+from bridge.record import CostOrigin, Tokens, UsageRecord
+from bridge.sources._base import ProgressHook, ScanStats, SourceStatus, expand_dir_list, infer_provider, log
+from bridge.sources._tail import ChunkResult, iter_jsonl, needs_read, tail_file
+
+NAME = "claude_transcripts"
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+def default_roots(env: dict[str, str] | None = None) -> tuple[list[Path], bool]:
+    """Config roots to read, and whether they were set explicitly by ``CLAUDE_CONFIG_DIR``."""
+    env = dict(os.environ) if env is None else env
+    explicit = env.get("CLAUDE_CONFIG_DIR", "").strip()
+    if explicit:
+        roots = [p.parent if p.name == "projects" else p for p in expand_dir_list(explicit)]
+        return roots, True
+    xdg = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return [Path(xdg) / "claude", Path(os.path.expanduser("~")) / ".claude"], False
+
+
+@dataclass(frozen=True, slots=True)
+class _FileContext:
+    session_id: str | None
+    project: str | None
+
+
+def _context(path: Path) -> _FileContext:
+    """Session and project from the path: ``projects/<slug>/<session>.jsonl`` or
+    ``projects/<slug>/<session>/subagents/agent-*.jsonl``."""
+    parts = path.parts
+    try:
+        i = len(parts) - 1 - parts[::-1].index("projects")
+    except ValueError:
+        return _FileContext(None, None)
+    rel = parts[i + 1 :]
+    project = rel[0] if len(rel) > 1 else None
+    session = None
+    if len(rel) == 2:
+        session = Path(rel[1]).stem
+    elif len(rel) > 2:
+        session = rel[1]
+    return _FileContext(session, project)
+
+
+def _int(usage: dict[str, Any], key: str) -> int:
+    v = usage.get(key, 0)
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"usage.{key} is not a non-negative integer: {v!r}")
+    return v
+
+
+def _tokens(usage: dict[str, Any]) -> Tokens:
+    cache_creation = _int(usage, "cache_creation_input_tokens")
+    one_hour = 0
+    split = usage.get("cache_creation")
+    if isinstance(split, dict):
+        five = _int(split, "ephemeral_5m_input_tokens")
+        one_hour = _int(split, "ephemeral_1h_input_tokens")
+        cache_creation = five + one_hour
+    return Tokens(
+        input=_int(usage, "input_tokens"),
+        output=_int(usage, "output_tokens"),
+        cache_read=_int(usage, "cache_read_input_tokens"),
+        cache_creation=cache_creation,
+        cache_creation_1h=one_hour,
+    )
+
+
+def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
+    """One transcript line → a record, or None when the line carries no countable usage.
+
+    Raises ``ValueError`` for a line that claims usage but is not well-formed.
+    """
+    if not isinstance(obj, dict) or obj.get("type") != "assistant":
+        return None
+    message = obj.get("message")
+    if not isinstance(message, dict):
+        return None
+    usage = message.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    model = message.get("model")
+    if model == "<synthetic>":
+        return None
+    if not isinstance(model, str) or not model:
+        raise ValueError("assistant line with usage has no message.model")
+    tokens = _tokens(usage)
+    if tokens.total == 0:
+        return None
+    ts_raw = obj.get("timestamp")
+    if not isinstance(ts_raw, str):
+        raise ValueError("assistant line with usage has no timestamp")
+    ts = datetime.fromisoformat(ts_raw)
+    if ts.tzinfo is None:
+        raise ValueError(f"timestamp without timezone: {ts_raw!r}")
+    msg_id = message.get("id")
+    req_id = obj.get("requestId")
+    if isinstance(msg_id, str) and msg_id:
+        key = f"cc:{msg_id}:{req_id if isinstance(req_id, str) else ''}"
+        group = msg_id
+    else:
+        key = "cc-line:" + hashlib.sha1(line, usedforsecurity=False).hexdigest()
+        group = None
+    cost: Decimal | None = None
+    origin = CostOrigin.UNKNOWN
+    raw_cost = obj.get("costUSD")
+    if isinstance(raw_cost, int | float) and not isinstance(raw_cost, bool) and raw_cost >= 0:
+        try:
+            cost, origin = Decimal(str(raw_cost)), CostOrigin.REPORTED
+        except InvalidOperation:
+            cost = None
+    session = obj.get("sessionId")
+    cwd = obj.get("cwd")
+    return UsageRecord(
+        source=NAME,
+        provider=infer_provider(model),
+        model=model,
+        timestamp=ts,
+        dedup_key=key,
+        tokens=tokens,
+        cost=cost,
+        cost_origin=origin,
+        session_id=session if isinstance(session, str) and session else ctx.session_id,
+        project=cwd if isinstance(cwd, str) and cwd else ctx.project,
+        group_key=group,
+        is_sidechain=obj.get("isSidechain") is True,
+    )
+
+
+def _chunk_parser(ctx: _FileContext) -> Any:
+    def parse(buf: bytes) -> ChunkResult:
+        out = ChunkResult(records=[])
+        find, rfind = buf.find, buf.rfind
+        pos, n = 0, len(buf)
+        while True:
+            # Only lines that mention "usage" can count; most bytes (tool results) are skipped
+            # at memchr speed without being parsed.
+            i = find(b'"usage"', pos)
+            if i < 0:
+                break
+            start = rfind(b"\n", 0, i) + 1
+            end = find(b"\n", i)
+            end = n if end < 0 else end
+            pos = end + 1
+            line = buf[start:end]
+            if b'"assistant"' not in line:
+                continue
+            try:
+                rec = parse_line(orjson.loads(line), ctx, line)
+            except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+                if out.malformed == 0:
+                    out.first_malformed_at = start
+                    log.debug("malformed transcript line at chunk byte %d: %s", start, exc)
+                out.malformed += 1
+                continue
+            if rec is not None:
+                out.records.append(rec)
+        return out
+
+    return parse
+
+
+class ClaudeTranscripts:
+    """The Claude Code transcripts source."""
+
+    name = NAME
+
+    def __init__(self, roots: list[Path] | None = None, env: dict[str, str] | None = None) -> None:
+        if roots is None:
+            roots, explicit = default_roots(env)
+        else:
+            explicit = True
+        self.explicit = explicit
+        self.roots = roots
+
+    def existing_roots(self) -> list[Path]:
+        found = [r for r in self.roots if (r / "projects").is_dir()]
+        if self.explicit and not found:
+            names = ", ".join(str(r) for r in self.roots)
+            raise SourceError(NAME, f"CLAUDE_CONFIG_DIR has no directory with a projects/ folder: {names}")
+        return found
+
+    def files(self) -> list[Path]:
+        return iter_jsonl(self.existing_roots())
+
+    def watch_paths(self) -> list[Path]:
+        return [r / "projects" for r in self.existing_roots()]
+
+    def status(self) -> SourceStatus:
+        try:
+            roots = self.existing_roots()
+            notes: list[str] = []
+        except SourceError as exc:
+            roots, notes = [], [str(exc)]
+        return SourceStatus(
+            name=NAME,
+            detected=bool(roots),
+            enabled=True,
+            roots=[str(r) for r in (roots or self.roots)],
+            files=len(iter_jsonl(roots)) if roots else 0,
+            notes=notes,
+        )
+
+    def _todo(self, ledger: Ledger, since: datetime | None) -> tuple[list[tuple[Path, Any, Any]], int]:
+        cursors = {c.path: c for c in ledger.cursors(NAME)}
+        todo, pending = [], 0
+        cutoff = since.timestamp() if since is not None else None
+        for path in self.files():
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            # --days skips whole files not touched since the cutoff; their cursors stay put, so
+            # a later full pass still reads them (filtering records instead would lose them).
+            if cutoff is not None and st.st_mtime < cutoff:
+                continue
+            cur = cursors.get(str(path))
+            if needs_read(cur, st):
+                todo.append((path, cur, st))
+                same = cur is not None and cur.inode == st.st_ino and st.st_size >= cur.offset
+                pending += st.st_size - (cur.offset if same and cur else 0)
+        return todo, pending
+
+    def pending_bytes(self, ledger: Ledger, since: datetime | None = None) -> int:
+        return self._todo(ledger, since)[1]
+
+    def scan(
+        self,
+        ledger: Ledger,
+        pricer: CostFunction,
+        since: datetime | None = None,
+        progress: ProgressHook | None = None,
+    ) -> ScanStats:
+        stats = ScanStats(NAME)
+        todo, _ = self._todo(ledger, since)
+        stats.files_seen = len(todo)
+        for path, cur, _st in todo:
+            try:
+                fs = tail_file(ledger, NAME, path, _chunk_parser(_context(path)), pricer, cur, progress)
+            except OSError as exc:
+                stats.errors.append(f"{path}: {exc.strerror or exc}")
+                log.warning("cannot read %s: %s", path, exc.strerror or exc)
+                continue
+            stats.files_read += 1
+            stats.bytes_read += fs.bytes_read
+            stats.records += fs.records
+            stats.new_requests += fs.new_requests
+            stats.malformed += fs.malformed
+        return stats
