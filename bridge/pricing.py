@@ -10,7 +10,7 @@ Rules:
   (``cache_creation - cache_creation_1h``) and 1-hour cache writes. A category without its own
   price falls back to its parent, as genai-prices does: cache reads → input rate; 5m writes →
   ``cache_write`` → input; 1h writes → ``cache_write_1h`` → ``cache_write`` → input. Falling back
-  to the input rate over-states a discount-less cache rather than hiding the cost.
+  to the input rate may over-state the cost of cache tokens, never hide it.
 - Tiers (e.g. Claude Sonnet 4.5 above 200k input tokens): the request's total input, cache reads
   and writes included, selects one rate per category for ALL of the request's tokens.
 - Date-dependent prices (conditional prices, off-peak windows) are chosen by ``at`` (default: now).
@@ -33,7 +33,8 @@ Override file (TOML; first matching entry wins, in file order, before genai-pric
     cache_write_1h_mtok = "6"   # optional, default: cache_write_mtok
 
 Any other key, a missing required key or a bad number raises ``ConfigError`` naming the key as
-``<file>: model[<0-based index>].<key>`` and its line. A missing file means no overrides.
+``<file>: model[<0-based index>].<key>`` and its line. A missing file, or ``overrides_path=None``,
+means no overrides (callers pass ``default_overrides_path()`` to read the user's file).
 """
 
 from __future__ import annotations
