@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS cursors (
     source TEXT NOT NULL, path TEXT NOT NULL,
     inode INTEGER NOT NULL, size INTEGER NOT NULL, offset INTEGER NOT NULL,
     head BLOB NOT NULL, malformed INTEGER NOT NULL DEFAULT 0, updated_ms INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (source, path)
 );
 CREATE TABLE IF NOT EXISTS usage (
@@ -97,6 +98,7 @@ class Cursor:
     offset: int
     head: bytes
     malformed: int = 0
+    mtime_ns: int = 0  # of the file when the cursor was stored; a same-size rewrite changes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,19 +246,19 @@ class Ledger:
 
     def cursor(self, source: str, path: str) -> Cursor | None:
         r = self._db.execute(
-            "SELECT inode, size, offset, head, malformed FROM cursors WHERE source=? AND path=?",
+            "SELECT inode, size, offset, head, malformed, mtime_ns FROM cursors WHERE source=? AND path=?",
             (source, path),
         ).fetchone()
         if r is None:
             return None
-        return Cursor(source, path, int(r[0]), int(r[1]), int(r[2]), bytes(r[3]), int(r[4]))
+        return Cursor(source, path, int(r[0]), int(r[1]), int(r[2]), bytes(r[3]), int(r[4]), int(r[5]))
 
     def cursors(self, source: str) -> list[Cursor]:
         rows = self._db.execute(
-            "SELECT path, inode, size, offset, head, malformed FROM cursors WHERE source=?", (source,)
+            "SELECT path, inode, size, offset, head, malformed, mtime_ns FROM cursors WHERE source=?", (source,)
         ).fetchall()
         return [
-            Cursor(source, str(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), int(r[5])) for r in rows
+            Cursor(source, str(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), int(r[5]), int(r[6])) for r in rows
         ]
 
     # -- ingest --------------------------------------------------------------------------------
@@ -275,7 +277,7 @@ class Ledger:
                 self._merge(db, records, pricer, result)
             if cursor is not None:
                 db.execute(
-                    "INSERT OR REPLACE INTO cursors VALUES (?,?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO cursors VALUES (?,?,?,?,?,?,?,?,?)",
                     (
                         cursor.source,
                         cursor.path,
@@ -285,6 +287,7 @@ class Ledger:
                         cursor.head,
                         cursor.malformed,
                         int(time.time() * 1000),
+                        cursor.mtime_ns,
                     ),
                 )
             for (source, key), value in (state or {}).items():

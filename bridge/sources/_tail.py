@@ -66,7 +66,7 @@ def needs_read(cursor: Cursor | None, st: os.stat_result) -> bool:
     """Cheap check without opening the file: anything new or changed since the cursor?"""
     if cursor is None:
         return st.st_size > 0
-    return st.st_ino != cursor.inode or st.st_size != cursor.offset
+    return st.st_ino != cursor.inode or st.st_size != cursor.offset or st.st_mtime_ns != cursor.mtime_ns
 
 
 def tail_file(
@@ -90,7 +90,11 @@ def tail_file(
         start, malformed = 0, 0
         if cursor is not None:
             same_file = (
-                cursor.inode == st.st_ino and st.st_size >= cursor.offset and head[: len(cursor.head)] == cursor.head
+                cursor.inode == st.st_ino
+                and st.st_size >= cursor.offset
+                and head[: len(cursor.head)] == cursor.head
+                # Same size but touched since the cursor: rewritten in place, not appended to.
+                and not (st.st_size == cursor.offset == cursor.size and st.st_mtime_ns != cursor.mtime_ns)
             )
             if same_file:
                 start, malformed = cursor.offset, cursor.malformed
@@ -98,6 +102,8 @@ def tail_file(
                 scan.restarted = True
                 log.info("%s was truncated or replaced; re-reading it from the start (nothing is counted twice)", path)
         if start >= st.st_size:
+            if scan.restarted or (cursor is not None and cursor.mtime_ns != st.st_mtime_ns):
+                ledger.commit([], pricer, Cursor(source, key, st.st_ino, st.st_size, start, head, malformed, st.st_mtime_ns))
             return scan
         fh.seek(start)
         offset, carry = start, b""
@@ -119,7 +125,7 @@ def tail_file(
                 malformed += result.malformed
                 scan.malformed += result.malformed
             offset += len(complete)
-            new_cursor = Cursor(source, key, st.st_ino, st.st_size, offset, head, malformed)
+            new_cursor = Cursor(source, key, st.st_ino, st.st_size, offset, head, malformed, st.st_mtime_ns)
             batch = ledger.commit(result.records, pricer, new_cursor)
             scan.records += len(result.records)
             scan.new_requests += batch.new_requests
