@@ -97,9 +97,9 @@ def _settings(args: argparse.Namespace) -> config.Settings:
 
 
 def _pricer(settings: config.Settings) -> Any:
-    from bridge.pricing import Pricer
+    from bridge.pricing import Pricer, default_overrides_path
 
-    return Pricer(settings.prices_path)
+    return Pricer(settings.prices_path or default_overrides_path())
 
 
 def ingest(

@@ -1,0 +1,211 @@
+"""The ledger: exactly-once under SIGKILL, max-register merges, totals that never drift."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.ledger import Cursor, Ledger, from_pusd, to_pusd
+from bridge.record import CostOrigin, Tokens, UsageRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+TS = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
+
+
+def rec(key: str, out: int = 10, *, group: str | None = None, side: bool = False, model: str = "m") -> UsageRecord:
+    return UsageRecord(
+        source="claude_transcripts",
+        provider="anthropic",
+        model=model,
+        timestamp=TS,
+        dedup_key=key,
+        tokens=Tokens(input=1, output=out, cache_read=100, cache_creation=5),
+        group_key=group,
+        is_sidechain=side,
+    )
+
+
+def test_commit_is_idempotent_and_counts_only_increases(ledger, pricer):
+    assert ledger.commit([rec("a", 3)], pricer).new_requests == 1
+    r = ledger.commit([rec("a", 3)], pricer)
+    assert (r.new_requests, r.updated_requests, r.tokens_added) == (0, 0, 0)
+    r = ledger.commit([rec("a", 10)], pricer)
+    assert (r.updated_requests, r.tokens_added) == (1, 7)
+    [t] = ledger.totals()
+    assert t.tokens == {"input": 1, "output": 10, "cacheRead": 100, "cacheCreation": 5}
+    assert t.cost == Decimal(116) / Decimal(10**6)
+    assert ledger.totals() == ledger.recomputed_totals()
+
+
+def test_merge_is_order_independent(tmp_path, pricer):
+    records = [rec("a", 3), rec("a", 9), rec("b", 4, group="g", side=True), rec("c", 4, group="g"), rec("a", 5)]
+    results = []
+    for i, order in enumerate([records, records[::-1], records[2:] + records[:2]]):
+        with Ledger.open(tmp_path / str(i)) as led:
+            for r in order:
+                led.commit([r], pricer)
+            results.append([(t.model, t.tokens, t.requests) for t in led.totals()])
+    assert results[0] == results[1] == results[2]
+    assert results[0][0][2] == 2  # "a" and the parent "c"; the replay "b" folded into "c"
+
+
+def test_cursor_and_records_commit_together(ledger, pricer):
+    cur = Cursor("claude_transcripts", "/x.jsonl", 7, 100, 100, b"{", 0, 1)
+    ledger.commit([rec("a")], pricer, cur)
+    assert ledger.cursor("claude_transcripts", "/x.jsonl") == cur
+
+    class Boom:
+        def cost(self, *a: Any, **k: Any) -> None:
+            raise RuntimeError("crash in the middle of a batch")
+
+    later = Cursor("claude_transcripts", "/x.jsonl", 7, 200, 200, b"{", 0, 2)
+    with pytest.raises(RuntimeError):
+        ledger.commit([rec("b")], Boom(), later)
+    assert ledger.cursor("claude_transcripts", "/x.jsonl") == cur, "cursor must not advance without its records"
+    assert ledger.request_count() == 1
+
+
+def test_unknown_cost_is_not_zero_and_repricing_fills_it(ledger, pricer):
+    ledger.commit([rec("u", model="unknown-x")], pricer)
+    [t] = ledger.totals()
+    assert (t.unpriced, t.cost) == (1, 0)
+    assert ledger.source_summary("claude_transcripts")["unknown_models"] == ["unknown-x"]
+
+    class Later:
+        def cost(self, provider: str, model: str, tokens: Tokens, at: Any = None) -> Decimal:
+            return Decimal("0.5")
+
+    assert ledger.reprice_unknown(Later()) == 1
+    [t] = ledger.totals()
+    assert (t.unpriced, t.cost) == (0, Decimal("0.5"))
+    assert ledger.totals() == ledger.recomputed_totals()
+
+
+def test_reported_cost_wins_over_estimate(ledger, pricer):
+    r = UsageRecord(
+        source="claude_transcripts", provider="anthropic", model="m", timestamp=TS, dedup_key="old",
+        tokens=Tokens(input=10, output=40), cost=Decimal("0.01785"), cost_origin=CostOrigin.REPORTED,
+    )  # fmt: skip
+    ledger.commit([r], pricer)
+    assert ledger.totals()[0].cost == Decimal("0.01785")
+
+
+def test_money_is_exact_in_pico_dollars():
+    assert from_pusd(to_pusd(Decimal("0.021717"))) == Decimal("0.021717")
+    assert to_pusd(Decimal("3.75") / Decimal(10**6)) == 3_750_000
+
+
+def test_newer_schema_is_refused(tmp_path):
+    with Ledger.open(tmp_path) as led:
+        led._db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    from bridge.errors import LedgerError
+
+    with pytest.raises(LedgerError, match="newer"):
+        Ledger.open(tmp_path)
+
+
+# -- kill -9 in the middle of a large ingest ------------------------------------------------------
+
+
+def _generate(out: Path, size: str, seed: int) -> dict[str, Any]:
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_history.py"), "--out", str(out), "--size", size,
+         "--seed", str(seed), "--days", "6"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    truth: dict[str, Any] = json.loads((out / "truth.json").read_text())
+    return truth
+
+
+def _env(tmp: Path, corpus: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENBRIDGE_", "CLAUDE_"))}
+    env.update(
+        HOME=str(tmp / "home"),
+        CLAUDE_CONFIG_DIR=str(corpus),
+        TOKENBRIDGE_STATE_DIR=str(tmp / "state"),
+        TOKENBRIDGE_CONFIG=str(tmp / "none.toml"),
+        TOKENBRIDGE_PRICES_FILE=str(tmp / "none-prices.toml"),
+    )
+    return env
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], env=env, capture_output=True, text=True)
+
+
+def _daily(env: dict[str, str]) -> dict[str, dict[str, dict[str, int]]]:
+    out = _cli(env, "report", "daily", "--json", "--timezone", "UTC")
+    assert out.returncode == 0, out.stderr
+    days: dict[str, dict[str, dict[str, int]]] = {}
+    for day in json.loads(out.stdout)["daily"]:
+        days[day["date"]] = {
+            m["modelName"]: {
+                "input": m["inputTokens"],
+                "output": m["outputTokens"],
+                "cacheRead": m["cacheReadTokens"],
+                "cacheCreation": m["cacheCreationTokens"],
+                "requests": m["requests"],
+            }
+            for m in day["modelBreakdowns"]
+        }
+    return days
+
+
+def _truth_daily(truth: dict[str, Any]) -> dict[str, dict[str, dict[str, int]]]:
+    keys = ("input", "output", "cacheRead", "cacheCreation", "requests")
+    return {
+        day: {model: {k: v[k] for k in keys} for model, v in body["models"].items()}
+        for day, body in truth["daily"].items()
+    }
+
+
+@pytest.mark.slow
+def test_sigkill_during_large_ingest_then_restart_gives_exact_totals(tmp_path):
+    corpus = tmp_path / "corpus"
+    truth = _generate(corpus, "120MB", seed=7)
+    env = _env(tmp_path, corpus)
+    db = tmp_path / "state" / "ledger.sqlite3"
+    kills = 0
+    for delay in (0.9, 1.3, 1.7):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "sync", "--no-export", "--no-progress"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 1, "the ingest finished before any kill: make the corpus bigger"
+    assert db.exists()
+    done = _cli(env, "sync", "--no-export", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert _daily(env) == _truth_daily(truth)
+    # One more pass over an already complete ledger changes nothing.
+    again = _cli(env, "sync", "--no-export", "--no-progress")
+    assert "ingested 0 new request(s)" in again.stderr
+    assert _daily(env) == _truth_daily(truth)
+    with Ledger(db) as led:
+        assert led.totals() == led.recomputed_totals()
+
+
+def test_report_daily_json_matches_synthetic_truth_exactly(tmp_path):
+    corpus = tmp_path / "corpus"
+    truth = _generate(corpus, "6MB", seed=3)
+    env = _env(tmp_path, corpus)
+    assert _cli(env, "sync", "--no-export", "--no-progress").returncode == 0
+    assert _daily(env) == _truth_daily(truth)
+    sources = json.loads(_cli(env, "sources", "--json").stdout)["sources"]
+    transcripts = next(s for s in sources if s["name"] == "claude_transcripts")
+    assert transcripts["skippedLines"] == truth["malformedLines"]
+    assert transcripts["unknownModels"] == ["claude-experimental-x"]
