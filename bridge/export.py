@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -36,7 +37,6 @@ from opentelemetry.sdk.metrics.export import (
     MetricExportResult,
     MetricReader,
     MetricsData,
-    NumberDataPoint,
     PeriodicExportingMetricReader,
     Sum,
 )
@@ -48,11 +48,14 @@ from bridge.ledger import Ledger, SeriesTotal
 
 log = logging.getLogger("tokenbridge.export")
 
-TOKEN_METRIC = "claude_code.token.usage"
+TOKEN_METRIC = "claude_code.token.usage"  # noqa: S105 - a metric name, not a password
 COST_METRIC = "claude_code.cost.usage"
 UNPRICED_METRIC = "tokenbridge.unpriced.requests"
 DEFAULT_ENDPOINT = "http://localhost:14317"  # the stack's OTLP gRPC port (see docker-compose.yml)
-_CUMULATIVE = {Counter: AggregationTemporality.CUMULATIVE, ObservableCounter: AggregationTemporality.CUMULATIVE}
+_CUMULATIVE: dict[type, AggregationTemporality] = {
+    Counter: AggregationTemporality.CUMULATIVE,
+    ObservableCounter: AggregationTemporality.CUMULATIVE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +71,22 @@ def _series_key(metric: str, attrs: tuple[tuple[str, str], ...]) -> str:
 
 
 class _Snapshot:
-    """Immutable view of what to export, keyed by (metric, attributes)."""
+    """Immutable view of what to export, keyed by (metric, attributes).
 
-    def __init__(self, points: Sequence[_Point]) -> None:
+    ``starts`` holds the stable start time of every series ever known, not only this snapshot's:
+    the SDK collects (callbacks) and exports (our wrapper) at two moments, and a refresh in
+    between must not leave a just-collected new series without its stored start time.
+    """
+
+    def __init__(self, points: Sequence[_Point], starts: dict[str, int] | None = None) -> None:
         self.points = {(p.metric, p.attrs): p for p in points}
+        self.starts = {_series_key(p.metric, p.attrs): p.start_ns for p in points} if starts is None else starts
 
     def observations(self, metric: str) -> list[Observation]:
         return [Observation(p.value, dict(p.attrs)) for (m, _), p in self.points.items() if m == metric]
 
     def start_ns(self, metric: str, attrs: dict[str, Any]) -> int | None:
-        key = (metric, tuple(sorted((str(k), str(v)) for k, v in attrs.items())))
-        p = self.points.get(key)
-        return None if p is None else p.start_ns
+        return self.starts.get(_series_key(metric, tuple(sorted((str(k), str(v)) for k, v in attrs.items()))))
 
 
 class _StableStartExporter(MetricExporter):
@@ -92,8 +99,14 @@ class _StableStartExporter(MetricExporter):
         self._target = target
         self.failures = 0
         self.successes = 0
+        # Set by BridgeExporter.shutdown: the SDK's reader does one more collection and export
+        # while shutting down, which would repeat the caller's final flush (a second request, and
+        # with the collector down a second timeout and a second warning).
+        self.closed = False
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        if self.closed:
+            return MetricExportResult.SUCCESS
         snap = self._owner.snapshot
         for rm in metrics_data.resource_metrics:
             for sm in rm.scope_metrics:
@@ -134,29 +147,65 @@ def _redact(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.split("@")[-1]
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.rsplit("@", maxsplit=1)[-1]
 
 
 def otlp_protocol(env: dict[str, str]) -> str:
     proto = env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
     if proto not in ("grpc", "http/protobuf"):
-        key = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL" if env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") else (
-            "OTEL_EXPORTER_OTLP_PROTOCOL"
+        key = (
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+            if env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+            else "OTEL_EXPORTER_OTLP_PROTOCOL"
         )
         raise ConfigError(key, f"unsupported protocol {proto!r}: use grpc or http/protobuf")
     return proto
 
 
+# The SDK's liberal header rule (``opentelemetry.util.re._LIBERAL_HEADER_PATTERN``): an entry
+# it does not match is logged *verbatim*, secret included, and dropped.
+_HEADER_ENTRY = re.compile(
+    r"[ \t]*[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7a\x7c\x7e]+[ \t]*=[ \t]*"
+    r"[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*[ \t]*"
+)
+
+
+def check_otlp_headers(env: dict[str, str]) -> None:
+    """Fail fast on a malformed ``OTEL_EXPORTER_OTLP_[METRICS_]HEADERS``, never echoing a value.
+
+    The SDK would log the malformed entry (with its secret) and export without it.
+    """
+    for key in ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
+        raw = env.get(key)
+        if not raw:
+            continue
+        for i, entry in enumerate(re.split(r"[ \t]*,[ \t]*", raw), start=1):
+            if not entry.strip():
+                continue
+            if not _HEADER_ENTRY.fullmatch(entry.strip()):
+                raise ConfigError(
+                    key,
+                    f"entry {i} is not name=value with a printable ASCII value (URL-encode quotes, commas, "
+                    "semicolons, backslashes and other characters); the value is not shown",
+                )
+        return  # the SDK reads only the first of the two that is set
+
+
 def _otlp_exporter(env: dict[str, str]) -> tuple[MetricExporter, str]:
     proto = otlp_protocol(env)
+    check_otlp_headers(env)
     signal_ep = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
     base_ep = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if proto == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415 - only the protocol in use
+            OTLPMetricExporter as Grpc,
+        )
 
         endpoint = signal_ep or base_ep or DEFAULT_ENDPOINT
         return Grpc(endpoint=endpoint, preferred_temporality=_CUMULATIVE), _redact(endpoint)
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415 - only the protocol in use
+        OTLPMetricExporter as Http,
+    )
 
     if signal_ep:
         endpoint = signal_ep
@@ -193,11 +242,16 @@ class BridgeExporter:
             self.target = target
             readers.append(PeriodicExportingMetricReader(self.otlp, export_interval_millis=interval_s * 1000))
         if prometheus_port is not None:
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader
-            from prometheus_client import start_http_server
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: PLC0415 - optional path
+            from prometheus_client import start_http_server  # noqa: PLC0415 - optional path
 
+            try:
+                start_http_server(prometheus_port, addr=prometheus_host)
+            except OSError as exc:  # e.g. the port is taken: one clear line, not a traceback
+                raise ConfigError(
+                    "--prometheus-port", f"cannot serve on {prometheus_host}:{prometheus_port}: {exc.strerror or exc}"
+                ) from exc
             readers.append(PrometheusMetricReader())
-            start_http_server(prometheus_port, addr=prometheus_host)
             log.info("serving Prometheus metrics on http://%s:%d/metrics", prometheus_host, prometheus_port)
         resource = Resource.create({"service.name": "tokenbridge", "service.version": __version__})
         self.provider = MeterProvider(resource=resource, metric_readers=readers)
@@ -225,17 +279,18 @@ class BridgeExporter:
             self._known = ledger.all_series()
         points: list[_Point] = []
         now = time.time_ns()
-        for metric, attrs, value in self._values(ledger.totals()):
+        for metric, attrs, total in self._values(ledger.totals()):
             key = _series_key(metric, attrs)
             start, last = self._known.get(key, (now, "0"))
-            if value < Decimal(last):
-                log.warning("%s would go down (%s < %s); keeping the exported value", key, value, last)
+            value = total
+            if total < Decimal(last):
+                log.warning("%s would go down (%s < %s); keeping the exported value", key, total, last)
                 value = Decimal(last)
             if key not in self._known or Decimal(last) != value:
                 self._known[key] = (start, str(value))
                 self._pending_series[key] = (start, str(value))
             points.append(_Point(metric, attrs, float(value), start))
-        self.snapshot = _Snapshot(points)
+        self.snapshot = _Snapshot(points, {k: start for k, (start, _) in self._known.items()})
         if self._pending_series:
             ledger.record_series(self._pending_series)
             self._pending_series = {}
@@ -267,4 +322,7 @@ class BridgeExporter:
         return self.otlp is None or self.otlp.successes > before
 
     def shutdown(self) -> None:
+        """Stop the readers without exporting again: call ``flush`` first for a final export."""
+        if self.otlp is not None:
+            self.otlp.closed = True
         self.provider.shutdown()
