@@ -187,6 +187,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(settings, args.prometheus_host, show_progress=not args.no_progress)
 
 
+def _console() -> Any:
+    from rich.console import Console
+
+    # A fixed width when piped keeps output stable for scripts and snapshot tests.
+    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 140)
+
+
 def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
@@ -209,7 +216,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep.as_json(breakdown=True), indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     title = {"session": "Sessions", "models": "Models"}.get(args.kind, args.kind.capitalize())
@@ -229,7 +235,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 table.add_row(f"  └ {model}", "", *_cells(line), style="dim")
     table.add_section()
     table.add_row("Total", *([""] if args.kind != "models" else []), *_cells(rep.totals), style="bold")
-    Console(soft_wrap=False).print(table)
+    _console().print(table)
     if rep.totals.unpriced:
         print(
             f"{rep.totals.unpriced} request(s) use a model without a known price: their cost is not included "
@@ -278,28 +284,25 @@ def cmd_sources(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"sources": rows}, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="tokenbridge sources")
-    for col in ("Source", "Detected", "Enabled", "Roots", "Files", "Requests", "Last event", "Skipped lines"):
-        table.add_column(col)
-    table.add_column("Unknown models")
-    table.add_column("Errors")
+    console = _console()
     for r in rows:
-        table.add_row(
-            r["name"],
-            "yes" if r["detected"] else "no",
-            "yes" if r["enabled"] else "no",
-            "\n".join(r["roots"]),
-            str(r["files"]),
-            _fmt_int(r["requests"]),
-            r["lastEvent"] or "-",
-            str(r["skippedLines"]),
-            ", ".join(r["unknownModels"]) or "-",
-            "; ".join(r["errors"]) or "-",
-        )
-    Console(soft_wrap=False).print(table)
+        # One block per source, full values (paths are never truncated).
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column(overflow="fold")
+        state = ("detected" if r["detected"] else "not detected") + (", enabled" if r["enabled"] else ", disabled")
+        grid.add_row(r["name"], state)
+        grid.add_row("roots", "\n".join(r["roots"]) or "-")
+        grid.add_row("files", str(r["files"]))
+        grid.add_row("requests", _fmt_int(r["requests"]))
+        grid.add_row("last event", r["lastEvent"] or "-")
+        grid.add_row("skipped lines", str(r["skippedLines"]))
+        grid.add_row("unknown models", ", ".join(r["unknownModels"]) or "-")
+        grid.add_row("errors", "; ".join(r["errors"]) or "-")
+        console.print(grid)
+        console.print()
     return 0
 
 

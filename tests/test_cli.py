@@ -1,0 +1,124 @@
+"""The CLI: snapshots of its tables, one-line errors, exit codes.
+
+Snapshots live in tests/snapshots/; regenerate with UPDATE_SNAPSHOTS=1 after checking the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ClaudeHome, assistant_line, synthetic_line, user_tool_result
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], env=env, capture_output=True, text=True)
+
+
+def check_snapshot(name: str, text: str, home: Path) -> None:
+    text = "\n".join(line.rstrip() for line in text.replace(str(home), "<CLAUDE_HOME>").splitlines()) + "\n"
+    path = SNAPSHOTS / name
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1" or not path.exists():
+        if os.environ.get("CI") == "true" and not path.exists():
+            pytest.fail(f"snapshot {name} is missing: run the tests once locally and commit it")
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def fill(home: ClaudeHome) -> None:
+    main = home.session_file()
+    home.append(
+        main,
+        user_tool_result("x" * 2000, ts="2026-03-02T10:14:00.000Z"),
+        assistant_line("msg_A", "req_A", output=3, stop_reason=None, ts="2026-03-02T10:15:01.120Z"),
+        assistant_line("msg_A", "req_A", output=187, ts="2026-03-02T10:15:04.010Z"),
+        synthetic_line(),
+        assistant_line("msg_B", "req_B", model="claude-haiku-4-5-20251001", ts="2026-03-03T09:00:00.000Z",
+                       input=1200, output=350, cache_read=0, cache_5m=0, cache_1h=2000),
+        assistant_line("msg_C", "req_C", model="claude-experimental-x", ts="2026-03-03T09:30:00.000Z", output=42),
+    )  # fmt: skip
+    home.append(main, '{"type":"assistant","message":{"usage":{"inp')  # cut by a crash
+    home.append(main, assistant_line("msg_D", "req_D", ts="2026-03-04T23:59:00.000Z", output=10))
+
+
+def test_report_daily_table_snapshot(cli_env, claude_home):
+    fill(claude_home)
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    out = cli(cli_env, "report", "daily", "--timezone", "UTC", "--breakdown")
+    assert out.returncode == 0, out.stderr
+    check_snapshot("report_daily.txt", out.stdout, claude_home.root)
+    assert "1 request(s) use a model without a known price" in out.stderr
+
+
+def test_report_json_totals_and_unknown_cost(cli_env, claude_home):
+    fill(claude_home)
+    cli(cli_env, "sync", "--no-export")
+    data = json.loads(cli(cli_env, "report", "models", "--json").stdout)
+    by_model = {m["model"]: m for m in data["models"]}
+    assert by_model["claude-experimental-x"]["totalCost"] is None
+    assert by_model["claude-sonnet-4-5-20250929"]["outputTokens"] == 197
+    # Sonnet 4.5 at $3 in, $15 out, $3.75 5m cache write, $0.30 cache read per MTok:
+    # msg_A 4*3 + 187*15 + 1200*3.75 + 48000*0.3 = 21717; msg_D 4*3 + 10*15 + 4500 + 14400 = 19062 (µ$).
+    assert by_model["claude-sonnet-4-5-20250929"]["totalCost"] == "0.040779"
+    assert data["totals"]["requests"] == 4 and data["totals"]["unpricedRequests"] == 1
+
+
+def test_sources_snapshot(cli_env, claude_home):
+    fill(claude_home)
+    cli(cli_env, "sync", "--no-export")
+    out = cli(cli_env, "sources")
+    assert out.returncode == 0, out.stderr
+    check_snapshot("sources.txt", out.stdout, claude_home.root)
+    data = json.loads(cli(cli_env, "sources", "--json").stdout)["sources"][0]
+    assert data["skippedLines"] == 1
+    assert data["unknownModels"] == ["claude-experimental-x"]
+    assert data["lastEvent"] == "2026-03-04T23:59:00+00:00"
+
+
+def test_unknown_model_warning_names_the_model_once(cli_env, claude_home):
+    fill(claude_home)
+    out = cli(cli_env, "sync", "--no-export")
+    lines = [ln for ln in out.stderr.splitlines() if "claude-experimental-x" in ln]
+    assert len(lines) == 1 and lines[0].startswith("tokenbridge: warning:")
+
+
+def test_bad_config_key_fails_fast_with_the_key(cli_env, tmp_path):
+    cfg = tmp_path / "no-config.toml"
+    cfg.write_text("[export]\ninterval_secnds = 5\n")
+    out = cli(cli_env, "sync", "--no-export")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "tokenbridge: config error: no-config.toml: export.interval_secnds: unknown key "
+        "(known: interval_seconds, include_session_id, prometheus_port, otlp)"
+    ]
+
+
+def test_bad_env_value_names_the_variable(cli_env):
+    out = cli({**cli_env, "TOKENBRIDGE_EXPORT_INTERVAL": "soon"}, "sync", "--no-export")
+    assert out.returncode == 2 and "TOKENBRIDGE_EXPORT_INTERVAL" in out.stderr
+    out = cli({**cli_env, "OTEL_EXPORTER_OTLP_PROTOCOL": "http"}, "sync")
+    assert out.returncode == 2
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol 'http'" in out.stderr
+
+
+def test_missing_claude_config_dir_is_one_line_without_traceback(cli_env, tmp_path):
+    env = {**cli_env, "CLAUDE_CONFIG_DIR": str(tmp_path / "missing")}
+    out = cli(env, "sync", "--no-export")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("tokenbridge: error: claude_transcripts: CLAUDE_CONFIG_DIR has no directory")
+    debug = cli(env, "--debug", "sync", "--no-export")
+    assert "Traceback" in debug.stderr
+
+
+def test_bad_timezone_is_a_config_error(cli_env):
+    out = cli(cli_env, "report", "daily", "--timezone", "Mars/Base")
+    assert out.returncode == 2 and "--timezone: unknown IANA time zone 'Mars/Base'" in out.stderr

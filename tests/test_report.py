@@ -1,0 +1,93 @@
+"""Reports: time-zone buckets, periods, sessions, models, unknown costs."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bridge.errors import ConfigError
+from bridge.record import Tokens, UsageRecord
+from bridge.report import build, parse_day, resolve_tz
+
+
+def add(ledger, pricer, key, ts, model="claude-sonnet-4-5", out=100, session="s1", project="/p"):
+    ledger.commit(
+        [
+            UsageRecord(
+                source="claude_transcripts", provider="anthropic", model=model,
+                timestamp=datetime.fromisoformat(ts), dedup_key=key, tokens=Tokens(input=10, output=out),
+                session_id=session, project=project,
+            )  # fmt: skip
+        ],
+        pricer,
+    )
+
+
+def test_days_bucket_in_the_requested_zone(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-02T23:30:00+00:00")
+    add(ledger, pricer, "b", "2026-03-03T00:30:00+00:00")
+    utc = build(ledger, "daily", UTC)
+    assert [(b.key, b.line.requests) for b in utc.buckets] == [("2026-03-02", 1), ("2026-03-03", 1)]
+    tokyo = build(ledger, "daily", ZoneInfo("Asia/Tokyo"))
+    assert [(b.key, b.line.requests) for b in tokyo.buckets] == [("2026-03-03", 2)]
+    # Half-hour offsets are exact too (quarter-hour buckets).
+    add(ledger, pricer, "c", "2026-03-03T18:29:00+00:00")  # 23:59 in Kolkata
+    add(ledger, pricer, "d", "2026-03-03T18:31:00+00:00")  # 00:01 next day
+    kolkata = build(ledger, "daily", ZoneInfo("Asia/Kolkata"))
+    assert {b.key: b.line.requests for b in kolkata.buckets} == {"2026-03-03": 3, "2026-03-04": 1}
+
+
+def test_weekly_starts_monday_and_monthly_groups_months(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-01T12:00:00+00:00")  # Sunday
+    add(ledger, pricer, "b", "2026-03-02T12:00:00+00:00")  # Monday
+    add(ledger, pricer, "c", "2026-04-01T12:00:00+00:00")
+    weeks = build(ledger, "weekly", UTC)
+    assert [(b.key, b.line.requests) for b in weeks.buckets] == [
+        ("2026-02-23", 1),
+        ("2026-03-02", 1),
+        ("2026-03-30", 1),
+    ]
+    months = build(ledger, "monthly", UTC)
+    assert [(b.key, b.line.requests) for b in months.buckets] == [("2026-03", 2), ("2026-04", 1)]
+    assert months.totals.requests == 3
+
+
+def test_since_and_until_are_inclusive_local_days(ledger, pricer):
+    for i, day in enumerate(("2026-03-01", "2026-03-02", "2026-03-03")):
+        add(ledger, pricer, str(i), f"{day}T12:00:00+00:00")
+    rep = build(ledger, "daily", UTC, since=date(2026, 3, 2), until=date(2026, 3, 2))
+    assert [b.key for b in rep.buckets] == ["2026-03-02"]
+    assert rep.totals.requests == 1
+
+
+def test_sessions_and_models(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-01T12:00:00+00:00", session="s1", project="/a")
+    add(ledger, pricer, "b", "2026-03-02T12:00:00+00:00", session="s2", project="/b", model="claude-haiku-4-5")
+    add(ledger, pricer, "c", "2026-03-03T12:00:00+00:00", session="s1", project="/a", out=1000)
+    sessions = build(ledger, "session", UTC)
+    assert [(b.key, b.project, b.line.requests) for b in sessions.buckets] == [("s2", "/b", 1), ("s1", "/a", 2)]
+    assert sessions.buckets[1].last_activity == datetime(2026, 3, 3, 12, tzinfo=UTC)
+    models = build(ledger, "models", UTC)
+    assert [(b.key, b.line.output) for b in models.buckets] == [("claude-sonnet-4-5", 1100), ("claude-haiku-4-5", 100)]
+
+
+def test_unknown_cost_is_null_never_zero(ledger, pricer):
+    add(ledger, pricer, "u", "2026-03-01T12:00:00+00:00", model="unknown-model")
+    add(ledger, pricer, "k", "2026-03-02T12:00:00+00:00")
+    data = build(ledger, "daily", UTC).as_json()
+    first, second = data["daily"]
+    assert first["totalCost"] is None and first["unpricedRequests"] == 1
+    assert second["totalCost"] == "0.00011" and second["unpricedRequests"] == 0
+    assert data["totals"]["totalCost"] == "0.00011" and data["totals"]["unpricedRequests"] == 1
+    assert build(ledger, "daily", UTC).totals.cost == Decimal("0.00011")
+
+
+def test_bad_timezone_and_dates_name_the_flag():
+    with pytest.raises(ConfigError, match="--timezone"):
+        resolve_tz("Mars/Olympus")
+    with pytest.raises(ConfigError, match="--since"):
+        parse_day("03/02/2026", "--since")
+    assert parse_day("20260302", "--until") == date(2026, 3, 2)
