@@ -392,6 +392,21 @@ def measure_tokenbridge(
         res.tb["correctness"] = compare(doc, truth)
         res.tb["reportWall"] = rr.wall
         res.tb["reportSample"] = json.dumps(doc)[:1200]
+    # `tokenbridge sources --json`: skipped (malformed) lines and request count against the truth
+    sr = run_measured([*tb, "sources", "--json"], env, timeout=600)
+    try:
+        src = next(x for x in json.loads(sr.stdout)["sources"] if x["name"] == "claude_transcripts")
+        res.tb["sources"] = {
+            "skippedLines": src.get("skippedLines"),
+            "truthMalformed": truth["malformedLines"],
+            "files": src.get("files"),
+            "truthFiles": truth["files"],
+            "requests": src.get("requests"),
+            "truthRequests": truth["totals"]["requests"],
+            "unknownModels": src.get("unknownModels"),
+        }
+    except (ValueError, KeyError, StopIteration) as exc:
+        res.notes.append(f"tokenbridge sources --json unreadable ({sr.rc}): {exc}; {(sr.stderr or sr.stdout)[-300:]}")
     # no-change sync (startup + stat of every file)
     nochange = [run_measured([*tb, "sync", "--no-export"], env) for _ in range(3)]
     res.tb["noChangeWall"] = statistics.median(r.wall for r in nochange)
@@ -554,6 +569,15 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _sources(s: dict[str, Any] | None) -> str:
+    if not s:
+        return "pending"
+    return (
+        f"{s['skippedLines']} ({s['truthMalformed']}) / {s['files']} ({s['truthFiles']}) / "
+        f"{s['requests']} ({s['truthRequests']}); unknown models: {', '.join(s['unknownModels'] or []) or 'none'}"
+    )
+
+
 def _ms(v: float | None) -> float | None:
     return None if v is None else v * 1000
 
@@ -615,6 +639,8 @@ def markdown(res: Results) -> str:
         f"{_f(tb.get('idleCpuPct'), '{:.2f}')} | n/a | ~0 |",
         f"| Daily totals vs truth.json after the cold scan | {fmt_compare(tb.get('correctness')) if tb else 'pending'} "
         f"| {fmt_compare(cc.get('correctness'))} | exact |",
+        f"| `tokenbridge sources --json` after the cold scan: skipped lines / files / requests (truth) | "
+        f"{_sources(tb.get('sources'))} | n/a | equal |",
         f"| Daily totals vs truth.json after the incremental sync | "
         f"{fmt_compare(tb.get('correctnessAfterAppend')) if tb else 'pending'} | n/a | exact |",
     ]
