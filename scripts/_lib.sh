@@ -71,3 +71,43 @@ urllib.request.urlopen(sys.argv[1], timeout=3)
 PY
   fi
 }
+
+# Prometheus flags; the same list as docker-compose.yml's prometheus command (tests/test_scripts.py checks it).
+tb_prometheus_flags() {
+  printf '%s\n' \
+    "--storage.tsdb.retention.time=${PROMETHEUS_RETENTION:-90d}" \
+    "--enable-feature=created-timestamp-zero-ingestion" \
+    "--web.enable-otlp-receiver" \
+    "--web.enable-remote-write-receiver" \
+    "--web.enable-lifecycle"
+}
+
+# ---- native mode: processes under $TOKENBRIDGE_NATIVE_DIR/{run,logs,...}
+tb_pidfile() { printf '%s/run/%s.pid' "$TOKENBRIDGE_NATIVE_DIR" "$1"; }
+tb_logfile() { printf '%s/logs/%s.log' "$TOKENBRIDGE_NATIVE_DIR" "$1"; }
+
+# tb_native_pid NAME -> prints the pid when the process recorded for NAME is alive (and is what we started).
+tb_native_pid() {
+  local f pid cmd
+  f="$(tb_pidfile "$1")"
+  [[ -f "$f" ]] || return 1
+  read -r pid cmd <"$f" || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  # Guard against pid reuse: the live process must still run the binary we recorded.
+  if [[ -r "/proc/$pid/cmdline" && -n "$cmd" ]]; then
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$cmd" || return 1
+  fi
+  echo "$pid"
+}
+
+tb_native_mode_active() {
+  [[ -d "$TOKENBRIDGE_NATIVE_DIR/run" ]] && compgen -G "$TOKENBRIDGE_NATIVE_DIR/run/*.pid" >/dev/null
+}
+
+# Python for JSON handling in status/metrics.
+tb_python() {
+  if command -v python3 >/dev/null 2>&1; then echo python3
+  elif command -v python >/dev/null 2>&1; then echo python
+  else tb_die "python3 not found on PATH; install Python 3.11+"; fi
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One-time setup: create .env from .env.example with a random Grafana admin password and your uid/gid, and
+# report what is available (Docker engine, or Go to build the native binaries). Never prints the password.
+set -euo pipefail
+# shellcheck source=scripts/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+
+env_file="$TB_ROOT/.env"
+if [[ -f "$env_file" ]]; then
+  echo ".env exists; left unchanged ($env_file)"
+else
+  [[ -f "$TB_ROOT/.env.example" ]] || tb_die ".env.example not found in $TB_ROOT"
+  if command -v openssl >/dev/null 2>&1; then pw="$(openssl rand -hex 16)"
+  else pw="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"; fi
+  umask 077
+  sed -e "s|^GRAFANA_ADMIN_PASSWORD=.*|GRAFANA_ADMIN_PASSWORD=$pw|" "$TB_ROOT/.env.example" >"$env_file"
+  printf '\n# Written by scripts/init.sh: the uid/gid the bridge container runs as (to read ~/.claude).\nTOKENBRIDGE_UID=%s\nTOKENBRIDGE_GID=%s\n' \
+    "$(id -u)" "$(id -g)" >>"$env_file"
+  echo "wrote $env_file (random GRAFANA_ADMIN_PASSWORD; read it there)"
+fi
+
+tb_defaults
+if tb_have_docker; then
+  echo "Docker engine and compose: available -> ./start.sh runs the Docker stack"
+else
+  echo "Docker engine: not available -> ./start.sh runs native mode (collector, Prometheus, bridge; Grafana only with GRAFANA_HOME)"
+  if command -v go >/dev/null 2>&1; then
+    echo "Go: $(go version | awk '{print $3}') -> building collector and Prometheus (cached in $TB_CACHE_DIR/bin)"
+    "$TB_ROOT/scripts/build-collector.sh" >/dev/null
+    "$TB_ROOT/scripts/build-prometheus.sh" >/dev/null
+    echo "binaries ready"
+  else
+    echo "Go: not found. Native mode needs Go >= 1.25 (https://go.dev/dl/) to build the collector and Prometheus,"
+    echo "    or set TOKENBRIDGE_OTELCOL_BIN and TOKENBRIDGE_PROMETHEUS_BIN to existing binaries."
+  fi
+fi
+if command -v tokenbridge >/dev/null 2>&1; then echo "tokenbridge: $(command -v tokenbridge)"
+else echo "tokenbridge: not installed (pip install -e $TB_ROOT) - needed for native mode's bridge"; fi
+echo "Next: ./start.sh, then: source telemetry.sh && claude"

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The data flow end to end: what the collector received and exposed, and per metric and source what Prometheus
+# holds (series, latest value summed, age of the last sample).
+set -euo pipefail
+# shellcheck source=scripts/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+tb_defaults
+py="$(tb_python)"
+tb_http_ok "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" || tb_die "Prometheus is not answering on 127.0.0.1:$PROMETHEUS_PORT (./start.sh)"
+
+exec "$py" - "http://127.0.0.1:$PROMETHEUS_PORT" <<'PY'
+import json, sys, time, urllib.parse, urllib.request
+base = sys.argv[1]
+
+def q(expr):
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body = json.load(r)
+    if body.get("status") != "success":
+        raise SystemExit(f"error: query failed: {expr}: {body.get('error')}")
+    return body["data"]["result"]
+
+def val(rows):
+    return {tuple(r["metric"].get(k, "") for k in ("__name__", "source")): float(r["value"][1]) for r in rows}
+
+print("Collector (its own telemetry, scraped by Prometheus):")
+flow = [
+    ("received metric points", 'sum(otelcol_receiver_accepted_metric_points_total)'),
+    ("refused metric points", 'sum(otelcol_receiver_refused_metric_points_total)'),
+    ("exported metric points", 'sum(otelcol_exporter_sent_metric_points_total)'),
+    ("failed exports", 'sum(otelcol_exporter_send_failed_metric_points_total)'),
+    ("scrape of the collector's exporter up", 'max(up{job="otel-collector"})'),
+]
+for label, expr in flow:
+    rows = q(expr)
+    print(f"  {label:40s} {rows[0]['value'][1] if rows else 'n/a'}")
+
+sel = '{__name__=~"claude_code_.+|tokenbridge_.+"}'
+count = val(q(f"count by (__name__, source) ({sel})"))
+total = val(q(f"sum by (__name__, source) ({sel})"))
+last = val(q(f"max by (__name__, source) (timestamp({sel}))"))
+print()
+if not count:
+    print("Prometheus holds no claude_code_* / tokenbridge_* series yet.")
+    print("  - Claude Code: start it from a shell that ran `source telemetry.sh` (export interval 10 s)")
+    print("  - bridge: scripts/logs.sh tokenbridge")
+    sys.exit(1)
+now = time.time()
+print(f"{'metric':45s} {'source':22s} {'series':>6s} {'sum of latest':>16s} {'last sample':>12s}")
+for key in sorted(count):
+    name, source = key
+    age = now - last.get(key, now)
+    print(f"{name:45s} {source or '-':22s} {int(count[key]):6d} {total.get(key, 0):16.4f} {age:10.0f} s ago")
+PY

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Health of the tokenbridge stack: each service, the telemetry variables in THIS shell, and whether Prometheus
+# holds claude_code_* series. Exit status 1 when something needs attention.
+set -euo pipefail
+# shellcheck source=scripts/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+tb_defaults
+py="$(tb_python)"
+
+problems=0
+ok() { printf '  ok    %s\n' "$*"; }
+bad() { printf '  FAIL  %s\n' "$*"; problems=$((problems + 1)); }
+warn() { printf '  warn  %s\n' "$*"; }
+
+if tb_native_mode_active; then mode=native
+elif tb_have_docker; then mode=docker
+else mode=native; fi
+echo "Services ($mode mode):"
+
+check() { # check NAME URL
+  if tb_http_ok "$2"; then ok "$1 ($2)"; else bad "$1 not answering $2"; fi
+}
+check "collector health_check" "http://127.0.0.1:$OTELCOL_HEALTH_PORT/"
+check "prometheus" "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
+if tb_http_ok "http://127.0.0.1:$GRAFANA_PORT/api/health"; then ok "grafana (http://127.0.0.1:$GRAFANA_PORT)"
+elif [[ $mode == native ]]; then warn "grafana not running (native mode runs it only with GRAFANA_HOME; see scripts/start.sh)"
+else bad "grafana not answering http://127.0.0.1:$GRAFANA_PORT/api/health"; fi
+if [[ $mode == native ]]; then
+  if pid="$(tb_native_pid tokenbridge)"; then ok "tokenbridge run (pid $pid)"
+  else bad "tokenbridge run is not running (log: $(tb_logfile tokenbridge))"; fi
+else
+  state="$(cd "$TB_ROOT" && docker compose ps --format '{{.State}}' tokenbridge 2>/dev/null || true)"
+  if [[ "$state" == running ]]; then ok "tokenbridge container running"; else bad "tokenbridge container: ${state:-not created}"; fi
+fi
+
+echo "Telemetry variables in this shell (source telemetry.sh sets them):"
+if [[ "${CLAUDE_CODE_ENABLE_TELEMETRY:-}" == 1 ]]; then ok "CLAUDE_CODE_ENABLE_TELEMETRY=1"
+else bad "CLAUDE_CODE_ENABLE_TELEMETRY is not 1: Claude Code started from this shell sends nothing"; fi
+if [[ ",${OTEL_METRICS_EXPORTER:-}," == *,otlp,* ]]; then ok "OTEL_METRICS_EXPORTER=$OTEL_METRICS_EXPORTER"
+else bad "OTEL_METRICS_EXPORTER=${OTEL_METRICS_EXPORTER:-<unset>} (needs otlp)"; fi
+proto="${OTEL_EXPORTER_OTLP_METRICS_PROTOCOL:-${OTEL_EXPORTER_OTLP_PROTOCOL:-}}"
+endpoint="${OTEL_EXPORTER_OTLP_METRICS_ENDPOINT:-${OTEL_EXPORTER_OTLP_ENDPOINT:-}}"
+case "$proto" in
+  grpc) want="$OTLP_GRPC_PORT" ;;
+  http/protobuf | http/json) want="$OTLP_HTTP_PORT" ;;
+  http) want=""; bad "OTEL_EXPORTER_OTLP_PROTOCOL=http is not a valid value: use http/protobuf (or grpc)" ;;
+  "") want=""; bad "OTEL_EXPORTER_OTLP_PROTOCOL is unset: Claude Code needs it (grpc or http/protobuf)" ;;
+  *) want=""; bad "OTEL_EXPORTER_OTLP_PROTOCOL=$proto is not grpc, http/protobuf or http/json" ;;
+esac
+if [[ -n "$want" ]]; then
+  ok "protocol $proto"
+  if [[ "$endpoint" =~ :([0-9]+)(/|$) ]]; then
+    if [[ "${BASH_REMATCH[1]}" == "$want" ]]; then ok "endpoint $endpoint"
+    else bad "endpoint $endpoint uses port ${BASH_REMATCH[1]}, but $proto goes to port $want"; fi
+  else bad "OTEL_EXPORTER_OTLP_ENDPOINT=${endpoint:-<unset>} (expected http://127.0.0.1:$want)"; fi
+fi
+case "${OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE:-delta}" in
+  cumulative) ok "temporality cumulative" ;;
+  *) warn "temporality ${OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE:-delta (Claude Code's default)}: fine here (the collector converts delta), but direct remote backends reject delta" ;;
+esac
+
+echo "Data in Prometheus:"
+if out="$("$py" - "http://127.0.0.1:$PROMETHEUS_PORT" <<'PY' 2>&1
+import json, sys, urllib.parse, urllib.request
+base = sys.argv[1]
+def q(expr):
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.load(r)["data"]["result"]
+res = q('count by (source) ({__name__=~"claude_code_.+"})')
+if not res:
+    print("none")
+else:
+    for r in sorted(res, key=lambda r: r["metric"].get("source", "")):
+        print(f'{r["metric"].get("source", "(no source label: other native metrics)")}: {r["value"][1]} series')
+PY
+)"; then
+  if [[ "$out" == none ]]; then
+    bad "no claude_code_* series yet: start claude from a shell that sourced telemetry.sh, or check the bridge (scripts/logs.sh tokenbridge)"
+  else
+    while IFS= read -r line; do ok "$line"; done <<<"$out"
+  fi
+else
+  bad "could not query Prometheus: ${out##*$'\n'}"
+fi
+
+if [[ $problems -gt 0 ]]; then echo "$problems problem(s)."; exit 1; fi
+echo "All good."

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# shellcheck shell=bash
+# Point Claude Code's native OpenTelemetry export at the tokenbridge collector. SOURCE it (bash or zsh):
+#
+#   source telemetry.sh                    # OTLP over HTTP/protobuf to 127.0.0.1:14318
+#   source telemetry.sh --protocol=grpc    # OTLP over gRPC to 127.0.0.1:14317 (same as: source telemetry-grpc.sh)
+#   source telemetry.sh --host=10.0.0.5 --port=4318
+#   source telemetry.sh --unset            # remove everything this script sets
+#
+# Then start `claude` from this shell. Ports default to OTLP_HTTP_PORT / OTLP_GRPC_PORT from the environment or
+# from the .env next to this file, else 14318 / 14317.
+
+_tb_telemetry_main() {
+  local protocol="http/protobuf" host="" port="" do_unset=0 arg here envfile line key val
+  local http_port="${OTLP_HTTP_PORT:-}" grpc_port="${OTLP_GRPC_PORT:-}"
+
+  for arg in "$@"; do
+    case "$arg" in
+      --protocol=grpc) protocol="grpc" ;;
+      --protocol=http | --protocol=http/protobuf) protocol="http/protobuf" ;;
+      --protocol=http/json) protocol="http/json" ;;
+      --protocol=*) echo "telemetry.sh: unknown protocol '${arg#--protocol=}' (use grpc or http)" >&2; return 2 ;;
+      --host=*) host="${arg#--host=}" ;;
+      --port=*) port="${arg#--port=}" ;;
+      --unset) do_unset=1 ;;
+      -h | --help)
+        echo "usage: source telemetry.sh [--protocol=grpc|http] [--host=H] [--port=P] [--unset]"
+        return 0 ;;
+      *) echo "telemetry.sh: unknown argument '$arg' (usage: source telemetry.sh [--protocol=grpc|http] [--host=H] [--port=P] [--unset])" >&2
+         return 2 ;;
+    esac
+  done
+
+  if [ "$do_unset" = 1 ]; then
+    unset CLAUDE_CODE_ENABLE_TELEMETRY OTEL_METRICS_EXPORTER OTEL_LOGS_EXPORTER OTEL_EXPORTER_OTLP_PROTOCOL \
+      OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE OTEL_METRIC_EXPORT_INTERVAL \
+      OTEL_LOGS_EXPORT_INTERVAL
+    echo "telemetry.sh: Claude Code telemetry variables removed from this shell."
+    return 0
+  fi
+
+  # Ports from .env next to this file, unless already in the environment.
+  if [ -n "${BASH_VERSION:-}" ]; then here="$(dirname "${BASH_SOURCE[0]}")"; else here="$(dirname "$_tb_telemetry_self")"; fi
+  envfile="$here/.env"
+  if [ -f "$envfile" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      case "$line" in
+        OTLP_HTTP_PORT=* | OTLP_GRPC_PORT=*)
+          key="${line%%=*}"; val="${line#*=}"; val="${val%\"}"; val="${val#\"}"
+          if [ "$key" = OTLP_HTTP_PORT ] && [ -z "$http_port" ]; then http_port="$val"; fi
+          if [ "$key" = OTLP_GRPC_PORT ] && [ -z "$grpc_port" ]; then grpc_port="$val"; fi ;;
+      esac
+    done <"$envfile"
+  fi
+  [ -n "$host" ] || host="127.0.0.1"
+  if [ -z "$port" ]; then
+    if [ "$protocol" = grpc ]; then port="${grpc_port:-14317}"; else port="${http_port:-14318}"; fi
+  fi
+  case "$port" in
+    '' | *[!0-9]*) echo "telemetry.sh: port '$port' is not a number" >&2; return 2 ;;
+  esac
+
+  export CLAUDE_CODE_ENABLE_TELEMETRY=1
+  export OTEL_METRICS_EXPORTER=otlp
+  export OTEL_LOGS_EXPORTER=otlp
+  export OTEL_EXPORTER_OTLP_PROTOCOL="$protocol"
+  export OTEL_EXPORTER_OTLP_ENDPOINT="http://$host:$port"
+  # Claude Code exports DELTA by default; the collector converts it, but cumulative is safer for any backend.
+  export OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=cumulative
+  export OTEL_METRIC_EXPORT_INTERVAL=10000
+  export OTEL_LOGS_EXPORT_INTERVAL=5000
+
+  # Per-signal settings would silently override the ones above.
+  local v cleared=""
+  for v in OTEL_EXPORTER_OTLP_METRICS_ENDPOINT OTEL_EXPORTER_OTLP_METRICS_PROTOCOL \
+           OTEL_EXPORTER_OTLP_LOGS_ENDPOINT OTEL_EXPORTER_OTLP_LOGS_PROTOCOL; do
+    if [ -n "$(eval "printf '%s' \"\${$v:-}\"")" ]; then unset "$v"; cleared="$cleared $v"; fi
+  done
+
+  echo "telemetry.sh: Claude Code telemetry -> tokenbridge collector"
+  echo "  CLAUDE_CODE_ENABLE_TELEMETRY=$CLAUDE_CODE_ENABLE_TELEMETRY"
+  echo "  OTEL_METRICS_EXPORTER=$OTEL_METRICS_EXPORTER"
+  echo "  OTEL_LOGS_EXPORTER=$OTEL_LOGS_EXPORTER"
+  echo "  OTEL_EXPORTER_OTLP_PROTOCOL=$OTEL_EXPORTER_OTLP_PROTOCOL"
+  echo "  OTEL_EXPORTER_OTLP_ENDPOINT=$OTEL_EXPORTER_OTLP_ENDPOINT"
+  echo "  OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=$OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+  echo "  OTEL_METRIC_EXPORT_INTERVAL=$OTEL_METRIC_EXPORT_INTERVAL"
+  echo "  OTEL_LOGS_EXPORT_INTERVAL=$OTEL_LOGS_EXPORT_INTERVAL"
+  if [ -n "$cleared" ]; then echo "  unset (would override the above):$cleared"; fi
+  echo "Start claude from this shell. Undo with: source telemetry.sh --unset"
+}
+
+# Refuse to run as a program: variables set in a child process vanish when it exits.
+_tb_telemetry_sourced=0
+if [ -n "${ZSH_VERSION:-}" ]; then
+  case "${ZSH_EVAL_CONTEXT:-}" in *:file*) _tb_telemetry_sourced=1 ;; esac
+  # shellcheck disable=SC2296
+  _tb_telemetry_self="${(%):-%x}"
+elif [ -n "${BASH_VERSION:-}" ]; then
+  if [ "${BASH_SOURCE[0]}" != "$0" ]; then _tb_telemetry_sourced=1; fi
+  _tb_telemetry_self="${BASH_SOURCE[0]}"
+else
+  echo "telemetry.sh: needs bash or zsh; run: source telemetry.sh (from bash or zsh)" >&2
+  _tb_telemetry_sourced=2
+fi
+
+if [ "$_tb_telemetry_sourced" = 0 ]; then
+  echo "telemetry.sh must be sourced, not executed: run  source ${_tb_telemetry_self:-telemetry.sh}  (bash or zsh)" >&2
+  unset _tb_telemetry_sourced _tb_telemetry_self
+  exit 1
+elif [ "$_tb_telemetry_sourced" = 1 ]; then
+  _tb_telemetry_main "$@"
+  _tb_telemetry_rc=$?
+  unset -f _tb_telemetry_main
+  unset _tb_telemetry_sourced _tb_telemetry_self
+  # shellcheck disable=SC2317
+  eval "unset _tb_telemetry_rc; return $_tb_telemetry_rc"
+else
+  unset -f _tb_telemetry_main
+  unset _tb_telemetry_sourced _tb_telemetry_self
+  # shellcheck disable=SC2317
+  return 1 2>/dev/null || exit 1
+fi
