@@ -39,23 +39,39 @@ class _Wakeup:
         self.event.set()
 
     def take(self) -> set[str]:
+        # Clear before swapping, under the lock: a mark() landing after the swap sets the event
+        # again (clearing after the swap could erase its wakeup and leave it waiting for the
+        # safety rescan).
         with self._lock:
+            self.event.clear()
             dirty, self.dirty = self.dirty, set()
-        self.event.clear()
         return dirty
 
 
-def _observer(sources: list[Source], wake: _Wakeup) -> Any:
-    from watchdog.events import FileSystemEvent, FileSystemEventHandler
-    from watchdog.observers import Observer
+# Events that can mean new content. Opens and no-write closes are left out: the bridge's own
+# reads produce them, and reacting to them made every read of stats-cache.json wake the next
+# read, forever (a busy loop instead of a near-zero idle cost).
+_CONTENT_EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
 
-    class Handler(FileSystemEventHandler):
+
+def _observer(sources: list[Source], wake: _Wakeup) -> Any:
+    from watchdog import events as ev  # noqa: PLC0415 - only the daemon needs watchdog
+    from watchdog.observers import Observer  # noqa: PLC0415
+
+    wanted: list[type[ev.FileSystemEvent]] = [
+        ev.FileCreatedEvent, ev.FileModifiedEvent, ev.FileMovedEvent, ev.FileDeletedEvent, ev.FileClosedEvent,
+        ev.DirCreatedEvent, ev.DirModifiedEvent, ev.DirMovedEvent, ev.DirDeletedEvent,
+    ]  # fmt: skip
+
+    class Handler(ev.FileSystemEventHandler):
         def __init__(self, source: str, suffix: str) -> None:
             self.source, self.suffix = source, suffix
 
-        def on_any_event(self, event: FileSystemEvent) -> None:
-            path = str(event.dest_path or event.src_path) if hasattr(event, "dest_path") else str(event.src_path)
-            if event.is_directory or path.endswith(self.suffix):
+        def on_any_event(self, event: ev.FileSystemEvent) -> None:
+            if event.event_type not in _CONTENT_EVENTS:
+                return
+            paths = (str(event.src_path), str(getattr(event, "dest_path", "") or ""))
+            if event.is_directory or any(p.endswith(self.suffix) for p in paths):
                 wake.mark(self.source)
 
     obs = Observer()
@@ -64,14 +80,14 @@ def _observer(sources: list[Source], wake: _Wakeup) -> Any:
         recursive = s.name != "claude_stats_cache"
         for p in s.watch_paths():
             if Path(p).is_dir():
-                obs.schedule(Handler(s.name, suffix), str(p), recursive=recursive)
+                obs.schedule(Handler(s.name, suffix), str(p), recursive=recursive, event_filter=wanted)
     obs.daemon = True
     obs.start()
     return obs
 
 
 def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: bool = True) -> int:
-    from bridge.cli import _mark_scanned, _pricer, _reprice_if_needed, ingest
+    from bridge.cli import _mark_scanned, _pricer, _reprice_if_needed, ingest  # noqa: PLC0415 - cli imports us
 
     stop = threading.Event()
     wake = _Wakeup()
@@ -99,7 +115,7 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
         try:
             ingest(ledger, sources, pricer, show_progress=show_progress)
             exporter.refresh(ledger)
-            log.info("watching %d source(s); exporting every %.0fs", len(sources), settings.interval_s)
+            log.info("watching %d source(s); exporting every %gs", len(sources), settings.interval_s)
             while not stop.is_set():
                 woke = wake.event.wait(SAFETY_RESCAN_S)
                 if stop.is_set():
