@@ -79,7 +79,9 @@ def _read_file(path: Path) -> dict[str, Any]:
         for key, value in body.items():
             want = _SCHEMA[section].get(key)
             if want is None:
-                raise ConfigError(f"{path.name}: {section}.{key}", f"unknown key (known: {', '.join(_SCHEMA[section])})")
+                raise ConfigError(
+                    f"{path.name}: {section}.{key}", f"unknown key (known: {', '.join(_SCHEMA[section])})"
+                )
             if not isinstance(value, want) or (want is int and isinstance(value, bool)):
                 raise ConfigError(f"{path.name}: {section}.{key}", f"wrong type {type(value).__name__}")
     return data

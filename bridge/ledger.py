@@ -82,9 +82,7 @@ _COLS = (
 class CostFunction(Protocol):
     """What the ledger needs from pricing: exact cost or None when the model has no price."""
 
-    def cost(
-        self, provider: str, model: str, tokens: Tokens, at: datetime | None = None
-    ) -> Decimal | None: ...
+    def cost(self, provider: str, model: str, tokens: Tokens, at: datetime | None = None) -> Decimal | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,20 +139,20 @@ class _Row:
     cost_origin: str
 
     @classmethod
-    def from_db(cls, r: sqlite3.Row | tuple[object, ...]) -> _Row:
+    def from_db(cls, r: Any) -> _Row:
         return cls(
             str(r[0]),
             None if r[1] is None else str(r[1]),
             str(r[2]),
             str(r[3]),
             str(r[4]),
-            int(r[5]),  # type: ignore[call-overload]
+            int(r[5]),
             None if r[6] is None else str(r[6]),
             None if r[7] is None else str(r[7]),
             bool(r[8]),
-            Tokens(int(r[9]), int(r[10]), int(r[11]), int(r[12]), int(r[13])),  # type: ignore[call-overload]
-            None if r[14] is None else int(r[14]),  # type: ignore[call-overload]
-            None if r[15] is None else int(r[15]),  # type: ignore[call-overload]
+            Tokens(int(r[9]), int(r[10]), int(r[11]), int(r[12]), int(r[13])),
+            None if r[14] is None else int(r[14]),
+            None if r[15] is None else int(r[15]),
             str(r[16]),
         )
 
@@ -227,9 +225,7 @@ class Ledger:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('created_ns', ?)", (now,))
         elif int(row[0]) > SCHEMA_VERSION:
-            raise LedgerError(
-                f"ledger {self.path} has schema {row[0]}, newer than this tokenbridge ({SCHEMA_VERSION})"
-            )
+            raise LedgerError(f"ledger {self.path} has schema {row[0]}, newer than this tokenbridge ({SCHEMA_VERSION})")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -267,29 +263,23 @@ class Ledger:
         self,
         records: Sequence[UsageRecord],
         pricer: CostFunction,
-        cursor: Cursor | None = None,
+        cursor: Cursor | Sequence[Cursor] | None = None,
         state: dict[tuple[str, str], str] | None = None,
     ) -> BatchResult:
-        """Merge ``records`` and store ``cursor`` and ``state`` in one transaction."""
+        """Merge ``records`` and store the cursor(s) and ``state`` in one transaction."""
         result = BatchResult()
+        cursors = [] if cursor is None else [cursor] if isinstance(cursor, Cursor) else list(cursor)
+        now_ms = int(time.time() * 1000)
         with self._transaction() as db:
             if records:
                 self._merge(db, records, pricer, result)
-            if cursor is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO cursors VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        cursor.source,
-                        cursor.path,
-                        cursor.inode,
-                        cursor.size,
-                        cursor.offset,
-                        cursor.head,
-                        cursor.malformed,
-                        int(time.time() * 1000),
-                        cursor.mtime_ns,
-                    ),
-                )
+            db.executemany(
+                "INSERT OR REPLACE INTO cursors VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (c.source, c.path, c.inode, c.size, c.offset, c.head, c.malformed, now_ms, c.mtime_ns)
+                    for c in cursors
+                ],
+            )
             for (source, key), value in (state or {}).items():
                 db.execute("INSERT OR REPLACE INTO source_state VALUES (?,?,?)", (source, key, value))
         return result
@@ -308,14 +298,14 @@ class Ledger:
         for rec in records:
             key = rec.dedup_key
             prev = incoming.get(key)
-            reported = rec.cost if rec.cost_origin is CostOrigin.REPORTED else None
+            rec_reported = rec.cost if rec.cost_origin is CostOrigin.REPORTED else None
             if prev is None:
                 incoming[key] = rec
                 merged_tokens[key] = rec.tokens
-                merged_reported[key] = reported
+                merged_reported[key] = rec_reported
                 continue
             merged_tokens[key] = merged_tokens[key].merge_max(rec.tokens)
-            merged_reported[key] = _max_opt(merged_reported[key], reported)
+            merged_reported[key] = _max_opt(merged_reported[key], rec_reported)
             if prev.is_sidechain and not rec.is_sidechain:
                 incoming[key] = rec
         _fold_batch_replays(incoming, merged_tokens, merged_reported)
@@ -324,10 +314,12 @@ class Ledger:
         deltas: dict[tuple[str, str, str, str], list[int]] = {}
         writes: list[tuple[object, ...]] = []
         deletes: list[str] = []
-        for key, rec in incoming.items():
+        for in_key, in_rec in incoming.items():
+            key, rec = in_key, in_rec
             old = existing.get(key)
             tokens = merged_tokens[key]
-            reported = None if merged_reported[key] is None else to_pusd(merged_reported[key])  # type: ignore[arg-type]
+            reported_usd = merged_reported[key]
+            reported = None if reported_usd is None else to_pusd(reported_usd)
             rival = replays.get(key)
             if old is None and rival is not None:
                 if rival.sidechain and not rec.is_sidechain:
@@ -338,7 +330,6 @@ class Ledger:
                     result.tokens_added -= rival.tokens.total
                     tokens = tokens.merge_max(rival.tokens)
                     reported = _max_opt_int(reported, rival.reported_pusd)
-                    existing[rival.dedup_key] = rival
                 elif rec.is_sidechain and not rival.sidechain:
                     # A sidechain replay of a message already counted in its parent: fold into it.
                     key = rival.dedup_key
@@ -419,9 +410,7 @@ class Ledger:
                         out.setdefault(rec.dedup_key, row)
         return out
 
-    def _apply_deltas(
-        self, db: sqlite3.Connection, deltas: dict[tuple[str, str, str, str], list[int]]
-    ) -> None:
+    def _apply_deltas(self, db: sqlite3.Connection, deltas: dict[tuple[str, str, str, str], list[int]]) -> None:
         params = [(*k, *v) for k, v in deltas.items() if any(v)]
         if not params:
             return
@@ -473,7 +462,7 @@ class Ledger:
                 from_pusd(int(r[8])),
                 int(r[9]),
                 int(r[10]),
-            )  # fmt: skip
+            )
             for r in rows
         ]
 
@@ -536,9 +525,7 @@ class Ledger:
 
         Only unknown → estimated: a cost never goes down, so exported counters stay monotonic.
         """
-        rows = [
-            _Row.from_db(r) for r in self._db.execute(f"SELECT {_COLS} FROM usage WHERE cost_pusd IS NULL")
-        ]
+        rows = [_Row.from_db(r) for r in self._db.execute(f"SELECT {_COLS} FROM usage WHERE cost_pusd IS NULL")]
         changed = 0
         with self._transaction() as db:
             deltas: dict[tuple[str, str, str, str], list[int]] = {}
@@ -559,9 +546,7 @@ class Ledger:
     # -- small per-source state and export bookkeeping -----------------------------------------
 
     def state(self, source: str, key: str) -> str | None:
-        r = self._db.execute(
-            "SELECT value FROM source_state WHERE source=? AND key=?", (source, key)
-        ).fetchone()
+        r = self._db.execute("SELECT value FROM source_state WHERE source=? AND key=?", (source, key)).fetchone()
         return None if r is None else str(r[0])
 
     def set_state(self, source: str, key: str, value: str) -> None:
@@ -569,17 +554,13 @@ class Ledger:
             db.execute("INSERT OR REPLACE INTO source_state VALUES (?,?,?)", (source, key, value))
 
     def series_start(self, series_key: str) -> tuple[int, str] | None:
-        r = self._db.execute(
-            "SELECT start_ns, last_value FROM series WHERE series_key=?", (series_key,)
-        ).fetchone()
+        r = self._db.execute("SELECT start_ns, last_value FROM series WHERE series_key=?", (series_key,)).fetchone()
         return None if r is None else (int(r[0]), str(r[1]))
 
     def record_series(self, values: dict[str, tuple[int, str]]) -> None:
         """Persist each exported series' stable start time and last exported value."""
         with self._transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO series VALUES (?,?,?)", [(k, s, v) for k, (s, v) in values.items()]
-            )
+            db.executemany("INSERT OR REPLACE INTO series VALUES (?,?,?)", [(k, s, v) for k, (s, v) in values.items()])
 
     def all_series(self) -> dict[str, tuple[int, str]]:
         return {str(r[0]): (int(r[1]), str(r[2])) for r in self._db.execute("SELECT * FROM series")}
@@ -685,4 +666,4 @@ def aggregate(
     else:
         raise ValueError(group)
     q = f"SELECT {head}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3"
-    return list(ledger._db.execute(q, params))  # noqa: SLF001 - report queries live with the schema
+    return list(ledger._db.execute(q, params))

@@ -71,7 +71,9 @@ def run_both(home: ClaudeHome, ledger: Ledger, pricer: FlatPricer) -> None:
 
 
 def test_split_is_exact_and_proportional():
-    t = split_tokens(1001, {"inputTokens": 1, "outputTokens": 1, "cacheReadInputTokens": 1, "cacheCreationInputTokens": 1})
+    t = split_tokens(
+        1001, {"inputTokens": 1, "outputTokens": 1, "cacheReadInputTokens": 1, "cacheCreationInputTokens": 1}
+    )
     assert t.total == 1001
     assert sorted([t.input, t.output, t.cache_read, t.cache_creation]) == [250, 250, 250, 251]
     assert split_tokens(10, None) == Tokens(input=10)

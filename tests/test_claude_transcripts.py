@@ -139,7 +139,7 @@ def test_malformed_lines_are_counted_reported_once_and_never_stop_the_scan(claud
     claude_home.append(
         f,
         good[:-40],  # truncated mid-file by a crash
-        '{"type":"assistant","message":{"usage":{"input_tokens":"many"}}}',
+        '{"type":"assistant","message":{"usage":{"input_tokens":"many","output_tokens":1}}}',
         assistant_line("msg_B", "req_B", output=1),
         good[:-10],
     )

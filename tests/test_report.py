@@ -17,9 +17,14 @@ def add(ledger, pricer, key, ts, model="claude-sonnet-4-5", out=100, session="s1
     ledger.commit(
         [
             UsageRecord(
-                source="claude_transcripts", provider="anthropic", model=model,
-                timestamp=datetime.fromisoformat(ts), dedup_key=key, tokens=Tokens(input=10, output=out),
-                session_id=session, project=project,
+                source="claude_transcripts",
+                provider="anthropic",
+                model=model,
+                timestamp=datetime.fromisoformat(ts),
+                dedup_key=key,
+                tokens=Tokens(input=10, output=out),
+                session_id=session,
+                project=project,
             )  # fmt: skip
         ],
         pricer,

@@ -6,6 +6,7 @@ and what it yields (``UsageRecord``s committed to the shared ledger with their c
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -73,6 +74,7 @@ def expand_dir_list(value: str) -> list[Path]:
     return [Path(os.path.expanduser(item.strip())) for item in value.split(",") if item.strip()]
 
 
+@functools.lru_cache(maxsize=1024)
 def infer_provider(model: str) -> str:
     """Which provider served a model name written by an Anthropic-compatible client.
 

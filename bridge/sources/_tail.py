@@ -39,6 +39,39 @@ class ChunkResult:
 ChunkParser = Callable[[bytes], ChunkResult]
 
 
+class Batch:
+    """Records and the cursors that produced them, committed together in one transaction.
+
+    Committing once per few thousand records (not once per file or chunk) keeps the cost of
+    SQLite transactions low on histories made of many small files; a cursor always travels
+    with its records, so a crash anywhere loses or repeats nothing.
+    """
+
+    MAX_RECORDS = 20_000
+    MAX_BYTES = 64 * 1024 * 1024
+
+    def __init__(self, ledger: Ledger, pricer: CostFunction) -> None:
+        self.ledger, self.pricer = ledger, pricer
+        self.records: list[UsageRecord] = []
+        self.cursors: dict[str, Cursor] = {}
+        self.bytes = 0
+        self.new_requests = 0
+
+    def add(self, records: Sequence[UsageRecord], cursor: Cursor, nbytes: int) -> None:
+        self.records.extend(records)
+        self.cursors[cursor.path] = cursor
+        self.bytes += nbytes
+        if len(self.records) >= self.MAX_RECORDS or self.bytes >= self.MAX_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.records and not self.cursors:
+            return
+        result = self.ledger.commit(self.records, self.pricer, list(self.cursors.values()))
+        self.new_requests += result.new_requests
+        self.records, self.cursors, self.bytes = [], {}, 0
+
+
 @dataclass(slots=True)
 class FileScan:
     """Outcome of reading one file."""
@@ -70,16 +103,15 @@ def needs_read(cursor: Cursor | None, st: os.stat_result) -> bool:
 
 
 def tail_file(
-    ledger: Ledger,
+    batch: Batch,
     source: str,
     path: Path,
     parse: ChunkParser,
-    pricer: CostFunction,
     cursor: Cursor | None,
     on_bytes: Callable[[int], None] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> FileScan:
-    """Read ``path`` from its cursor to its last complete line, committing chunk by chunk."""
+    """Read ``path`` from its cursor to its last complete line into ``batch``."""
     scan = FileScan()
     st = _stat(path)
     if st is None:
@@ -103,7 +135,7 @@ def tail_file(
                 log.info("%s was truncated or replaced; re-reading it from the start (nothing is counted twice)", path)
         if start >= st.st_size:
             if scan.restarted or (cursor is not None and cursor.mtime_ns != st.st_mtime_ns):
-                ledger.commit([], pricer, Cursor(source, key, st.st_ino, st.st_size, start, head, malformed, st.st_mtime_ns))
+                batch.add([], Cursor(source, key, st.st_ino, st.st_size, start, head, malformed, st.st_mtime_ns), 0)
             return scan
         fh.seek(start)
         offset, carry = start, b""
@@ -126,9 +158,8 @@ def tail_file(
                 scan.malformed += result.malformed
             offset += len(complete)
             new_cursor = Cursor(source, key, st.st_ino, st.st_size, offset, head, malformed, st.st_mtime_ns)
-            batch = ledger.commit(result.records, pricer, new_cursor)
+            batch.add(result.records, new_cursor, len(complete))
             scan.records += len(result.records)
-            scan.new_requests += batch.new_requests
             scan.bytes_read += len(complete)
             if on_bytes is not None:
                 on_bytes(len(complete))
