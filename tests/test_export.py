@@ -216,6 +216,14 @@ def test_malformed_headers_variable_is_a_config_error_that_never_echoes_the_secr
         ]
 
 
+def test_unsupported_otlp_protocol_is_a_config_error_naming_the_variable(claude_home, cli_env):
+    write_history(claude_home)
+    r = tokenbridge({**cli_env, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "sync", "--no-progress")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "tokenbridge: config error: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol 'http/json'" in r.stderr
+
+
 def test_restart_continues_each_series_from_the_ledger_with_the_same_start_time(claude_home, cli_env):
     write_history(claude_home)
     with running_sink("grpc") as sink:
