@@ -395,3 +395,48 @@ class ClaudeCodeSim:
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+
+
+# ------------------------------------------------------------------ Claude Code home fixture (local-formats.md §1.3)
+
+
+def _assistant_line(*, session: str, msg_id: str, req_id: str, model: str, ts: str, usage: dict, stop: str | None,
+                    parent: str | None, uuid: str, cwd: str = "/home/dev/app") -> dict:
+    u = {"input_tokens": usage["input"], "cache_creation_input_tokens": usage["cacheCreation"],
+         "cache_read_input_tokens": usage["cacheRead"],
+         "cache_creation": {"ephemeral_5m_input_tokens": usage["cacheCreation"], "ephemeral_1h_input_tokens": 0},
+         "output_tokens": usage["output"], "service_tier": "standard"}
+    return {"parentUuid": parent, "isSidechain": False, "userType": "external", "cwd": cwd, "sessionId": session,
+            "version": "2.1.40", "gitBranch": "main",
+            "message": {"model": model, "id": msg_id, "type": "message", "role": "assistant",
+                        "content": [{"type": "text", "text": "ok"}], "stop_reason": stop, "stop_sequence": None,
+                        "usage": u},
+            "requestId": req_id, "type": "assistant", "uuid": uuid, "timestamp": ts}
+
+
+def write_claude_home(root: Path, sessions: dict[str, dict], when: float) -> Path:
+    """Write Claude Code transcripts: sessions = {session_id: {"model": m, "requests": [usage, ...]}} where usage has
+    input/output/cacheRead/cacheCreation. Each request is written as streaming lines (the early ones with a partial
+    output count, as in local-formats.md example A), so the bridge's dedup (max wins) is exercised."""
+    import datetime as _dt
+    import uuid as _uuid
+
+    proj = root / "projects" / "-home-dev-app"
+    proj.mkdir(parents=True, exist_ok=True)
+    t = when
+    for sid, spec in sessions.items():
+        lines: list[dict] = []
+        parent = None
+        for i, usage in enumerate(spec["requests"]):
+            msg_id = f"msg_01{sid[:8]}{i:04d}AAAAAAAAAA"
+            req_id = f"req_011C{sid[:8]}{i:04d}BBBBBBBB"
+            partial = {**usage, "output": min(usage["output"], 3)}
+            for j, (u, stop) in enumerate(((partial, None), (partial, None), (usage, "end_turn"))):
+                t += 0.4
+                ts = _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(t * 1000) % 1000:03d}Z"
+                uid = str(_uuid.UUID(int=(hash((sid, i, j)) & ((1 << 128) - 1))))
+                lines.append(_assistant_line(session=sid, msg_id=msg_id, req_id=req_id, model=spec["model"], ts=ts,
+                                             usage=u, stop=stop, parent=parent, uuid=uid))
+                parent = uid
+        (proj / f"{sid}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return root
