@@ -55,8 +55,8 @@ _CONTENT_EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"
 
 
 def _observer(sources: list[Source], wake: _Wakeup) -> Any:
-    from watchdog import events as ev  # noqa: PLC0415 - only the daemon needs watchdog
-    from watchdog.observers import Observer  # noqa: PLC0415
+    from watchdog import events as ev
+    from watchdog.observers import Observer
 
     wanted: list[type[ev.FileSystemEvent]] = [
         ev.FileCreatedEvent, ev.FileModifiedEvent, ev.FileMovedEvent, ev.FileDeletedEvent, ev.FileClosedEvent,
@@ -87,7 +87,7 @@ def _observer(sources: list[Source], wake: _Wakeup) -> Any:
 
 
 def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: bool = True) -> int:
-    from bridge.cli import _mark_scanned, _pricer, _reprice_if_needed, ingest  # noqa: PLC0415 - cli imports us
+    from bridge.cli import _mark_scanned, _pricer, _reprice_if_needed, ingest
 
     stop = threading.Event()
     wake = _Wakeup()

@@ -197,13 +197,13 @@ def _otlp_exporter(env: dict[str, str]) -> tuple[MetricExporter, str]:
     signal_ep = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
     base_ep = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if proto == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415 - only the protocol in use
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as Grpc,
         )
 
         endpoint = signal_ep or base_ep or DEFAULT_ENDPOINT
         return Grpc(endpoint=endpoint, preferred_temporality=_CUMULATIVE), _redact(endpoint)
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415 - only the protocol in use
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as Http,
     )
 
@@ -242,8 +242,8 @@ class BridgeExporter:
             self.target = target
             readers.append(PeriodicExportingMetricReader(self.otlp, export_interval_millis=interval_s * 1000))
         if prometheus_port is not None:
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: PLC0415 - optional path
-            from prometheus_client import start_http_server  # noqa: PLC0415 - optional path
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            from prometheus_client import start_http_server
 
             try:
                 start_http_server(prometheus_port, addr=prometheus_host)
