@@ -112,11 +112,17 @@ def ingest(
     """One pass over ``sources``; a progress bar when there is a lot to read."""
     pending = sum(s.pending_bytes(ledger, since) for s in sources)
     results = []
-    if show_progress and pending >= _PROGRESS_MIN_BYTES and sys.stderr.isatty():
+    threshold = int(os.environ.get("TOKENBRIDGE_PROGRESS_MIN_BYTES", _PROGRESS_MIN_BYTES))
+    if show_progress and pending >= threshold and sys.stderr.isatty():
+        from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
         with Progress(
-            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn()
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(stderr=True),  # stdout stays clean for scripts
         ) as bar:
             task = bar.add_task("scanning history", total=pending)
             for s in sources:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -431,19 +431,7 @@ class Ledger:
             "SELECT source, provider, model, session_id, input, output, cache_read, cache_creation, "
             "cost_pusd, requests, unpriced FROM totals ORDER BY source, provider, model, session_id"
         ).fetchall()
-        return [
-            SeriesTotal(
-                str(r[0]),
-                str(r[1]),
-                str(r[2]),
-                str(r[3]),
-                {"input": r[4], "output": r[5], "cacheRead": r[6], "cacheCreation": r[7]},
-                from_pusd(int(r[8])),
-                int(r[9]),
-                int(r[10]),
-            )
-            for r in rows
-        ]
+        return [_series_total(r) for r in rows]
 
     def recomputed_totals(self) -> list[SeriesTotal]:
         """Totals recomputed from the rows: must always equal ``totals()`` (a consistency check)."""
@@ -452,44 +440,30 @@ class Ledger:
             "SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), COUNT(*), "
             "SUM(cost_pusd IS NULL) FROM usage GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
         ).fetchall()
-        return [
-            SeriesTotal(
-                str(r[0]),
-                str(r[1]),
-                str(r[2]),
-                str(r[3]),
-                {"input": r[4], "output": r[5], "cacheRead": r[6], "cacheCreation": r[7]},
-                from_pusd(int(r[8])),
-                int(r[9]),
-                int(r[10]),
-            )
-            for r in rows
-        ]
+        return [_series_total(r) for r in rows]
 
-    def rows(
+    def aggregate(
         self,
+        group: str,
         since_ms: int | None = None,
         until_ms: int | None = None,
-        sources: Iterable[str] | None = None,
-    ) -> Iterator[tuple[int, str, str, str, str | None, str | None, int, int, int, int, int | None]]:
-        """(ts_ms, source, provider, model, session_id, project, input, output, cache_read,
-        cache_creation, cost_pusd) of every stored request, in time order."""
-        where, params = ["1=1"], []
-        if since_ms is not None:
-            where.append("ts_ms >= ?")
-            params.append(since_ms)
-        if until_ms is not None:
-            where.append("ts_ms < ?")
-            params.append(until_ms)
-        src = list(sources) if sources is not None else None
-        if src is not None:
-            where.append(f"source IN ({','.join('?' * len(src))})")
-            params.extend(src)  # type: ignore[arg-type]
-        q = (
-            "SELECT ts_ms, source, provider, model, session_id, project, input, output, cache_read, "
-            f"cache_creation, cost_pusd FROM usage WHERE {' AND '.join(where)} ORDER BY ts_ms"
-        )
-        yield from self._db.execute(q, params)
+        sources: Sequence[str] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Sums grouped by ``group`` ("quarter" = 15-minute bucket, or "session") and model.
+
+        Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
+        cost_pusd, unpriced, requests). Every real time zone offset is a multiple of 15 minutes, so
+        quarter-hour buckets convert exactly to local days, weeks and months.
+        """
+        where, params = _where(since_ms, until_ms, sources)
+        if group == "quarter":
+            head = "ts_ms / 900000, model, provider, NULL"
+        elif group == "session":
+            head = "COALESCE(session_id, ''), model, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
+        else:
+            raise ValueError(group)
+        q = f"SELECT {head}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3"
+        return list(self._db.execute(q, params))
 
     def tokens_for(self, keys: list[str]) -> dict[str, Tokens]:
         """Stored tokens of the given dedup keys (missing keys are absent)."""
@@ -512,13 +486,6 @@ class Ledger:
     def first_day_ms(self, source: str) -> int | None:
         r = self._db.execute("SELECT MIN(ts_ms) FROM usage WHERE source=?", (source,)).fetchone()
         return None if r is None or r[0] is None else int(r[0])
-
-    def has_usage_between(self, source: str, since_ms: int, until_ms: int) -> bool:
-        r = self._db.execute(
-            "SELECT 1 FROM usage WHERE source=? AND ts_ms >= ? AND ts_ms < ? LIMIT 1",
-            (source, since_ms, until_ms),
-        ).fetchone()
-        return r is not None
 
     def reprice_unknown(self, pricer: CostFunction) -> int:
         """Give a price to rows stored as unknown (e.g. after the user added an override).
@@ -553,10 +520,6 @@ class Ledger:
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO source_state VALUES (?,?,?)", (source, key, value))
 
-    def series_start(self, series_key: str) -> tuple[int, str] | None:
-        r = self._db.execute("SELECT start_ns, last_value FROM series WHERE series_key=?", (series_key,)).fetchone()
-        return None if r is None else (int(r[0]), str(r[1]))
-
     def record_series(self, values: dict[str, tuple[int, str]]) -> None:
         """Persist each exported series' stable start time and last exported value."""
         with self._transaction() as db:
@@ -567,6 +530,11 @@ class Ledger:
 
     def request_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
+
+
+def _series_total(r: Any) -> SeriesTotal:
+    tokens = {"input": int(r[4]), "output": int(r[5]), "cacheRead": int(r[6]), "cacheCreation": int(r[7])}
+    return SeriesTotal(str(r[0]), str(r[1]), str(r[2]), str(r[3]), tokens, from_pusd(int(r[8])), int(r[9]), int(r[10]))
 
 
 def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
@@ -643,27 +611,3 @@ _SUMS = (
     "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
     "SUM(cost_pusd IS NULL), COUNT(*)"
 )
-
-
-def aggregate(
-    ledger: Ledger,
-    group: str,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    sources: Sequence[str] | None = None,
-) -> list[tuple[Any, ...]]:
-    """Sums grouped by ``group`` ("quarter" = 15-minute bucket, or "session") and model.
-
-    Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
-    cost_pusd, unpriced, requests). Every real time zone offset is a multiple of 15 minutes, so
-    quarter-hour buckets convert exactly to local days, weeks and months.
-    """
-    where, params = _where(since_ms, until_ms, sources)
-    if group == "quarter":
-        head = "ts_ms / 900000, model, provider, NULL"
-    elif group == "session":
-        head = "COALESCE(session_id, ''), model, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
-    else:
-        raise ValueError(group)
-    q = f"SELECT {head}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3"
-    return list(ledger._db.execute(q, params))

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.errors import ConfigError
-from bridge.ledger import Ledger, aggregate, from_pusd
+from bridge.ledger import Ledger, from_pusd
 
 KINDS = ("daily", "weekly", "monthly", "session", "models")
 _LABEL = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId", "models": "model"}
@@ -148,7 +148,7 @@ def build(
     buckets: dict[str, Bucket] = {}
     totals = Line()
     group = "session" if kind == "session" else "quarter"
-    for row in aggregate(ledger, group, since_ms, until_ms, sources):
+    for row in ledger.aggregate(group, since_ms, until_ms, sources):
         g, model, provider, extra, sums = row[0], str(row[1]), str(row[2]), row[3], row[4:]
         if kind == "session":
             key = str(g) or "(none)"

@@ -122,3 +122,31 @@ def test_missing_claude_config_dir_is_one_line_without_traceback(cli_env, tmp_pa
 def test_bad_timezone_is_a_config_error(cli_env):
     out = cli(cli_env, "report", "daily", "--timezone", "Mars/Base")
     assert out.returncode == 2 and "--timezone: unknown IANA time zone 'Mars/Base'" in out.stderr
+
+
+def test_long_first_scan_shows_a_progress_bar_on_a_terminal(cli_env, claude_home):
+    import pty
+
+    fill(claude_home)
+    main, secondary = pty.openpty()
+    env = {**cli_env, "TOKENBRIDGE_PROGRESS_MIN_BYTES": "1", "COLUMNS": "100"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "sync", "--no-export"],
+        env=env, stdout=subprocess.PIPE, stderr=secondary, timeout=60,
+    )  # fmt: skip
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    assert proc.returncode == 0
+    assert b"scanning history" in seen
+    env2 = {**cli_env, "TOKENBRIDGE_PROGRESS_MIN_BYTES": "1", "TOKENBRIDGE_STATE_DIR": str(claude_home.root / "s2")}
+    piped = cli(env2, "sync", "--no-export")
+    assert "scanning history" not in piped.stderr, "no bar when stderr is not a terminal"

@@ -25,7 +25,7 @@ def add(ledger, pricer, key, ts, model="claude-sonnet-4-5", out=100, session="s1
                 tokens=Tokens(input=10, output=out),
                 session_id=session,
                 project=project,
-            )  # fmt: skip
+            )
         ],
         pricer,
     )
