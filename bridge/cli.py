@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="daemon: watch files, export periodically")
     _export_flags(run)
+    run.add_argument("--prometheus-port", type=int, help="also serve the series at http://HOST:PORT/metrics")
+    run.add_argument("--prometheus-host", default="127.0.0.1")
+    run.add_argument("--interval", type=float, help="export interval in seconds")
     run.add_argument("--no-progress", action="store_true", help="no progress bar on the first scan")
 
     sync = sub.add_parser("sync", help="one ingest pass, one export, exit")
@@ -61,9 +64,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _export_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prometheus-port", type=int, help="also serve the series at http://HOST:PORT/metrics")
-    p.add_argument("--prometheus-host", default="127.0.0.1")
-    p.add_argument("--interval", type=float, help="export interval in seconds (run)")
     p.add_argument("--no-otlp", action="store_true", help="do not push OTLP (e.g. with --prometheus-port only)")
 
 
@@ -89,8 +89,11 @@ def _settings(args: argparse.Namespace) -> config.Settings:
     s = config.load(state_dir=args.state_dir, config=args.config)
     if getattr(args, "prometheus_port", None) is not None:
         s.prometheus_port = args.prometheus_port
-    if getattr(args, "interval", None):
-        s.interval_s = args.interval
+    interval = getattr(args, "interval", None)
+    if interval is not None:
+        if not interval > 0:
+            raise ConfigError("--interval", f"must be > 0 seconds, got {interval}")
+        s.interval_s = interval
     if getattr(args, "no_otlp", False):
         s.otlp = False
     return s
@@ -166,14 +169,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
         for r in results:
             for err in r.errors:
                 log.warning("%s: %s", r.source, err)
-        if args.no_export or not (settings.otlp or settings.prometheus_port):
+        if args.no_export:
             return 0
         from bridge.export import BridgeExporter
 
+        if not settings.otlp:
+            return 0
         exporter = BridgeExporter(
-            otlp=settings.otlp,
-            prometheus_port=settings.prometheus_port,
-            prometheus_host=args.prometheus_host,
+            otlp=True,
+            prometheus_port=None,  # a one-shot sync cannot serve a scrape endpoint: that is `run`
             interval_s=3600,
             include_session_id=settings.include_session_id,
             env=settings.env,
@@ -181,7 +185,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         exporter.refresh(ledger)
         ok = exporter.flush()
         exporter.shutdown()
-        if ok and settings.otlp:
+        if ok:
             print(f"exported totals to {exporter.target}", file=sys.stderr)
     return 0
 

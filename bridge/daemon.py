@@ -22,6 +22,7 @@ from bridge.sources import Source, build_sources
 log = logging.getLogger("tokenbridge.daemon")
 
 SAFETY_RESCAN_S = 600.0  # catches events a platform dropped (e.g. network file systems)
+POLL_S = 5.0  # when file watches cannot be set up (inotify watch limit): poll instead
 DEBOUNCE_S = 0.2  # streamed responses write several lines in a burst
 
 
@@ -111,13 +112,19 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
             include_session_id=settings.include_session_id,
             env=settings.env,
         )
-        observer = _observer(sources, wake)
+        rescan_s = SAFETY_RESCAN_S
+        try:
+            observer = _observer(sources, wake)
+        except OSError as exc:
+            # e.g. fs.inotify.max_user_watches reached: keep working by polling.
+            log.warning("cannot watch files (%s); polling every %.0fs instead", exc.strerror or exc, POLL_S)
+            observer, rescan_s = None, POLL_S
         try:
             ingest(ledger, sources, pricer, show_progress=show_progress)
             exporter.refresh(ledger)
             log.info("watching %d source(s); exporting every %gs", len(sources), settings.interval_s)
             while not stop.is_set():
-                woke = wake.event.wait(SAFETY_RESCAN_S)
+                woke = wake.event.wait(rescan_s)
                 if stop.is_set():
                     break
                 if woke:
@@ -129,7 +136,8 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
                     _mark_scanned(ledger, s)
             _pass(ledger, sources, pricer, exporter)
         finally:
-            observer.stop()
+            if observer is not None:
+                observer.stop()
             exporter.flush()
             exporter.shutdown()
     return 0

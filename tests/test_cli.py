@@ -150,3 +150,15 @@ def test_long_first_scan_shows_a_progress_bar_on_a_terminal(cli_env, claude_home
     env2 = {**cli_env, "TOKENBRIDGE_PROGRESS_MIN_BYTES": "1", "TOKENBRIDGE_STATE_DIR": str(claude_home.root / "s2")}
     piped = cli(env2, "sync", "--no-export")
     assert "scanning history" not in piped.stderr, "no bar when stderr is not a terminal"
+
+
+def test_bad_interval_is_a_config_error_not_a_traceback(cli_env):
+    for value in ("-1", "0"):
+        out = cli(cli_env, "run", "--interval", value)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.strip() == f"tokenbridge: config error: --interval: must be > 0 seconds, got {float(value)}"
+
+
+def test_prometheus_port_belongs_to_run_not_sync(cli_env):
+    out = cli(cli_env, "sync", "--prometheus-port", "9464")
+    assert out.returncode == 2 and "unrecognized arguments: --prometheus-port" in out.stderr
