@@ -18,5 +18,6 @@ elif [ -n "${BASH_VERSION:-}" ]; then
   source "$(dirname "${BASH_SOURCE[0]}")/telemetry.sh" --protocol=grpc "$@"
 else
   echo "telemetry-grpc.sh: needs bash or zsh; run: source telemetry-grpc.sh (from bash or zsh)" >&2
+  # shellcheck disable=SC2317
   return 1 2>/dev/null || exit 1
 fi

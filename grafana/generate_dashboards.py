@@ -299,7 +299,8 @@ def claude_code() -> dict:
     ], units={"Value #A": "short", "Value #B": "currencyUSD"},
         desc="Each source's own count. Sources can carry the same usage: do not add these rows."))
     p.append(timeseries(lay, "Tokens per source", f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__interval]))",
-                        "{{source}}", "short", stack=False, draw="line"))
+                        "{{source}}", "short", stack=False, draw="line",
+                        desc="Each source's own count, unstacked. Sources can carry the same usage: do not add them."))
     return dashboard("tokenbridge-claude-code", "Claude Code",
                      "Claude Code's eight native metrics plus tokenbridge's transcript-derived usage, one schema.",
                      p, ["tokenbridge", "claude-code"])

@@ -1,11 +1,16 @@
 # shellcheck shell=bash
 # Shared helpers for tokenbridge's scripts. Sourced, never executed.
 
+# shellcheck disable=SC2034  # constants used by the scripts that source this file
 TB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck disable=SC2034
 TB_CACHE_DIR="${TOKENBRIDGE_CACHE_DIR:-$HOME/.cache/tokenbridge}"
 # Versions pinned here must match docker-compose.yml (tests/test_compose.py checks it).
+# shellcheck disable=SC2034
 TB_OTELCOL_VERSION="0.159.0"
+# shellcheck disable=SC2034
 TB_OCB_VERSION="v0.159.0"
+# shellcheck disable=SC2034
 TB_PROMETHEUS_VERSION="3.14.0"
 
 tb_log() { printf '%s\n' "$*" >&2; }
@@ -24,7 +29,7 @@ tb_sha() {
 
 # Load .env (KEY=VALUE lines) without overriding variables already set in the environment.
 tb_load_env() {
-  local file="${1:-$TB_ROOT/.env}" line key val
+  local file="$1" line key val
   [[ -f "$file" ]] || return 0
   while IFS= read -r line || [[ -n "$line" ]]; do
     [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
@@ -37,7 +42,7 @@ tb_load_env() {
 
 # Port and path defaults (override in .env or the environment).
 tb_defaults() {
-  tb_load_env
+  tb_load_env "$TB_ROOT/.env"
   : "${TOKENBRIDGE_BIND:=127.0.0.1}"
   : "${OTLP_GRPC_PORT:=14317}"
   : "${OTLP_HTTP_PORT:=14318}"

@@ -24,16 +24,18 @@ def val(rows):
     return {tuple(r["metric"].get(k, "") for k in ("__name__", "source")): float(r["value"][1]) for r in rows}
 
 print("Collector (its own telemetry, scraped by Prometheus):")
+def otelcol(name):  # the collector's own metrics, with or without the _total suffix
+    return f'sum({{__name__=~"otelcol_{name}(_total)?"}})'
 flow = [
-    ("received metric points", 'sum(otelcol_receiver_accepted_metric_points_total)'),
-    ("refused metric points", 'sum(otelcol_receiver_refused_metric_points_total)'),
-    ("exported metric points", 'sum(otelcol_exporter_sent_metric_points_total)'),
-    ("failed exports", 'sum(otelcol_exporter_send_failed_metric_points_total)'),
-    ("scrape of the collector's exporter up", 'max(up{job="otel-collector"})'),
+    ("received metric points", otelcol("receiver_accepted_metric_points")),
+    ("refused metric points", otelcol("receiver_refused_metric_points")),
+    ("exported metric points", otelcol("exporter_sent_metric_points")),
+    ("failed exports (points)", otelcol("exporter_send_failed_metric_points")),
+    ("collector's /metrics scrape up", 'max(up{job="otel-collector"})'),
 ]
 for label, expr in flow:
     rows = q(expr)
-    print(f"  {label:40s} {rows[0]['value'][1] if rows else 'n/a'}")
+    print(f"  {label:40s} {rows[0]['value'][1] if rows else 'n/a (not scraped yet)'}")
 
 sel = '{__name__=~"claude_code_.+|tokenbridge_.+"}'
 count = val(q(f"count by (__name__, source) ({sel})"))

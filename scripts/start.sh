@@ -23,7 +23,7 @@ done
 # ------------------------------------------------------------------ Docker mode
 if [[ $force_native == 0 ]] && tb_have_docker; then
   [[ -f "$TB_ROOT/.env" ]] || "$TB_ROOT/scripts/init.sh"
-  tb_load_env
+  tb_load_env "$TB_ROOT/.env"
   [[ -n "${GRAFANA_ADMIN_PASSWORD:-}" ]] || tb_die "GRAFANA_ADMIN_PASSWORD is not set in $TB_ROOT/.env (run scripts/init.sh)"
   (cd "$TB_ROOT" && docker compose up -d --build)
   echo "tokenbridge stack started with Docker Compose."

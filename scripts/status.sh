@@ -29,7 +29,7 @@ if [[ $mode == native ]]; then
   if pid="$(tb_native_pid tokenbridge)"; then ok "tokenbridge run (pid $pid)"
   else bad "tokenbridge run is not running (log: $(tb_logfile tokenbridge))"; fi
 else
-  state="$(cd "$TB_ROOT" && docker compose ps --format '{{.State}}' tokenbridge 2>/dev/null || true)"
+  state="$(docker compose --project-directory "$TB_ROOT" ps --format '{{.State}}' tokenbridge 2>/dev/null)" || state=""
   if [[ "$state" == running ]]; then ok "tokenbridge container running"; else bad "tokenbridge container: ${state:-not created}"; fi
 fi
 
@@ -54,13 +54,15 @@ if [[ -n "$want" ]]; then
     else bad "endpoint $endpoint uses port ${BASH_REMATCH[1]}, but $proto goes to port $want"; fi
   else bad "OTEL_EXPORTER_OTLP_ENDPOINT=${endpoint:-<unset>} (expected http://127.0.0.1:$want)"; fi
 fi
-case "${OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE:-delta}" in
+temporality="${OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE:-}"
+case "$temporality" in
   cumulative) ok "temporality cumulative" ;;
-  *) warn "temporality ${OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE:-delta (Claude Code's default)}: fine here (the collector converts delta), but direct remote backends reject delta" ;;
+  *) warn "temporality ${temporality:-unset, so delta (the Claude Code default)}: fine here (the collector converts delta), but direct remote backends reject delta" ;;
 esac
 
 echo "Data in Prometheus:"
-if out="$("$py" - "http://127.0.0.1:$PROMETHEUS_PORT" <<'PY' 2>&1
+series_by_source() {
+  "$py" - "http://127.0.0.1:$PROMETHEUS_PORT" <<'PY'
 import json, sys, urllib.parse, urllib.request
 base = sys.argv[1]
 def q(expr):
@@ -74,7 +76,8 @@ else:
     for r in sorted(res, key=lambda r: r["metric"].get("source", "")):
         print(f'{r["metric"].get("source", "(no source label: other native metrics)")}: {r["value"][1]} series')
 PY
-)"; then
+}
+if out="$(series_by_source 2>&1)"; then
   if [[ "$out" == none ]]; then
     bad "no claude_code_* series yet: start claude from a shell that sourced telemetry.sh, or check the bridge (scripts/logs.sh tokenbridge)"
   else

@@ -1,0 +1,178 @@
+"""docker-compose.yml, the bridge image and the configuration files it mounts, validated without a Docker engine:
+structurally with PyYAML, and with the real binaries (`otelcol validate`, `promtool check config`)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import yaml
+
+from tests._stack import REPO, collector_env, compose, otelcol_bin, promtool_bin
+
+SERVICES = {"otel-collector", "prometheus", "grafana", "tokenbridge"}
+
+
+def _manifest() -> dict:
+    return yaml.safe_load((REPO / "otelcol-builder.yaml").read_text())
+
+
+def _lib_var(name: str) -> str:
+    m = re.search(rf'^{name}="([^"]+)"', (REPO / "scripts/_lib.sh").read_text(), re.M)
+    assert m, name
+    return m.group(1)
+
+
+def test_services_and_pinned_images():
+    c = compose()
+    assert set(c["services"]) == SERVICES
+    images = {n: s.get("image") for n, s in c["services"].items()}
+    assert images["otel-collector"] == f"otel/opentelemetry-collector-contrib:{_manifest()['dist']['version']}"
+    assert images["prometheus"] == f"prom/prometheus:v{_lib_var('TB_PROMETHEUS_VERSION')}"
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", images["grafana"])
+    assert c["services"]["tokenbridge"]["build"] == "."
+    for img in images.values():
+        assert not img.endswith(":latest")
+
+
+def test_collector_manifest_matches_compose_and_build_script():
+    m = _manifest()
+    version = m["dist"]["version"]
+    assert version == _lib_var("TB_OTELCOL_VERSION") == "0.159.0"
+    assert _lib_var("TB_OCB_VERSION") == f"v{version}"
+    mods = [e["gomod"] for kind in ("receivers", "processors", "exporters", "extensions") for e in m[kind]]
+    for mod in mods:
+        assert mod.endswith(f" v{version}"), mod
+    for p in m["providers"]:
+        assert p["gomod"].endswith(" v1.65.0"), p
+    # Every component the config uses is in the manifest.
+    cfg = yaml.safe_load((REPO / "otel-collector-config.yml").read_text())
+    needed = {"otlpreceiver", "memorylimiterprocessor", "transformprocessor", "deltatocumulativeprocessor",
+              "batchprocessor", "prometheusexporter", "prometheusremotewriteexporter", "debugexporter",
+              "healthcheckextension"}
+    have = {mod.split()[0].rsplit("/", 1)[1] for mod in mods}
+    assert needed <= have
+    assert set(cfg["processors"]) == {"memory_limiter", "transform/claude_code_labels", "delta_to_cumulative",
+                                      "batch"}
+
+
+def test_ports_bound_to_loopback_by_default_and_configurable():
+    c = compose()["services"]
+    expect = {
+        "otel-collector": {"${TOKENBRIDGE_BIND:-127.0.0.1}:${OTLP_GRPC_PORT:-14317}:4317",
+                           "${TOKENBRIDGE_BIND:-127.0.0.1}:${OTLP_HTTP_PORT:-14318}:4318",
+                           "${TOKENBRIDGE_BIND:-127.0.0.1}:${OTELCOL_HEALTH_PORT:-13133}:13133"},
+        "prometheus": {"${TOKENBRIDGE_BIND:-127.0.0.1}:${PROMETHEUS_PORT:-9090}:9090"},
+        "grafana": {"${TOKENBRIDGE_BIND:-127.0.0.1}:${GRAFANA_PORT:-3000}:3000"},
+    }
+    for svc, ports in expect.items():
+        assert set(c[svc]["ports"]) == ports
+    assert "ports" not in c["tokenbridge"]
+
+
+def test_volumes_retention_healthchecks_and_password():
+    c = compose()
+    assert set(c["volumes"]) == {"prometheus_data", "grafana_data", "tokenbridge_state"}
+    s = c["services"]
+    assert "prometheus_data:/prometheus" in s["prometheus"]["volumes"]
+    assert "grafana_data:/var/lib/grafana" in s["grafana"]["volumes"]
+    assert "--storage.tsdb.retention.time=${PROMETHEUS_RETENTION:-90d}" in s["prometheus"]["command"]
+    for svc in ("prometheus", "grafana", "tokenbridge"):
+        assert s[svc]["healthcheck"]["test"][0] == "CMD", svc
+    env = s["grafana"]["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert "admin" not in env["GF_SECURITY_ADMIN_PASSWORD"].split(":?")[0]
+
+
+def test_prometheus_flags_enable_the_chosen_delivery_path():
+    cmd = compose()["services"]["prometheus"]["command"]
+    for flag in ("--enable-feature=created-timestamp-zero-ingestion", "--web.enable-otlp-receiver",
+                 "--web.enable-remote-write-receiver", "--config.file=/etc/prometheus/prometheus.yml"):
+        assert flag in cmd
+    vols = compose()["services"]["prometheus"]["volumes"]
+    assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in vols
+    # rule_files are relative to the config file: /etc/prometheus/prometheus/rules/*.yml
+    assert "./prometheus/rules:/etc/prometheus/prometheus/rules:ro" in vols
+
+
+def test_bridge_service_reads_claude_home_read_only_and_keeps_its_ledger():
+    s = compose()["services"]["tokenbridge"]
+    env = s["environment"]
+    assert env["TOKENBRIDGE_STATE_DIR"] == "/var/lib/tokenbridge"
+    assert env["CLAUDE_CONFIG_DIR"] == "/claude"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+    assert "${CLAUDE_HOME:-${HOME}/.claude}:/claude:ro" in s["volumes"]
+    assert "tokenbridge_state:/var/lib/tokenbridge" in s["volumes"]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert dockerfile.startswith("# ") and "\nFROM python:3.11-slim\n" in dockerfile
+    assert "RUN pip install ." in dockerfile and 'CMD ["run"]' in dockerfile and 'ENTRYPOINT ["tokenbridge"]' in dockerfile
+    assert "TOKENBRIDGE_STATE_DIR=/var/lib/tokenbridge" in dockerfile
+    ignore = (REPO / ".dockerignore").read_text().split()
+    assert ignore[ignore.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!bridge/"]
+
+
+def test_bind_mount_sources_exist():
+    for svc in compose()["services"].values():
+        for v in svc.get("volumes", []):
+            src = v.split(":")[0]
+            if src.startswith("./"):
+                assert (REPO / src).exists(), v
+
+
+def test_env_example_covers_compose_variables():
+    text = (REPO / "docker-compose.yml").read_text()
+    used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)(?::[-?][^}]*)?\}", text)) - {"HOME"}
+    example = (REPO / ".env.example").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z_][A-Z0-9_]*)=", example, re.M))
+    assert used <= documented, used - documented
+    assert "GRAFANA_ADMIN_PASSWORD=" in example
+
+
+def test_collector_config_validates_with_the_built_collector():
+    cfg = REPO / "otel-collector-config.yml"
+    for extra in ({}, {"TOKENBRIDGE_METRICS_EXPORTERS": "[prometheus, prometheus_remote_write]",
+                       "TOKENBRIDGE_REMOTE_WRITE_URL": "https://example.invalid/api/v1/push"}):
+        env = {**collector_env(1, 2, 3, 4, 5), **extra}
+        proc = subprocess.run([otelcol_bin(), "validate", f"--config={cfg}"], capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", **env})
+        assert proc.returncode == 0, proc.stderr
+    # A wrong exporter name is refused (the validation is real).
+    proc = subprocess.run([otelcol_bin(), "validate", f"--config={cfg}"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "TOKENBRIDGE_METRICS_EXPORTERS": "[nope]"})
+    assert proc.returncode != 0
+
+
+def test_collector_config_choices():
+    cfg = yaml.safe_load((REPO / "otel-collector-config.yml").read_text())
+    prom = cfg["exporters"]["prometheus"]
+    # Idle series stay exposed (not the exporter's 5m default) and delta state lives as long.
+    assert prom["metric_expiration"] == "${env:TOKENBRIDGE_SERIES_TTL:-24h}"
+    assert cfg["processors"]["delta_to_cumulative"]["max_stale"] == prom["metric_expiration"]
+    assert prom["resource_to_telemetry_conversion"] == {"enabled": False}
+    stmts = cfg["processors"]["transform/claude_code_labels"]["metric_statements"]
+    (group,) = stmts
+    (cond,) = group["conditions"]
+    for s in ('"claude-code"', '"claude-code-desktop"', '"claude_code.token.usage"', '"claude_code.cost.usage"'):
+        assert s in cond
+    assert group["statements"] == ['set(datapoint.attributes["provider"], "anthropic")',
+                                   'set(datapoint.attributes["source"], "claude_code_otel")']
+    pipe = cfg["service"]["pipelines"]["metrics"]
+    assert pipe["exporters"] == "${env:TOKENBRIDGE_METRICS_EXPORTERS:-[prometheus]}"
+    assert pipe["processors"].index("delta_to_cumulative") < pipe["processors"].index("batch")
+    assert "logs" in cfg["service"]["pipelines"]
+
+
+def test_prometheus_config_is_valid_for_promtool():
+    proc = subprocess.run([promtool_bin(), "check", "config", str(REPO / "prometheus.yml")], capture_output=True,
+                          text=True, cwd=str(REPO))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout + proc.stderr
+    p = yaml.safe_load((REPO / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in p["scrape_configs"]}
+    assert jobs["otel-collector"]["static_configs"][0]["targets"] == ["otel-collector:8889"]
+    assert jobs["otel-collector"]["honor_labels"] is True
+    assert p["global"]["scrape_protocols"][0] == "PrometheusProto"
+    assert p["storage"]["tsdb"]["out_of_order_time_window"] == "30d"
+    assert p["rule_files"] == ["prometheus/rules/*.yml"]

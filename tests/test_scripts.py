@@ -1,0 +1,252 @@
+"""The management and build scripts: shell hygiene, cached builds, and native mode end to end
+(start -> status -> metrics -> logs -> stop) with the real collector, Prometheus and bridge on free ports."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests._stack import (
+    IN_CI,
+    REPO,
+    compose,
+    free_port,
+    http_get,
+    otelcol_bin,
+    prometheus_bin,
+    wait_until,
+    write_claude_home,
+)
+
+SCRIPTS = sorted([*(REPO / "scripts").glob("*.sh"), REPO / "start.sh", REPO / "view.sh"])
+USER_SCRIPTS = ["init", "start", "stop", "view", "status", "logs", "metrics"]
+
+
+def test_every_user_script_exists_and_is_executable():
+    for name in USER_SCRIPTS:
+        p = REPO / "scripts" / f"{name}.sh"
+        assert p.is_file() and os.access(p, os.X_OK), p
+    for p in SCRIPTS:
+        if p.name != "_lib.sh":
+            assert os.access(p, os.X_OK), p
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_bash_strict_mode_and_syntax(path):
+    text = path.read_text()
+    if path.name != "_lib.sh":
+        assert text.startswith("#!/usr/bin/env bash\n"), path
+        assert "\nset -euo pipefail\n" in text, path
+    proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_shellcheck_clean():
+    sc = shutil.which("shellcheck")
+    if sc is None:
+        if IN_CI:
+            pytest.fail("shellcheck is not installed (apt-get install -y shellcheck)")
+        pytest.skip("shellcheck not installed (never skipped in CI)")
+    files = [str(p) for p in SCRIPTS] + [str(REPO / "telemetry.sh"), str(REPO / "telemetry-grpc.sh")]
+    proc = subprocess.run([sc, "-x", "-s", "bash", *files], capture_output=True, text=True, cwd=str(REPO))
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_native_prometheus_flags_match_compose():
+    proc = subprocess.run(["bash", "-c", f"source {REPO / 'scripts/_lib.sh'}; tb_prometheus_flags"],
+                          capture_output=True, text=True, check=True, env={**os.environ, "PROMETHEUS_RETENTION": "90d"})
+    native = proc.stdout.split()
+    shipped = [re.sub(r"\$\{PROMETHEUS_RETENTION:-([^}]*)\}", r"\1", a)
+               for a in compose()["services"]["prometheus"]["command"]
+               if not a.startswith(("--config.file", "--storage.tsdb.path"))]
+    assert native == shipped
+
+
+def _build(script: str, env: dict[str, str] | None = None) -> tuple[str, float, str]:
+    t0 = time.monotonic()
+    proc = subprocess.run([str(REPO / "scripts" / script)], capture_output=True, text=True, timeout=3600,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1], time.monotonic() - t0, proc.stderr
+
+
+def test_build_collector_is_cached_by_version_and_manifest_hash():
+    if os.environ.get("TOKENBRIDGE_OTELCOL_BIN") is None:
+        otelcol_bin()  # first build (or cache hit) through the same path the other tests use
+    path, secs, log = _build("build-collector.sh")
+    digest = hashlib.sha256((REPO / "otelcol-builder.yaml").read_bytes()).hexdigest()[:12]
+    cache = Path(os.environ.get("TOKENBRIDGE_CACHE_DIR", Path.home() / ".cache/tokenbridge"))
+    assert path == str(cache / "bin" / f"otelcol-0.159.0-{digest}" / "otelcol-tokenbridge")
+    assert "cached" in log and secs < 10
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True).stdout
+    assert "0.159.0" in out
+    comps = subprocess.run([path, "components"], capture_output=True, text=True, check=True).stdout
+    for c in ("otlp", "prometheus", "prometheus_remote_write", "delta_to_cumulative", "transform", "health_check"):
+        assert re.search(rf"\b{c}\b", comps), c
+
+
+def test_build_prometheus_is_cached_and_is_the_pinned_release():
+    if os.environ.get("TOKENBRIDGE_PROMETHEUS_BIN") is None:
+        prometheus_bin()
+    path, secs, log = _build("build-prometheus.sh")
+    assert "cached" in log and secs < 10
+    assert re.search(r"/bin/prometheus-3\.14\.0-[0-9a-f]{12}/prometheus$", path)
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True).stdout
+    assert "prometheus, version 3.14.0" in out
+    assert Path(path).with_name("promtool").is_file()
+
+
+def test_build_script_errors_name_the_missing_thing(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TOKENBRIDGE_CACHE_DIR": str(tmp_path / "cache")}
+    for script in ("build-collector.sh", "build-prometheus.sh"):
+        if shutil.which("go", path=env["PATH"]):
+            pytest.fail("go found in /usr/bin or /bin: cannot simulate a machine without Go")
+        proc = subprocess.run([str(REPO / "scripts" / script)], capture_output=True, text=True, env=env)
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: go not found on PATH; install Go")
+    proc = subprocess.run([str(REPO / "scripts/build-prometheus.sh")], capture_output=True, text=True,
+                          env={**env, "TOKENBRIDGE_PROMETHEUS_VERSION": "2.42.0"})
+    assert "unsupported Prometheus version '2.42.0'" in proc.stderr
+
+
+# ------------------------------------------------------------------ native mode
+
+
+@pytest.fixture
+def native(tmp_path):
+    ports = {k: str(free_port()) for k in ("OTLP_GRPC_PORT", "OTLP_HTTP_PORT", "PROMETHEUS_PORT", "GRAFANA_PORT",
+                                           "OTELCOL_PROM_PORT", "OTELCOL_HEALTH_PORT", "OTELCOL_METRICS_PORT")}
+    home = write_claude_home(tmp_path / "claude", {"3b9e0c3a-1d2f-4c55-9a0e-7f1b2c3d4e5f": {
+        "model": "claude-sonnet-4-5-20250929",
+        "requests": [{"input": 4, "output": 187, "cacheRead": 48000, "cacheCreation": 1200}]}}, time.time() - 300)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_CODE_", "GRAFANA_"))}
+    env.update(ports)
+    # The bridge must be importable by the scripts (python -m bridge.cli) or installed as `tokenbridge`.
+    env.update({
+        "TOKENBRIDGE_NATIVE_DIR": str(tmp_path / "native"),
+        "TOKENBRIDGE_MODE": "native",
+        "TOKENBRIDGE_OTELCOL_BIN": otelcol_bin(),
+        "TOKENBRIDGE_PROMETHEUS_BIN": prometheus_bin(),
+        "CLAUDE_CONFIG_DIR": str(home),
+        "TOKENBRIDGE_STATE_DIR": str(tmp_path / "ledger"),
+        "TOKENBRIDGE_EXPORT_INTERVAL": "1",
+        "TOKENBRIDGE_NO_BROWSER": "1",
+        "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
+    })
+
+    def run(*argv: str, extra: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout,
+                              env={**env, **(extra or {})}, cwd=str(tmp_path))
+
+    run.env = env
+    run.ports = ports
+    yield run
+    run(REPO / "scripts/stop.sh", "--native")
+
+
+def test_native_mode_lifecycle(native):
+    p = native.ports
+    start = native(REPO / "start.sh")
+    assert start.returncode == 0, start.stdout + start.stderr
+    out = start.stdout
+    assert "tokenbridge native mode" in out
+    for name in ("otel-collector", "prometheus", "tokenbridge"):
+        assert re.search(rf"  {name} started \(pid \d+, log ", out), name
+    # It says exactly what is missing and how to get it.
+    assert "Missing:" in out and "Grafana: no Docker engine and no local Grafana" in out
+    assert "https://grafana.com/grafana/download" in out and "GRAFANA_HOME" in out
+    assert f"http://127.0.0.1:{p['PROMETHEUS_PORT']}" in out
+
+    # A second start does not start duplicates.
+    again = native(REPO / "start.sh")
+    assert again.returncode == 0 and "already running" in again.stdout and " started (pid" not in again.stdout
+
+    prom = f"http://127.0.0.1:{p['PROMETHEUS_PORT']}"
+
+    def has_bridge_series() -> bool:
+        code, body = http_get(f"{prom}/api/v1/query?query=count(claude_code_token_usage_tokens_total%7Bsource%3D%22claude_transcripts%22%7D)")
+        return code == 200 and b'"4"' in body
+
+    wait_until(has_bridge_series, 60, "the bridge's series in Prometheus (native mode)")
+
+    # status: services ok, telemetry variables missing in this shell -> exit 1 naming them.
+    st = native(REPO / "scripts/status.sh")
+    assert st.returncode == 1
+    assert "ok    collector health_check" in st.stdout and "ok    prometheus" in st.stdout
+    assert re.search(r"ok    tokenbridge run \(pid \d+\)", st.stdout)
+    assert "warn  grafana not running" in st.stdout
+    assert "FAIL  CLAUDE_CODE_ENABLE_TELEMETRY is not 1" in st.stdout
+    assert "ok    claude_transcripts: 5 series" in st.stdout
+    # ... and with telemetry.sh sourced in the same shell, all good.
+    st = native("bash", "-c", f"source {REPO / 'telemetry.sh'} >/dev/null && exec {REPO / 'scripts/status.sh'}")
+    assert st.returncode == 0, st.stdout
+    assert f"ok    endpoint http://127.0.0.1:{p['OTLP_HTTP_PORT']}" in st.stdout
+    # A wrong protocol value is called out.
+    st = native(REPO / "scripts/status.sh", extra={"CLAUDE_CODE_ENABLE_TELEMETRY": "1", "OTEL_METRICS_EXPORTER": "otlp",
+                                                   "OTEL_EXPORTER_OTLP_PROTOCOL": "http",
+                                                   "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"})
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=http is not a valid value: use http/protobuf" in st.stdout
+
+    # The collector's own counters arrive with the next scrape of its telemetry endpoint (15 s interval).
+    m = wait_until(lambda: (r := native(REPO / "scripts/metrics.sh")).returncode == 0
+                   and re.search(r"received metric points\s+[1-9]", r.stdout) and r, 40, "collector counters")
+    assert re.search(r"claude_code_token_usage_tokens_total\s+claude_transcripts\s+4\s+49391\.0000\s+\d+ s ago",
+                     m.stdout), m.stdout
+    assert re.search(r"exported metric points\s+[1-9]", m.stdout), m.stdout
+
+    logs = native(REPO / "scripts/logs.sh", "otel-collector")
+    assert logs.returncode == 0 and "Everything is ready" in logs.stdout
+
+    view = native(REPO / "scripts/view.sh")
+    assert view.returncode == 0 and view.stdout.startswith(prom)
+
+    stop = native(REPO / "scripts/stop.sh")
+    assert stop.returncode == 0
+    for name in ("tokenbridge", "prometheus", "otel-collector"):
+        assert f"stopped {name} (pid" in stop.stdout
+    assert not _port_open(int(p["PROMETHEUS_PORT"])) and not _port_open(int(p["OTELCOL_HEALTH_PORT"]))
+    assert not list((Path(native.env["TOKENBRIDGE_NATIVE_DIR"]) / "run").glob("*.pid"))
+
+
+def _port_open(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_native_start_names_what_is_missing(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TOKENBRIDGE_MODE": "native",
+           "TOKENBRIDGE_NATIVE_DIR": str(tmp_path / "n"), "TOKENBRIDGE_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([str(REPO / "start.sh")], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    assert "error: no collector: otelcol-tokenbridge/otelcol-contrib not on PATH and Go not installed" in proc.stderr
+    proc = subprocess.run([str(REPO / "start.sh")], capture_output=True, text=True, timeout=60,
+                          env={**env, "TOKENBRIDGE_OTELCOL_BIN": str(tmp_path / "nope")})
+    assert f"error: TOKENBRIDGE_OTELCOL_BIN={tmp_path / 'nope'} is not executable" in proc.stderr
+
+
+def test_init_writes_env_with_a_secret_it_does_not_print(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for f in ("scripts/_lib.sh", "scripts/init.sh", ".env.example"):
+        shutil.copy(REPO / f, repo / f)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TOKENBRIDGE_MODE": "native"}
+    proc = subprocess.run([str(repo / "scripts/init.sh")], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = (repo / ".env").read_text()
+    pw = re.search(r"^GRAFANA_ADMIN_PASSWORD=(\w+)$", text, re.M).group(1)
+    assert len(pw) >= 24 and pw != "change-me-please"
+    assert pw not in proc.stdout + proc.stderr
+    assert oct((repo / ".env").stat().st_mode & 0o777) == "0o600"
+    assert f"TOKENBRIDGE_UID={os.getuid()}" in text
+    again = subprocess.run([str(repo / "scripts/init.sh")], capture_output=True, text=True, env=env, timeout=60)
+    assert ".env exists; left unchanged" in again.stdout and (repo / ".env").read_text() == text

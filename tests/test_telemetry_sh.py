@@ -1,0 +1,157 @@
+"""telemetry.sh / telemetry-grpc.sh in real bash and zsh (zsh: apt-get install -y zsh; required in CI).
+That a client configured only by these variables reaches the collector is in tests/test_stack_e2e.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests._stack import IN_CI, REPO
+
+TELEMETRY = REPO / "telemetry.sh"
+GRPC = REPO / "telemetry-grpc.sh"
+VARS = ("CLAUDE_CODE_ENABLE_TELEMETRY", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_LOGS_EXPORT_INTERVAL")
+
+
+def _shell(name: str) -> str:
+    exe = shutil.which(name)
+    if exe is None:
+        if IN_CI or name == "bash":
+            pytest.fail(f"{name} is not installed (apt-get install -y {name})")
+        pytest.skip(f"{name} not installed (never skipped in CI)")
+    return exe
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_CODE_", "OTLP_"))}
+    env.update(extra)
+    return env
+
+
+def _run(shell: str, script: str, cwd=None, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([_shell(shell), "-c", script], capture_output=True, text=True, timeout=30,
+                          env=_clean_env(**env), cwd=cwd)
+
+
+def _vars_after(shell: str, source_cmd: str, **env: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    script = f"{source_cmd}; rc=$?; echo __RC=$rc; env"
+    proc = _run(shell, script, **env)
+    out = {}
+    for line in proc.stdout.splitlines():
+        k, _, v = line.partition("=")
+        if k in VARS or k == "__RC":
+            out[k] = v
+    return proc, out
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_default_is_http_protobuf_to_14318(shell):
+    proc, v = _vars_after(shell, f"source {TELEMETRY}")
+    assert v.pop("__RC") == "0", proc.stderr
+    assert v == {
+        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:14318",
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "cumulative",
+        "OTEL_METRIC_EXPORT_INTERVAL": "10000",
+        "OTEL_LOGS_EXPORT_INTERVAL": "5000",
+    }
+    # It prints what it set.
+    for k, val in v.items():
+        assert f"{k}={val}" in proc.stdout
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_grpc_host_port_options(shell):
+    _, v = _vars_after(shell, f"source {TELEMETRY} --protocol=grpc")
+    assert (v["OTEL_EXPORTER_OTLP_PROTOCOL"], v["OTEL_EXPORTER_OTLP_ENDPOINT"]) == ("grpc", "http://127.0.0.1:14317")
+    _, v = _vars_after(shell, f"source {GRPC}")
+    assert (v["OTEL_EXPORTER_OTLP_PROTOCOL"], v["OTEL_EXPORTER_OTLP_ENDPOINT"]) == ("grpc", "http://127.0.0.1:14317")
+    _, v = _vars_after(shell, f"source {TELEMETRY} --protocol=http --host=10.1.2.3 --port=4318")
+    assert (v["OTEL_EXPORTER_OTLP_PROTOCOL"], v["OTEL_EXPORTER_OTLP_ENDPOINT"]) == (
+        "http/protobuf", "http://10.1.2.3:4318")
+    _, v = _vars_after(shell, f"source {GRPC} --port=5555")
+    assert v["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:5555"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_ports_from_environment(shell):
+    _, v = _vars_after(shell, f"source {TELEMETRY}", OTLP_HTTP_PORT="24318")
+    assert v["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:24318"
+    _, v = _vars_after(shell, f"source {TELEMETRY} --protocol=grpc", OTLP_GRPC_PORT="24317")
+    assert v["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:24317"
+
+
+def test_ports_from_dotenv_next_to_the_script(tmp_path):
+    shutil.copy(TELEMETRY, tmp_path / "telemetry.sh")
+    (tmp_path / ".env").write_text("OTLP_HTTP_PORT=34318\nOTLP_GRPC_PORT=\"34317\"\n")
+    for shell in ("bash", "zsh"):
+        _, v = _vars_after(shell, f"source {tmp_path / 'telemetry.sh'}")
+        assert v["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:34318", shell
+        _, v = _vars_after(shell, f"source {tmp_path / 'telemetry.sh'} --protocol=grpc")
+        assert v["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:34317", shell
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_unset_removes_everything(shell):
+    _, v = _vars_after(shell, f"source {TELEMETRY} >/dev/null; source {TELEMETRY} --unset")
+    assert v == {"__RC": "0"}
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_conflicting_per_signal_variables_are_cleared(shell):
+    proc, v = _vars_after(shell, f"source {TELEMETRY}", OTEL_EXPORTER_OTLP_METRICS_PROTOCOL="http",
+                          OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="http://elsewhere:4318/v1/metrics")
+    assert "unset (would override the above): OTEL_EXPORTER_OTLP_METRICS_ENDPOINT OTEL_EXPORTER_OTLP_METRICS_PROTOCOL" in proc.stdout
+    env_lines = proc.stdout.split("__RC=0", 1)[1]
+    assert "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=" not in env_lines
+    assert "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=" not in env_lines
+    assert v["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_bad_arguments_fail_without_setting_anything(shell):
+    for arg in ("--protocol=udp", "--port=abc", "--bogus"):
+        proc, v = _vars_after(shell, f"source {TELEMETRY} {arg}")
+        assert v == {"__RC": "2"}, (arg, v)
+        assert "telemetry.sh:" in proc.stderr
+
+
+@pytest.mark.parametrize("script", [TELEMETRY, GRPC])
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_refuses_when_executed(shell, script):
+    proc = subprocess.run([_shell(shell), str(script)], capture_output=True, text=True, timeout=30, env=_clean_env())
+    assert proc.returncode == 1
+    assert "must be sourced, not executed" in proc.stderr
+    assert "OTEL_" not in proc.stdout
+
+
+@pytest.mark.parametrize("script", [TELEMETRY, GRPC])
+def test_refuses_when_run_directly(script):
+    assert os.access(script, os.X_OK)
+    proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=30, env=_clean_env())
+    assert proc.returncode == 1 and "must be sourced" in proc.stderr
+
+
+def test_sourcing_leaves_no_helper_functions_or_variables():
+    proc = _run("bash", f"source {TELEMETRY} >/dev/null; declare -F | grep -c _tb_ || true; "
+                        "compgen -v | grep -c '^_tb_' || true")
+    assert proc.stdout.split() == ["0", "0"]
+    proc = _run("zsh", f"source {TELEMETRY} >/dev/null; print -l ${{(k)functions}} | grep -c _tb_ || true; "
+                       "print -l ${(k)parameters} | grep -c '^_tb_' || true")
+    assert proc.stdout.split() == ["0", "0"]
+
+
+def test_sh_without_bash_or_zsh_is_refused():
+    dash = shutil.which("dash") or shutil.which("sh")
+    proc = subprocess.run([dash, "-c", f". {TELEMETRY}; echo rc=$?"], capture_output=True, text=True, timeout=30,
+                          env=_clean_env())
+    assert "needs bash or zsh" in proc.stderr
+    assert "CLAUDE_CODE_ENABLE_TELEMETRY" not in proc.stdout
