@@ -61,8 +61,6 @@ FIELDS = {
     "cacheRead": "cacheReadTokens",
     "cacheCreation": "cacheCreationTokens",
 }
-RESULTS_START = "<!-- bench:results:start -->"
-RESULTS_END = "<!-- bench:results:end -->"
 
 
 def _load_gen() -> Any:
@@ -321,6 +319,13 @@ class Results:
     notes: list[str] = field(default_factory=list)
 
 
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n % scale == 0:
+            return f"{n // scale}{unit}"
+    return str(n)
+
+
 def mbps(nbytes: int, seconds: float) -> float:
     return nbytes / 1e6 / seconds if seconds > 0 else float("nan")
 
@@ -559,6 +564,14 @@ def machine_info() -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "bridge", "pyproject.toml"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if dirty:
+        commit += " + uncommitted changes"
     return {
         "nproc": os.cpu_count(),
         "ramGiB": round(mem / 2**30, 1),
@@ -567,6 +580,10 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "commit": commit,
     }
+
+
+def _gen(v: Any) -> str:
+    return f"generated in {v} s" if isinstance(v, int | float) else "corpus generated earlier"
 
 
 def _sources(s: dict[str, Any] | None) -> str:
@@ -603,6 +620,8 @@ def markdown(res: Results) -> str:
             f"{tb['daemonLatencyLow'] * 1000:.0f} - {tb['daemonLatencyHigh'] * 1000:.0f} "
             f"(bounds; one report poll = {tb['daemonPollWall'] * 1000:.0f} ms)"
         )
+    elif m.get("skipDaemon"):
+        daemon = "not measured (--skip-daemon)"
     else:
         daemon = "pending"
     lines = [
@@ -611,7 +630,7 @@ def markdown(res: Results) -> str:
         "",
         f"Corpus: `{m['genCommand']}` — {nb / 1e6:,.0f} MB in {m['files']:,} files, "
         f"{m['truthRequests']:,} unique requests, {m['malformed']} malformed lines "
-        f"(generation: {m['genSeconds']} s).",
+        f"({_gen(m['genSeconds'])}).",
         "",
         f"Command: `{m['command']}`. Load average (1/5/15 min) before the runs: {m['loadBefore']}, "
         f"after: {m.get('loadAfter', '?')}.",
@@ -636,7 +655,7 @@ def markdown(res: Results) -> str:
         f"| Daemon (`{m.get('daemonCommand', 'tokenbridge run')}`): append of {m['appendLines']:,} lines -> "
         f"`report daily --json` shows the new totals, ms | {daemon} | n/a | < 200 |",
         f"| Idle CPU of `tokenbridge run` over {tb.get('idleSeconds', 30)} s, % of one core | "
-        f"{_f(tb.get('idleCpuPct'), '{:.2f}')} | n/a | ~0 |",
+        f"{_f(tb.get('idleCpuPct'), '{:.2f}', 'not measured' if m.get('skipDaemon') else 'pending')} | n/a | ~0 |",
         f"| Daily totals vs truth.json after the cold scan | {fmt_compare(tb.get('correctness')) if tb else 'pending'} "
         f"| {fmt_compare(cc.get('correctness'))} | exact |",
         f"| `tokenbridge sources --json` after the cold scan: skipped lines / files / requests (truth) | "
@@ -660,13 +679,15 @@ def markdown(res: Results) -> str:
     return "\n".join(lines)
 
 
-def write_doc(path: Path, text: str) -> None:
-    doc = path.read_text(encoding="utf-8") if path.exists() else f"# Benchmarks\n\n{RESULTS_START}\n{RESULTS_END}\n"
-    if RESULTS_START not in doc:
-        doc += f"\n## Results\n\n{RESULTS_START}\n{RESULTS_END}\n"
-    head, rest = doc.split(RESULTS_START, 1)
-    _, tail = rest.split(RESULTS_END, 1)
-    path.write_text(f"{head}{RESULTS_START}\n{text}\n{RESULTS_END}{tail}", encoding="utf-8")
+def write_doc(path: Path, text: str, section: str = "results") -> None:
+    """Replace the text between ``<!-- bench:SECTION:start -->`` and ``<!-- bench:SECTION:end -->``."""
+    start, end = f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
+    doc = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if start not in doc:
+        doc += f"\n{start}\n{end}\n"
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{tail}", encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -704,8 +725,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--idle-load", type=float, default=0.5)
     ap.add_argument("--write", type=Path, help="update the results section of this markdown file")
+    ap.add_argument("--section", default="results", help="with --write: which bench:SECTION markers to fill")
     ap.add_argument("--json", type=Path, help="write all raw results as JSON here")
+    ap.add_argument("--from-json", type=Path, help="only render (and --write) the results saved by --json")
     args = ap.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        res = Results(meta=saved["meta"], cc=saved["ccusage"], tb=saved["tokenbridge"], notes=saved["notes"])
+        return emit(args, res)
     size = gen_history.parse_size(args.size)
 
     res = Results()
@@ -715,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     res.meta["repeat"] = args.repeat
     res.meta["appendLines"] = args.append_lines
     res.meta["ccusageVersion"] = args.ccusage_version
+    res.meta["skipDaemon"] = args.skip_daemon
 
     work = Path(tempfile.mkdtemp(prefix="tokenbridge-bench-"))
     home = work / "home"
@@ -725,10 +753,6 @@ def main(argv: list[str] | None = None) -> int:
         corpus = args.cache_dir / f"corpus-{size}-s{args.seed}-d{args.days}-{args.start}"
     else:
         corpus = work / "corpus"
-    gen_cmd = (
-        f"python scripts/gen_history.py --out DIR --size {args.size} --seed {args.seed} "
-        f"--days {args.days} --start {args.start}"
-    )
     if not (corpus / "truth.json").exists():
         print(f"generating {args.size} corpus in {corpus} ...", file=sys.stderr)
         shutil.rmtree(corpus, ignore_errors=True)
@@ -742,6 +766,10 @@ def main(argv: list[str] | None = None) -> int:
     truth_backup = (corpus / "truth.json").read_bytes()
     target = corpus / truth["appendTarget"]
     target_size = target.stat().st_size
+    gen_cmd = (
+        f"python scripts/gen_history.py --out DIR --size {_size(truth['requestedSize'])} --seed {truth['seed']} "
+        f"--days {truth['days']} --start {truth['start']}"
+    )
     res.meta.update(
         genCommand=gen_cmd,
         corpusBytes=corpus_bytes(corpus),
@@ -779,6 +807,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     res.meta["loadAfter"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
+    return emit(args, res)
+
+
+def emit(args: argparse.Namespace, res: Results) -> int:
     text = markdown(res)
     print(text)
     if args.json:
@@ -789,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
             + "\n"
         )
     if args.write:
-        write_doc(args.write, text)
+        write_doc(args.write, text, args.section)
         print(f"updated {args.write}", file=sys.stderr)
     return 0
 
