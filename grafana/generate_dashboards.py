@@ -130,18 +130,40 @@ def target(expr: str, ref: str = "A", legend: str = "", instant: bool = False) -
     return t
 
 
-def stat(lay: Layout, title: str, expr: str, unit: str, w: int = 4, desc: str = "", decimals: int | None = None,
-         legend: str = "") -> dict:
+def stat(
+    lay: Layout,
+    title: str,
+    expr: str,
+    unit: str,
+    w: int = 4,
+    desc: str = "",
+    decimals: int | None = None,
+    legend: str = "",
+) -> dict:
     p = {
-        "id": lay.id(), "type": "stat", "title": title, "description": desc, "datasource": DS,
+        "id": lay.id(),
+        "type": "stat",
+        "title": title,
+        "description": desc,
+        "datasource": DS,
         "gridPos": lay.pos(w, 4),
         "targets": [target(expr, legend=legend, instant=True)],
-        "fieldConfig": {"defaults": {"unit": unit, "color": {"mode": "thresholds"},
-                                     "thresholds": {"mode": "absolute", "steps": [{"color": "blue", "value": None}]}},
-                        "overrides": []},
-        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                    "colorMode": "value", "graphMode": "none", "textMode": "auto", "justifyMode": "auto",
-                    "orientation": "auto"},
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "color": {"mode": "thresholds"},
+                "thresholds": {"mode": "absolute", "steps": [{"color": "blue", "value": None}]},
+            },
+            "overrides": [],
+        },
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "none",
+            "textMode": "auto",
+            "justifyMode": "auto",
+            "orientation": "auto",
+        },
     }
     if decimals is not None:
         p["fieldConfig"]["defaults"]["decimals"] = decimals
@@ -150,41 +172,88 @@ def stat(lay: Layout, title: str, expr: str, unit: str, w: int = 4, desc: str = 
 
 def bars(lay: Layout, title: str, expr: str, legend: str, unit: str, w: int = 8, h: int = 8, desc: str = "") -> dict:
     return {
-        "id": lay.id(), "type": "bargauge", "title": title, "description": desc, "datasource": DS,
+        "id": lay.id(),
+        "type": "bargauge",
+        "title": title,
+        "description": desc,
+        "datasource": DS,
         "gridPos": lay.pos(w, h),
         "targets": [target(expr, legend=legend, instant=True)],
         "fieldConfig": {"defaults": {"unit": unit, "min": 0, "color": {"mode": "palette-classic"}}, "overrides": []},
-        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                    "orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True},
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "orientation": "horizontal",
+            "displayMode": "gradient",
+            "showUnfilled": True,
+        },
     }
 
 
-def timeseries(lay: Layout, title: str, expr: str, legend: str, unit: str, w: int = 12, h: int = 8,
-               desc: str = "", stack: bool = True, draw: str = "bars", interval: str = "1m") -> dict:
+def timeseries(
+    lay: Layout,
+    title: str,
+    expr: str,
+    legend: str,
+    unit: str,
+    w: int = 12,
+    h: int = 8,
+    desc: str = "",
+    stack: bool = True,
+    draw: str = "bars",
+    interval: str = "1m",
+) -> dict:
     return {
-        "id": lay.id(), "type": "timeseries", "title": title, "description": desc, "datasource": DS,
-        "gridPos": lay.pos(w, h), "interval": interval,
+        "id": lay.id(),
+        "type": "timeseries",
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "gridPos": lay.pos(w, h),
+        "interval": interval,
         "targets": [target(expr, legend=legend)],
-        "fieldConfig": {"defaults": {"unit": unit, "min": 0, "color": {"mode": "palette-classic"},
-                                     "custom": {"drawStyle": draw, "fillOpacity": 60 if draw == "bars" else 15,
-                                                "stacking": {"mode": "normal" if stack else "none", "group": "A"},
-                                                "lineWidth": 1, "showPoints": "never"}},
-                        "overrides": []},
-        "options": {"legend": {"displayMode": "table", "placement": "right", "calcs": ["sum"], "showLegend": True},
-                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "min": 0,
+                "color": {"mode": "palette-classic"},
+                "custom": {
+                    "drawStyle": draw,
+                    "fillOpacity": 60 if draw == "bars" else 15,
+                    "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+                    "lineWidth": 1,
+                    "showPoints": "never",
+                },
+            },
+            "overrides": [],
+        },
+        "options": {
+            "legend": {"displayMode": "table", "placement": "right", "calcs": ["sum"], "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
     }
 
 
-def table(lay: Layout, title: str, targets: list[dict], w: int = 12, h: int = 8, desc: str = "",
-          units: dict[str, str] | None = None) -> dict:
+def table(
+    lay: Layout,
+    title: str,
+    targets: list[dict],
+    w: int = 12,
+    h: int = 8,
+    desc: str = "",
+    units: dict[str, str] | None = None,
+) -> dict:
     overrides = [
-        {"matcher": {"id": "byName", "options": name},
-         "properties": [{"id": "unit", "value": unit}]}
+        {"matcher": {"id": "byName", "options": name}, "properties": [{"id": "unit", "value": unit}]}
         for name, unit in (units or {}).items()
     ]
     return {
-        "id": lay.id(), "type": "table", "title": title, "description": desc, "datasource": DS,
-        "gridPos": lay.pos(w, h), "targets": targets,
+        "id": lay.id(),
+        "type": "table",
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "gridPos": lay.pos(w, h),
+        "targets": targets,
         "transformations": [
             {"id": "merge", "options": {}},
             {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": {}}},
@@ -196,19 +265,38 @@ def table(lay: Layout, title: str, targets: list[dict], w: int = 12, h: int = 8,
 
 
 def table_target(expr: str, ref: str) -> dict:
-    return {"datasource": DS, "refId": ref, "expr": expr, "legendFormat": "__auto", "editorMode": "code",
-            "instant": True, "range": False, "format": "table"}
+    return {
+        "datasource": DS,
+        "refId": ref,
+        "expr": expr,
+        "legendFormat": "__auto",
+        "editorMode": "code",
+        "instant": True,
+        "range": False,
+        "format": "table",
+    }
 
 
 def text(lay: Layout, title: str, content: str, w: int = 24, h: int = 4) -> dict:
-    return {"id": lay.id(), "type": "text", "title": title, "gridPos": lay.pos(w, h),
-            "options": {"mode": "markdown", "content": content}}
+    return {
+        "id": lay.id(),
+        "type": "text",
+        "title": title,
+        "gridPos": lay.pos(w, h),
+        "options": {"mode": "markdown", "content": content},
+    }
 
 
 def row(lay: Layout, title: str) -> dict:
     lay.newline()
-    p = {"id": lay.id(), "type": "row", "title": title, "collapsed": False, "panels": [],
-         "gridPos": {"h": 1, "w": 24, "x": 0, "y": lay.y}}
+    p = {
+        "id": lay.id(),
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "panels": [],
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": lay.y},
+    }
     lay.y += 1
     return p
 
@@ -216,27 +304,68 @@ def row(lay: Layout, title: str) -> dict:
 def variable(name: str, label: str, metric: str = TOKENS) -> dict:
     q = f"label_values({metric}, {name})"
     return {
-        "name": name, "label": label, "type": "query", "datasource": DS,
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
         "query": {"query": q, "refId": f"var-{name}", "qryType": 1},
-        "definition": q, "refresh": 2, "includeAll": True, "multi": True, "allValue": ".*",
+        "definition": q,
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-        "options": [], "sort": 1, "hide": 0, "regex": "",
+        "options": [],
+        "sort": 1,
+        "hide": 0,
+        "regex": "",
     }
 
 
 def dashboard(uid: str, title: str, desc: str, panels: list[dict], tags: list[str]) -> dict:
     return {
-        "id": None, "uid": uid, "title": title, "description": desc, "tags": tags,
-        "timezone": "browser", "editable": True, "graphTooltip": 1, "schemaVersion": 42, "version": 1,
-        "refresh": "1m", "time": {"from": "now-7d", "to": "now"}, "timepicker": {},
-        "fiscalYearStartMonth": 0, "liveNow": False, "weekStart": "",
-        "annotations": {"list": [{
-            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True,
-            "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"}]},
-        "templating": {"list": [variable("provider", "Provider"), variable("model", "Model"),
-                                variable("source", "Source")]},
-        "links": [{"title": "tokenbridge dashboards", "type": "dashboards", "tags": ["tokenbridge"],
-                   "asDropdown": True, "includeVars": True, "keepTime": True}],
+        "id": None,
+        "uid": uid,
+        "title": title,
+        "description": desc,
+        "tags": tags,
+        "timezone": "browser",
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": 42,
+        "version": 1,
+        "refresh": "1m",
+        "time": {"from": "now-7d", "to": "now"},
+        "timepicker": {},
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "weekStart": "",
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "templating": {
+            "list": [variable("provider", "Provider"), variable("model", "Model"), variable("source", "Source")]
+        },
+        "links": [
+            {
+                "title": "tokenbridge dashboards",
+                "type": "dashboards",
+                "tags": ["tokenbridge"],
+                "asDropdown": True,
+                "includeVars": True,
+                "keepTime": True,
+            }
+        ],
         "panels": panels,
     }
 
@@ -244,7 +373,7 @@ def dashboard(uid: str, title: str, desc: str, panels: list[dict], tags: list[st
 # ---------------------------------------------------------------- dashboards
 
 R = "$__range"
-I = "$__interval"
+IV = "$__interval"
 RI = "$__rate_interval"
 
 
@@ -253,57 +382,158 @@ def claude_code() -> dict:
     p: list[dict] = []
     p.append(text(lay, "How these numbers are counted", DEDUP_TEXT, h=4))
     p.append(row(lay, "Usage in the selected time range"))
-    p.append(stat(lay, "Total cost", dedup(COST, [], R), "currencyUSD", decimals=2,
-                  desc="Estimated cost (list prices), Claude Code usage counted once."))
+    p.append(
+        stat(
+            lay,
+            "Total cost",
+            dedup(COST, [], R),
+            "currencyUSD",
+            decimals=2,
+            desc="Estimated cost (list prices), Claude Code usage counted once.",
+        )
+    )
     p.append(stat(lay, "Total tokens", dedup(TOKENS, [], R), "short"))
-    p.append(stat(lay, "Cache hit ratio", cache_hit_ratio(R), "percentunit", decimals=1,
-                  desc="Share of prompt tokens (input + cache read + cache creation) read from the prompt cache."))
-    p.append(stat(lay, "Sessions", "sum(increase(claude_code_session_count_total[$__range]))", "short",
-                  desc="Claude Code sessions started (native telemetry: claude_code.session.count)."))
-    p.append(stat(lay, "Active time", 'sum(increase(claude_code_active_time_seconds_total[$__range]))', "s",
-                  desc="claude_code.active_time.total: user (keyboard) and cli (tools, responses) time."))
+    p.append(
+        stat(
+            lay,
+            "Cache hit ratio",
+            cache_hit_ratio(R),
+            "percentunit",
+            decimals=1,
+            desc="Share of prompt tokens (input + cache read + cache creation) read from the prompt cache.",
+        )
+    )
+    p.append(
+        stat(
+            lay,
+            "Sessions",
+            "sum(increase(claude_code_session_count_total[$__range]))",
+            "short",
+            desc="Claude Code sessions started (native telemetry: claude_code.session.count).",
+        )
+    )
+    p.append(
+        stat(
+            lay,
+            "Active time",
+            "sum(increase(claude_code_active_time_seconds_total[$__range]))",
+            "s",
+            desc="claude_code.active_time.total: user (keyboard) and cli (tools, responses) time.",
+        )
+    )
     p.append(stat(lay, "Commits", "sum(increase(claude_code_commit_count_total[$__range]))", "short"))
     p.append(stat(lay, "Pull requests", "sum(increase(claude_code_pull_request_count_total[$__range]))", "short"))
-    p.append(bars(lay, "Lines of code", "sum by (type) (increase(claude_code_lines_of_code_count_total[$__range]))",
-                  "{{type}}", "short", w=6, h=4))
-    p.append(bars(lay, "Edit tool decisions",
-                  "sum by (decision) (increase(claude_code_code_edit_tool_decision_total[$__range]))",
-                  "{{decision}}", "short", w=6, h=4,
-                  desc="Edit/Write/NotebookEdit permission decisions (claude_code.code_edit_tool.decision)."))
-    p.append(bars(lay, "Edit decisions by source",
-                  "sum by (source) (increase(claude_code_code_edit_tool_decision_total[$__range]))",
-                  "{{source}}", "short", w=6, h=4,
-                  desc="Where the decision came from: config, hook, user_permanent, user_temporary, user_reject, ..."))
+    p.append(
+        bars(
+            lay,
+            "Lines of code",
+            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__range]))",
+            "{{type}}",
+            "short",
+            w=6,
+            h=4,
+        )
+    )
+    p.append(
+        bars(
+            lay,
+            "Edit tool decisions",
+            "sum by (decision) (increase(claude_code_code_edit_tool_decision_total[$__range]))",
+            "{{decision}}",
+            "short",
+            w=6,
+            h=4,
+            desc="Edit/Write/NotebookEdit permission decisions (claude_code.code_edit_tool.decision).",
+        )
+    )
+    p.append(
+        bars(
+            lay,
+            "Edit decisions by source",
+            "sum by (source) (increase(claude_code_code_edit_tool_decision_total[$__range]))",
+            "{{source}}",
+            "short",
+            w=6,
+            h=4,
+            desc="Where the decision came from: config, hook, user_permanent, user_temporary, user_reject, ...",
+        )
+    )
     p.append(bars(lay, "Tokens by type", dedup(TOKENS, ["type"], R), "{{type}}", "short", w=8))
     p.append(bars(lay, "Cost by model", dedup(COST, ["model"], R), "{{model}}", "currencyUSD", w=8))
     p.append(bars(lay, "Tokens by model", dedup(TOKENS, ["model"], R), "{{model}}", "short", w=8))
 
     p.append(row(lay, "Over time"))
-    p.append(timeseries(lay, "Cost by model", dedup(COST, ["model"], I), "{{model}}", "currencyUSD"))
-    p.append(timeseries(lay, "Tokens by model", dedup(TOKENS, ["model"], I), "{{model}}", "short"))
-    p.append(timeseries(lay, "Token rate by type", f"60 * {dedup(TOKENS, ['type'], RI, fn='rate')}",
-                        "{{type}}", "short", draw="line", stack=True,
-                        desc="Tokens per minute."))
-    p.append(timeseries(lay, "Cache hit ratio", cache_hit_ratio(RI), "cache hit ratio", "percentunit",
-                        draw="line", stack=False))
-    p.append(timeseries(lay, "Sessions and activity",
-                        "sum by (type) (increase(claude_code_active_time_seconds_total[$__interval]))",
-                        "active {{type}}", "s", stack=False))
-    p.append(timeseries(lay, "Lines of code", "sum by (type) (increase(claude_code_lines_of_code_count_total[$__interval]))",
-                        "{{type}}", "short"))
+    p.append(timeseries(lay, "Cost by model", dedup(COST, ["model"], IV), "{{model}}", "currencyUSD"))
+    p.append(timeseries(lay, "Tokens by model", dedup(TOKENS, ["model"], IV), "{{model}}", "short"))
+    p.append(
+        timeseries(
+            lay,
+            "Token rate by type",
+            f"60 * {dedup(TOKENS, ['type'], RI, fn='rate')}",
+            "{{type}}",
+            "short",
+            draw="line",
+            stack=True,
+            desc="Tokens per minute.",
+        )
+    )
+    p.append(
+        timeseries(
+            lay, "Cache hit ratio", cache_hit_ratio(RI), "cache hit ratio", "percentunit", draw="line", stack=False
+        )
+    )
+    p.append(
+        timeseries(
+            lay,
+            "Sessions and activity",
+            "sum by (type) (increase(claude_code_active_time_seconds_total[$__interval]))",
+            "active {{type}}",
+            "s",
+            stack=False,
+        )
+    )
+    p.append(
+        timeseries(
+            lay,
+            "Lines of code",
+            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__interval]))",
+            "{{type}}",
+            "short",
+        )
+    )
 
     p.append(row(lay, "Per source (not additive)"))
-    p.append(table(lay, "Tokens and cost per source", [
-        table_target(f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__range]))", "A"),
-        table_target(f"sum by (source) (increase({COST}{{{FILTERS}}}[$__range]))", "B"),
-    ], units={"Value #A": "short", "Value #B": "currencyUSD"},
-        desc="Each source's own count. Sources can carry the same usage: do not add these rows."))
-    p.append(timeseries(lay, "Tokens per source", f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__interval]))",
-                        "{{source}}", "short", stack=False, draw="line",
-                        desc="Each source's own count, unstacked. Sources can carry the same usage: do not add them."))
-    return dashboard("tokenbridge-claude-code", "Claude Code",
-                     "Claude Code's eight native metrics plus tokenbridge's transcript-derived usage, one schema.",
-                     p, ["tokenbridge", "claude-code"])
+    p.append(
+        table(
+            lay,
+            "Tokens and cost per source",
+            [
+                table_target(f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__range]))", "A"),
+                table_target(f"sum by (source) (increase({COST}{{{FILTERS}}}[$__range]))", "B"),
+            ],
+            units={"Value #A": "short", "Value #B": "currencyUSD"},
+            desc="Each source's own count. Sources can carry the same usage: do not add these rows.",
+        )
+    )
+    p.append(
+        timeseries(
+            lay,
+            "Tokens per source",
+            f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__interval]))",
+            "{{source}}",
+            "short",
+            stack=False,
+            draw="line",
+            desc="Each source's own count, unstacked. Sources can carry the same usage: do not add them.",
+        )
+    )
+    return dashboard(
+        "tokenbridge-claude-code",
+        "Claude Code",
+        "Claude Code's eight native metrics plus tokenbridge's transcript-derived usage, one schema.",
+        p,
+        ["tokenbridge", "claude-code"],
+    )
 
 
 def overview() -> dict:
@@ -313,36 +543,83 @@ def overview() -> dict:
     p.append(row(lay, "Totals in the selected time range"))
     p.append(stat(lay, "Total cost", dedup(COST, [], R), "currencyUSD", w=6, decimals=2))
     p.append(stat(lay, "Total tokens", dedup(TOKENS, [], R), "short", w=6))
-    p.append(stat(lay, "Estimated cache savings (Anthropic)", cache_savings(R), "currencyUSD", w=6, decimals=2,
-                  desc="Per Anthropic model: input price p = cost / (input + 5*output + 0.1*cacheRead + "
-                       "1.25*cacheCreation); each cache-read token saves 0.9*p. Anthropic's list-price ratios."))
-    p.append(stat(lay, "Unpriced requests", f"sum(increase({UNPRICED}{{{FILTERS}}}[$__range])) or vector(0)",
-                  "short", w=6, desc="Requests whose model has no known price: their cost is missing above."))
+    p.append(
+        stat(
+            lay,
+            "Estimated cache savings (Anthropic)",
+            cache_savings(R),
+            "currencyUSD",
+            w=6,
+            decimals=2,
+            desc="Per Anthropic model: input price p = cost / (input + 5*output + 0.1*cacheRead + "
+            "1.25*cacheCreation); each cache-read token saves 0.9*p. Anthropic's list-price ratios.",
+        )
+    )
+    p.append(
+        stat(
+            lay,
+            "Unpriced requests",
+            f"sum(increase({UNPRICED}{{{FILTERS}}}[$__range])) or vector(0)",
+            "short",
+            w=6,
+            desc="Requests whose model has no known price: their cost is missing above.",
+        )
+    )
     p.append(bars(lay, "Cost by provider", dedup(COST, ["provider"], R), "{{provider}}", "currencyUSD"))
     p.append(bars(lay, "Tokens by provider", dedup(TOKENS, ["provider"], R), "{{provider}}", "short"))
     p.append(bars(lay, "Tokens by type", dedup(TOKENS, ["type"], R), "{{type}}", "short"))
-    p.append(table(lay, "Top models", [
-        table_target(f"sort_desc({dedup(COST, ['provider', 'model'], R)})", "A"),
-        table_target(dedup(TOKENS, ["provider", "model"], R), "B"),
-    ], w=24, units={"Value #A": "currencyUSD", "Value #B": "short"}))
+    p.append(
+        table(
+            lay,
+            "Top models",
+            [
+                table_target(f"sort_desc({dedup(COST, ['provider', 'model'], R)})", "A"),
+                table_target(dedup(TOKENS, ["provider", "model"], R), "B"),
+            ],
+            w=24,
+            units={"Value #A": "currencyUSD", "Value #B": "short"},
+        )
+    )
 
     p.append(row(lay, "Over time"))
-    p.append(timeseries(lay, "Cost by provider", dedup(COST, ["provider"], I), "{{provider}}", "currencyUSD"))
-    p.append(timeseries(lay, "Cost by model", dedup(COST, ["provider", "model"], I), "{{provider}} {{model}}",
-                        "currencyUSD"))
-    p.append(timeseries(lay, "Tokens by provider", dedup(TOKENS, ["provider"], I), "{{provider}}", "short"))
-    p.append(timeseries(lay, "Unpriced requests", f"sum by (provider, model) (increase({UNPRICED}{{{FILTERS}}}[$__interval]))",
-                        "{{provider}} {{model}}", "short"))
+    p.append(timeseries(lay, "Cost by provider", dedup(COST, ["provider"], IV), "{{provider}}", "currencyUSD"))
+    p.append(
+        timeseries(
+            lay, "Cost by model", dedup(COST, ["provider", "model"], IV), "{{provider}} {{model}}", "currencyUSD"
+        )
+    )
+    p.append(timeseries(lay, "Tokens by provider", dedup(TOKENS, ["provider"], IV), "{{provider}}", "short"))
+    p.append(
+        timeseries(
+            lay,
+            "Unpriced requests",
+            f"sum by (provider, model) (increase({UNPRICED}{{{FILTERS}}}[$__interval]))",
+            "{{provider}} {{model}}",
+            "short",
+        )
+    )
 
     p.append(row(lay, "Per source (not additive)"))
-    p.append(table(lay, "Tokens and cost per source", [
-        table_target(f"sum by (provider, source) (increase({TOKENS}{{{FILTERS}}}[$__range]))", "A"),
-        table_target(f"sum by (provider, source) (increase({COST}{{{FILTERS}}}[$__range]))", "B"),
-    ], w=24, units={"Value #A": "short", "Value #B": "currencyUSD"},
-        desc="Each source's own count. Sources can carry the same usage: do not add these rows."))
-    return dashboard("tokenbridge-overview", "AI usage overview",
-                     "Every provider and source together: totals, cost by provider and model, top models, cache savings.",
-                     p, ["tokenbridge", "overview"])
+    p.append(
+        table(
+            lay,
+            "Tokens and cost per source",
+            [
+                table_target(f"sum by (provider, source) (increase({TOKENS}{{{FILTERS}}}[$__range]))", "A"),
+                table_target(f"sum by (provider, source) (increase({COST}{{{FILTERS}}}[$__range]))", "B"),
+            ],
+            w=24,
+            units={"Value #A": "short", "Value #B": "currencyUSD"},
+            desc="Each source's own count. Sources can carry the same usage: do not add these rows.",
+        )
+    )
+    return dashboard(
+        "tokenbridge-overview",
+        "AI usage overview",
+        "Every provider and source together: totals, cost by provider and model, top models, cache savings.",
+        p,
+        ["tokenbridge", "overview"],
+    )
 
 
 def render() -> dict[str, str]:

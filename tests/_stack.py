@@ -89,10 +89,12 @@ def wait_until(pred, timeout: float, what: str, interval: float = 0.25):
             v = pred()
             if v:
                 return v
-        except Exception as e:  # noqa: BLE001 - retried until the deadline
+        except Exception as e:
             last_exc = e
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else "")
+    )
 
 
 @dataclass
@@ -123,8 +125,9 @@ class Proc:
 def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
     log.parent.mkdir(parents=True, exist_ok=True)
     fh = log.open("wb")
-    p = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                         cwd=str(cwd) if cwd else None)
+    p = subprocess.Popen(
+        argv, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=str(cwd) if cwd else None
+    )
     fh.close()
     return Proc(name, p, log)
 
@@ -163,16 +166,22 @@ def collector_env(grpc: int, http: int, prom: int, health: int, telemetry: int) 
     }
 
 
-def start_collector(workdir: Path, extra_env: dict[str, str] | None = None, name: str = "otelcol",
-                    args: list[str] | None = None) -> Collector:
+def start_collector(
+    workdir: Path, extra_env: dict[str, str] | None = None, name: str = "otelcol", args: list[str] | None = None
+) -> Collector:
     ports = [free_port() for _ in range(5)]
     env = {**collector_env(*ports), **(extra_env or {})}
-    proc = spawn(name, [otelcol_bin(), f"--config={REPO / 'otel-collector-config.yml'}", *(args or [])],
-                 workdir / f"{name}.log", env=env)
+    proc = spawn(
+        name,
+        [otelcol_bin(), f"--config={REPO / 'otel-collector-config.yml'}", *(args or [])],
+        workdir / f"{name}.log",
+        env=env,
+    )
     col = Collector(proc, *ports)
     try:
-        wait_until(lambda: proc.alive() and http_get(f"http://127.0.0.1:{col.health}/")[0] == 200, 60,
-                   "collector health_check")
+        wait_until(
+            lambda: proc.alive() and http_get(f"http://127.0.0.1:{col.health}/")[0] == 200, 60, "collector health_check"
+        )
     except AssertionError:
         proc.stop()
         raise AssertionError(f"collector did not become healthy:\n{proc.tail()}") from None
@@ -241,8 +250,9 @@ class Prometheus:
         return data["result"]
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
-        return self.api("/api/v1/query_range",
-                        {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"})["result"]
+        return self.api(
+            "/api/v1/query_range", {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}"}
+        )["result"]
 
     def scalar(self, expr: str, at: float | None = None) -> float | None:
         res = self.query(expr, at)
@@ -264,14 +274,21 @@ class PromQLError(AssertionError):
     pass
 
 
-def start_prometheus(workdir: Path, targets: dict[str, str], extra_flags: list[str] | None = None,
-                     name: str = "prometheus") -> Prometheus:
+def start_prometheus(
+    workdir: Path, targets: dict[str, str], extra_flags: list[str] | None = None, name: str = "prometheus"
+) -> Prometheus:
     port = free_port()
     targets = {**targets, "localhost:9090": f"127.0.0.1:{port}"}
     cfg = rewrite_prometheus_config(workdir / f"{name}-config", targets)
     data = workdir / f"{name}-data"
-    argv = [prometheus_bin(), f"--config.file={cfg}", f"--storage.tsdb.path={data}",
-            f"--web.listen-address=127.0.0.1:{port}", *prometheus_flags_from_compose(), *(extra_flags or [])]
+    argv = [
+        prometheus_bin(),
+        f"--config.file={cfg}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        *prometheus_flags_from_compose(),
+        *(extra_flags or []),
+    ]
     proc = spawn(name, argv, workdir / f"{name}.log")
     prom = Prometheus(proc, port, data)
     try:
@@ -289,8 +306,9 @@ def last_scrape_time(prom: Prometheus, job: str = "otel-collector") -> float:
     return float(res[0]["value"][1])
 
 
-def wait_for_scrapes(prom: Prometheus, n: int = 1, job: str = "otel-collector", after: float | None = None,
-                     timeout: float = 60) -> float:
+def wait_for_scrapes(
+    prom: Prometheus, n: int = 1, job: str = "otel-collector", after: float | None = None, timeout: float = 60
+) -> float:
     """Wait until `n` scrapes of `job` happened after `after` (default: now); return the newest scrape time."""
     after = time.time() if after is None else after
     seen: list[float] = []
@@ -323,9 +341,13 @@ def expand(expr: str, variables: dict[str, str], range_s: int, interval_s: int, 
     out = expr
     for name, value in variables.items():
         out = out.replace(f"${{{name}}}", value).replace(f"${name}", value)
-    out = (out.replace("$__rate_interval", f"{rate_interval_s}s").replace("$__range_s", str(range_s))
-           .replace("$__range", f"{range_s}s").replace("$__interval_ms", str(interval_s * 1000))
-           .replace("$__interval", f"{interval_s}s"))
+    out = (
+        out.replace("$__rate_interval", f"{rate_interval_s}s")
+        .replace("$__range_s", str(range_s))
+        .replace("$__range", f"{range_s}s")
+        .replace("$__interval_ms", str(interval_s * 1000))
+        .replace("$__interval", f"{interval_s}s")
+    )
     assert "$" not in out, f"unexpanded variable in {out}"
     return out
 
@@ -347,46 +369,109 @@ class ClaudeCodeSim:
     meter com.anthropic.claude_code, the eight counters with their units and attributes, DELTA temporality.
     Each `export()` is one export interval (force_flush); values added between flushes form one delta point."""
 
-    def __init__(self, endpoint: str, protocol: str, session_id: str, *, service_name: str = "claude-code",
-                 user_id: str = "u-1234", version: str = "2.1.240", temporality: str = "delta"):
+    def __init__(
+        self,
+        endpoint: str,
+        protocol: str,
+        session_id: str,
+        *,
+        service_name: str = "claude-code",
+        user_id: str = "u-1234",
+        version: str = "2.1.240",
+        temporality: str = "delta",
+    ):
         from opentelemetry.sdk.metrics import Counter, MeterProvider
         from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
 
         if protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-            exporter = OTLPMetricExporter(endpoint=endpoint, insecure=True, preferred_temporality={
-                Counter: AggregationTemporality.DELTA if temporality == "delta" else AggregationTemporality.CUMULATIVE})
+
+            exporter = OTLPMetricExporter(
+                endpoint=endpoint,
+                insecure=True,
+                preferred_temporality={
+                    Counter: AggregationTemporality.DELTA
+                    if temporality == "delta"
+                    else AggregationTemporality.CUMULATIVE
+                },
+            )
         else:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-            exporter = OTLPMetricExporter(endpoint=f"{endpoint.rstrip('/')}/v1/metrics", preferred_temporality={
-                Counter: AggregationTemporality.DELTA if temporality == "delta" else AggregationTemporality.CUMULATIVE})
+
+            exporter = OTLPMetricExporter(
+                endpoint=f"{endpoint.rstrip('/')}/v1/metrics",
+                preferred_temporality={
+                    Counter: AggregationTemporality.DELTA
+                    if temporality == "delta"
+                    else AggregationTemporality.CUMULATIVE
+                },
+            )
         self.reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
-        resource = Resource.create({"service.name": service_name, "service.version": version, "os.type": "linux",
-                                    "os.version": "6.8.0", "host.arch": "amd64"})
+        resource = Resource.create(
+            {
+                "service.name": service_name,
+                "service.version": version,
+                "os.type": "linux",
+                "os.version": "6.8.0",
+                "host.arch": "amd64",
+            }
+        )
         self.provider = MeterProvider(resource=resource, metric_readers=[self.reader])
         m = self.provider.get_meter("com.anthropic.claude_code", version)
-        self.std = {"session.id": session_id, "user.id": user_id, "organization.id": "org-1",
-                    "user.account_uuid": "acc-1", "terminal.type": "tmux"}
-        self.session = m.create_counter("claude_code.session.count", unit="", description="Count of CLI sessions started")
-        self.lines = m.create_counter("claude_code.lines_of_code.count", unit="", description="Count of lines of code modified")
-        self.prs = m.create_counter("claude_code.pull_request.count", unit="", description="Number of pull requests created")
-        self.commits = m.create_counter("claude_code.commit.count", unit="", description="Number of git commits created")
-        self.cost = m.create_counter("claude_code.cost.usage", unit="USD", description="Cost of the Claude Code session")
+        self.std = {
+            "session.id": session_id,
+            "user.id": user_id,
+            "organization.id": "org-1",
+            "user.account_uuid": "acc-1",
+            "terminal.type": "tmux",
+        }
+        self.session = m.create_counter(
+            "claude_code.session.count", unit="", description="Count of CLI sessions started"
+        )
+        self.lines = m.create_counter(
+            "claude_code.lines_of_code.count", unit="", description="Count of lines of code modified"
+        )
+        self.prs = m.create_counter(
+            "claude_code.pull_request.count", unit="", description="Number of pull requests created"
+        )
+        self.commits = m.create_counter(
+            "claude_code.commit.count", unit="", description="Number of git commits created"
+        )
+        self.cost = m.create_counter(
+            "claude_code.cost.usage", unit="USD", description="Cost of the Claude Code session"
+        )
         self.tokens = m.create_counter("claude_code.token.usage", unit="tokens", description="Number of tokens used")
-        self.edit = m.create_counter("claude_code.code_edit_tool.decision", unit="",
-                                     description="Count of code editing tool permission decisions")
-        self.active = m.create_counter("claude_code.active_time.total", unit="s", description="Total active time in seconds")
+        self.edit = m.create_counter(
+            "claude_code.code_edit_tool.decision",
+            unit="",
+            description="Count of code editing tool permission decisions",
+        )
+        self.active = m.create_counter(
+            "claude_code.active_time.total", unit="s", description="Total active time in seconds"
+        )
 
     def start_session(self, start_type: str = "fresh") -> None:
         self.session.add(1, {**self.std, "start_type": start_type})
 
-    def request(self, model: str, cost: float, input: int, output: int, cache_read: int, cache_creation: int,
-                query_source: str = "main") -> None:
+    def request(
+        self,
+        model: str,
+        cost: float,
+        input: int,
+        output: int,
+        cache_read: int,
+        cache_creation: int,
+        query_source: str = "main",
+    ) -> None:
         extra = {**self.std, "model": model, "query_source": query_source}
         self.cost.add(cost, extra)
-        for typ, n in (("input", input), ("output", output), ("cacheRead", cache_read),
-                       ("cacheCreation", cache_creation)):
+        for typ, n in (
+            ("input", input),
+            ("output", output),
+            ("cacheRead", cache_read),
+            ("cacheCreation", cache_creation),
+        ):
             if n:
                 self.tokens.add(n, {**extra, "type": typ})
 
@@ -400,18 +485,50 @@ class ClaudeCodeSim:
 # ------------------------------------------------------------------ Claude Code home fixture (local-formats.md §1.3)
 
 
-def _assistant_line(*, session: str, msg_id: str, req_id: str, model: str, ts: str, usage: dict, stop: str | None,
-                    parent: str | None, uuid: str, cwd: str = "/home/dev/app") -> dict:
-    u = {"input_tokens": usage["input"], "cache_creation_input_tokens": usage["cacheCreation"],
-         "cache_read_input_tokens": usage["cacheRead"],
-         "cache_creation": {"ephemeral_5m_input_tokens": usage["cacheCreation"], "ephemeral_1h_input_tokens": 0},
-         "output_tokens": usage["output"], "service_tier": "standard"}
-    return {"parentUuid": parent, "isSidechain": False, "userType": "external", "cwd": cwd, "sessionId": session,
-            "version": "2.1.40", "gitBranch": "main",
-            "message": {"model": model, "id": msg_id, "type": "message", "role": "assistant",
-                        "content": [{"type": "text", "text": "ok"}], "stop_reason": stop, "stop_sequence": None,
-                        "usage": u},
-            "requestId": req_id, "type": "assistant", "uuid": uuid, "timestamp": ts}
+def _assistant_line(
+    *,
+    session: str,
+    msg_id: str,
+    req_id: str,
+    model: str,
+    ts: str,
+    usage: dict,
+    stop: str | None,
+    parent: str | None,
+    uuid: str,
+    cwd: str = "/home/dev/app",
+) -> dict:
+    u = {
+        "input_tokens": usage["input"],
+        "cache_creation_input_tokens": usage["cacheCreation"],
+        "cache_read_input_tokens": usage["cacheRead"],
+        "cache_creation": {"ephemeral_5m_input_tokens": usage["cacheCreation"], "ephemeral_1h_input_tokens": 0},
+        "output_tokens": usage["output"],
+        "service_tier": "standard",
+    }
+    return {
+        "parentUuid": parent,
+        "isSidechain": False,
+        "userType": "external",
+        "cwd": cwd,
+        "sessionId": session,
+        "version": "2.1.40",
+        "gitBranch": "main",
+        "message": {
+            "model": model,
+            "id": msg_id,
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "text", "text": "ok"}],
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": u,
+        },
+        "requestId": req_id,
+        "type": "assistant",
+        "uuid": uuid,
+        "timestamp": ts,
+    }
 
 
 def write_claude_home(root: Path, sessions: dict[str, dict], when: float) -> Path:
@@ -433,10 +550,24 @@ def write_claude_home(root: Path, sessions: dict[str, dict], when: float) -> Pat
             partial = {**usage, "output": min(usage["output"], 3)}
             for j, (u, stop) in enumerate(((partial, None), (partial, None), (usage, "end_turn"))):
                 t += 0.4
-                ts = _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(t * 1000) % 1000:03d}Z"
+                ts = (
+                    _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+                    + f"{int(t * 1000) % 1000:03d}Z"
+                )
                 uid = str(_uuid.UUID(int=(hash((sid, i, j)) & ((1 << 128) - 1))))
-                lines.append(_assistant_line(session=sid, msg_id=msg_id, req_id=req_id, model=spec["model"], ts=ts,
-                                             usage=u, stop=stop, parent=parent, uuid=uid))
+                lines.append(
+                    _assistant_line(
+                        session=sid,
+                        msg_id=msg_id,
+                        req_id=req_id,
+                        model=spec["model"],
+                        ts=ts,
+                        usage=u,
+                        stop=stop,
+                        parent=parent,
+                        uuid=uid,
+                    )
+                )
                 parent = uid
         (proj / f"{sid}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return root

@@ -47,21 +47,30 @@ def test_collector_manifest_matches_compose_and_build_script():
         assert p["gomod"].endswith(" v1.65.0"), p
     # Every component the config uses is in the manifest.
     cfg = yaml.safe_load((REPO / "otel-collector-config.yml").read_text())
-    needed = {"otlpreceiver", "memorylimiterprocessor", "transformprocessor", "deltatocumulativeprocessor",
-              "batchprocessor", "prometheusexporter", "prometheusremotewriteexporter", "debugexporter",
-              "healthcheckextension"}
+    needed = {
+        "otlpreceiver",
+        "memorylimiterprocessor",
+        "transformprocessor",
+        "deltatocumulativeprocessor",
+        "batchprocessor",
+        "prometheusexporter",
+        "prometheusremotewriteexporter",
+        "debugexporter",
+        "healthcheckextension",
+    }
     have = {mod.split()[0].rsplit("/", 1)[1] for mod in mods}
     assert needed <= have
-    assert set(cfg["processors"]) == {"memory_limiter", "transform/claude_code_labels", "delta_to_cumulative",
-                                      "batch"}
+    assert set(cfg["processors"]) == {"memory_limiter", "transform/claude_code_labels", "delta_to_cumulative", "batch"}
 
 
 def test_ports_bound_to_loopback_by_default_and_configurable():
     c = compose()["services"]
     expect = {
-        "otel-collector": {"${TOKENBRIDGE_BIND:-127.0.0.1}:${OTLP_GRPC_PORT:-14317}:4317",
-                           "${TOKENBRIDGE_BIND:-127.0.0.1}:${OTLP_HTTP_PORT:-14318}:4318",
-                           "${TOKENBRIDGE_BIND:-127.0.0.1}:${OTELCOL_HEALTH_PORT:-13133}:13133"},
+        "otel-collector": {
+            "${TOKENBRIDGE_BIND:-127.0.0.1}:${OTLP_GRPC_PORT:-14317}:4317",
+            "${TOKENBRIDGE_BIND:-127.0.0.1}:${OTLP_HTTP_PORT:-14318}:4318",
+            "${TOKENBRIDGE_BIND:-127.0.0.1}:${OTELCOL_HEALTH_PORT:-13133}:13133",
+        },
         "prometheus": {"${TOKENBRIDGE_BIND:-127.0.0.1}:${PROMETHEUS_PORT:-9090}:9090"},
         "grafana": {"${TOKENBRIDGE_BIND:-127.0.0.1}:${GRAFANA_PORT:-3000}:3000"},
     }
@@ -87,8 +96,12 @@ def test_volumes_retention_healthchecks_and_password():
 
 def test_prometheus_flags_enable_the_chosen_delivery_path():
     cmd = compose()["services"]["prometheus"]["command"]
-    for flag in ("--enable-feature=created-timestamp-zero-ingestion", "--web.enable-otlp-receiver",
-                 "--web.enable-remote-write-receiver", "--config.file=/etc/prometheus/prometheus.yml"):
+    for flag in (
+        "--enable-feature=created-timestamp-zero-ingestion",
+        "--web.enable-otlp-receiver",
+        "--web.enable-remote-write-receiver",
+        "--config.file=/etc/prometheus/prometheus.yml",
+    ):
         assert flag in cmd
     vols = compose()["services"]["prometheus"]["volumes"]
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in vols
@@ -107,7 +120,9 @@ def test_bridge_service_reads_claude_home_read_only_and_keeps_its_ledger():
     assert "tokenbridge_state:/var/lib/tokenbridge" in s["volumes"]
     dockerfile = (REPO / "Dockerfile").read_text()
     assert dockerfile.startswith("# ") and "\nFROM python:3.11-slim\n" in dockerfile
-    assert "RUN pip install ." in dockerfile and 'CMD ["run"]' in dockerfile and 'ENTRYPOINT ["tokenbridge"]' in dockerfile
+    assert (
+        "RUN pip install ." in dockerfile and 'CMD ["run"]' in dockerfile and 'ENTRYPOINT ["tokenbridge"]' in dockerfile
+    )
     assert "TOKENBRIDGE_STATE_DIR=/var/lib/tokenbridge" in dockerfile
     ignore = (REPO / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!bridge/"]
@@ -132,15 +147,28 @@ def test_env_example_covers_compose_variables():
 
 def test_collector_config_validates_with_the_built_collector():
     cfg = REPO / "otel-collector-config.yml"
-    for extra in ({}, {"TOKENBRIDGE_METRICS_EXPORTERS": "[prometheus, prometheus_remote_write]",
-                       "TOKENBRIDGE_REMOTE_WRITE_URL": "https://example.invalid/api/v1/push"}):
+    for extra in (
+        {},
+        {
+            "TOKENBRIDGE_METRICS_EXPORTERS": "[prometheus, prometheus_remote_write]",
+            "TOKENBRIDGE_REMOTE_WRITE_URL": "https://example.invalid/api/v1/push",
+        },
+    ):
         env = {**collector_env(1, 2, 3, 4, 5), **extra}
-        proc = subprocess.run([otelcol_bin(), "validate", f"--config={cfg}"], capture_output=True, text=True,
-                              env={"PATH": "/usr/bin:/bin", **env})
+        proc = subprocess.run(
+            [otelcol_bin(), "validate", f"--config={cfg}"],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", **env},
+        )
         assert proc.returncode == 0, proc.stderr
     # A wrong exporter name is refused (the validation is real).
-    proc = subprocess.run([otelcol_bin(), "validate", f"--config={cfg}"], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "TOKENBRIDGE_METRICS_EXPORTERS": "[nope]"})
+    proc = subprocess.run(
+        [otelcol_bin(), "validate", f"--config={cfg}"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "TOKENBRIDGE_METRICS_EXPORTERS": "[nope]"},
+    )
     assert proc.returncode != 0
 
 
@@ -156,8 +184,10 @@ def test_collector_config_choices():
     (cond,) = group["conditions"]
     for s in ('"claude-code"', '"claude-code-desktop"', '"claude_code.token.usage"', '"claude_code.cost.usage"'):
         assert s in cond
-    assert group["statements"] == ['set(datapoint.attributes["provider"], "anthropic")',
-                                   'set(datapoint.attributes["source"], "claude_code_otel")']
+    assert group["statements"] == [
+        'set(datapoint.attributes["provider"], "anthropic")',
+        'set(datapoint.attributes["source"], "claude_code_otel")',
+    ]
     pipe = cfg["service"]["pipelines"]["metrics"]
     assert pipe["exporters"] == "${env:TOKENBRIDGE_METRICS_EXPORTERS:-[prometheus]}"
     assert pipe["processors"].index("delta_to_cumulative") < pipe["processors"].index("batch")
@@ -165,8 +195,9 @@ def test_collector_config_choices():
 
 
 def test_prometheus_config_is_valid_for_promtool():
-    proc = subprocess.run([promtool_bin(), "check", "config", str(REPO / "prometheus.yml")], capture_output=True,
-                          text=True, cwd=str(REPO))
+    proc = subprocess.run(
+        [promtool_bin(), "check", "config", str(REPO / "prometheus.yml")], capture_output=True, text=True, cwd=str(REPO)
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout + proc.stderr
     p = yaml.safe_load((REPO / "prometheus.yml").read_text())

@@ -23,8 +23,9 @@ def _provisioned_datasource() -> dict:
 
 
 def test_generator_output_is_committed():
-    proc = subprocess.run([sys.executable, str(REPO / "grafana/generate_dashboards.py"), "--check"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "grafana/generate_dashboards.py"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -58,7 +59,7 @@ def test_dashboard_is_raw_provisionable_json(name):
     assert len(ids) == len(set(ids))
     for p in iter_panels(d["panels"]):
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
         if p["type"] in ("text", "row"):
             continue
         assert p["datasource"] == {"type": "prometheus", "uid": DS_UID}, p["title"]
@@ -100,7 +101,7 @@ def test_token_and_cost_panels_use_the_no_double_counting_rule(name):
                 continue
             # Preferred: the bridge's local sources; fallback per model: native telemetry; others added.
             assert 'source=~"claude_transcripts|claude_stats_cache"' in t["expr"], p["title"]
-            assert 'or on (model)' in t["expr"] and 'source="claude_code_otel"' in t["expr"], p["title"]
+            assert "or on (model)" in t["expr"] and 'source="claude_code_otel"' in t["expr"], p["title"]
             assert 'source!~"claude_transcripts|claude_stats_cache|claude_code_otel"' in t["expr"], p["title"]
             for var in ("$provider", "$model", "$source"):
                 assert var in t["expr"], (p["title"], var)
@@ -109,25 +110,39 @@ def test_token_and_cost_panels_use_the_no_double_counting_rule(name):
 
 
 def test_claude_code_dashboard_covers_all_eight_native_metrics():
-    exprs = " ".join(t["expr"] for p in iter_panels(dashboards()["claude-code.json"]["panels"])
-                     for t in p.get("targets", []))
-    for m in ("claude_code_session_count_total", "claude_code_token_usage_tokens_total",
-              "claude_code_cost_usage_USD_total", "claude_code_lines_of_code_count_total",
-              "claude_code_pull_request_count_total", "claude_code_commit_count_total",
-              "claude_code_code_edit_tool_decision_total", "claude_code_active_time_seconds_total"):
+    exprs = " ".join(
+        t["expr"] for p in iter_panels(dashboards()["claude-code.json"]["panels"]) for t in p.get("targets", [])
+    )
+    for m in (
+        "claude_code_session_count_total",
+        "claude_code_token_usage_tokens_total",
+        "claude_code_cost_usage_USD_total",
+        "claude_code_lines_of_code_count_total",
+        "claude_code_pull_request_count_total",
+        "claude_code_commit_count_total",
+        "claude_code_code_edit_tool_decision_total",
+        "claude_code_active_time_seconds_total",
+    ):
         assert m in exprs, m
 
 
 def test_overview_dashboard_panels_exist():
     titles = {p["title"] for p in iter_panels(dashboards()["ai-usage-overview.json"]["panels"])}
-    assert {"Total cost", "Total tokens", "Cost by provider", "Cost by model", "Top models",
-            "Estimated cache savings (Anthropic)", "Tokens and cost per source"} <= titles
+    assert {
+        "Total cost",
+        "Total tokens",
+        "Cost by provider",
+        "Cost by model",
+        "Top models",
+        "Estimated cache savings (Anthropic)",
+        "Tokens and cost per source",
+    } <= titles
 
 
 def test_every_query_is_valid_promql(tmp_path):
     """All expressions, macros and variables expanded, go through promtool's parser as recording rules."""
     rules = []
-    for name, d in dashboards().items():
+    for d in dashboards().values():
         for p in iter_panels(d["panels"]):
             for t in p.get("targets", []):
                 expr = expand(t["expr"], {"provider": ".*", "model": ".*", "source": ".*"}, 3600, 60, 60)

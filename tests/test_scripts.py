@@ -61,19 +61,31 @@ def test_shellcheck_clean():
 
 
 def test_native_prometheus_flags_match_compose():
-    proc = subprocess.run(["bash", "-c", f"source {REPO / 'scripts/_lib.sh'}; tb_prometheus_flags"],
-                          capture_output=True, text=True, check=True, env={**os.environ, "PROMETHEUS_RETENTION": "90d"})
+    proc = subprocess.run(
+        ["bash", "-c", f"source {REPO / 'scripts/_lib.sh'}; tb_prometheus_flags"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PROMETHEUS_RETENTION": "90d"},
+    )
     native = proc.stdout.split()
-    shipped = [re.sub(r"\$\{PROMETHEUS_RETENTION:-([^}]*)\}", r"\1", a)
-               for a in compose()["services"]["prometheus"]["command"]
-               if not a.startswith(("--config.file", "--storage.tsdb.path"))]
+    shipped = [
+        re.sub(r"\$\{PROMETHEUS_RETENTION:-([^}]*)\}", r"\1", a)
+        for a in compose()["services"]["prometheus"]["command"]
+        if not a.startswith(("--config.file", "--storage.tsdb.path"))
+    ]
     assert native == shipped
 
 
 def _build(script: str, env: dict[str, str] | None = None) -> tuple[str, float, str]:
     t0 = time.monotonic()
-    proc = subprocess.run([str(REPO / "scripts" / script)], capture_output=True, text=True, timeout=3600,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [str(REPO / "scripts" / script)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env={**os.environ, **(env or {})},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()[-1], time.monotonic() - t0, proc.stderr
 
@@ -112,8 +124,12 @@ def test_build_script_errors_name_the_missing_thing(tmp_path):
         proc = subprocess.run([str(REPO / "scripts" / script)], capture_output=True, text=True, env=env)
         assert proc.returncode == 1
         assert proc.stderr.strip().splitlines()[-1].startswith("error: go not found on PATH; install Go")
-    proc = subprocess.run([str(REPO / "scripts/build-prometheus.sh")], capture_output=True, text=True,
-                          env={**env, "TOKENBRIDGE_PROMETHEUS_VERSION": "2.42.0"})
+    proc = subprocess.run(
+        [str(REPO / "scripts/build-prometheus.sh")],
+        capture_output=True,
+        text=True,
+        env={**env, "TOKENBRIDGE_PROMETHEUS_VERSION": "2.42.0"},
+    )
     assert "unsupported Prometheus version '2.42.0'" in proc.stderr
 
 
@@ -122,29 +138,54 @@ def test_build_script_errors_name_the_missing_thing(tmp_path):
 
 @pytest.fixture
 def native(tmp_path):
-    ports = {k: str(free_port()) for k in ("OTLP_GRPC_PORT", "OTLP_HTTP_PORT", "PROMETHEUS_PORT", "GRAFANA_PORT",
-                                           "OTELCOL_PROM_PORT", "OTELCOL_HEALTH_PORT", "OTELCOL_METRICS_PORT")}
-    home = write_claude_home(tmp_path / "claude", {"3b9e0c3a-1d2f-4c55-9a0e-7f1b2c3d4e5f": {
-        "model": "claude-sonnet-4-5-20250929",
-        "requests": [{"input": 4, "output": 187, "cacheRead": 48000, "cacheCreation": 1200}]}}, time.time() - 300)
+    ports = {
+        k: str(free_port())
+        for k in (
+            "OTLP_GRPC_PORT",
+            "OTLP_HTTP_PORT",
+            "PROMETHEUS_PORT",
+            "GRAFANA_PORT",
+            "OTELCOL_PROM_PORT",
+            "OTELCOL_HEALTH_PORT",
+            "OTELCOL_METRICS_PORT",
+        )
+    }
+    home = write_claude_home(
+        tmp_path / "claude",
+        {
+            "3b9e0c3a-1d2f-4c55-9a0e-7f1b2c3d4e5f": {
+                "model": "claude-sonnet-4-5-20250929",
+                "requests": [{"input": 4, "output": 187, "cacheRead": 48000, "cacheCreation": 1200}],
+            }
+        },
+        time.time() - 300,
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAUDE_CODE_", "GRAFANA_"))}
     env.update(ports)
     # The bridge must be importable by the scripts (python -m bridge.cli) or installed as `tokenbridge`.
-    env.update({
-        "TOKENBRIDGE_NATIVE_DIR": str(tmp_path / "native"),
-        "TOKENBRIDGE_MODE": "native",
-        "TOKENBRIDGE_OTELCOL_BIN": otelcol_bin(),
-        "TOKENBRIDGE_PROMETHEUS_BIN": prometheus_bin(),
-        "CLAUDE_CONFIG_DIR": str(home),
-        "TOKENBRIDGE_STATE_DIR": str(tmp_path / "ledger"),
-        "TOKENBRIDGE_EXPORT_INTERVAL": "1",
-        "TOKENBRIDGE_NO_BROWSER": "1",
-        "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
-    })
+    env.update(
+        {
+            "TOKENBRIDGE_NATIVE_DIR": str(tmp_path / "native"),
+            "TOKENBRIDGE_MODE": "native",
+            "TOKENBRIDGE_OTELCOL_BIN": otelcol_bin(),
+            "TOKENBRIDGE_PROMETHEUS_BIN": prometheus_bin(),
+            "CLAUDE_CONFIG_DIR": str(home),
+            "TOKENBRIDGE_STATE_DIR": str(tmp_path / "ledger"),
+            "TOKENBRIDGE_EXPORT_INTERVAL": "1",
+            "TOKENBRIDGE_NO_BROWSER": "1",
+            "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
+        }
+    )
 
     def run(*argv: str, extra: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout,
-                              env={**env, **(extra or {})}, cwd=str(tmp_path))
+        return subprocess.run(
+            [str(a) for a in argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**env, **(extra or {})},
+            cwd=str(tmp_path),
+        )
 
     run.env = env
     run.ports = ports
@@ -172,7 +213,9 @@ def test_native_mode_lifecycle(native):
     prom = f"http://127.0.0.1:{p['PROMETHEUS_PORT']}"
 
     def has_bridge_series() -> bool:
-        code, body = http_get(f"{prom}/api/v1/query?query=count(claude_code_token_usage_tokens_total%7Bsource%3D%22claude_transcripts%22%7D)")
+        code, body = http_get(
+            f"{prom}/api/v1/query?query=count(claude_code_token_usage_tokens_total%7Bsource%3D%22claude_transcripts%22%7D)"
+        )
         return code == 200 and b'"4"' in body
 
     wait_until(has_bridge_series, 60, "the bridge's series in Prometheus (native mode)")
@@ -190,16 +233,30 @@ def test_native_mode_lifecycle(native):
     assert st.returncode == 0, st.stdout
     assert f"ok    endpoint http://127.0.0.1:{p['OTLP_HTTP_PORT']}" in st.stdout
     # A wrong protocol value is called out.
-    st = native(REPO / "scripts/status.sh", extra={"CLAUDE_CODE_ENABLE_TELEMETRY": "1", "OTEL_METRICS_EXPORTER": "otlp",
-                                                   "OTEL_EXPORTER_OTLP_PROTOCOL": "http",
-                                                   "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"})
+    st = native(
+        REPO / "scripts/status.sh",
+        extra={
+            "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+        },
+    )
     assert "OTEL_EXPORTER_OTLP_PROTOCOL=http is not a valid value: use http/protobuf" in st.stdout
 
     # The collector's own counters arrive with the next scrape of its telemetry endpoint (15 s interval).
-    m = wait_until(lambda: (r := native(REPO / "scripts/metrics.sh")).returncode == 0
-                   and re.search(r"received metric points\s+[1-9]", r.stdout) and r, 40, "collector counters")
-    assert re.search(r"claude_code_token_usage_tokens_total\s+claude_transcripts\s+4\s+49391\.0000\s+\d+ s ago",
-                     m.stdout), m.stdout
+    m = wait_until(
+        lambda: (
+            (r := native(REPO / "scripts/metrics.sh")).returncode == 0
+            and re.search(r"received metric points\s+[1-9]", r.stdout)
+            and r
+        ),
+        40,
+        "collector counters",
+    )
+    assert re.search(
+        r"claude_code_token_usage_tokens_total\s+claude_transcripts\s+4\s+49391\.0000\s+\d+ s ago", m.stdout
+    ), m.stdout
     assert re.search(r"exported metric points\s+[1-9]", m.stdout), m.stdout
 
     logs = native(REPO / "scripts/logs.sh", "otel-collector")
@@ -218,19 +275,30 @@ def test_native_mode_lifecycle(native):
 
 def _port_open(port: int) -> bool:
     import socket
+
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_native_start_names_what_is_missing(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TOKENBRIDGE_MODE": "native",
-           "TOKENBRIDGE_NATIVE_DIR": str(tmp_path / "n"), "TOKENBRIDGE_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TOKENBRIDGE_MODE": "native",
+        "TOKENBRIDGE_NATIVE_DIR": str(tmp_path / "n"),
+        "TOKENBRIDGE_CACHE_DIR": str(tmp_path / "cache"),
+    }
     proc = subprocess.run([str(REPO / "start.sh")], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 1
     assert "error: no collector: otelcol-tokenbridge/otelcol-contrib not on PATH and Go not installed" in proc.stderr
-    proc = subprocess.run([str(REPO / "start.sh")], capture_output=True, text=True, timeout=60,
-                          env={**env, "TOKENBRIDGE_OTELCOL_BIN": str(tmp_path / "nope")})
+    proc = subprocess.run(
+        [str(REPO / "start.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "TOKENBRIDGE_OTELCOL_BIN": str(tmp_path / "nope")},
+    )
     assert f"error: TOKENBRIDGE_OTELCOL_BIN={tmp_path / 'nope'} is not executable" in proc.stderr
 
 

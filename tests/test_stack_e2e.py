@@ -13,7 +13,6 @@ Test-only deviations from the shipped files (documented, nothing else is changed
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -32,13 +31,10 @@ from tests._stack import (
     ClaudeCodeSim,
     dashboards,
     expand,
-    http_get,
     iter_panels,
-    last_scrape_time,
     start_collector,
     start_prometheus,
     wait_for_scrapes,
-    wait_until,
     write_claude_home,
 )
 
@@ -78,7 +74,11 @@ def _list_cost(model: str, tok: dict[str, int]) -> float:
 BRIDGE_TOK = {SONNET: _sum(R1, R2), OPUS: _sum(R3)}
 BRIDGE_COST = {m: _list_cost(m, t) for m, t in BRIDGE_TOK.items()}
 NATIVE_TOK = {SONNET: _sum(R1, R2), OPUS: _sum(R3), HAIKU: _sum(R4)}
-NATIVE_COST_BY_MODEL = {SONNET: NATIVE_COST["R1"] + NATIVE_COST["R2"], OPUS: NATIVE_COST["R3"], HAIKU: NATIVE_COST["R4"]}
+NATIVE_COST_BY_MODEL = {
+    SONNET: NATIVE_COST["R1"] + NATIVE_COST["R2"],
+    OPUS: NATIVE_COST["R3"],
+    HAIKU: NATIVE_COST["R4"],
+}
 # The dashboards' rule: per model, the bridge's transcripts when present, else native telemetry.
 EXPECT_TOK = {SONNET: BRIDGE_TOK[SONNET], OPUS: BRIDGE_TOK[OPUS], HAIKU: NATIVE_TOK[HAIKU]}
 EXPECT_COST = {SONNET: BRIDGE_COST[SONNET], OPUS: BRIDGE_COST[OPUS], HAIKU: NATIVE_COST_BY_MODEL[HAIKU]}
@@ -100,7 +100,7 @@ class _AuthProxy:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Authorization") != expected_auth:
                     outer.bad_auth += 1
@@ -108,10 +108,16 @@ class _AuthProxy:
                     self.send_response(401)
                     self.end_headers()
                     return
-                req = urllib.request.Request(f"{backend_url}/api/v1/write", data=body, method="POST",
-                                             headers={k: v for k, v in self.headers.items()
-                                                      if k.lower() in ("content-type", "content-encoding",
-                                                                       "x-prometheus-remote-write-version")})
+                req = urllib.request.Request(
+                    f"{backend_url}/api/v1/write",
+                    data=body,
+                    method="POST",
+                    headers={
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() in ("content-type", "content-encoding", "x-prometheus-remote-write-version")
+                    },
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=10) as r:
                         status = r.status
@@ -143,12 +149,17 @@ class Stack:
 
 def _bridge_sync(env_extra: dict[str, str], home: Path, state: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "CLAUDE_CONFIG_DIR": str(home), "TOKENBRIDGE_STATE_DIR": str(state), **env_extra}
-    for k in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_HEADERS"):
+    for k in (
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+    ):
         env.pop(k, None)
     exe = shutil.which("tokenbridge")
     argv = [exe] if exe else [sys.executable, "-m", "bridge.cli"]
-    proc = subprocess.run([*argv, "sync", "--no-progress"], env=env, capture_output=True, text=True, timeout=120,
-                          cwd=str(REPO))
+    proc = subprocess.run(
+        [*argv, "sync", "--no-progress"], env=env, capture_output=True, text=True, timeout=120, cwd=str(REPO)
+    )
     assert proc.returncode == 0, f"tokenbridge sync failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -186,22 +197,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     st.proxy = None
     try:
         # Remote-write backend: a second Prometheus with only its remote-write receiver, behind an auth proxy.
-        backend = start_prometheus(w, {"otel-collector:8889": "127.0.0.1:9", "otel-collector:8888": "127.0.0.1:9"},
-                                   [f"--query.lookback-delta={LOOKBACK_S}s"], name="backend")
+        backend = start_prometheus(
+            w,
+            {"otel-collector:8889": "127.0.0.1:9", "otel-collector:8888": "127.0.0.1:9"},
+            [f"--query.lookback-delta={LOOKBACK_S}s"],
+            name="backend",
+        )
         procs.append(backend.proc)
         st.backend = backend
         st.proxy = _AuthProxy(backend.url, RW_TOKEN)
 
-        col = start_collector(w, {
-            "TOKENBRIDGE_METRICS_EXPORTERS": "[prometheus, prometheus_remote_write]",
-            "TOKENBRIDGE_REMOTE_WRITE_URL": f"http://127.0.0.1:{st.proxy.port}/api/v1/push",
-            "TOKENBRIDGE_REMOTE_WRITE_AUTHORIZATION": RW_TOKEN,
-        })
+        col = start_collector(
+            w,
+            {
+                "TOKENBRIDGE_METRICS_EXPORTERS": "[prometheus, prometheus_remote_write]",
+                "TOKENBRIDGE_REMOTE_WRITE_URL": f"http://127.0.0.1:{st.proxy.port}/api/v1/push",
+                "TOKENBRIDGE_REMOTE_WRITE_AUTHORIZATION": RW_TOKEN,
+            },
+        )
         procs.append(col.proc)
         st.col = col
-        prom = start_prometheus(w, {"otel-collector:8889": f"127.0.0.1:{col.prom}",
-                                    "otel-collector:8888": f"127.0.0.1:{col.telemetry}"},
-                                [f"--query.lookback-delta={LOOKBACK_S}s"])
+        prom = start_prometheus(
+            w,
+            {"otel-collector:8889": f"127.0.0.1:{col.prom}", "otel-collector:8888": f"127.0.0.1:{col.telemetry}"},
+            [f"--query.lookback-delta={LOOKBACK_S}s"],
+        )
         procs.append(prom.proc)
         st.prom = prom
 
@@ -211,17 +231,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         s1.request(SONNET, NATIVE_COST["R1"], R1["input"], R1["output"], R1["cacheRead"], R1["cacheCreation"])
         s1.lines.add(40, {**s1.std, "type": "added", "model": SONNET})
         s1.lines.add(7, {**s1.std, "type": "removed", "model": SONNET})
-        s1.edit.add(2, {**s1.std, "tool_name": "Edit", "decision": "accept", "source": "user_temporary",
-                        "language": "Python"})
+        s1.edit.add(
+            2, {**s1.std, "tool_name": "Edit", "decision": "accept", "source": "user_temporary", "language": "Python"}
+        )
         s1.active.add(12.5, {**s1.std, "type": "user"})
         s1.export()  # interval 1
         s1.request(SONNET, NATIVE_COST["R2"], R2["input"], R2["output"], R2["cacheRead"], R2["cacheCreation"])
         s1.commits.add(2, s1.std)
         s1.prs.add(1, s1.std)
-        s1.edit.add(1, {**s1.std, "tool_name": "Write", "decision": "accept", "source": "config",
-                        "language": "TypeScript"})
-        s1.edit.add(1, {**s1.std, "tool_name": "Edit", "decision": "reject", "source": "user_reject",
-                        "language": "Python"})
+        s1.edit.add(
+            1, {**s1.std, "tool_name": "Write", "decision": "accept", "source": "config", "language": "TypeScript"}
+        )
+        s1.edit.add(
+            1, {**s1.std, "tool_name": "Edit", "decision": "reject", "source": "user_reject", "language": "Python"}
+        )
         s1.active.add(30, {**s1.std, "type": "cli"})
         s1.export()  # interval 2
         s1.export()  # interval 3: nothing new (an idle interval)
@@ -241,13 +264,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         st.native_done = time.time()
 
         # --- The bridge, reading transcripts of the same sessions S1 and S2.
-        st.home = write_claude_home(w / "claude-home", {
-            S1: {"model": SONNET, "requests": [R1, R2]},
-            S2: {"model": OPUS, "requests": [R3]},
-        }, time.time() - 900)
+        st.home = write_claude_home(
+            w / "claude-home",
+            {
+                S1: {"model": SONNET, "requests": [R1, R2]},
+                S2: {"model": OPUS, "requests": [R3]},
+            },
+            time.time() - 900,
+        )
         st.state = w / "bridge-state"
-        st.sync1 = _bridge_sync({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.grpc}",
-                                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, st.home, st.state)
+        st.sync1 = _bridge_sync(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.grpc}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            st.home,
+            st.state,
+        )
 
         # --- telemetry.sh in real shells: a client configured only by its variables reaches the collector.
         st.telemetry = {}
@@ -257,11 +287,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             exe = shutil.which(shell)
             if exe is None:
                 pytest.fail(f"{shell} is not installed (apt-get install -y {shell}); telemetry.sh must work in it")
-            script = (f"source {REPO / 'telemetry.sh'} {proto_flag} --port={port} && "
-                      f"exec {sys.executable} {client} {shell}")
+            script = (
+                f"source {REPO / 'telemetry.sh'} {proto_flag} --port={port} && exec {sys.executable} {client} {shell}"
+            )
             env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-            st.telemetry[shell] = subprocess.run([exe, "-c", script], capture_output=True, text=True, timeout=60,
-                                                 env=env)
+            st.telemetry[shell] = subprocess.run(
+                [exe, "-c", script], capture_output=True, text=True, timeout=60, env=env
+            )
 
         # --- History at its true timestamp: 3 days old, through Prometheus' OTLP receiver.
         st.history_t = time.time() - 3 * 86400
@@ -299,11 +331,19 @@ def _post_history(prom_url: str, t_old: float) -> int:
         dp.start_time_unix_nano = int((t_old - 60) * 1e9)
         dp.time_unix_nano = int((t_old + dt) * 1e9)
         dp.as_double = v
-        for k, val in (("model", SONNET), ("type", "output"), ("provider", "anthropic"),
-                       ("source", "claude_transcripts")):
+        for k, val in (
+            ("model", SONNET),
+            ("type", "output"),
+            ("provider", "anthropic"),
+            ("source", "claude_transcripts"),
+        ):
             dp.attributes.add(key=k, value=cp.AnyValue(string_value=val))
-    r = urllib.request.Request(f"{prom_url}/api/v1/otlp/v1/metrics", data=req.SerializeToString(), method="POST",
-                               headers={"Content-Type": "application/x-protobuf"})
+    r = urllib.request.Request(
+        f"{prom_url}/api/v1/otlp/v1/metrics",
+        data=req.SerializeToString(),
+        method="POST",
+        headers={"Content-Type": "application/x-protobuf"},
+    )
     with urllib.request.urlopen(r, timeout=10) as resp:
         return resp.status
 
@@ -314,9 +354,13 @@ def _post_history(prom_url: str, t_old: float) -> int:
 def test_series_names_are_claude_codes_collector_names(stack):
     names = set(stack.prom.api("/api/v1/label/__name__/values", {"match[]": ['{__name__=~"claude_code_.+"}']}))
     assert names == {
-        "claude_code_session_count_total", "claude_code_token_usage_tokens_total", "claude_code_cost_usage_USD_total",
-        "claude_code_lines_of_code_count_total", "claude_code_pull_request_count_total",
-        "claude_code_commit_count_total", "claude_code_code_edit_tool_decision_total",
+        "claude_code_session_count_total",
+        "claude_code_token_usage_tokens_total",
+        "claude_code_cost_usage_USD_total",
+        "claude_code_lines_of_code_count_total",
+        "claude_code_pull_request_count_total",
+        "claude_code_commit_count_total",
+        "claude_code_code_edit_tool_decision_total",
         "claude_code_active_time_seconds_total",
     }
 
@@ -324,14 +368,21 @@ def test_series_names_are_claude_codes_collector_names(stack):
 def test_native_token_and_cost_series_get_provider_and_source(stack):
     p, t = stack.prom, stack.t
     for metric in ("claude_code_token_usage_tokens_total", "claude_code_cost_usage_USD_total"):
-        by_job = {(r["metric"].get("job"), r["metric"].get("provider"), r["metric"].get("source"))
-                  for r in p.query(f"{metric}", t)}
-        assert by_job == {("claude-code", "anthropic", "claude_code_otel"),
-                          ("claude-code-desktop", "anthropic", "claude_code_otel"),
-                          ("tokenbridge", "anthropic", "claude_transcripts")}, metric
+        by_job = {
+            (r["metric"].get("job"), r["metric"].get("provider"), r["metric"].get("source"))
+            for r in p.query(f"{metric}", t)
+        }
+        assert by_job == {
+            ("claude-code", "anthropic", "claude_code_otel"),
+            ("claude-code-desktop", "anthropic", "claude_code_otel"),
+            ("tokenbridge", "anthropic", "claude_transcripts"),
+        }, metric
     # Only token/cost are touched: the edit-tool decision keeps Claude Code's own `source` attribute.
     assert p.by("sum by (source) (claude_code_code_edit_tool_decision_total)", "source", t) == {
-        "user_temporary": 2, "config": 1, "user_reject": 1}
+        "user_temporary": 2,
+        "config": 1,
+        "user_reject": 1,
+    }
     assert p.query('claude_code_session_count_total{provider!=""}', t) == []
     # Resource attributes stay in target_info, not on every series.
     labels = p.query(f'claude_code_token_usage_tokens_total{{session_id="{S1}",type="input"}}', t)[0]["metric"]
@@ -358,7 +409,8 @@ def test_first_increment_is_kept_by_increase(stack):
     assert p.scalar(f'sum(increase(claude_code_session_count_total{{session_id="{S2}"}}[1h]))', t) == 1
     # The bridge's series (cumulative, one export by `sync`) too.
     assert p.scalar('sum(increase(claude_code_cost_usage_USD_total{source="claude_transcripts"}[1h]))', t) == approx(
-        sum(BRIDGE_COST.values()))
+        sum(BRIDGE_COST.values())
+    )
 
 
 def test_idle_counters_keep_answering(stack):
@@ -382,14 +434,18 @@ def test_idle_counters_keep_answering(stack):
 def test_remote_write_backend_receives_same_names_with_credentials(stack):
     b = stack.backend
     names = set(b.api("/api/v1/label/__name__/values", {"match[]": ['{__name__=~"claude_code_.+"}']}))
-    assert {"claude_code_token_usage_tokens_total", "claude_code_cost_usage_USD_total",
-            "claude_code_session_count_total", "claude_code_active_time_seconds_total"} <= names
+    assert {
+        "claude_code_token_usage_tokens_total",
+        "claude_code_cost_usage_USD_total",
+        "claude_code_session_count_total",
+        "claude_code_active_time_seconds_total",
+    } <= names
     assert stack.proxy.bad_auth == 0
     assert stack.proxy.seen and all(status == 204 or status == 200 for _, status in stack.proxy.seen), stack.proxy.seen
     assert {path for path, _ in stack.proxy.seen} == {"/api/v1/push"}
     # Same labels as the local path, so the same dashboards work against the backend.
     t = time.time()
-    got = b.by('sum by (source) (max_over_time(claude_code_token_usage_tokens_total[10m]))', "source", t)
+    got = b.by("sum by (source) (max_over_time(claude_code_token_usage_tokens_total[10m]))", "source", t)
     assert got["claude_transcripts"] == sum(sum(v.values()) for v in BRIDGE_TOK.values())
     assert got["claude_code_otel"] == sum(sum(v.values()) for v in NATIVE_TOK.values())
     # The collector never logs the credential.
@@ -402,8 +458,11 @@ def test_history_is_written_at_true_timestamps(stack):
     res = p.query('claude_code_token_usage_tokens_total{job="tokenbridge",type="output"}[5m]', t_old + 60)
     hist = [r for r in res if "instance" not in r["metric"]]
     assert len(hist) == 1
-    assert [(round(float(ts) - t_old), float(v)) for ts, v in hist[0]["values"]] == [(-60, 0.0), (0, 1000.0),
-                                                                                    (60, 1500.0)]
+    assert [(round(float(ts) - t_old), float(v)) for ts, v in hist[0]["values"]] == [
+        (-60, 0.0),
+        (0, 1000.0),
+        (60, 1500.0),
+    ]
     assert hist[0]["metric"]["source"] == "claude_transcripts"
 
 
@@ -412,8 +471,11 @@ def test_telemetry_sh_configures_a_working_client(stack):
         assert proc.returncode == 0, f"{shell}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:" in proc.stdout
     text = stack.col.scrape_text()
-    seen = {(line.split('shell="')[1].split('"')[0], line.split('protocol="')[1].split('"')[0])
-            for line in text.splitlines() if line.startswith("tokenbridge_e2e_telemetry_check_total{")}
+    seen = {
+        (line.split('shell="')[1].split('"')[0], line.split('protocol="')[1].split('"')[0])
+        for line in text.splitlines()
+        if line.startswith("tokenbridge_e2e_telemetry_check_total{")
+    }
     assert seen == {("bash", "http/protobuf"), ("zsh", "grpc")}
 
 
@@ -444,8 +506,7 @@ def _run_panel(prom, panel, target, t, variables):
 def test_every_panel_query_runs(stack):
     ran = 0
     empty = []
-    for vars_ in (_variables(), _variables(provider="anthropic", source="claude_code_otel"),
-                  _variables(model=SONNET)):
+    for vars_ in (_variables(), _variables(provider="anthropic", source="claude_code_otel"), _variables(model=SONNET)):
         for name, panel, target in _targets():
             res = _run_panel(stack.prom, panel, target, stack.t, vars_)  # raises on any PromQL error
             ran += 1
@@ -481,13 +542,18 @@ def test_key_panels_count_each_token_once(stack, dash):
     naive = sum(sum(v.values()) for v in BRIDGE_TOK.values()) + sum(sum(v.values()) for v in NATIVE_TOK.values())
     assert total_tok < naive  # i.e. the dashboards do not simply add both paths
     assert _value(stack, dash, "Tokens by type", label="type") == {
-        t: sum(v[t] for v in EXPECT_TOK.values()) for t in TYPES}
+        t: sum(v[t] for v in EXPECT_TOK.values()) for t in TYPES
+    }
     per_source_tok = _value(stack, dash, "Tokens and cost per source", "A", label="source")
     per_source_cost = _value(stack, dash, "Tokens and cost per source", "B", label="source")
-    assert per_source_tok == {"claude_transcripts": sum(sum(v.values()) for v in BRIDGE_TOK.values()),
-                              "claude_code_otel": sum(sum(v.values()) for v in NATIVE_TOK.values())}
-    assert per_source_cost == {"claude_transcripts": approx(sum(BRIDGE_COST.values())),
-                               "claude_code_otel": approx(sum(NATIVE_COST.values()))}
+    assert per_source_tok == {
+        "claude_transcripts": sum(sum(v.values()) for v in BRIDGE_TOK.values()),
+        "claude_code_otel": sum(sum(v.values()) for v in NATIVE_TOK.values()),
+    }
+    assert per_source_cost == {
+        "claude_transcripts": approx(sum(BRIDGE_COST.values())),
+        "claude_code_otel": approx(sum(NATIVE_COST.values())),
+    }
 
 
 def test_claude_code_dashboard_panels(stack):
@@ -496,7 +562,8 @@ def test_claude_code_dashboard_panels(stack):
     assert _value(stack, d, "Tokens by model", label="model") == {m: sum(v.values()) for m, v in EXPECT_TOK.items()}
     cache = {t: sum(v[t] for v in EXPECT_TOK.values()) for t in TYPES}
     assert _value(stack, d, "Cache hit ratio") == approx(
-        cache["cacheRead"] / (cache["input"] + cache["cacheRead"] + cache["cacheCreation"]))
+        cache["cacheRead"] / (cache["input"] + cache["cacheRead"] + cache["cacheCreation"])
+    )
     assert _value(stack, d, "Sessions") == 3
     assert _value(stack, d, "Active time") == 42.5
     assert _value(stack, d, "Commits") == 2
@@ -504,7 +571,10 @@ def test_claude_code_dashboard_panels(stack):
     assert _value(stack, d, "Lines of code", label="type") == {"added": 40, "removed": 7}
     assert _value(stack, d, "Edit tool decisions", label="decision") == {"accept": 3, "reject": 1}
     assert _value(stack, d, "Edit decisions by source", label="source") == {
-        "user_temporary": 2, "config": 1, "user_reject": 1}
+        "user_temporary": 2,
+        "config": 1,
+        "user_reject": 1,
+    }
     # Choosing one source shows that source alone.
     assert _value(stack, d, "Total cost", source="claude_code_otel") == approx(sum(NATIVE_COST.values()))
     assert _value(stack, d, "Total cost", source="claude_transcripts") == approx(sum(BRIDGE_COST.values()))
@@ -529,8 +599,11 @@ def test_overview_dashboard_panels(stack):
 def test_range_panels_show_the_usage(stack):
     """Time-series panels over the last 10 minutes: the per-interval increases add up to about the totals
     (increase() extrapolates at window edges, so within a few percent, never double)."""
-    panel, target = next((p, t) for n, p, t in _targets() if n == "claude-code.json" and p["title"] == "Cost by model"
-                         and p["type"] == "timeseries")
+    panel, target = next(
+        (p, t)
+        for n, p, t in _targets()
+        if n == "claude-code.json" and p["title"] == "Cost by model" and p["type"] == "timeseries"
+    )
     res = _run_panel(stack.prom, panel, target, stack.t, _variables())
     by_model = {r["metric"]["model"]: sum(float(v) for _, v in r["values"]) for r in res}
     assert set(by_model) == set(EXPECT_COST)
@@ -541,10 +614,13 @@ def test_range_panels_show_the_usage(stack):
 def test_variable_queries(stack):
     for dash in dashboards().values():
         for var in dash["templating"]["list"]:
-            metric, label = var["definition"][len("label_values("):-1].split(", ")
+            metric, label = var["definition"][len("label_values(") : -1].split(", ")
             values = set(stack.prom.api(f"/api/v1/label/{label}/values", {"match[]": [metric]}))
-            expected = {"provider": {"anthropic"}, "model": {SONNET, OPUS, HAIKU},
-                        "source": {"claude_code_otel", "claude_transcripts"}}[label]
+            expected = {
+                "provider": {"anthropic"},
+                "model": {SONNET, OPUS, HAIKU},
+                "source": {"claude_code_otel", "claude_transcripts"},
+            }[label]
             assert values == expected, (label, values)
 
 
@@ -555,15 +631,20 @@ def test_bridge_restart_continues_its_series(stack):
     """A second `tokenbridge sync` (a restart, this time over HTTP/protobuf) re-exports the same totals. The
     dashboards must not count them twice."""
     col, p = stack.col, stack.prom
-    _bridge_sync({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.http}",
-                  "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, stack.home, stack.state)
+    _bridge_sync(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.http}", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+        stack.home,
+        stack.state,
+    )
     t = wait_for_scrapes(p, 2, after=time.time())
     series = p.query('claude_code_cost_usage_USD_total{source="claude_transcripts"}', t)
     assert len(series) == len(BRIDGE_COST), (
         "the restarted bridge created new series instead of continuing its own (its OTLP resource needs a stable "
-        f"service.instance.id; got instance labels {sorted({s['metric'].get('instance') for s in series})})")
+        f"service.instance.id; got instance labels {sorted({s['metric'].get('instance') for s in series})})"
+    )
     assert p.scalar('sum(increase(claude_code_cost_usage_USD_total{source="claude_transcripts"}[1h]))', t) == approx(
-        sum(BRIDGE_COST.values()))
+        sum(BRIDGE_COST.values())
+    )
     target = _panel("claude-code.json", "Total cost")
     res = _run_panel(p, target["_panel"], target, t, _variables())
     assert float(res[0]["value"][1]) == approx(sum(EXPECT_COST.values()))

@@ -13,9 +13,16 @@ from tests._stack import IN_CI, REPO
 
 TELEMETRY = REPO / "telemetry.sh"
 GRPC = REPO / "telemetry-grpc.sh"
-VARS = ("CLAUDE_CODE_ENABLE_TELEMETRY", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
-        "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_LOGS_EXPORT_INTERVAL")
+VARS = (
+    "CLAUDE_CODE_ENABLE_TELEMETRY",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_LOGS_EXPORTER",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_LOGS_EXPORT_INTERVAL",
+)
 
 
 def _shell(name: str) -> str:
@@ -34,8 +41,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 def _run(shell: str, script: str, cwd=None, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([_shell(shell), "-c", script], capture_output=True, text=True, timeout=30,
-                          env=_clean_env(**env), cwd=cwd)
+    return subprocess.run(
+        [_shell(shell), "-c", script], capture_output=True, text=True, timeout=30, env=_clean_env(**env), cwd=cwd
+    )
 
 
 def _vars_after(shell: str, source_cmd: str, **env: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
@@ -76,7 +84,9 @@ def test_grpc_host_port_options(shell):
     assert (v["OTEL_EXPORTER_OTLP_PROTOCOL"], v["OTEL_EXPORTER_OTLP_ENDPOINT"]) == ("grpc", "http://127.0.0.1:14317")
     _, v = _vars_after(shell, f"source {TELEMETRY} --protocol=http --host=10.1.2.3 --port=4318")
     assert (v["OTEL_EXPORTER_OTLP_PROTOCOL"], v["OTEL_EXPORTER_OTLP_ENDPOINT"]) == (
-        "http/protobuf", "http://10.1.2.3:4318")
+        "http/protobuf",
+        "http://10.1.2.3:4318",
+    )
     _, v = _vars_after(shell, f"source {GRPC} --port=5555")
     assert v["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:5555"
 
@@ -91,7 +101,7 @@ def test_ports_from_environment(shell):
 
 def test_ports_from_dotenv_next_to_the_script(tmp_path):
     shutil.copy(TELEMETRY, tmp_path / "telemetry.sh")
-    (tmp_path / ".env").write_text("OTLP_HTTP_PORT=34318\nOTLP_GRPC_PORT=\"34317\"\n")
+    (tmp_path / ".env").write_text('OTLP_HTTP_PORT=34318\nOTLP_GRPC_PORT="34317"\n')
     for shell in ("bash", "zsh"):
         _, v = _vars_after(shell, f"source {tmp_path / 'telemetry.sh'}")
         assert v["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:34318", shell
@@ -107,9 +117,16 @@ def test_unset_removes_everything(shell):
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])
 def test_conflicting_per_signal_variables_are_cleared(shell):
-    proc, v = _vars_after(shell, f"source {TELEMETRY}", OTEL_EXPORTER_OTLP_METRICS_PROTOCOL="http",
-                          OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="http://elsewhere:4318/v1/metrics")
-    assert "unset (would override the above): OTEL_EXPORTER_OTLP_METRICS_ENDPOINT OTEL_EXPORTER_OTLP_METRICS_PROTOCOL" in proc.stdout
+    proc, v = _vars_after(
+        shell,
+        f"source {TELEMETRY}",
+        OTEL_EXPORTER_OTLP_METRICS_PROTOCOL="http",
+        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="http://elsewhere:4318/v1/metrics",
+    )
+    assert (
+        "unset (would override the above): OTEL_EXPORTER_OTLP_METRICS_ENDPOINT OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+        in proc.stdout
+    )
     env_lines = proc.stdout.split("__RC=0", 1)[1]
     assert "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=" not in env_lines
     assert "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=" not in env_lines
@@ -141,17 +158,23 @@ def test_refuses_when_run_directly(script):
 
 
 def test_sourcing_leaves_no_helper_functions_or_variables():
-    proc = _run("bash", f"source {TELEMETRY} >/dev/null; declare -F | grep -c _tb_ || true; "
-                        "compgen -v | grep -c '^_tb_' || true")
+    proc = _run(
+        "bash",
+        f"source {TELEMETRY} >/dev/null; declare -F | grep -c _tb_ || true; compgen -v | grep -c '^_tb_' || true",
+    )
     assert proc.stdout.split() == ["0", "0"]
-    proc = _run("zsh", f"source {TELEMETRY} >/dev/null; print -l ${{(k)functions}} | grep -c _tb_ || true; "
-                       "print -l ${(k)parameters} | grep -c '^_tb_' || true")
+    proc = _run(
+        "zsh",
+        f"source {TELEMETRY} >/dev/null; print -l ${{(k)functions}} | grep -c _tb_ || true; "
+        "print -l ${(k)parameters} | grep -c '^_tb_' || true",
+    )
     assert proc.stdout.split() == ["0", "0"]
 
 
 def test_sh_without_bash_or_zsh_is_refused():
     dash = shutil.which("dash") or shutil.which("sh")
-    proc = subprocess.run([dash, "-c", f". {TELEMETRY}; echo rc=$?"], capture_output=True, text=True, timeout=30,
-                          env=_clean_env())
+    proc = subprocess.run(
+        [dash, "-c", f". {TELEMETRY}; echo rc=$?"], capture_output=True, text=True, timeout=30, env=_clean_env()
+    )
     assert "needs bash or zsh" in proc.stderr
     assert "CLAUDE_CODE_ENABLE_TELEMETRY" not in proc.stdout
