@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests._stack import (
     IN_CI,
@@ -318,3 +319,37 @@ def test_init_writes_env_with_a_secret_it_does_not_print(tmp_path):
     assert f"TOKENBRIDGE_UID={os.getuid()}" in text
     again = subprocess.run([str(repo / "scripts/init.sh")], capture_output=True, text=True, env=env, timeout=60)
     assert ".env exists; left unchanged" in again.stdout and (repo / ".env").read_text() == text
+
+
+def test_native_mode_starts_a_local_grafana_with_our_provisioning(native, tmp_path):
+    """GRAFANA_HOME=<unpacked Grafana>: start.sh runs `bin/grafana server` with the repo's datasource and dashboards.
+    A stand-in binary records what it was given (no Grafana server can be installed here)."""
+    gh = tmp_path / "grafana-home"
+    (gh / "bin").mkdir(parents=True)
+    record = tmp_path / "grafana-invocation.txt"
+    fake = gh / "bin" / "grafana"
+    fake.write_text(
+        f'#!/usr/bin/env bash\n{{ echo "ARGS $*"; env | grep -E "^(GF_|TOKENBRIDGE_GRAFANA)"; }} > {record}\n'
+        'exec -a "$0" sleep 300\n'
+    )
+    fake.chmod(0o755)
+    secret = "s3cret-grafana-pw-123456"
+    start = native(REPO / "start.sh", "--no-bridge", extra={"GRAFANA_HOME": str(gh), "GRAFANA_ADMIN_PASSWORD": secret})
+    assert start.returncode == 0, start.stdout + start.stderr
+    assert re.search(r"  grafana started \(pid \d+", start.stdout)
+    assert "Missing:" not in start.stdout and secret not in start.stdout + start.stderr
+    assert f"Grafana     http://127.0.0.1:{native.ports['GRAFANA_PORT']}" in start.stdout
+    wait_until(record.exists, 10, "the Grafana stand-in to start")
+    wait_until(lambda: "GF_PATHS_PROVISIONING" in record.read_text(), 10, "its environment")
+    got = dict(line.split("=", 1) for line in record.read_text().splitlines()[1:])
+    assert record.read_text().splitlines()[0] == f"ARGS server --homepath {gh}"
+    assert got["TOKENBRIDGE_GRAFANA_PROMETHEUS_URL"] == f"http://127.0.0.1:{native.ports['PROMETHEUS_PORT']}"
+    assert got["GF_SERVER_HTTP_PORT"] == native.ports["GRAFANA_PORT"] and got["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
+    assert got["GF_SECURITY_ADMIN_PASSWORD"] == secret
+    prov = Path(got["GF_PATHS_PROVISIONING"])
+    ds = yaml.safe_load((prov / "datasources/prometheus.yml").read_text())["datasources"][0]
+    assert ds["uid"] == "tokenbridge-prometheus"
+    dash = yaml.safe_load((prov / "dashboards/tokenbridge.yml").read_text())["providers"][0]
+    assert Path(dash["options"]["path"]) == REPO / "grafana/dashboards"
+    stop = native(REPO / "scripts/stop.sh")
+    assert "stopped grafana (pid" in stop.stdout
