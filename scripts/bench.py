@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 try:
     import psutil
@@ -189,6 +190,29 @@ def truth_cells(truth: dict[str, Any], with_requests: bool = False) -> dict[tupl
     }
 
 
+def truth_in_timezone(truth: dict[str, Any], tz: str) -> dict[str, Any] | None:
+    """truth.json re-bucketed into local days of ``tz`` from its per-UTC-hour totals.
+
+    None when the zone has an offset that is not a whole number of hours in the corpus' range."""
+    zone = ZoneInfo(tz)
+    fields = truth["hourlyFields"]
+    daily: dict[str, Any] = {}
+    totals = dict.fromkeys(fields, 0)
+    for hour, row in truth["hourly"].items():
+        local = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC).astimezone(zone)
+        off = local.utcoffset()
+        if off is None or off.total_seconds() % 3600:
+            return None
+        day = daily.setdefault(local.date().isoformat(), {"totals": dict.fromkeys(fields, 0), "models": {}})
+        for model, values in row.items():
+            cell = day["models"].setdefault(model, dict.fromkeys(fields, 0))
+            for f, v in zip(fields, values, strict=True):
+                cell[f] += v
+                day["totals"][f] += v
+                totals[f] += v
+    return {"daily": dict(sorted(daily.items())), "totals": totals}
+
+
 def _num(v: Any) -> int:
     if v is None:
         return 0
@@ -293,8 +317,8 @@ def in_process_time(text: str) -> float | None:
     return None
 
 
-def report_json(tb: list[str], env: dict[str, str]) -> tuple[dict[str, Any] | None, Run]:
-    r = run_measured([*tb, "report", "daily", "--json", "--timezone", "UTC"], env, timeout=600)
+def report_json(tb: list[str], env: dict[str, str], tz: str = "UTC") -> tuple[dict[str, Any] | None, Run]:
+    r = run_measured([*tb, "report", "daily", "--json", "--timezone", tz], env, timeout=600)
     if r.rc != 0:
         return None, r
     try:
@@ -353,6 +377,15 @@ def measure_ccusage(args: argparse.Namespace, res: Results, corpus: Path, home: 
         rssMB=max(r.maxrss_mb for r in runs),
         correctness=compare(json.loads(runs[-1].stdout), truth),
     )
+    res.cc["timezones"] = {}
+    for tz in args.timezones:
+        want = truth_in_timezone(truth, tz)
+        if want is None:
+            continue
+        cmd = ccusage_cmd(binary)
+        cmd[cmd.index("UTC")] = tz
+        r = run_measured(cmd, env)
+        res.cc["timezones"][tz] = compare(json.loads(r.stdout), want) if r.rc == 0 else None
 
 
 def measure_tokenbridge(
@@ -397,6 +430,14 @@ def measure_tokenbridge(
         res.tb["correctness"] = compare(doc, truth)
         res.tb["reportWall"] = rr.wall
         res.tb["reportSample"] = json.dumps(doc)[:1200]
+    res.tb["timezones"] = {}
+    for tz in args.timezones:
+        want = truth_in_timezone(truth, tz)
+        if want is None:
+            res.notes.append(f"{tz}: offset not a whole hour, not compared")
+            continue
+        doc, _ = report_json(tb, env, tz)
+        res.tb["timezones"][tz] = compare(doc, want) if doc is not None else None
     # `tokenbridge sources --json`: skipped (malformed) lines and request count against the truth
     sr = run_measured([*tb, "sources", "--json"], env, timeout=600)
     try:
@@ -658,6 +699,12 @@ def markdown(res: Results) -> str:
         f"{_f(tb.get('idleCpuPct'), '{:.2f}', 'not measured' if m.get('skipDaemon') else 'pending')} | n/a | ~0 |",
         f"| Daily totals vs truth.json after the cold scan | {fmt_compare(tb.get('correctness')) if tb else 'pending'} "
         f"| {fmt_compare(cc.get('correctness'))} | exact |",
+        *(
+            f"| Daily totals vs truth.json in {tz} (`--timezone {tz}`) | "
+            f"{fmt_compare((tb.get('timezones') or {}).get(tz))} | {fmt_compare((cc.get('timezones') or {}).get(tz))} "
+            "| exact |"
+            for tz in sorted(set(tb.get("timezones") or {}) | set(cc.get("timezones") or {}))
+        ),
         f"| `tokenbridge sources --json` after the cold scan: skipped lines / files / requests (truth) | "
         f"{_sources(tb.get('sources'))} | n/a | equal |",
         f"| Daily totals vs truth.json after the incremental sync | "
@@ -712,6 +759,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=5, help="seconds to let `tokenbridge run` start before measuring")
     ap.add_argument("--daemon-timeout", type=float, default=60)
     ap.add_argument("--run-args", default="--no-otlp --no-progress", help="arguments for `tokenbridge run`")
+    ap.add_argument(
+        "--timezones",
+        type=lambda v: [z for z in v.split(",") if z],
+        default=["America/Los_Angeles", "Asia/Tokyo"],
+        help="also compare `report daily --timezone TZ` with the truth re-bucketed into these zones (comma list)",
+    )
     ap.add_argument("--ccusage-version", default="20.0.24")
     ap.add_argument("--tokenbridge", help="tokenbridge command (default: the script beside this Python)")
     ap.add_argument("--skip-ccusage", action="store_true")

@@ -81,9 +81,12 @@ TOOLS = ("Read", "Bash", "Grep", "Edit", "Glob", "Write", "WebFetch")
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _DAY_MS = 86_400_000
+_HOUR_MS = 3_600_000
 _SLUG_RE = re.compile(r"[/. ~]")
 
 TOKEN_FIELDS = ("input", "output", "cacheRead", "cacheCreation", "cacheCreation1h", "requests")
+# Per UTC hour (``YYYY-MM-DDTHH``), so totals can be re-bucketed into any timezone with whole-hour offsets.
+HOURLY_FIELDS = ("input", "output", "cacheRead", "cacheCreation", "requests")
 
 
 def parse_size(text: str) -> int:
@@ -141,6 +144,7 @@ class Truth:
     """Exact totals of unique requests, per UTC day and model, plus trap counters."""
 
     days: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    hours: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     traps: dict[str, int] = field(default_factory=dict)
     malformed_by_file: dict[str, int] = field(default_factory=dict)
     reported_cost_micro: int = 0  # sum of costUSD on old lines, in 1e-9 USD (exact: values have 9 decimals)
@@ -156,6 +160,11 @@ class Truth:
         row["cacheCreation"] += creation
         row["cacheCreation1h"] += one_h
         row["requests"] += 1
+        hour = self.hours.setdefault(iso_ms(ms)[:13], {}).setdefault(model, [0] * len(HOURLY_FIELDS))
+        for i, v in enumerate(
+            (usage["input_tokens"], usage["output_tokens"], usage["cache_read_input_tokens"], creation, 1)
+        ):
+            hour[i] += v
 
     def bump(self, name: str, n: int = 1) -> None:
         self.traps[name] = self.traps.get(name, 0) + n
@@ -185,6 +194,8 @@ class Truth:
             "totals": totals,
             "models": dict(sorted(models.items())),
             "daily": daily,
+            "hourlyFields": list(HOURLY_FIELDS),
+            "hourly": {h: dict(sorted(self.hours[h].items())) for h in sorted(self.hours)},
             "reportedCostUSD": _fmt_nano(self.reported_cost_micro),
             "traps": dict(sorted(self.traps.items())),
             "malformedLines": sum(self.malformed_by_file.values()),
@@ -196,6 +207,7 @@ class Truth:
         t = cls()
         for d, day in data["daily"].items():
             t.days[d] = {m: {k: row[k] for k in TOKEN_FIELDS} for m, row in day["models"].items()}
+        t.hours = {h: {m: list(v) for m, v in row.items()} for h, row in data["hourly"].items()}
         t.traps = dict(data["traps"])
         t.malformed_by_file = dict(data["malformedByFile"])
         t.reported_cost_micro = round(float(data["reportedCostUSD"]) * 1e9)
@@ -540,8 +552,8 @@ class Generator:
         step = rng.randrange(150, 900)
         first = ms
         last = ms + (k - 1) * step
-        if day_of(first) != day_of(last):  # keep one response's lines on one UTC day
-            first = (last // _DAY_MS) * _DAY_MS + 5
+        if first // _HOUR_MS != last // _HOUR_MS:  # one response's lines stay in one UTC hour (so one day in any zone)
+            first = (last // _HOUR_MS) * _HOUR_MS + 5
             last = first + (k - 1) * step
         # Content blocks, one per line (thinking/text..., then the final text or tool_use block). Sometimes
         # the line carrying stop_reason has empty content, as in real transcripts.
@@ -604,7 +616,8 @@ class Generator:
     def _session_start(self) -> int:
         rng = self.rng
         day = rng.randrange(self.days)
-        hour = min(23, max(0, int(rng.gauss(14, 4))))
+        # working hours around 14:00 UTC, plus a uniform share so that every local midnight sees traffic
+        hour = rng.randrange(24) if rng.random() < 0.3 else min(23, max(0, int(rng.gauss(14, 4))))
         return self.start_ms + day * _DAY_MS + hour * 3_600_000 + rng.randrange(3_600_000)
 
     def session(self, target: int, *, force_traps: bool = False, resume: bool = False, old: bool = False) -> None:
@@ -894,7 +907,7 @@ class Generator:
                 replay = {**base, **replay}
                 replay["requestId"] = self._req_id()
                 replay["uuid"] = self._uuid()
-                replay["timestamp"] = iso_ms(min(ms + 120, (ms // _DAY_MS + 1) * _DAY_MS - 1))
+                replay["timestamp"] = iso_ms(min(ms + 120, (ms // _HOUR_MS + 1) * _HOUR_MS - 1))
                 self._write(sfh, replay)
                 sub.parent = replay["uuid"]
                 self.truth.bump("sidechainReplays")

@@ -33,7 +33,15 @@ def _files(root: Path) -> list[Path]:
 
 
 def recompute(root: Path) -> tuple[dict[str, dict[str, dict[str, int]]], dict[str, int], int]:
-    """Independent recomputation: (per day/model totals, malformed lines per file, synthetic lines)."""
+    """Independent recomputation: (per UTC day/model totals, malformed lines per file, synthetic lines)."""
+    return _recompute(root, 10)
+
+
+def recompute_hourly(root: Path) -> dict[str, dict[str, dict[str, int]]]:
+    return _recompute(root, 13)[0]
+
+
+def _recompute(root: Path, key_len: int) -> tuple[dict[str, dict[str, dict[str, int]]], dict[str, int], int]:
     malformed: dict[str, int] = defaultdict(int)
     synthetic = 0
     # (message.id, requestId) -> (is_sidechain, usage, model, timestamp); max output wins
@@ -66,7 +74,7 @@ def recompute(root: Path) -> tuple[dict[str, dict[str, dict[str, int]]], dict[st
     for (mid, _), (side, usage, model, ts) in by_key.items():
         if side and mid in main_ids:
             continue
-        row = days.setdefault(ts[:10], {}).setdefault(model, dict.fromkeys(FIELDS, 0))
+        row = days.setdefault(ts[:key_len], {}).setdefault(model, dict.fromkeys(FIELDS, 0))
         cc = usage.get("cache_creation")
         row["input"] += usage["input_tokens"]
         row["output"] += usage["output_tokens"]
@@ -139,6 +147,22 @@ def test_truth_equals_independent_recomputation(corpus: Path) -> None:
     assert days == truth_days(truth)
     assert synthetic == truth["traps"]["syntheticLines"]
     assert sum(r["requests"] for d in days.values() for r in d.values()) == truth["totals"]["requests"]
+
+
+def test_hourly_truth(corpus: Path) -> None:
+    truth = json.loads((corpus / "truth.json").read_text())
+    fields = truth["hourlyFields"]
+    hourly = {h: {m: dict(zip(fields, v, strict=True)) for m, v in row.items()} for h, row in truth["hourly"].items()}
+    want = {h: {m: {f: r[f] for f in fields} for m, r in row.items()} for h, row in recompute_hourly(corpus).items()}
+    assert hourly == want
+    # hours add up to days
+    days: dict[str, dict[str, dict[str, int]]] = {}
+    for h, row in hourly.items():
+        for m, r in row.items():
+            cell = days.setdefault(h[:10], {}).setdefault(m, dict.fromkeys(fields, 0))
+            for f in fields:
+                cell[f] += r[f]
+    assert days == {d: {m: {f: r[f] for f in fields} for m, r in row.items()} for d, row in truth_days(truth).items()}
 
 
 def test_every_trap_present(corpus: Path) -> None:
@@ -219,3 +243,18 @@ def test_append_updates_truth(tmp_path: Path) -> None:
     gen_history.append_lines(root, 7, None, None)
     days, _, _ = recompute(root)
     assert days == truth_days(json.loads((root / "truth.json").read_text()))
+
+
+def test_one_response_stays_in_one_utc_hour(corpus: Path) -> None:
+    """Streamed lines of one response never straddle an hour, so every timezone puts them on one day."""
+    hours: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for p in _files(corpus):
+        for raw in p.open("rb"):
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            if obj.get("type") == "assistant" and obj.get("requestId"):
+                hours[(obj["message"]["id"], obj["requestId"])].add(obj["timestamp"][:13])
+    assert hours
+    assert all(len(h) == 1 for h in hours.values())
