@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -51,7 +52,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 try:
-    import psutil
+    import psutil  # type: ignore[import-untyped,unused-ignore]
 except ImportError:  # optional: /proc is read instead
     psutil = None
 
@@ -476,6 +477,66 @@ def measure_tokenbridge(
         measure_daemon(args, res, tb, env, corpus)
 
 
+def partial_line_check(
+    args: argparse.Namespace, res: Results, tb: list[str], env: dict[str, str], corpus: Path
+) -> None:
+    """A line written in two parts while `tokenbridge run` watches: nothing may count twice or be lost,
+    and the half line must not be counted as malformed."""
+    before = json.loads((corpus / "truth.json").read_text())
+    sink = io.BytesIO()
+    gen_history.append_lines(corpus, 50, None, None, sink=sink)
+    after = json.loads((corpus / "truth.json").read_text())
+    data = sink.getvalue()
+    # cut inside the last assistant line (the final line of the last request: it carries the final usage)
+    start = data.rfind(b"\n", 0, data.rfind(b'"type":"assistant"')) + 1
+    end = data.index(b"\n", start)
+    cut = (start + end) // 2
+    target = corpus / before["appendTarget"]
+    probe = LedgerProbe.find(Path(env["TOKENBRIDGE_STATE_DIR"]))
+    with target.open("ab") as fh:
+        fh.write(data[:cut])
+    time.sleep(args.partial_wait)
+    mid = probe.totals() if probe else None
+    with target.open("ab") as fh:
+        fh.write(data[cut:])
+    t0 = time.perf_counter()
+    want = {f: after["totals"][f] for f in FIELDS}
+    done = None
+    while probe and time.perf_counter() - t0 < args.daemon_timeout:
+        if probe.totals() == want:
+            done = time.perf_counter() - t0
+            break
+        time.sleep(0.005)
+    if probe:
+        probe.close()
+    doc, _ = report_json(tb, env)
+    sr = run_measured([*tb, "sources", "--json"], env, timeout=600)
+    skipped = None
+    with contextlib.suppress(ValueError, KeyError, StopIteration):
+        skipped = next(x for x in json.loads(sr.stdout)["sources"] if x["name"] == "claude_transcripts")["skippedLines"]
+    old = {f: before["totals"][f] for f in FIELDS}
+    res.tb["partialLine"] = {
+        "midTotalsWithinBounds": None if mid is None else all(old[f] <= mid[f] <= want[f] for f in FIELDS),
+        "midTotalsBelowFinal": None if mid is None else mid != want,
+        "completedAfterMs": None if done is None else done * 1000,
+        "reportExact": None if doc is None else compare(doc, after)["exact"],
+        "skippedLines": skipped,
+        "truthMalformed": after["malformedLines"],
+    }
+
+
+def _partial(p: dict[str, Any] | None) -> str:
+    if not p:
+        return "pending"
+    ok = p["reportExact"] and p["midTotalsWithinBounds"] is not False and p["skippedLines"] == p["truthMalformed"]
+    after_ms = _f(p["completedAfterMs"], pending="never")
+    return (
+        f"{'ok' if ok else 'WRONG'}: totals exact after completion: {p['reportExact']}; partial state within "
+        f"bounds: {p['midTotalsWithinBounds']} (below final: {p.get('midTotalsBelowFinal')}); picked up {after_ms} "
+        f"ms after the rest of the line; skipped lines {p['skippedLines']} (truth {p['truthMalformed']})"
+    )
+
+
 class LedgerProbe:
     """Read-only view of tokenbridge's SQLite ledger (internal schema: ``usage`` table), for fine-grained timing."""
 
@@ -568,6 +629,7 @@ def measure_daemon(args: argparse.Namespace, res: Results, tb: list[str], env: d
             prev_start = start
         else:
             res.notes.append(f"daemon did not show the new totals within {args.daemon_timeout}s")
+        partial_line_check(args, res, tb, env, corpus)
     finally:
         p.send_signal(signal.SIGTERM)
         try:
@@ -695,6 +757,8 @@ def markdown(res: Results) -> str:
         f"| Sync with nothing new: process wall, ms (median of 3) | {_f(_ms(tb.get('noChangeWall')))} | n/a | |",
         f"| Daemon (`{m.get('daemonCommand', 'tokenbridge run')}`): append of {m['appendLines']:,} lines -> "
         f"`report daily --json` shows the new totals, ms | {daemon} | n/a | < 200 |",
+        f"| Daemon: a line written in two parts ({m.get('partialWait', 2)} s apart) | "
+        f"{_partial(tb.get('partialLine'))} | n/a | ok |",
         f"| Idle CPU of `tokenbridge run` over {tb.get('idleSeconds', 30)} s, % of one core | "
         f"{_f(tb.get('idleCpuPct'), '{:.2f}', 'not measured' if m.get('skipDaemon') else 'pending')} | n/a | ~0 |",
         f"| Daily totals vs truth.json after the cold scan | {fmt_compare(tb.get('correctness')) if tb else 'pending'} "
@@ -758,6 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-seconds", type=float, default=30)
     ap.add_argument("--settle", type=float, default=5, help="seconds to let `tokenbridge run` start before measuring")
     ap.add_argument("--daemon-timeout", type=float, default=60)
+    ap.add_argument("--partial-wait", type=float, default=2, help="seconds a half-written line is left alone")
     ap.add_argument("--run-args", default="--no-otlp --no-progress", help="arguments for `tokenbridge run`")
     ap.add_argument(
         "--timezones",
@@ -796,6 +861,7 @@ def main(argv: list[str] | None = None) -> int:
     res.meta["appendLines"] = args.append_lines
     res.meta["ccusageVersion"] = args.ccusage_version
     res.meta["skipDaemon"] = args.skip_daemon
+    res.meta["partialWait"] = args.partial_wait
 
     work = Path(tempfile.mkdtemp(prefix="tokenbridge-bench-"))
     home = work / "home"

@@ -41,6 +41,7 @@ Sizes use decimal units (``1GB`` = 10**9 bytes); ``KiB``/``MiB``/``GiB`` are bin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -811,7 +812,12 @@ class Generator:
         ctx.parent = interrupt["uuid"]
         ms += rng.randrange(10, 500)
         api_error = rng.random() < 0.5
-        usage = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        usage: dict[str, Any] = {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
         if api_error:
             usage["server_tool_use"] = {"web_search_requests": 0, "web_fetch_requests": 0}
             usage["service_tier"] = None
@@ -1081,8 +1087,13 @@ def _last_line_info(path: Path) -> tuple[str | None, int | None, dict[str, Any] 
     return None, None, None
 
 
-def append_lines(out: Path, n_lines: int, to: str | None, seed: int | None) -> dict[str, Any]:
-    """Append exactly ``n_lines`` realistic lines (new requests) to a session file; update truth.json."""
+def append_lines(
+    out: Path, n_lines: int, to: str | None, seed: int | None, sink: BinaryIO | None = None
+) -> dict[str, Any]:
+    """Append exactly ``n_lines`` realistic lines (new requests) to a session file; update truth.json.
+
+    With ``sink``, the lines are written there instead and the caller appends them to the file itself
+    (e.g. in two parts, to leave a partial last line for a while); truth.json is updated all the same."""
     truth_path = out / "truth.json"
     data = json.loads(truth_path.read_text(encoding="utf-8"))
     truth = Truth.from_json(data)
@@ -1116,7 +1127,7 @@ def append_lines(out: Path, n_lines: int, to: str | None, seed: int | None) -> d
     before = gen.truth.traps.get("requests", 0)
     rng = gen.rng
     written = 0
-    with path.open("ab") as fh:
+    with contextlib.nullcontext(sink) if sink is not None else path.open("ab") as fh:
         while written < n_lines:
             left = n_lines - written
             if left >= 2 and rng.random() < 0.5:
@@ -1160,7 +1171,8 @@ def append_lines(out: Path, n_lines: int, to: str | None, seed: int | None) -> d
     meta["bytes"] = meta.get("bytes", 0) + gen.bytes
     meta["lines"] = meta.get("lines", 0) + gen.lines
     write_truth(truth_path, truth, meta)
-    return appends[-1]
+    info: dict[str, Any] = appends[-1]
+    return info
 
 
 # --------------------------------------------------------------------------------------------- main
