@@ -125,7 +125,7 @@ def test_bridge_service_reads_claude_home_read_only_and_keeps_its_ledger():
     )
     assert "TOKENBRIDGE_STATE_DIR=/var/lib/tokenbridge" in dockerfile
     ignore = (REPO / ".dockerignore").read_text().split()
-    assert ignore[ignore.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!bridge/"]
+    assert ignore[ignore.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!bridge"]
 
 
 def test_bind_mount_sources_exist():
