@@ -525,9 +525,9 @@ def partial_line_check(
     }
 
 
-def _partial(p: dict[str, Any] | None) -> str:
+def _partial(p: dict[str, Any] | None, skipped: bool = False) -> str:
     if not p:
-        return "pending"
+        return "not measured" if skipped else "pending"
     ok = p["reportExact"] and p["midTotalsWithinBounds"] is not False and p["skippedLines"] == p["truthMalformed"]
     after_ms = _f(p["completedAfterMs"], pending="never")
     return (
@@ -758,7 +758,7 @@ def markdown(res: Results) -> str:
         f"| Daemon (`{m.get('daemonCommand', 'tokenbridge run')}`): append of {m['appendLines']:,} lines -> "
         f"`report daily --json` shows the new totals, ms | {daemon} | n/a | < 200 |",
         f"| Daemon: a line written in two parts ({m.get('partialWait', 2)} s apart) | "
-        f"{_partial(tb.get('partialLine'))} | n/a | ok |",
+        f"{_partial(tb.get('partialLine'), bool(m.get('skipDaemon')))} | n/a | ok |",
         f"| Idle CPU of `tokenbridge run` over {tb.get('idleSeconds', 30)} s, % of one core | "
         f"{_f(tb.get('idleCpuPct'), '{:.2f}', 'not measured' if m.get('skipDaemon') else 'pending')} | n/a | ~0 |",
         f"| Daily totals vs truth.json after the cold scan | {fmt_compare(tb.get('correctness')) if tb else 'pending'} "
