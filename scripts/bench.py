@@ -47,6 +47,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -277,6 +278,41 @@ def compare(doc: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cost_check(doc: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
+    """Old ``costUSD`` lines keep their reported cost (the only requests of the old models), and the unknown
+    model's cost is unknown (null / unpriced), never a silent 0."""
+    reported = Decimal(0)
+    unknown_costs = set()
+    unknown_unpriced = 0
+    for row in doc.get("daily", []):
+        for part in row.get("breakdown") or row.get("modelBreakdowns") or []:
+            model = part.get("model") or part.get("modelName")
+            cost = part.get("totalCost", part.get("cost"))
+            if model in gen_history.OLD_MODELS and cost is not None:
+                reported += Decimal(str(cost))
+            if model == gen_history.UNKNOWN_MODEL:
+                unknown_costs.add(None if cost is None else str(cost))
+                unknown_unpriced += int(part.get("unpricedRequests") or 0)
+    want = Decimal(truth["reportedCostUSD"])
+    return {
+        "reportedCost": str(reported),
+        "truthReportedCost": str(want),
+        "reportedExact": reported == want,
+        "unknownModelCosts": sorted(unknown_costs, key=str),
+        "unknownModelUnpricedRequests": unknown_unpriced,
+    }
+
+
+def _cost(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "pending"
+    unknown = ", ".join("null" if v is None else v for v in c["unknownModelCosts"]) or "absent"
+    return (
+        f"{'exact' if c['reportedExact'] else 'WRONG'}: {c['reportedCost']} (truth {c['truthReportedCost']}); "
+        f"{gen_history.UNKNOWN_MODEL}: cost {unknown}, {c['unknownModelUnpricedRequests']} unpriced requests"
+    )
+
+
 def fmt_compare(c: dict[str, Any] | None) -> str:
     if c is None:
         return "not run"
@@ -377,6 +413,7 @@ def measure_ccusage(args: argparse.Namespace, res: Results, corpus: Path, home: 
         mbpsBest=mbps(nbytes, min(walls)),
         rssMB=max(r.maxrss_mb for r in runs),
         correctness=compare(json.loads(runs[-1].stdout), truth),
+        cost=cost_check(json.loads(runs[-1].stdout), truth),
     )
     res.cc["timezones"] = {}
     for tz in args.timezones:
@@ -429,6 +466,7 @@ def measure_tokenbridge(
         res.notes.append(f"tokenbridge report daily --json failed ({rr.rc}): {(rr.stderr or rr.stdout)[-400:]}")
     else:
         res.tb["correctness"] = compare(doc, truth)
+        res.tb["cost"] = cost_check(doc, truth)
         res.tb["reportWall"] = rr.wall
         res.tb["reportSample"] = json.dumps(doc)[:1200]
     res.tb["timezones"] = {}
@@ -769,6 +807,8 @@ def markdown(res: Results) -> str:
             "| exact |"
             for tz in sorted(set(tb.get("timezones") or {}) | set(cc.get("timezones") or {}))
         ),
+        f"| Cost of the old `costUSD` lines kept as reported; unknown model's cost | {_cost(tb.get('cost'))} | "
+        f"{_cost(cc.get('cost'))} | exact; not 0 |",
         f"| `tokenbridge sources --json` after the cold scan: skipped lines / files / requests (truth) | "
         f"{_sources(tb.get('sources'))} | n/a | equal |",
         f"| Daily totals vs truth.json after the incremental sync | "
