@@ -14,8 +14,8 @@ else
   else pw="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"; fi
   umask 077
   sed -e "s|^GRAFANA_ADMIN_PASSWORD=.*|GRAFANA_ADMIN_PASSWORD=$pw|" "$TB_ROOT/.env.example" >"$env_file"
-  printf '\n# Written by scripts/init.sh: the uid/gid the bridge container runs as (to read ~/.claude).\nTOKENBRIDGE_UID=%s\nTOKENBRIDGE_GID=%s\n' \
-    "$(id -u)" "$(id -g)" >>"$env_file"
+  printf '\n# Written by scripts/init.sh: the uid/gid the bridge container runs as (to read ~/.claude),\n# and its stable identity.\nTOKENBRIDGE_UID=%s\nTOKENBRIDGE_GID=%s\nTOKENBRIDGE_INSTANCE_ID=tokenbridge@%s\n' \
+    "$(id -u)" "$(id -g)" "$(hostname 2>/dev/null || echo local)" >>"$env_file"
   echo "wrote $env_file (random GRAFANA_ADMIN_PASSWORD; read it there)"
 fi
 

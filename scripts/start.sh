@@ -137,8 +137,14 @@ if [[ $with_bridge == 1 ]]; then
     missing+=("the bridge: tokenbridge is not installed (pip install -e $TB_ROOT), so local transcripts are not exported")
   fi
   if ((${#bridge[@]})); then
+    # A stable service.instance.id (label `instance`): the OTel SDK would pick a random one per process, and every
+    # restart would then start new series.
+    resattrs="${OTEL_RESOURCE_ATTRIBUTES:-}"
+    if [[ ",$resattrs" != *",service.instance.id="* ]]; then
+      resattrs="${resattrs:+$resattrs,}service.instance.id=${TOKENBRIDGE_INSTANCE_ID:-tokenbridge@$(hostname 2>/dev/null || echo local)}"
+    fi
     (cd "$TB_ROOT" && OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_GRPC_PORT" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
-      spawn tokenbridge "${bridge[@]}")
+      OTEL_RESOURCE_ATTRIBUTES="$resattrs" spawn tokenbridge "${bridge[@]}")
   fi
 fi
 

@@ -116,6 +116,7 @@ def test_bridge_service_reads_claude_home_read_only_and_keeps_its_ledger():
     assert env["CLAUDE_CONFIG_DIR"] == "/claude"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
     assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "service.instance.id=${TOKENBRIDGE_INSTANCE_ID:-tokenbridge}"
     assert "${CLAUDE_HOME:-${HOME}/.claude}:/claude:ro" in s["volumes"]
     assert "tokenbridge_state:/var/lib/tokenbridge" in s["volumes"]
     dockerfile = (REPO / "Dockerfile").read_text()

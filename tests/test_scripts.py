@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -174,6 +175,7 @@ def native(tmp_path):
             "TOKENBRIDGE_STATE_DIR": str(tmp_path / "ledger"),
             "TOKENBRIDGE_EXPORT_INTERVAL": "1",
             "TOKENBRIDGE_NO_BROWSER": "1",
+            "TOKENBRIDGE_INSTANCE_ID": "tokenbridge@e2e-host",
             "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
         }
     )
@@ -220,6 +222,8 @@ def test_native_mode_lifecycle(native):
         return code == 200 and b'"4"' in body
 
     wait_until(has_bridge_series, 60, "the bridge's series in Prometheus (native mode)")
+    code, body = http_get(f"{prom}/api/v1/label/instance/values?match[]=claude_code_token_usage_tokens_total")
+    assert code == 200 and json.loads(body)["data"] == ["tokenbridge@e2e-host"]
 
     # status: services ok, telemetry variables missing in this shell -> exit 1 naming them.
     st = native(REPO / "scripts/status.sh")
@@ -259,6 +263,24 @@ def test_native_mode_lifecycle(native):
         r"claude_code_token_usage_tokens_total\s+claude_transcripts\s+4\s+49391\.0000\s+\d+ s ago", m.stdout
     ), m.stdout
     assert re.search(r"exported metric points\s+[1-9]", m.stdout), m.stdout
+
+    # Restart only the bridge: it must continue its series, not add a second set next to them.
+    pidfile = Path(native.env["TOKENBRIDGE_NATIVE_DIR"]) / "run" / "tokenbridge.pid"
+    old_pid = int(pidfile.read_text().split()[0])
+    os.kill(old_pid, 15)
+    wait_until(lambda: not Path(f"/proc/{old_pid}").exists(), 15, "the bridge to stop")
+    restarted = native(REPO / "start.sh")
+    assert re.search(r"  tokenbridge started \(pid \d+", restarted.stdout), restarted.stdout
+    assert "otel-collector already running" in restarted.stdout
+    t_restart = time.time()
+
+    def scraped_after_restart() -> bool:
+        code, body = http_get(f"{prom}/api/v1/query?query=max(timestamp(up%7Bjob%3D%22otel-collector%22%7D))")
+        return code == 200 and float(json.loads(body)["data"]["result"][0]["value"][1]) > t_restart + 2
+
+    wait_until(scraped_after_restart, 40, "a scrape after the bridge restart")
+    code, body = http_get(f"{prom}/api/v1/query?query=count(claude_code_token_usage_tokens_total)")
+    assert json.loads(body)["data"]["result"][0]["value"][1] == "4"
 
     logs = native(REPO / "scripts/logs.sh", "otel-collector")
     assert logs.returncode == 0 and "Everything is ready" in logs.stdout
@@ -317,6 +339,7 @@ def test_init_writes_env_with_a_secret_it_does_not_print(tmp_path):
     assert pw not in proc.stdout + proc.stderr
     assert oct((repo / ".env").stat().st_mode & 0o777) == "0o600"
     assert f"TOKENBRIDGE_UID={os.getuid()}" in text
+    assert re.search(r"^TOKENBRIDGE_INSTANCE_ID=tokenbridge@\S+$", text, re.M)
     again = subprocess.run([str(repo / "scripts/init.sh")], capture_output=True, text=True, env=env, timeout=60)
     assert ".env exists; left unchanged" in again.stdout and (repo / ".env").read_text() == text
 
