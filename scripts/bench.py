@@ -284,12 +284,14 @@ def cost_check(doc: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
     reported = Decimal(0)
     unknown_costs = set()
     unknown_unpriced = 0
+    floats = False
     for row in doc.get("daily", []):
         for part in row.get("breakdown") or row.get("modelBreakdowns") or []:
             model = part.get("model") or part.get("modelName")
             cost = part.get("totalCost", part.get("cost"))
             if model in gen_history.OLD_MODELS and cost is not None:
                 reported += Decimal(str(cost))
+                floats = floats or isinstance(cost, float)
             if model == gen_history.UNKNOWN_MODEL:
                 unknown_costs.add(None if cost is None else str(cost))
                 unknown_unpriced += int(part.get("unpricedRequests") or 0)
@@ -297,7 +299,9 @@ def cost_check(doc: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
     return {
         "reportedCost": str(reported),
         "truthReportedCost": str(want),
-        "reportedExact": reported == want,
+        # JSON numbers are binary floats (ccusage): equal within rounding counts as exact
+        "reportedExact": reported == want or (floats and abs(reported - want) < Decimal("1e-6")),
+        "floatCosts": floats,
         "unknownModelCosts": sorted(unknown_costs, key=str),
         "unknownModelUnpricedRequests": unknown_unpriced,
     }
@@ -308,7 +312,8 @@ def _cost(c: dict[str, Any] | None) -> str:
         return "pending"
     unknown = ", ".join("null" if v is None else v for v in c["unknownModelCosts"]) or "absent"
     return (
-        f"{'exact' if c['reportedExact'] else 'WRONG'}: {c['reportedCost']} (truth {c['truthReportedCost']}); "
+        f"{'exact' if c['reportedExact'] else 'WRONG'}{' (float)' if c.get('floatCosts') else ''}: "
+        f"{c['reportedCost']} (truth {c['truthReportedCost']}); "
         f"{gen_history.UNKNOWN_MODEL}: cost {unknown}, {c['unknownModelUnpricedRequests']} unpriced requests"
     )
 
