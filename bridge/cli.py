@@ -113,10 +113,11 @@ def ingest(
     show_progress: bool = False,
 ) -> list[Any]:
     """One pass over ``sources``; a progress bar when there is a lot to read."""
-    pending = sum(s.pending_bytes(ledger, since) for s in sources)
     results = []
     threshold = int(os.environ.get("TOKENBRIDGE_PROGRESS_MIN_BYTES", _PROGRESS_MIN_BYTES))
-    if show_progress and pending >= threshold and sys.stderr.isatty():
+    # Sizing the work walks the tree: only worth it when a bar can be shown.
+    pending = sum(s.pending_bytes(ledger, since) for s in sources) if show_progress and sys.stderr.isatty() else 0
+    if pending and pending >= threshold:
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 

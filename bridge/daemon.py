@@ -23,29 +23,32 @@ log = logging.getLogger("tokenbridge.daemon")
 
 SAFETY_RESCAN_S = 600.0  # catches events a platform dropped (e.g. network file systems)
 POLL_S = 5.0  # when file watches cannot be set up (inotify watch limit): poll instead
-DEBOUNCE_S = 0.2  # streamed responses write several lines in a burst
+DEBOUNCE_S = 0.05  # a streamed response writes its lines in a burst: read them in one pass
 
 
 class _Wakeup:
-    """Collects which sources saw file events since the last pass."""
+    """Collects, per source, which files saw events since the last pass (None = rescan all)."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        self.dirty: set[str] = set()
+        self.dirty: dict[str, set[Path] | None] = {}
         self._lock = threading.Lock()
 
-    def mark(self, source: str) -> None:
+    def mark(self, source: str, path: Path | None = None) -> None:
         with self._lock:
-            self.dirty.add(source)
+            if path is None:
+                self.dirty[source] = None
+            elif source not in self.dirty or self.dirty[source] is not None:
+                self.dirty.setdefault(source, set()).add(path)  # type: ignore[union-attr]
         self.event.set()
 
-    def take(self) -> set[str]:
+    def take(self) -> dict[str, set[Path] | None]:
         # Clear before swapping, under the lock: a mark() landing after the swap sets the event
         # again (clearing after the swap could erase its wakeup and leave it waiting for the
         # safety rescan).
         with self._lock:
             self.event.clear()
-            dirty, self.dirty = self.dirty, set()
+            dirty, self.dirty = self.dirty, {}
         return dirty
 
 
@@ -72,8 +75,12 @@ def _observer(sources: list[Source], wake: _Wakeup) -> Any:
             if event.event_type not in _CONTENT_EVENTS:
                 return
             paths = (str(event.src_path), str(getattr(event, "dest_path", "") or ""))
-            if event.is_directory or any(p.endswith(self.suffix) for p in paths):
-                wake.mark(self.source)
+            if event.is_directory:
+                wake.mark(self.source)  # a new or moved directory: rescan this source
+                return
+            for p in paths:
+                if p.endswith(self.suffix):
+                    wake.mark(self.source, Path(p))
 
     obs = Observer()
     for s in sources:
@@ -131,7 +138,7 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
                     stop.wait(DEBOUNCE_S)
                 dirty = wake.take()
                 todo = [s for s in sources if not woke or s.name in dirty]
-                _pass(ledger, todo, pricer, exporter)
+                _pass(ledger, todo, pricer, exporter, dirty if woke else {})
                 for s in todo:
                     _mark_scanned(ledger, s)
             _pass(ledger, sources, pricer, exporter)
@@ -143,11 +150,18 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
     return 0
 
 
-def _pass(ledger: Ledger, sources: list[Source], pricer: Any, exporter: BridgeExporter) -> None:
+def _pass(
+    ledger: Ledger,
+    sources: list[Source],
+    pricer: Any,
+    exporter: BridgeExporter,
+    paths: dict[str, set[Path] | None] | None = None,
+) -> None:
+    """Ingest ``sources`` (only the changed files where events named them), then refresh the export."""
     before = ledger.generation
     for s in sources:
         try:
-            s.scan(ledger, pricer)
+            s.scan(ledger, pricer, paths=(paths or {}).get(s.name))
         except Exception as exc:  # one bad source never stops the others
             log.warning("%s: scan failed: %s", s.name, exc)
     if ledger.generation != before:

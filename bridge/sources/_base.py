@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -64,7 +64,10 @@ class Source(Protocol):
         pricer: CostFunction,
         since: datetime | None = None,
         progress: ProgressHook | None = None,
-    ) -> ScanStats: ...
+        paths: Collection[Path] | None = None,
+    ) -> ScanStats:
+        """Ingest what is new. ``paths``, when given, limits the pass to those files (file events)."""
+        ...
 
     def watch_paths(self) -> list[Path]: ...
 

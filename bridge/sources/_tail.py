@@ -167,20 +167,20 @@ def tail_file(
 
 
 def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects") -> list[Path]:
-    """Every ``*.jsonl`` below ``root/pattern_dir`` for each root, recursively, without duplicates."""
-    seen: set[str] = set()
+    """Every ``*.jsonl`` below ``root/pattern_dir`` for each root, recursively.
+
+    Roots that are the same directory (a symlink, or listed twice) are walked once; the walk
+    does not follow links, so no file is listed twice within a root.
+    """
+    seen_roots: set[str] = set()
     out: list[Path] = []
     for root in roots:
         base = root / pattern_dir
+        real = os.path.realpath(base)
+        if real in seen_roots:
+            continue
+        seen_roots.add(real)
         for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
             dirnames.sort()
-            for name in sorted(filenames):
-                if not name.endswith(".jsonl"):
-                    continue
-                p = Path(dirpath) / name
-                real = os.path.realpath(p)
-                if real in seen:
-                    continue
-                seen.add(real)
-                out.append(p)
+            out.extend(Path(dirpath) / name for name in sorted(filenames) if name.endswith(".jsonl"))
     return out

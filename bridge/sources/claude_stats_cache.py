@@ -23,6 +23,7 @@ What it yields: ``UsageRecord(source="claude_stats_cache")`` at local noon of ea
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,7 @@ class ClaudeStatsCache:
         pricer: CostFunction,
         since: datetime | None = None,
         progress: ProgressHook | None = None,
+        paths: Collection[Path] | None = None,
     ) -> ScanStats:
         stats = ScanStats(NAME)
         if ledger.state(*TRANSCRIPTS_SCANNED) is None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -277,11 +278,19 @@ class ClaudeTranscripts:
             notes=notes,
         )
 
-    def _todo(self, ledger: Ledger, since: datetime | None) -> tuple[list[tuple[Path, Any, Any]], int]:
-        cursors = {c.path: c for c in ledger.cursors(NAME)}
+    def _todo(
+        self, ledger: Ledger, since: datetime | None, paths: Collection[Path] | None = None
+    ) -> tuple[list[tuple[Path, Any, Any]], int]:
+        if paths is not None:
+            # File events named the changed files: no tree walk (the incremental fast path).
+            cursors = {str(p): ledger.cursor(NAME, str(p)) for p in paths}
+            candidates = sorted(p for p in paths if p.suffix == ".jsonl" and "projects" in p.parts)
+        else:
+            cursors = {c.path: c for c in ledger.cursors(NAME)}
+            candidates = self.files()
         todo, pending = [], 0
         cutoff = since.timestamp() if since is not None else None
-        for path in self.files():
+        for path in candidates:
             try:
                 st = path.stat()
             except FileNotFoundError:
@@ -306,9 +315,10 @@ class ClaudeTranscripts:
         pricer: CostFunction,
         since: datetime | None = None,
         progress: ProgressHook | None = None,
+        paths: Collection[Path] | None = None,
     ) -> ScanStats:
         stats = ScanStats(NAME)
-        todo, _ = self._todo(ledger, since)
+        todo, _ = self._todo(ledger, since, paths)
         stats.files_seen = len(todo)
         batch = Batch(ledger, pricer)
         for path, cur, _st in todo:
