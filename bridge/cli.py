@@ -99,10 +99,30 @@ def _settings(args: argparse.Namespace) -> config.Settings:
     return s
 
 
-def _pricer(settings: config.Settings) -> Any:
-    from bridge.pricing import Pricer, default_overrides_path
+class _LazyPricer:
+    """Loads the price table (a 0.2 s import) on first use, so a cold scan's parse worker
+    starts while it loads, and a pass with nothing new never loads it."""
 
-    return Pricer(settings.prices_path or default_overrides_path())
+    def __init__(self, settings: config.Settings) -> None:
+        self._settings = settings
+        self._pricer: Any = None
+
+    def _get(self) -> Any:
+        if self._pricer is None:
+            from bridge.pricing import Pricer, default_overrides_path
+
+            self._pricer = Pricer(self._settings.prices_path or default_overrides_path())
+        return self._pricer
+
+    def cost(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get().cost(*args, **kwargs)
+
+    def fingerprint(self) -> str:
+        return str(self._get().fingerprint())
+
+
+def _pricer(settings: config.Settings) -> Any:
+    return _LazyPricer(settings)
 
 
 def ingest(
@@ -145,6 +165,8 @@ def _mark_scanned(ledger: Ledger, source: Source) -> None:
 
 
 def _reprice_if_needed(ledger: Ledger, pricer: Any) -> None:
+    if not ledger.unpriced_requests():
+        return  # nothing waits for a price: do not even load the price table
     fp = pricer.fingerprint()
     if ledger.state("pricing", "fingerprint") != fp:
         n = ledger.reprice_unknown(pricer)
@@ -160,8 +182,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with Ledger.open(settings.state_dir) as ledger:
         pricer = _pricer(settings)
-        _reprice_if_needed(ledger, pricer)
         results = ingest(ledger, sources, pricer, since, show_progress=not args.no_progress)
+        _reprice_if_needed(ledger, pricer)
         elapsed = time.monotonic() - started
         mb = sum(r.bytes_read for r in results) / 1e6
         new = sum(r.new_requests for r in results)
@@ -182,6 +204,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             interval_s=3600,
             include_session_id=settings.include_session_id,
             env=settings.env,
+            instance_id=ledger.instance_id(),
         )
         exporter.refresh(ledger)
         ok = exporter.flush()

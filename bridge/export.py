@@ -227,6 +227,7 @@ class BridgeExporter:
         interval_s: float = 60.0,
         include_session_id: bool = False,
         env: dict[str, str] | None = None,
+        instance_id: str | None = None,
     ) -> None:
         env = dict(os.environ) if env is None else env
         self.include_session_id = include_session_id
@@ -253,7 +254,12 @@ class BridgeExporter:
                 ) from exc
             readers.append(PrometheusMetricReader())
             log.info("serving Prometheus metrics on http://%s:%d/metrics", prometheus_host, prometheus_port)
-        resource = Resource.create({"service.name": "tokenbridge", "service.version": __version__})
+        attrs = {"service.name": "tokenbridge", "service.version": __version__}
+        if instance_id:
+            # The SDK would draw a random service.instance.id per process; it becomes the
+            # `instance` label, so every restart would start a second copy of each series.
+            attrs["service.instance.id"] = instance_id
+        resource = Resource.create(attrs)
         self.provider = MeterProvider(resource=resource, metric_readers=readers)
         meter = self.provider.get_meter("tokenbridge", __version__)
         meter.create_observable_counter(

@@ -7,9 +7,11 @@ series share one schema: ``input``, ``output``, ``cacheRead``, ``cacheCreation``
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 TOKEN_TYPES: tuple[str, ...] = ("input", "output", "cacheRead", "cacheCreation")
 
@@ -93,3 +95,69 @@ class UsageRecord:
     @property
     def timestamp_ms(self) -> int:
         return int(self.timestamp.astimezone(UTC).timestamp() * 1000)
+
+
+def record_to_tuple(r: UsageRecord) -> tuple[object, ...]:
+    """A compact, fast-to-pickle form (worker processes send records back as tuples)."""
+    t = r.tokens
+    return (
+        r.source, r.provider, r.model, r.timestamp, r.dedup_key,
+        t.input, t.output, t.cache_read, t.cache_creation, t.cache_creation_1h,
+        r.cost, r.cost_origin.value, r.session_id, r.project, r.group_key, r.is_sidechain,
+    )  # fmt: skip
+
+
+def record_from_tuple(v: tuple[Any, ...]) -> UsageRecord:
+    return UsageRecord(
+        source=v[0], provider=v[1], model=v[2], timestamp=v[3], dedup_key=v[4],
+        tokens=Tokens(v[5], v[6], v[7], v[8], v[9]),
+        cost=v[10], cost_origin=CostOrigin(v[11]), session_id=v[12], project=v[13], group_key=v[14],
+        is_sidechain=v[15],
+    )  # fmt: skip
+
+
+def _reported(r: UsageRecord) -> Decimal | None:
+    return r.cost if r.cost_origin is CostOrigin.REPORTED else None
+
+
+def _merge_into(base: UsageRecord, other: UsageRecord) -> UsageRecord:
+    """``base``'s identity with the field-wise max of both usages and reported costs."""
+    a, b = _reported(base), _reported(other)
+    cost = a if b is None else b if a is None else max(a, b)
+    tokens = base.tokens.merge_max(other.tokens)
+    if tokens == base.tokens and cost == _reported(base):
+        return base
+    origin = CostOrigin.REPORTED if cost is not None else CostOrigin.UNKNOWN
+    # An explicit constructor call: dataclasses.replace() costs several times more, and this
+    # runs for every streamed duplicate line.
+    return UsageRecord(
+        base.source, base.provider, base.model, base.timestamp, base.dedup_key, tokens, cost, origin,
+        base.session_id, base.project, base.group_key, base.is_sidechain, base.extra,
+    )  # fmt: skip
+
+
+def collapse(records: Iterable[UsageRecord]) -> dict[str, UsageRecord]:
+    """Merge records of one batch that describe the same request, as the ledger would.
+
+    Same ``dedup_key`` (streamed lines, copies): field-wise max; the first line keeps the
+    identity (time, session), unless it is a sidechain line and a non-sidechain one follows.
+    Same ``group_key`` with another key (a sidechain replay of a parent message): folded into
+    the non-sidechain record. Reported costs are kept (max); estimated costs are the ledger's job.
+    """
+    out: dict[str, UsageRecord] = {}
+    for rec in records:
+        prev = out.get(rec.dedup_key)
+        if prev is None:
+            out[rec.dedup_key] = rec
+        elif prev.is_sidechain and not rec.is_sidechain:
+            out[rec.dedup_key] = _merge_into(rec, prev)
+        else:
+            out[rec.dedup_key] = _merge_into(prev, rec)
+    parents: dict[str, str] = {}
+    for key, rec in out.items():
+        if rec.group_key and not rec.is_sidechain:
+            parents.setdefault(rec.group_key, key)
+    for key in [k for k, r in out.items() if r.is_sidechain and r.group_key in parents]:
+        parent = parents[out[key].group_key or ""]
+        out[parent] = _merge_into(out[parent], out.pop(key))
+    return out

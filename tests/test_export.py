@@ -238,6 +238,10 @@ def test_restart_continues_each_series_from_the_ledger_with_the_same_start_time(
         second = {k: p for k, p in sink.latest().items() if p.time_ns > max(q.time_ns for q in first.values())}
 
     assert set(second) == set(first), "the same series, no new ones"
+    # service.instance.id becomes Prometheus' `instance` label: a new one per process would
+    # start a second copy of every series (and count the totals twice in increase()).
+    instances = {p.resource["service.instance.id"] for p in [*first.values(), *second.values()]}
+    assert len(instances) == 1
     for key, p in second.items():
         assert p.start_ns == first[key].start_ns, f"{key}: start time moved across processes"
         assert p.value >= first[key].value

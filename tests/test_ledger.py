@@ -199,11 +199,16 @@ def test_sigkill_during_large_ingest_then_restart_gives_exact_totals(tmp_path):
         assert led.totals() == led.recomputed_totals()
 
 
-def test_report_daily_json_matches_synthetic_truth_exactly(tmp_path):
+@pytest.mark.parametrize("parallel", [False, True], ids=["in-process", "parse-worker"])
+def test_report_daily_json_matches_synthetic_truth_exactly(tmp_path, parallel):
     corpus = tmp_path / "corpus"
     truth = _generate(corpus, "6MB", seed=3)
     env = _env(tmp_path, corpus)
-    assert _cli(env, "sync", "--no-export", "--no-progress").returncode == 0
+    # 0 forces the parse worker (normally used from 48 MB on); a huge value keeps it in-process.
+    env["TOKENBRIDGE_PARALLEL_MIN_BYTES"] = "0" if parallel else str(10**15)
+    out = _cli(env, "--debug", "sync", "--no-export", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert ("in a worker process" in out.stderr) == parallel
     assert _daily(env) == _truth_daily(truth)
     sources = json.loads(_cli(env, "sources", "--json").stdout)["sources"]
     transcripts = next(s for s in sources if s["name"] == "claude_transcripts")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -47,7 +47,7 @@ class Batch:
     with its records, so a crash anywhere loses or repeats nothing.
     """
 
-    MAX_RECORDS = 20_000
+    MAX_RECORDS = 50_000
     MAX_BYTES = 64 * 1024 * 1024
 
     def __init__(self, ledger: Ledger, pricer: CostFunction) -> None:
@@ -102,6 +102,108 @@ def needs_read(cursor: Cursor | None, st: os.stat_result) -> bool:
     return st.st_ino != cursor.inode or st.st_size != cursor.offset or st.st_mtime_ns != cursor.mtime_ns
 
 
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """Where to read a file from, decided against its cursor (in the ledger's process)."""
+
+    source: str
+    path: str
+    start: int
+    inode: int
+    size: int
+    mtime_ns: int
+    head: bytes
+    malformed: int
+    touch_only: bool  # nothing to read, but the cursor must record a rewrite or a new mtime
+
+    def cursor(self, offset: int, malformed: int) -> Cursor:
+        return Cursor(self.source, self.path, self.inode, self.size, offset, self.head, malformed, self.mtime_ns)
+
+
+def plan_read(source: str, path: Path, cursor: Cursor | None) -> ReadPlan | None:
+    """Compare the file with its cursor: read on from the cursor, or from 0 after a rewrite."""
+    try:
+        with path.open("rb") as fh:
+            st = os.fstat(fh.fileno())
+            head = _head(fh, st.st_size)
+    except FileNotFoundError:
+        return None
+    start, malformed, restarted = 0, 0, False
+    if cursor is not None:
+        same_file = (
+            cursor.inode == st.st_ino
+            and st.st_size >= cursor.offset
+            and head[: len(cursor.head)] == cursor.head
+            # Same size but touched since the cursor: rewritten in place, not appended to.
+            and not (st.st_size == cursor.offset == cursor.size and st.st_mtime_ns != cursor.mtime_ns)
+        )
+        if same_file:
+            start, malformed = cursor.offset, cursor.malformed
+        else:
+            restarted = True
+            log.info("%s was truncated or replaced; re-reading it from the start (nothing is counted twice)", path)
+    if start >= st.st_size:
+        touch = restarted or (cursor is not None and cursor.mtime_ns != st.st_mtime_ns)
+        if not touch:
+            return None
+    else:
+        touch = False
+    return ReadPlan(source, str(path), start, st.st_ino, st.st_size, st.st_mtime_ns, head, malformed, touch)
+
+
+def read_chunks(path: str, start: int, parse: ChunkParser, chunk_bytes: int = CHUNK_BYTES) -> Iterator[ChunkOutcome]:
+    """Parse complete lines from ``start`` on, chunk by chunk; a partial last line is left unread."""
+    with open(path, "rb") as fh:  # noqa: PTH123 - plain open: also runs in worker processes
+        fh.seek(start)
+        carry = b""
+        while True:
+            block = fh.read(chunk_bytes)
+            if not block:
+                return
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            complete, carry = data[: cut + 1], data[cut + 1 :]
+            yield ChunkOutcome(parse(complete), len(complete))
+
+
+@dataclass(slots=True)
+class ChunkOutcome:
+    result: ChunkResult
+    consumed: int
+
+
+def apply_read(
+    batch: Batch,
+    plan: ReadPlan,
+    outcomes: Iterable[ChunkOutcome],
+    on_bytes: Callable[[int], None] | None = None,
+) -> FileScan:
+    """Add each chunk's records with the cursor just past it, in order."""
+    scan = FileScan(restarted=plan.touch_only)
+    if plan.touch_only:
+        batch.add([], plan.cursor(plan.start, plan.malformed), 0)
+        return scan
+    offset, malformed = plan.start, plan.malformed
+    for out in outcomes:
+        result = out.result
+        if result.malformed:
+            if malformed == 0:
+                at = offset + (result.first_malformed_at or 0)
+                log.warning("%s: malformed line(s) skipped, first at byte %d", plan.path, at)
+            malformed += result.malformed
+            scan.malformed += result.malformed
+        offset += out.consumed
+        batch.add(result.records, plan.cursor(offset, malformed), out.consumed)
+        scan.records += len(result.records)
+        scan.bytes_read += out.consumed
+        if on_bytes is not None:
+            on_bytes(out.consumed)
+    return scan
+
+
 def tail_file(
     batch: Batch,
     source: str,
@@ -111,59 +213,11 @@ def tail_file(
     on_bytes: Callable[[int], None] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> FileScan:
-    """Read ``path`` from its cursor to its last complete line into ``batch``."""
-    scan = FileScan()
-    st = _stat(path)
-    if st is None:
-        return scan
-    key = str(path)
-    with path.open("rb") as fh:
-        head = _head(fh, st.st_size)
-        start, malformed = 0, 0
-        if cursor is not None:
-            same_file = (
-                cursor.inode == st.st_ino
-                and st.st_size >= cursor.offset
-                and head[: len(cursor.head)] == cursor.head
-                # Same size but touched since the cursor: rewritten in place, not appended to.
-                and not (st.st_size == cursor.offset == cursor.size and st.st_mtime_ns != cursor.mtime_ns)
-            )
-            if same_file:
-                start, malformed = cursor.offset, cursor.malformed
-            else:
-                scan.restarted = True
-                log.info("%s was truncated or replaced; re-reading it from the start (nothing is counted twice)", path)
-        if start >= st.st_size:
-            if scan.restarted or (cursor is not None and cursor.mtime_ns != st.st_mtime_ns):
-                batch.add([], Cursor(source, key, st.st_ino, st.st_size, start, head, malformed, st.st_mtime_ns), 0)
-            return scan
-        fh.seek(start)
-        offset, carry = start, b""
-        while True:
-            block = fh.read(chunk_bytes)
-            if not block:
-                break
-            data = carry + block if carry else block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
-                continue
-            complete, carry = data[: cut + 1], data[cut + 1 :]
-            result = parse(complete)
-            if result.malformed:
-                if malformed == 0:
-                    at = offset + (result.first_malformed_at or 0)
-                    log.warning("%s: malformed line(s) skipped, first at byte %d", path, at)
-                malformed += result.malformed
-                scan.malformed += result.malformed
-            offset += len(complete)
-            new_cursor = Cursor(source, key, st.st_ino, st.st_size, offset, head, malformed, st.st_mtime_ns)
-            batch.add(result.records, new_cursor, len(complete))
-            scan.records += len(result.records)
-            scan.bytes_read += len(complete)
-            if on_bytes is not None:
-                on_bytes(len(complete))
-    return scan
+    """Read ``path`` from its cursor to its last complete line into ``batch`` (in this process)."""
+    plan = plan_read(source, path, cursor)
+    if plan is None:
+        return FileScan()
+    return apply_read(batch, plan, read_chunks(plan.path, plan.start, parse, chunk_bytes), on_bytes)
 
 
 def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects") -> list[Path]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -42,9 +42,20 @@ import orjson
 
 from bridge.errors import SourceError
 from bridge.ledger import CostFunction, Ledger
-from bridge.record import CostOrigin, Tokens, UsageRecord
+from bridge.record import CostOrigin, Tokens, UsageRecord, collapse, record_to_tuple
 from bridge.sources._base import ProgressHook, ScanStats, SourceStatus, expand_dir_list, infer_provider, log
-from bridge.sources._tail import Batch, ChunkResult, iter_jsonl, needs_read, tail_file
+from bridge.sources._parallel import EncodedChunk, read_in_worker, worth_it
+from bridge.sources._tail import (
+    Batch,
+    ChunkOutcome,
+    ChunkResult,
+    ReadPlan,
+    apply_read,
+    iter_jsonl,
+    needs_read,
+    plan_read,
+    read_chunks,
+)
 
 NAME = "claude_transcripts"
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
@@ -96,7 +107,8 @@ def _int(usage: dict[str, Any], key: str) -> int:
     return v
 
 
-def _tokens(usage: dict[str, Any]) -> Tokens:
+def _tokens_checked(usage: dict[str, Any]) -> Tokens:
+    """The careful path: every field validated, with the name of the bad one."""
     cache_creation = _int(usage, "cache_creation_input_tokens")
     one_hour = 0
     split = usage.get("cache_creation")
@@ -105,12 +117,44 @@ def _tokens(usage: dict[str, Any]) -> Tokens:
         one_hour = _int(split, "ephemeral_1h_input_tokens")
         cache_creation = five + one_hour
     return Tokens(
-        input=_int(usage, "input_tokens"),
-        output=_int(usage, "output_tokens"),
-        cache_read=_int(usage, "cache_read_input_tokens"),
-        cache_creation=cache_creation,
-        cache_creation_1h=one_hour,
+        _int(usage, "input_tokens"),
+        _int(usage, "output_tokens"),
+        _int(usage, "cache_read_input_tokens"),
+        cache_creation,
+        one_hour,
     )
+
+
+def _tokens(usage: dict[str, Any]) -> Tokens:
+    """Token counts of a usage object; the common all-integers case costs a few lookups."""
+    g = usage.get
+    inp, out, read, write = (
+        g("input_tokens", 0),
+        g("output_tokens", 0),
+        g("cache_read_input_tokens", 0),
+        (g("cache_creation_input_tokens", 0)),
+    )
+    split = g("cache_creation")
+    one_hour = 0
+    if split is not None:
+        if type(split) is not dict:
+            return _tokens_checked(usage)
+        five, one_hour = split.get("ephemeral_5m_input_tokens", 0), split.get("ephemeral_1h_input_tokens", 0)
+        if type(five) is not int or type(one_hour) is not int or five < 0 or one_hour < 0:
+            return _tokens_checked(usage)
+        write = five + one_hour
+    if (
+        type(inp) is not int
+        or type(out) is not int
+        or type(read) is not int
+        or type(write) is not int
+        or inp < 0
+        or out < 0
+        or read < 0
+        or write < 0
+    ):
+        return _tokens_checked(usage)
+    return Tokens(inp, out, read, write, one_hour)
 
 
 def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
@@ -118,40 +162,40 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
 
     Raises ``ValueError`` for a line that claims usage but is not well-formed.
     """
-    if not isinstance(obj, dict) or obj.get("type") != "assistant":
+    if type(obj) is not dict or obj.get("type") != "assistant":
         return None
     message = obj.get("message")
-    if not isinstance(message, dict):
+    if type(message) is not dict:
         return None
     usage = message.get("usage")
-    if not isinstance(usage, dict):
+    if type(usage) is not dict:
         return None
     model = message.get("model")
     if model == "<synthetic>":
         return None
-    if not isinstance(model, str) or not model:
+    if type(model) is not str or not model:
         raise ValueError("assistant line with usage has no message.model")
     tokens = _tokens(usage)
-    if tokens.total == 0:
+    if tokens.input == tokens.output == tokens.cache_read == tokens.cache_creation == 0:
         return None
     ts_raw = obj.get("timestamp")
-    if not isinstance(ts_raw, str):
+    if type(ts_raw) is not str:
         raise ValueError("assistant line with usage has no timestamp")
     ts = datetime.fromisoformat(ts_raw)
     if ts.tzinfo is None:
         raise ValueError(f"timestamp without timezone: {ts_raw!r}")
     msg_id = message.get("id")
     req_id = obj.get("requestId")
-    if isinstance(msg_id, str) and msg_id:
-        key = f"cc:{msg_id}:{req_id if isinstance(req_id, str) else ''}"
-        group = msg_id
+    if type(msg_id) is str and msg_id:
+        key = f"cc:{msg_id}:{req_id if type(req_id) is str else ''}"
+        group: str | None = msg_id
     else:
         key = "cc-line:" + hashlib.sha1(line, usedforsecurity=False).hexdigest()
         group = None
     cost: Decimal | None = None
     origin = CostOrigin.UNKNOWN
     raw_cost = obj.get("costUSD")
-    if isinstance(raw_cost, int | float) and not isinstance(raw_cost, bool) and raw_cost >= 0:
+    if raw_cost is not None and type(raw_cost) in (int, float) and raw_cost >= 0:
         try:
             cost, origin = Decimal(str(raw_cost)), CostOrigin.REPORTED
         except InvalidOperation:
@@ -159,18 +203,18 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
     session = obj.get("sessionId")
     cwd = obj.get("cwd")
     return UsageRecord(
-        source=NAME,
-        provider=infer_provider(model),
-        model=model,
-        timestamp=ts,
-        dedup_key=key,
-        tokens=tokens,
-        cost=cost,
-        cost_origin=origin,
-        session_id=session if isinstance(session, str) and session else ctx.session_id,
-        project=cwd if isinstance(cwd, str) and cwd else ctx.project,
-        group_key=group,
-        is_sidechain=obj.get("isSidechain") is True,
+        NAME,
+        infer_provider(model),
+        model,
+        ts,
+        key,
+        tokens,
+        cost,
+        origin,
+        session if type(session) is str and session else ctx.session_id,
+        cwd if type(cwd) is str and cwd else ctx.project,
+        group,
+        obj.get("isSidechain") is True,
     )
 
 
@@ -320,14 +364,27 @@ class ClaudeTranscripts:
         stats = ScanStats(NAME)
         todo, _ = self._todo(ledger, since, paths)
         stats.files_seen = len(todo)
-        batch = Batch(ledger, pricer)
+        plans = []
         for path, cur, _st in todo:
             try:
-                fs = tail_file(batch, NAME, path, _chunk_parser(_context(path)), cur, progress)
+                plan = plan_read(NAME, path, cur)
             except OSError as exc:
-                stats.errors.append(f"{path}: {exc.strerror or exc}")
-                log.warning("cannot read %s: %s", path, exc.strerror or exc)
+                _read_error(stats, path, exc)
                 continue
+            if plan is not None:
+                plans.append(plan)
+        batch = Batch(ledger, pricer)
+        if worth_it(plans):
+            results: Iterable[tuple[ReadPlan, list[ChunkOutcome] | OSError]] = read_in_worker(
+                plans, _read_file, lambda p: _context(Path(p.path))
+            )
+        else:
+            results = ((p, _read_here(p)) for p in plans)
+        for plan, outcome in results:
+            if isinstance(outcome, OSError):
+                _read_error(stats, Path(plan.path), outcome)
+                continue
+            fs = apply_read(batch, plan, outcome, progress)
             stats.files_read += 1
             stats.bytes_read += fs.bytes_read
             stats.records += fs.records
@@ -335,3 +392,31 @@ class ClaudeTranscripts:
         batch.flush()
         stats.new_requests = batch.new_requests
         return stats
+
+
+def _read_error(stats: ScanStats, path: Path, exc: OSError) -> None:
+    stats.errors.append(f"{path}: {exc.strerror or exc}")
+    log.warning("cannot read %s: %s", path, exc.strerror or exc)
+
+
+def _read_here(plan: ReadPlan) -> list[ChunkOutcome] | OSError:
+    try:
+        return list(read_chunks(plan.path, plan.start, _chunk_parser(_context(Path(plan.path)))))
+    except OSError as exc:
+        return exc
+
+
+def _read_file(path: str, start: int, ctx: _FileContext) -> list[EncodedChunk]:
+    """Worker-process side of a parallel scan: read and parse, return records as tuples."""
+    parse = _chunk_parser(ctx)
+    # Streamed duplicates are merged here, per chunk (a chunk's records travel with its cursor),
+    # so the ledger's process decodes and merges about half as many records.
+    return [
+        (
+            o.consumed,
+            o.result.malformed,
+            o.result.first_malformed_at,
+            [record_to_tuple(r) for r in collapse(o.result.records).values()],
+        )
+        for o in read_chunks(path, start, parse)
+    ]
