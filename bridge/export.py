@@ -255,9 +255,11 @@ class BridgeExporter:
             readers.append(PrometheusMetricReader())
             log.info("serving Prometheus metrics on http://%s:%d/metrics", prometheus_host, prometheus_port)
         attrs = {"service.name": "tokenbridge", "service.version": __version__}
-        if instance_id:
+        user_attrs = env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+        if instance_id and "service.instance.id=" not in user_attrs.replace(" ", ""):
             # The SDK would draw a random service.instance.id per process; it becomes the
             # `instance` label, so every restart would start a second copy of each series.
+            # An id the user set in OTEL_RESOURCE_ATTRIBUTES wins over the ledger's.
             attrs["service.instance.id"] = instance_id
         resource = Resource.create(attrs)
         self.provider = MeterProvider(resource=resource, metric_readers=readers)

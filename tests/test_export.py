@@ -405,3 +405,15 @@ def test_prometheus_port_already_taken_is_one_clear_error(claude_home, cli_env):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert f"--prometheus-port: cannot serve on 127.0.0.1:{busy.port}" in r.stderr
+
+
+def test_instance_id_is_the_ledgers_unless_the_user_sets_one(claude_home, cli_env):
+    write_history(claude_home)
+    with running_sink("http/protobuf") as sink:
+        env = {**cli_env, **sink.env()}
+        assert sync(env)[0] == 0
+        ledger_id = {p.resource["service.instance.id"] for p in sink.latest().values()}
+        assert len(ledger_id) == 1 and len(next(iter(ledger_id))) == 36  # a UUID kept in the ledger
+        assert sync({**env, "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=devbox,team=eng"})[0] == 0
+        ids = {p.resource["service.instance.id"] for p in sink.latest().values()}
+        assert ids == {"devbox"}
