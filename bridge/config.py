@@ -34,6 +34,7 @@ class Settings:
     otlp: bool = True
     enabled_sources: tuple[str, ...] = SOURCE_NAMES
     prices_path: Path | None = None
+    rescan_s: float = 600.0
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -115,6 +116,14 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
             raise ConfigError("TOKENBRIDGE_EXPORT_INTERVAL", f"not a number of seconds: {raw_interval!r}") from None
     if s.interval_s <= 0:
         raise ConfigError("export.interval_seconds", "must be > 0")
+    raw_rescan = env.get("TOKENBRIDGE_RESCAN_INTERVAL")
+    if raw_rescan:
+        try:
+            s.rescan_s = float(raw_rescan)
+        except ValueError:
+            raise ConfigError("TOKENBRIDGE_RESCAN_INTERVAL", f"not a number of seconds: {raw_rescan!r}") from None
+        if s.rescan_s <= 0:
+            raise ConfigError("TOKENBRIDGE_RESCAN_INTERVAL", "must be > 0")
     session = _bool_env(env, "TOKENBRIDGE_INCLUDE_SESSION_ID")
     if session is not None:
         s.include_session_id = session

@@ -21,7 +21,6 @@ from bridge.sources import Source, build_sources
 
 log = logging.getLogger("tokenbridge.daemon")
 
-SAFETY_RESCAN_S = 600.0  # catches events a platform dropped (e.g. network file systems)
 POLL_S = 5.0  # when file watches cannot be set up (inotify watch limit): poll instead
 DEBOUNCE_S = 0.05  # a streamed response writes its lines in a burst: read them in one pass
 
@@ -120,7 +119,7 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
             env=settings.env,
             instance_id=ledger.instance_id(),
         )
-        rescan_s = SAFETY_RESCAN_S
+        rescan_s = settings.rescan_s
         try:
             observer = _observer(sources, wake)
         except OSError as exc:

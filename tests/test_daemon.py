@@ -248,3 +248,38 @@ def test_idle_daemon_does_not_keep_rereading_the_stats_cache(claude_home, cli_en
         watcher.stop()
         watcher.join(5)
     assert report_day(daily_report(cli_env), "2026-02-27") is not None
+
+
+def test_safety_rescan_finds_files_no_watch_could_see(claude_home, cli_env, tmp_path):
+    # A second root without projects/ at start has no watch; only the periodic rescan finds it.
+    late = tmp_path / "late-root"
+    late.mkdir()
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    env = {
+        **cli_env,
+        "CLAUDE_CONFIG_DIR": f"{claude_home.root},{late}",
+        "TOKENBRIDGE_RESCAN_INTERVAL": "0.5",
+    }
+    daemon = Daemon(env, "--no-otlp")
+    try:
+        daemon.wait_ready()
+        f = late / "projects" / "-srv" / "22222222-2222-4222-8222-222222222222.jsonl"
+        f.parent.mkdir(parents=True)
+        write_raw(f, assistant_line("msg_B", "req_B", output=5) + "\n")
+
+        def requests() -> int:
+            return int(daily_report(env)["totals"]["requests"])
+
+        wait_for(lambda: requests() == 2, timeout=15, what="the rescan to ingest the unwatched file")
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+
+
+def test_bad_rescan_interval_is_a_config_error(cli_env):
+    daemon = Daemon({**cli_env, "TOKENBRIDGE_RESCAN_INTERVAL": "soon"}, "--no-otlp")
+    try:
+        assert daemon.proc.wait(20) == 2
+        assert "TOKENBRIDGE_RESCAN_INTERVAL: not a number of seconds: 'soon'" in daemon.stderr()
+    finally:
+        daemon.close()
