@@ -64,6 +64,19 @@ def _bool_env(env: dict[str, str], key: str) -> bool | None:
     raise ConfigError(key, f"expected true/false, got {raw!r}")
 
 
+def _seconds_env(env: dict[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(key, f"not a number of seconds: {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(key, f"must be > 0 seconds, got {raw!r}")
+    return value
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -108,22 +121,10 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     overrides = data.get("pricing", {}).get("overrides")
     if overrides:
         s.prices_path = Path(os.path.expanduser(overrides))
-    raw_interval = env.get("TOKENBRIDGE_EXPORT_INTERVAL")
-    if raw_interval:
-        try:
-            s.interval_s = float(raw_interval)
-        except ValueError:
-            raise ConfigError("TOKENBRIDGE_EXPORT_INTERVAL", f"not a number of seconds: {raw_interval!r}") from None
     if s.interval_s <= 0:
-        raise ConfigError("export.interval_seconds", "must be > 0")
-    raw_rescan = env.get("TOKENBRIDGE_RESCAN_INTERVAL")
-    if raw_rescan:
-        try:
-            s.rescan_s = float(raw_rescan)
-        except ValueError:
-            raise ConfigError("TOKENBRIDGE_RESCAN_INTERVAL", f"not a number of seconds: {raw_rescan!r}") from None
-        if s.rescan_s <= 0:
-            raise ConfigError("TOKENBRIDGE_RESCAN_INTERVAL", "must be > 0")
+        raise ConfigError(f"{cfg_path.name}: export.interval_seconds", "must be > 0")
+    s.interval_s = _seconds_env(env, "TOKENBRIDGE_EXPORT_INTERVAL", s.interval_s)
+    s.rescan_s = _seconds_env(env, "TOKENBRIDGE_RESCAN_INTERVAL", s.rescan_s)
     session = _bool_env(env, "TOKENBRIDGE_INCLUDE_SESSION_ID")
     if session is not None:
         s.include_session_id = session
