@@ -162,3 +162,12 @@ def test_bad_interval_is_a_config_error_not_a_traceback(cli_env):
 def test_prometheus_port_belongs_to_run_not_sync(cli_env):
     out = cli(cli_env, "sync", "--prometheus-port", "9464")
     assert out.returncode == 2 and "unrecognized arguments: --prometheus-port" in out.stderr
+
+
+def test_unwritable_state_dir_is_one_line(cli_env, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    out = cli({**cli_env, "TOKENBRIDGE_STATE_DIR": str(blocker / "state")}, "sync", "--no-export")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "not-a-dir" in out.stderr
