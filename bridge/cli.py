@@ -151,11 +151,13 @@ def ingest(
             task = bar.add_task("scanning history", total=pending)
             for s in sources:
                 results.append(s.scan(ledger, pricer, since, lambda n: bar.advance(task, n)))
-                _mark_scanned(ledger, s)
+                if since is None:
+                    _mark_scanned(ledger, s)
     else:
         for s in sources:
             results.append(s.scan(ledger, pricer, since))
-            _mark_scanned(ledger, s)
+            if since is None:  # a --days pass has not seen every transcript day
+                _mark_scanned(ledger, s)
     return results
 
 

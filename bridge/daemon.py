@@ -127,7 +127,10 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
             log.warning("cannot watch files (%s); polling every %.0fs instead", exc.strerror or exc, POLL_S)
             observer, rescan_s = None, POLL_S
         try:
-            ingest(ledger, sources, pricer, show_progress=show_progress)
+            try:
+                ingest(ledger, sources, pricer, show_progress=show_progress)
+            except Exception as exc:  # keep watching: the next pass retries what failed
+                log.warning("first ingest failed: %s; retrying on the next pass", exc)
             exporter.refresh(ledger)
             log.info("watching %d source(s); exporting every %gs", len(sources), settings.interval_s)
             while not stop.is_set():

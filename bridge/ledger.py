@@ -18,6 +18,7 @@ Money is stored as integer pico-dollars (1e-12 USD) so SQL sums stay exact.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 import uuid
@@ -32,8 +33,11 @@ from typing import Any, Protocol
 from bridge.errors import LedgerError
 from bridge.record import CostOrigin, Tokens, UsageRecord, collapse
 
+log = logging.getLogger("tokenbridge.ledger")
+
 SCHEMA_VERSION = 1
 _PICO = Decimal(10) ** 12
+_MAX_PUSD = 2**62  # SQLite INTEGER is 64-bit; keep sums of many rows in range
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -304,105 +308,66 @@ class Ledger:
         pricer: CostFunction,
         result: BatchResult,
     ) -> None:
+        """Merge a batch: the new state of every touched row is computed in memory, then the
+        difference to the stored state is written and added to the totals (each stored row is
+        subtracted at most once, so totals always equal the rows)."""
         incoming = collapse(records)  # streamed duplicates and in-batch replays, merged once
-        existing = self._load(db, list(incoming))
-        replays = self._load_group_rivals(db, incoming)
+        stored = self._load(db, "dedup_key", list(incoming))
+        groups = {rec.group_key for rec in incoming.values() if rec.group_key}
+        stored.update(self._load(db, "group_key", sorted(groups)))
+        rows = dict(stored)
+        for key, rec in incoming.items():
+            rows[key] = _merge_record(rows.get(key), rec)
+        _resolve_groups(rows, groups)
         deltas: dict[tuple[str, str, str, str], list[int]] = {}
         writes: list[tuple[object, ...]] = []
-        deletes: list[str] = []
-        for in_key, in_rec in incoming.items():
-            key, rec = in_key, in_rec
-            old = existing.get(key)
-            tokens = rec.tokens
-            reported = to_pusd(rec.cost) if rec.cost is not None and rec.cost_origin is CostOrigin.REPORTED else None
-            rival = replays.get(key)
-            if old is None and rival is not None:
-                if rival.sidechain and not rec.is_sidechain:
-                    # The parent message arrives after its sidechain replay: the parent's key wins,
-                    # carrying whatever the replay had already counted.
-                    deletes.append(rival.dedup_key)
-                    _add_delta(deltas, rival, -1)
-                    result.tokens_added -= rival.tokens.total
-                    tokens = tokens.merge_max(rival.tokens)
-                    reported = _max_opt_int(reported, rival.reported_pusd)
-                elif rec.is_sidechain and not rival.sidechain:
-                    # A sidechain replay of a message already counted in its parent: fold into it.
-                    key = rival.dedup_key
-                    old = rival
-                    rec = _with_identity(rec, rival)
-            row = self._merged_row(rec, old, tokens, reported, pricer)
-            if old is not None and _same(old, row):
-                continue
-            if old is None:
+        gone = [old for key, old in stored.items() if key not in rows]  # replays folded into a parent
+        for old in gone:
+            _add_delta(deltas, old, -1)
+            result.tokens_added -= old.tokens.total
+        db.executemany("DELETE FROM usage WHERE dedup_key=?", [(old.dedup_key,) for old in gone])
+        for key, row in rows.items():
+            prev = stored.get(key)
+            if prev is not None and _identity_and_usage(prev) == _identity_and_usage(row):
+                continue  # unchanged: keeps its cost
+            self._price(row, pricer)
+            if prev is None:
                 result.new_requests += 1
             else:
                 result.updated_requests += 1
-                _add_delta(deltas, old, -1)
+                _add_delta(deltas, prev, -1)
+                result.tokens_added -= prev.tokens.total
             _add_delta(deltas, row, +1)
-            result.tokens_added += row.tokens.total - (old.tokens.total if old else 0)
+            result.tokens_added += row.tokens.total
             writes.append(row.as_params())
-        if deletes:
-            db.executemany("DELETE FROM usage WHERE dedup_key=?", [(k,) for k in deletes])
         if writes:
             db.executemany(f"INSERT OR REPLACE INTO usage ({_COLS}) VALUES ({','.join('?' * 17)})", writes)
         self._apply_deltas(db, deltas)
 
-    def _merged_row(
-        self,
-        rec: UsageRecord,
-        old: _Row | None,
-        tokens: Tokens,
-        reported: int | None,
-        pricer: CostFunction,
-    ) -> _Row:
-        if old is not None:
-            tokens = tokens.merge_max(old.tokens)
-            reported = _max_opt_int(reported, old.reported_pusd)
-        sidechain = rec.is_sidechain and (old is None or old.sidechain)
-        base = old if old is not None and (not old.sidechain or rec.is_sidechain) else None
-        if reported is not None:
-            cost_pusd: int | None = reported
-            origin = CostOrigin.REPORTED.value
-        else:
-            cost = pricer.cost(rec.provider, rec.model, tokens, rec.timestamp)
-            cost_pusd = None if cost is None else to_pusd(cost)
-            origin = (CostOrigin.UNKNOWN if cost is None else CostOrigin.ESTIMATED).value
-        if base is not None:
-            # Keep the first-seen identity (timestamp, session, project) of a request: a later
-            # streamed line must not move its usage to another hour or session.
-            return _Row(
-                base.dedup_key, base.group_key, base.source, base.provider, base.model, base.ts_ms,
-                base.session_id, base.project, sidechain, tokens, reported, cost_pusd, origin,
-            )  # fmt: skip
-        return _Row(
-            rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
-            rec.session_id, rec.project, sidechain, tokens, reported, cost_pusd, origin,
-        )  # fmt: skip
+    @staticmethod
+    def _price(row: _Row, pricer: CostFunction) -> None:
+        """Cost of a row from its tokens at its own (first-seen) time: the same whatever the
+        batch boundaries, and never lower after more tokens arrive."""
+        if row.reported_pusd is not None:
+            row.cost_pusd, row.cost_origin = row.reported_pusd, CostOrigin.REPORTED.value
+            return
+        at = datetime.fromtimestamp(row.ts_ms / 1000, UTC)
+        cost = pricer.cost(row.provider, row.model, row.tokens, at)
+        pusd = None if cost is None else to_pusd(cost)
+        if pusd is not None and not 0 <= pusd < _MAX_PUSD:
+            log.warning("cost of %s (%s) is out of range; kept as unknown", row.dedup_key, cost)
+            pusd = None
+        row.cost_pusd = pusd
+        row.cost_origin = (CostOrigin.UNKNOWN if pusd is None else CostOrigin.ESTIMATED).value
 
-    def _load(self, db: sqlite3.Connection, keys: list[str]) -> dict[str, _Row]:
+    def _load(self, db: sqlite3.Connection, column: str, values: list[str]) -> dict[str, _Row]:
+        """Stored rows whose ``column`` (dedup_key or group_key) is one of ``values``, by key."""
         out: dict[str, _Row] = {}
-        for chunk in _chunks(keys, 500):
-            q = f"SELECT {_COLS} FROM usage WHERE dedup_key IN ({','.join('?' * len(chunk))})"
+        for chunk in _chunks(values, 500):
+            q = f"SELECT {_COLS} FROM usage WHERE {column} IN ({','.join('?' * len(chunk))})"
             for r in db.execute(q, chunk):
                 row = _Row.from_db(r)
                 out[row.dedup_key] = row
-        return out
-
-    def _load_group_rivals(self, db: sqlite3.Connection, incoming: dict[str, UsageRecord]) -> dict[str, _Row]:
-        """For each incoming record with a group key, a stored row of the same group with the
-        opposite sidechain flag (a replay pair), if any."""
-        groups: dict[str, list[UsageRecord]] = {}
-        for rec in incoming.values():
-            if rec.group_key:
-                groups.setdefault(rec.group_key, []).append(rec)
-        out: dict[str, _Row] = {}
-        for chunk in _chunks(list(groups), 500):
-            q = f"SELECT {_COLS} FROM usage WHERE group_key IN ({','.join('?' * len(chunk))})"
-            for r in db.execute(q, chunk):
-                row = _Row.from_db(r)
-                for rec in groups.get(row.group_key or "", []):
-                    if rec.dedup_key != row.dedup_key and rec.is_sidechain != row.sidechain:
-                        out.setdefault(rec.dedup_key, row)
         return out
 
     def _apply_deltas(self, db: sqlite3.Connection, deltas: dict[tuple[str, str, str, str], list[int]]) -> None:
@@ -462,7 +427,7 @@ class Ledger:
 
     def tokens_for(self, keys: list[str]) -> dict[str, Tokens]:
         """Stored tokens of the given dedup keys (missing keys are absent)."""
-        return {k: row.tokens for k, row in self._load(self._db, keys).items()}
+        return {k: row.tokens for k, row in self._load(self._db, "dedup_key", keys).items()}
 
     def source_summary(self, source: str) -> dict[str, Any]:
         """Requests, last event, skipped lines and unpriced models of one source."""
@@ -482,6 +447,20 @@ class Ledger:
         r = self._db.execute("SELECT MIN(ts_ms) FROM usage WHERE source=?", (source,)).fetchone()
         return None if r is None or r[0] is None else int(r[0])
 
+    def retract(self, source: str, since_ms: int) -> int:
+        """Remove ``source``'s rows from ``since_ms`` on (and their totals): for a source whose
+        rule gives way to a better one for those days. Returns the number of rows removed."""
+        with self._transaction() as db:
+            rows = [_Row.from_db(r) for r in db.execute(
+                f"SELECT {_COLS} FROM usage WHERE source=? AND ts_ms >= ?", (source, since_ms)
+            )]  # fmt: skip
+            deltas: dict[tuple[str, str, str, str], list[int]] = {}
+            for row in rows:
+                _add_delta(deltas, row, -1)
+            db.executemany("DELETE FROM usage WHERE dedup_key=?", [(r.dedup_key,) for r in rows])
+            self._apply_deltas(db, deltas)
+        return len(rows)
+
     def unpriced_requests(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(unpriced), 0) FROM totals").fetchone()[0])
 
@@ -490,17 +469,16 @@ class Ledger:
 
         Only unknown → estimated: a cost never goes down, so exported counters stay monotonic.
         """
-        rows = [_Row.from_db(r) for r in self._db.execute(f"SELECT {_COLS} FROM usage WHERE cost_pusd IS NULL")]
         changed = 0
         with self._transaction() as db:
+            rows = [_Row.from_db(r) for r in db.execute(f"SELECT {_COLS} FROM usage WHERE cost_pusd IS NULL")]
             deltas: dict[tuple[str, str, str, str], list[int]] = {}
             for row in rows:
-                at = datetime.fromtimestamp(row.ts_ms / 1000, UTC)
-                cost = pricer.cost(row.provider, row.model, row.tokens, at)
-                if cost is None:
+                before = replace(row)
+                self._price(row, pricer)
+                if row.cost_pusd is None:
                     continue
-                _add_delta(deltas, row, -1)
-                row.cost_pusd, row.cost_origin = to_pusd(cost), CostOrigin.ESTIMATED.value
+                _add_delta(deltas, before, -1)
                 _add_delta(deltas, row, +1)
                 db.execute("UPDATE usage SET cost_pusd=?, cost_origin=? WHERE dedup_key=?",
                            (row.cost_pusd, row.cost_origin, row.dedup_key))  # fmt: skip
@@ -530,6 +508,61 @@ class Ledger:
         return int(self._db.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
 
 
+def _merge_record(old: _Row | None, rec: UsageRecord) -> _Row:
+    """A stored row updated with an incoming record: field-wise max of the usage; the first-seen
+    identity (time, session, project) stays, unless a non-sidechain line meets a sidechain row."""
+    reported = to_pusd(rec.cost) if rec.cost is not None and rec.cost_origin is CostOrigin.REPORTED else None
+    if reported is not None and not 0 <= reported < _MAX_PUSD:
+        reported = None
+    if old is None or (old.sidechain and not rec.is_sidechain):
+        base = _Row(
+            rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
+            rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, CostOrigin.UNKNOWN.value,
+        )  # fmt: skip
+        return base if old is None else _fold(base, old)
+    return _fold(old, _Row(
+        rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
+        rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, CostOrigin.UNKNOWN.value,
+    ))  # fmt: skip
+
+
+def _identity_and_usage(r: _Row) -> tuple[object, ...]:
+    return (r.tokens, r.reported_pusd, r.sidechain, r.ts_ms, r.session_id, r.project, r.model, r.source)
+
+
+def _fold(base: _Row, other: _Row) -> _Row:
+    """``base``'s identity with the field-wise max of both rows' usage."""
+    return _Row(
+        base.dedup_key, base.group_key, base.source, base.provider, base.model, base.ts_ms, base.session_id,
+        base.project, base.sidechain, base.tokens.merge_max(other.tokens),
+        _max_opt_int(base.reported_pusd, other.reported_pusd), base.cost_pusd, base.cost_origin,
+    )  # fmt: skip
+
+
+def _resolve_groups(rows: dict[str, _Row], groups: set[str]) -> None:
+    """Fold sidechain rows into their group's one canonical row (in place).
+
+    A group is a ``message.id``. Non-sidechain rows are separate requests (a gateway may reuse
+    one id); every sidechain row of the group is a replay: it folds into the first
+    non-sidechain row, or, with none yet, all replays fold into one.
+    """
+    if not groups:
+        return
+    members: dict[str, list[str]] = {}
+    for key, row in rows.items():
+        if row.group_key in groups:
+            members.setdefault(row.group_key, []).append(key)
+    for keys in members.values():
+        side = sorted(k for k in keys if rows[k].sidechain)
+        if not side:
+            continue
+        parents = sorted(k for k in keys if not rows[k].sidechain)
+        target = parents[0] if parents else side[0]
+        for k in side:
+            if k != target:
+                rows[target] = _fold(rows[target], rows.pop(k))
+
+
 def _series_total(r: Any) -> SeriesTotal:
     tokens = {"input": int(r[4]), "output": int(r[5]), "cacheRead": int(r[6]), "cacheCreation": int(r[7])}
     return SeriesTotal(str(r[0]), str(r[1]), str(r[2]), str(r[3]), tokens, from_pusd(int(r[8])), int(r[9]), int(r[10]))
@@ -540,25 +573,10 @@ def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
         yield items[i : i + n]
 
 
-def _max_opt(a: Decimal | None, b: Decimal | None) -> Decimal | None:
-    if a is None:
-        return b
-    return a if b is None else max(a, b)
-
-
 def _max_opt_int(a: int | None, b: int | None) -> int | None:
     if a is None:
         return b
     return a if b is None else max(a, b)
-
-
-def _same(a: _Row, b: _Row) -> bool:
-    return a.as_params() == b.as_params()
-
-
-def _with_identity(rec: UsageRecord, row: _Row) -> UsageRecord:
-    """A sidechain replay folded into its parent keeps the parent's identity."""
-    return replace(rec, dedup_key=row.dedup_key, is_sidechain=False)
 
 
 def _add_delta(deltas: dict[tuple[str, str, str, str], list[int]], row: _Row, sign: int) -> None:

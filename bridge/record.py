@@ -14,6 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 TOKEN_TYPES: tuple[str, ...] = ("input", "output", "cacheRead", "cacheCreation")
+# No real request (or day) comes near this; above it a count is corrupt, and its cost would
+# overflow the ledger's 64-bit integers.
+MAX_TOKENS = 10**11
 
 
 class CostOrigin(enum.StrEnum):
@@ -87,6 +90,15 @@ class UsageRecord:
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        t = self.tokens
+        if not (
+            0 <= t.input <= MAX_TOKENS
+            and 0 <= t.output <= MAX_TOKENS
+            and 0 <= t.cache_read <= MAX_TOKENS
+            and 0 <= t.cache_creation <= MAX_TOKENS
+            and 0 <= t.cache_creation_1h <= t.cache_creation
+        ):
+            raise ValueError(f"token counts out of range: {t}")
         if self.timestamp.tzinfo is None:
             raise ValueError("UsageRecord.timestamp must be timezone-aware (UTC)")
         if self.cost is None and self.cost_origin is not CostOrigin.UNKNOWN:

@@ -15,6 +15,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from bridge.record import record_from_tuple
@@ -45,8 +46,9 @@ def _decode(chunks: list[EncodedChunk]) -> list[ChunkOutcome]:
 
 def read_in_worker(
     plans: Sequence[ReadPlan], work: Worker, context: Callable[[ReadPlan], Any]
-) -> Iterator[tuple[ReadPlan, list[ChunkOutcome] | OSError]]:
-    """Yield each plan with its parsed chunks (or the OSError reading it raised), in order."""
+) -> Iterator[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]]:
+    """Yield each plan with its parsed chunks, the OSError reading it raised, or None when the
+    worker is gone and the caller must read the plan itself; in order."""
     log.debug("parsing %d file(s) in a worker process", len(plans))
     # spawn, not fork: the daemon has threads (exporter, file watcher) and forking them is unsafe.
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -70,8 +72,18 @@ def read_in_worker(
             plan, fut = queue.popleft()
             in_flight -= plan.size - plan.start
             try:
-                outcome: list[ChunkOutcome] | OSError = [] if fut is None else _decode(fut.result())
+                outcome: list[ChunkOutcome] | OSError | None = [] if fut is None else _decode(fut.result())
             except OSError as exc:
                 outcome = exc
+            except BrokenProcessPool:
+                # The worker died (e.g. killed for memory). Nothing of this plan was committed:
+                # the caller reads it and every later plan in its own process.
+                log.warning("parse worker died; reading the remaining files in this process")
+                yield plan, None
+                for rest, _ in queue:
+                    yield rest, None
+                for rest in todo:
+                    yield rest, None
+                return
             refill()
             yield plan, outcome

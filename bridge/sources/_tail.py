@@ -134,8 +134,9 @@ def plan_read(source: str, path: Path, cursor: Cursor | None) -> ReadPlan | None
             cursor.inode == st.st_ino
             and st.st_size >= cursor.offset
             and head[: len(cursor.head)] == cursor.head
-            # Same size but touched since the cursor: rewritten in place, not appended to.
-            and not (st.st_size == cursor.offset == cursor.size and st.st_mtime_ns != cursor.mtime_ns)
+            # Same size as when the cursor was stored but touched since: an append always grows
+            # the file, so this is an in-place rewrite (even if a partial last line was pending).
+            and not (st.st_size == cursor.size and st.st_mtime_ns != cursor.mtime_ns)
         )
         if same_file:
             start, malformed = cursor.offset, cursor.malformed

@@ -117,6 +117,12 @@ class ClaudeStatsCache:
             log.info("stats cache waits for a first transcript scan (it may only fill days transcripts lack)")
             return stats
         cutoff = self._cutoff(ledger)
+        if cutoff is not None:
+            # Transcripts now cover these days (a first sync limited with --days, a new root, a
+            # restored file): they win, so the stats rows of those days go.
+            removed = ledger.retract(NAME, int(datetime.combine(cutoff, time(0), tzinfo=self.tz).timestamp() * 1000))
+            if removed:
+                log.info("stats cache: %d day/model row(s) now covered by transcripts were removed", removed)
         for path in self.files():
             stats.files_seen += 1
             try:
@@ -174,14 +180,17 @@ class ClaudeStatsCache:
                 before.cache_read + extra.cache_read,
                 before.cache_creation + extra.cache_creation,
             )
-            out.append(
-                UsageRecord(
-                    source=NAME,
-                    provider=infer_provider(model),
-                    model=model,
-                    timestamp=self._noon(day),
-                    dedup_key=f"stats:{day_s}:{model}",
-                    tokens=tokens,
+            try:
+                out.append(
+                    UsageRecord(
+                        source=NAME,
+                        provider=infer_provider(model),
+                        model=model,
+                        timestamp=self._noon(day),
+                        dedup_key=f"stats:{day_s}:{model}",
+                        tokens=tokens,
+                    )
                 )
-            )
+            except ValueError as exc:
+                log.warning("stats cache: %s %s skipped: %s", day_s, model, exc)
         return out

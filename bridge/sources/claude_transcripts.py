@@ -375,12 +375,13 @@ class ClaudeTranscripts:
                 plans.append(plan)
         batch = Batch(ledger, pricer)
         if worth_it(plans):
-            results: Iterable[tuple[ReadPlan, list[ChunkOutcome] | OSError]] = read_in_worker(
+            results: Iterable[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]] = read_in_worker(
                 plans, _read_file, lambda p: _context(Path(p.path))
             )
         else:
-            results = ((p, _read_here(p)) for p in plans)
-        for plan, outcome in results:
+            results = ((p, None) for p in plans)
+        for plan, got in results:
+            outcome = _read_here(plan) if got is None else got
             if isinstance(outcome, OSError):
                 _read_error(stats, Path(plan.path), outcome)
                 continue
