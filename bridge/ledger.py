@@ -312,9 +312,11 @@ class Ledger:
         difference to the stored state is written and added to the totals (each stored row is
         subtracted at most once, so totals always equal the rows)."""
         incoming = collapse(records)  # streamed duplicates and in-batch replays, merged once
-        stored = self._load(db, "dedup_key", list(incoming))
         groups = {rec.group_key for rec in incoming.values() if rec.group_key}
-        stored.update(self._load(db, "group_key", sorted(groups)))
+        # A record's own row shares its group, so loading the groups finds it too; only records
+        # without a group need a lookup by key.
+        stored = self._load(db, "group_key", sorted(groups))
+        stored.update(self._load(db, "dedup_key", [k for k, r in incoming.items() if not r.group_key]))
         rows = dict(stored)
         for key, rec in incoming.items():
             rows[key] = _merge_record(rows.get(key), rec)

@@ -72,7 +72,8 @@ class UsageRecord:
 
     ``dedup_key`` is stable across re-reads, restarts and copies of the same request into other
     files; the ledger keeps one row per key. ``group_key`` (optional) names a wider identity used
-    to collapse replays (Claude Code's sidechain replays share ``message.id``).
+    to collapse replays (Claude Code's sidechain replays share ``message.id``); records with the
+    same ``dedup_key`` always have the same ``group_key``.
     """
 
     source: str
