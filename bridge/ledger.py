@@ -30,14 +30,23 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+from bridge._rows import (
+    MAX_PUSD,
+    Deltas,
+    Row,
+    add_delta,
+    from_pusd,
+    identity_and_usage,
+    merge_record,
+    resolve_groups,
+    to_pusd,
+)
 from bridge.errors import LedgerError
 from bridge.record import CostOrigin, Tokens, UsageRecord, collapse
 
 log = logging.getLogger("tokenbridge.ledger")
 
 SCHEMA_VERSION = 1
-_PICO = Decimal(10) ** 12
-_MAX_PUSD = 2**62  # SQLite INTEGER is 64-bit; keep sums of many rows in range
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -125,72 +134,6 @@ class BatchResult:
     new_requests: int = 0
     updated_requests: int = 0
     tokens_added: int = 0
-
-
-@dataclass(slots=True)
-class _Row:
-    dedup_key: str
-    group_key: str | None
-    source: str
-    provider: str
-    model: str
-    ts_ms: int
-    session_id: str | None
-    project: str | None
-    sidechain: bool
-    tokens: Tokens
-    reported_pusd: int | None
-    cost_pusd: int | None
-    cost_origin: str
-
-    @classmethod
-    def from_db(cls, r: Any) -> _Row:
-        return cls(
-            str(r[0]),
-            None if r[1] is None else str(r[1]),
-            str(r[2]),
-            str(r[3]),
-            str(r[4]),
-            int(r[5]),
-            None if r[6] is None else str(r[6]),
-            None if r[7] is None else str(r[7]),
-            bool(r[8]),
-            Tokens(int(r[9]), int(r[10]), int(r[11]), int(r[12]), int(r[13])),
-            None if r[14] is None else int(r[14]),
-            None if r[15] is None else int(r[15]),
-            str(r[16]),
-        )
-
-    def as_params(self) -> tuple[object, ...]:
-        t = self.tokens
-        return (
-            self.dedup_key,
-            self.group_key,
-            self.source,
-            self.provider,
-            self.model,
-            self.ts_ms,
-            self.session_id,
-            self.project,
-            int(self.sidechain),
-            t.input,
-            t.output,
-            t.cache_read,
-            t.cache_creation,
-            t.cache_creation_1h,
-            self.reported_pusd,
-            self.cost_pusd,
-            self.cost_origin,
-        )
-
-
-def to_pusd(amount: Decimal) -> int:
-    """USD → integer pico-dollars (exact for prices with up to 12 decimals)."""
-    return int((amount * _PICO).to_integral_value())
-
-
-def from_pusd(pusd: int) -> Decimal:
-    return Decimal(pusd) / _PICO
 
 
 class Ledger:
@@ -319,27 +262,27 @@ class Ledger:
         stored.update(self._load(db, "dedup_key", [k for k, r in incoming.items() if not r.group_key]))
         rows = dict(stored)
         for key, rec in incoming.items():
-            rows[key] = _merge_record(rows.get(key), rec)
-        _resolve_groups(rows, groups)
-        deltas: dict[tuple[str, str, str, str], list[int]] = {}
+            rows[key] = merge_record(rows.get(key), rec)
+        resolve_groups(rows, groups)
+        deltas: Deltas = {}
         writes: list[tuple[object, ...]] = []
         gone = [old for key, old in stored.items() if key not in rows]  # replays folded into a parent
         for old in gone:
-            _add_delta(deltas, old, -1)
+            add_delta(deltas, old, -1)
             result.tokens_added -= old.tokens.total
         db.executemany("DELETE FROM usage WHERE dedup_key=?", [(old.dedup_key,) for old in gone])
         for key, row in rows.items():
             prev = stored.get(key)
-            if prev is not None and _identity_and_usage(prev) == _identity_and_usage(row):
+            if prev is not None and identity_and_usage(prev) == identity_and_usage(row):
                 continue  # unchanged: keeps its cost
             self._price(row, pricer)
             if prev is None:
                 result.new_requests += 1
             else:
                 result.updated_requests += 1
-                _add_delta(deltas, prev, -1)
+                add_delta(deltas, prev, -1)
                 result.tokens_added -= prev.tokens.total
-            _add_delta(deltas, row, +1)
+            add_delta(deltas, row, +1)
             result.tokens_added += row.tokens.total
             writes.append(row.as_params())
         if writes:
@@ -347,7 +290,7 @@ class Ledger:
         self._apply_deltas(db, deltas)
 
     @staticmethod
-    def _price(row: _Row, pricer: CostFunction) -> None:
+    def _price(row: Row, pricer: CostFunction) -> None:
         """Cost of a row from its tokens at its own (first-seen) time: the same whatever the
         batch boundaries, and never lower after more tokens arrive."""
         if row.reported_pusd is not None:
@@ -356,23 +299,23 @@ class Ledger:
         at = datetime.fromtimestamp(row.ts_ms / 1000, UTC)
         cost = pricer.cost(row.provider, row.model, row.tokens, at)
         pusd = None if cost is None else to_pusd(cost)
-        if pusd is not None and not 0 <= pusd < _MAX_PUSD:
+        if pusd is not None and not 0 <= pusd < MAX_PUSD:
             log.warning("cost of %s (%s) is out of range; kept as unknown", row.dedup_key, cost)
             pusd = None
         row.cost_pusd = pusd
         row.cost_origin = (CostOrigin.UNKNOWN if pusd is None else CostOrigin.ESTIMATED).value
 
-    def _load(self, db: sqlite3.Connection, column: str, values: list[str]) -> dict[str, _Row]:
+    def _load(self, db: sqlite3.Connection, column: str, values: list[str]) -> dict[str, Row]:
         """Stored rows whose ``column`` (dedup_key or group_key) is one of ``values``, by key."""
-        out: dict[str, _Row] = {}
+        out: dict[str, Row] = {}
         for chunk in _chunks(values, 500):
             q = f"SELECT {_COLS} FROM usage WHERE {column} IN ({','.join('?' * len(chunk))})"
             for r in db.execute(q, chunk):
-                row = _Row.from_db(r)
+                row = Row.from_db(r)
                 out[row.dedup_key] = row
         return out
 
-    def _apply_deltas(self, db: sqlite3.Connection, deltas: dict[tuple[str, str, str, str], list[int]]) -> None:
+    def _apply_deltas(self, db: sqlite3.Connection, deltas: Deltas) -> None:
         params = [(*k, *v) for k, v in deltas.items() if any(v)]
         if not params:
             return
@@ -453,12 +396,12 @@ class Ledger:
         """Remove ``source``'s rows from ``since_ms`` on (and their totals): for a source whose
         rule gives way to a better one for those days. Returns the number of rows removed."""
         with self._transaction() as db:
-            rows = [_Row.from_db(r) for r in db.execute(
+            rows = [Row.from_db(r) for r in db.execute(
                 f"SELECT {_COLS} FROM usage WHERE source=? AND ts_ms >= ?", (source, since_ms)
             )]  # fmt: skip
-            deltas: dict[tuple[str, str, str, str], list[int]] = {}
+            deltas: Deltas = {}
             for row in rows:
-                _add_delta(deltas, row, -1)
+                add_delta(deltas, row, -1)
             db.executemany("DELETE FROM usage WHERE dedup_key=?", [(r.dedup_key,) for r in rows])
             self._apply_deltas(db, deltas)
         return len(rows)
@@ -473,15 +416,15 @@ class Ledger:
         """
         changed = 0
         with self._transaction() as db:
-            rows = [_Row.from_db(r) for r in db.execute(f"SELECT {_COLS} FROM usage WHERE cost_pusd IS NULL")]
-            deltas: dict[tuple[str, str, str, str], list[int]] = {}
+            rows = [Row.from_db(r) for r in db.execute(f"SELECT {_COLS} FROM usage WHERE cost_pusd IS NULL")]
+            deltas: Deltas = {}
             for row in rows:
                 before = replace(row)
                 self._price(row, pricer)
                 if row.cost_pusd is None:
                     continue
-                _add_delta(deltas, before, -1)
-                _add_delta(deltas, row, +1)
+                add_delta(deltas, before, -1)
+                add_delta(deltas, row, +1)
                 db.execute("UPDATE usage SET cost_pusd=?, cost_origin=? WHERE dedup_key=?",
                            (row.cost_pusd, row.cost_origin, row.dedup_key))  # fmt: skip
                 changed += 1
@@ -510,61 +453,6 @@ class Ledger:
         return int(self._db.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
 
 
-def _merge_record(old: _Row | None, rec: UsageRecord) -> _Row:
-    """A stored row updated with an incoming record: field-wise max of the usage; the first-seen
-    identity (time, session, project) stays, unless a non-sidechain line meets a sidechain row."""
-    reported = to_pusd(rec.cost) if rec.cost is not None and rec.cost_origin is CostOrigin.REPORTED else None
-    if reported is not None and not 0 <= reported < _MAX_PUSD:
-        reported = None
-    if old is None or (old.sidechain and not rec.is_sidechain):
-        base = _Row(
-            rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
-            rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, CostOrigin.UNKNOWN.value,
-        )  # fmt: skip
-        return base if old is None else _fold(base, old)
-    return _fold(old, _Row(
-        rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
-        rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, CostOrigin.UNKNOWN.value,
-    ))  # fmt: skip
-
-
-def _identity_and_usage(r: _Row) -> tuple[object, ...]:
-    return (r.tokens, r.reported_pusd, r.sidechain, r.ts_ms, r.session_id, r.project, r.model, r.source)
-
-
-def _fold(base: _Row, other: _Row) -> _Row:
-    """``base``'s identity with the field-wise max of both rows' usage."""
-    return _Row(
-        base.dedup_key, base.group_key, base.source, base.provider, base.model, base.ts_ms, base.session_id,
-        base.project, base.sidechain, base.tokens.merge_max(other.tokens),
-        _max_opt_int(base.reported_pusd, other.reported_pusd), base.cost_pusd, base.cost_origin,
-    )  # fmt: skip
-
-
-def _resolve_groups(rows: dict[str, _Row], groups: set[str]) -> None:
-    """Fold sidechain rows into their group's one canonical row (in place).
-
-    A group is a ``message.id``. Non-sidechain rows are separate requests (a gateway may reuse
-    one id); every sidechain row of the group is a replay: it folds into the first
-    non-sidechain row, or, with none yet, all replays fold into one.
-    """
-    if not groups:
-        return
-    members: dict[str, list[str]] = {}
-    for key, row in rows.items():
-        if row.group_key in groups:
-            members.setdefault(row.group_key, []).append(key)
-    for keys in members.values():
-        side = sorted(k for k in keys if rows[k].sidechain)
-        if not side:
-            continue
-        parents = sorted(k for k in keys if not rows[k].sidechain)
-        target = parents[0] if parents else side[0]
-        for k in side:
-            if k != target:
-                rows[target] = _fold(rows[target], rows.pop(k))
-
-
 def _series_total(r: Any) -> SeriesTotal:
     tokens = {"input": int(r[4]), "output": int(r[5]), "cacheRead": int(r[6]), "cacheCreation": int(r[7])}
     return SeriesTotal(str(r[0]), str(r[1]), str(r[2]), str(r[3]), tokens, from_pusd(int(r[8])), int(r[9]), int(r[10]))
@@ -573,25 +461,6 @@ def _series_total(r: Any) -> SeriesTotal:
 def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
-
-
-def _max_opt_int(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    return a if b is None else max(a, b)
-
-
-def _add_delta(deltas: dict[tuple[str, str, str, str], list[int]], row: _Row, sign: int) -> None:
-    key = (row.source, row.provider, row.model, row.session_id or "")
-    d = deltas.setdefault(key, [0, 0, 0, 0, 0, 0, 0])
-    t = row.tokens
-    d[0] += sign * t.input
-    d[1] += sign * t.output
-    d[2] += sign * t.cache_read
-    d[3] += sign * t.cache_creation
-    d[4] += sign * (row.cost_pusd or 0)
-    d[5] += sign
-    d[6] += sign * (1 if row.cost_pusd is None else 0)
 
 
 def _where(since_ms: int | None, until_ms: int | None, sources: Sequence[str] | None) -> tuple[str, list[object]]:

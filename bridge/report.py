@@ -14,8 +14,9 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bridge._rows import from_pusd
 from bridge.errors import ConfigError
-from bridge.ledger import Ledger, from_pusd
+from bridge.ledger import Ledger
 
 KINDS = ("daily", "weekly", "monthly", "session", "models")
 _LABEL = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId", "models": "model"}

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from bridge.ledger import Cursor, Ledger, from_pusd, to_pusd
+from bridge._rows import from_pusd, to_pusd
+from bridge.ledger import Cursor, Ledger
 from bridge.record import CostOrigin, Tokens, UsageRecord
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,159 @@
+"""Rows of the ledger's ``usage`` table and the pure rules that merge them.
+
+Every row is a field-wise max-register of one request's usage (see ``Tokens.merge_max``);
+a group (Claude Code's ``message.id``) folds its sidechain replays into one row. Keeping these
+rules free of SQL makes them order-independent by inspection and easy to test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from bridge.record import CostOrigin, Tokens, UsageRecord
+
+_PICO = Decimal(10) ** 12
+MAX_PUSD = 2**62  # SQLite INTEGER is 64-bit; keep sums of many rows in range
+
+Deltas = dict[tuple[str, str, str, str], list[int]]
+
+
+@dataclass(slots=True)
+class Row:
+    dedup_key: str
+    group_key: str | None
+    source: str
+    provider: str
+    model: str
+    ts_ms: int
+    session_id: str | None
+    project: str | None
+    sidechain: bool
+    tokens: Tokens
+    reported_pusd: int | None
+    cost_pusd: int | None
+    cost_origin: str
+
+    @classmethod
+    def from_db(cls, r: Any) -> Row:
+        return cls(
+            str(r[0]),
+            None if r[1] is None else str(r[1]),
+            str(r[2]),
+            str(r[3]),
+            str(r[4]),
+            int(r[5]),
+            None if r[6] is None else str(r[6]),
+            None if r[7] is None else str(r[7]),
+            bool(r[8]),
+            Tokens(int(r[9]), int(r[10]), int(r[11]), int(r[12]), int(r[13])),
+            None if r[14] is None else int(r[14]),
+            None if r[15] is None else int(r[15]),
+            str(r[16]),
+        )
+
+    def as_params(self) -> tuple[object, ...]:
+        t = self.tokens
+        return (
+            self.dedup_key,
+            self.group_key,
+            self.source,
+            self.provider,
+            self.model,
+            self.ts_ms,
+            self.session_id,
+            self.project,
+            int(self.sidechain),
+            t.input,
+            t.output,
+            t.cache_read,
+            t.cache_creation,
+            t.cache_creation_1h,
+            self.reported_pusd,
+            self.cost_pusd,
+            self.cost_origin,
+        )
+
+
+def to_pusd(amount: Decimal) -> int:
+    """USD → integer pico-dollars (exact for prices with up to 12 decimals)."""
+    return int((amount * _PICO).to_integral_value())
+
+
+def from_pusd(pusd: int) -> Decimal:
+    return Decimal(pusd) / _PICO
+
+
+def merge_record(old: Row | None, rec: UsageRecord) -> Row:
+    """A stored row updated with an incoming record: field-wise max of the usage; the first-seen
+    identity (time, session, project) stays, unless a non-sidechain line meets a sidechain row."""
+    reported = to_pusd(rec.cost) if rec.cost is not None and rec.cost_origin is CostOrigin.REPORTED else None
+    if reported is not None and not 0 <= reported < MAX_PUSD:
+        reported = None
+    if old is None or (old.sidechain and not rec.is_sidechain):
+        base = Row(
+            rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
+            rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, CostOrigin.UNKNOWN.value,
+        )  # fmt: skip
+        return base if old is None else fold(base, old)
+    return fold(old, Row(
+        rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
+        rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, CostOrigin.UNKNOWN.value,
+    ))  # fmt: skip
+
+
+def identity_and_usage(r: Row) -> tuple[object, ...]:
+    return (r.tokens, r.reported_pusd, r.sidechain, r.ts_ms, r.session_id, r.project, r.model, r.source)
+
+
+def fold(base: Row, other: Row) -> Row:
+    """``base``'s identity with the field-wise max of both rows' usage."""
+    return Row(
+        base.dedup_key, base.group_key, base.source, base.provider, base.model, base.ts_ms, base.session_id,
+        base.project, base.sidechain, base.tokens.merge_max(other.tokens),
+        max_opt_int(base.reported_pusd, other.reported_pusd), base.cost_pusd, base.cost_origin,
+    )  # fmt: skip
+
+
+def resolve_groups(rows: dict[str, Row], groups: set[str]) -> None:
+    """Fold sidechain rows into their group's one canonical row (in place).
+
+    A group is a ``message.id``. Non-sidechain rows are separate requests (a gateway may reuse
+    one id); every sidechain row of the group is a replay: it folds into the first
+    non-sidechain row, or, with none yet, all replays fold into one.
+    """
+    if not groups:
+        return
+    members: dict[str, list[str]] = {}
+    for key, row in rows.items():
+        if row.group_key in groups:
+            members.setdefault(row.group_key, []).append(key)
+    for keys in members.values():
+        side = sorted(k for k in keys if rows[k].sidechain)
+        if not side:
+            continue
+        parents = sorted(k for k in keys if not rows[k].sidechain)
+        target = parents[0] if parents else side[0]
+        for k in side:
+            if k != target:
+                rows[target] = fold(rows[target], rows.pop(k))
+
+
+def max_opt_int(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
+def add_delta(deltas: Deltas, row: Row, sign: int) -> None:
+    key = (row.source, row.provider, row.model, row.session_id or "")
+    d = deltas.setdefault(key, [0, 0, 0, 0, 0, 0, 0])
+    t = row.tokens
+    d[0] += sign * t.input
+    d[1] += sign * t.output
+    d[2] += sign * t.cache_read
+    d[3] += sign * t.cache_creation
+    d[4] += sign * (row.cost_pusd or 0)
+    d[5] += sign
+    d[6] += sign * (1 if row.cost_pusd is None else 0)
