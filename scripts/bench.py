@@ -11,7 +11,9 @@ Measures, on a corpus made by scripts/gen_history.py (which also writes the exac
 
 (a) cold-scan throughput of ``tokenbridge sync --no-export`` (fresh ``TOKENBRIDGE_STATE_DIR``,
     ``CLAUDE_CONFIG_DIR=<corpus>``, ``HOME`` an empty dir), corpus bytes / process wall time;
-(b) peak RSS of that process (``os.wait4`` rusage of the child);
+(b) peak memory of that command: the largest SUM of RSS over its whole process tree (the CLI, the parse
+    worker it spawns for a large scan, multiprocessing's resource tracker), sampled every 20 ms, and each
+    process' own peak (VmHWM); CPU time is the whole tree's (``RUSAGE_CHILDREN`` delta, the tree waited for);
 (c) incremental update after appending N lines (default 1,000) to one session file: a second
     ``tokenbridge sync --no-export`` (process wall time, and the in-process time if the CLI prints one),
     and the daemon path: ``tokenbridge run`` picking the append up, time until ``tokenbridge report daily
@@ -36,6 +38,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import sqlite3
@@ -85,23 +88,258 @@ gen_history = _load_gen()
 class Run:
     cmd: list[str]
     wall: float
-    user: float
+    user: float  # CPU seconds of the whole process tree (see run_measured)
     sys: float
-    maxrss_mb: float
+    maxrss_mb: float  # peak of the SUM of RSS over the process tree (sampled); see TreeSampler
     rc: int
     stdout: str
     stderr: str
+    main_rss_mb: float = 0.0  # peak RSS of the command's own process (kernel high-water mark, VmHWM)
+    other_rss_mb: float = 0.0  # largest peak RSS among its descendants (the parse worker, ...)
+    wait4_maxrss_mb: float = 0.0  # os.wait4 ru_maxrss: the largest single process, not a sum
+    procs: list[str] = field(default_factory=list)  # processes seen in the tree (pid + short command)
+    samples: int = 0
+    sampler_cpu: float = 0.0  # CPU seconds the sampling thread itself used
+    other_cpu: float | None = None  # CPU seconds used by everything else on the machine meanwhile
+    sampled_cpu: dict[str, float] = field(default_factory=dict)  # per process, last seen by the sampler
 
     @property
     def cpu(self) -> float:
         return self.user + self.sys
 
 
-def run_measured(cmd: list[str], env: dict[str, str], timeout: float = 1800) -> Run:
-    """Run ``cmd``; wall time, CPU time and peak RSS of the child (and the children it waited for)."""
+def _mb(kib: int) -> float:
+    return kib / 1024
+
+
+def _set_subreaper() -> bool:
+    """Become a child subreaper (Linux prctl): descendants orphaned by the measured command (e.g.
+    multiprocessing's resource tracker, which outlives its parent by a moment) are re-parented to this
+    process, so they can be waited for and their CPU time lands in RUSAGE_CHILDREN."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(36, 1, 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+SUBREAPER = sys.platform.startswith("linux") and _set_subreaper()
+
+
+def _read_proc(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 8192)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _kib_field(text: bytes, name: bytes) -> int:
+    i = text.find(name)
+    if i < 0:
+        return -1
+    j = text.find(b"\n", i + len(name))
+    return int(text[i + len(name) : j].split()[0])
+
+
+def _status_kib(pid: int) -> tuple[int, int] | None:
+    """(VmRSS, VmHWM) of a process in KiB, from /proc/PID/status; None once it is gone or a zombie."""
+    text = _read_proc(f"/proc/{pid}/status")
+    if not text:
+        return None
+    rss = _kib_field(text, b"\nVmRSS:")
+    return (rss, _kib_field(text, b"\nVmHWM:")) if rss >= 0 else None
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of one process so far (its own, not its children's), from /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_of(pid: int) -> list[int]:
+    if psutil is not None:
+        with contextlib.suppress(psutil.Error):
+            return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+        return []
+    parents: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _cmd_of(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        words = [a.decode(errors="replace") for a in argv if a]
+        if words:
+            words[0] = Path(words[0]).name
+        return " ".join(words)[:90]
+    return "?"
+
+
+class TreeSampler:
+    """Samples the RSS of a process and all its descendants every ``interval`` seconds, in a thread.
+
+    ``peak_sum_kib`` is the largest SUM of the current RSS (VmRSS) over the tree at one sample: with the
+    parse worker, the memory the command needs is main + worker at the same time, which neither
+    ``ru_maxrss`` (one process) nor ``RUSAGE_CHILDREN`` (the largest child) tells. RSS counts pages shared
+    between processes (the interpreter, shared libraries) once per process, so the sum is an upper bound.
+    Per process, the kernel's high-water mark (VmHWM) is kept as well. The list of descendants is refreshed
+    every ``rescan`` seconds (a /proc walk, ~1.5 ms) and on the first 5 samples; reading RSS is ~20 µs a process.
+    Each rescan also records every process' own CPU seconds so far (``cpu_seen``, a lower bound, to cross-check
+    the ``RUSAGE_CHILDREN`` figure).
+    """
+
+    def __init__(self, pid: int, interval: float = 0.02, rescan: float = 0.25) -> None:
+        self.root = pid
+        self.interval = interval
+        self.rescan = rescan
+        self.peak_sum_kib = 0
+        self.hwm_kib: dict[int, int] = {}
+        self.cpu_seen: dict[int, float] = {}  # last CPU seconds seen per process: a lower bound, a cross-check
+        self.cmds: dict[int, str] = {}
+        self.samples = 0
+        self.cpu = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_kib(self) -> int:
+        """The peak of the tree's summed RSS: the largest sampled sum, or one process' own high-water mark if
+        that is larger (a peak between two samples; the true peak of the sum is at least either)."""
+        return max(self.peak_sum_kib, *self.hwm_kib.values(), 0)
+
+    def sample(self, pids: list[int]) -> None:
+        total = 0
+        for pid in pids:
+            st = _status_kib(pid)
+            if st is None:
+                continue
+            total += st[0]
+            if st[1] > self.hwm_kib.get(pid, -1):
+                self.hwm_kib[pid] = st[1]
+        self.samples += 1
+        self.peak_sum_kib = max(self.peak_sum_kib, total)
+
+    def _loop(self) -> None:
+        t_cpu = time.thread_time()
+        pids = [self.root]
+        next_scan = 0.0
+        scans = 0
+        while True:
+            now = time.monotonic()
+            if now >= next_scan or scans < 5:
+                pids = [self.root, *_children_of(self.root)]
+                for pid in pids:
+                    if pid not in self.cmds:
+                        self.cmds[pid] = _cmd_of(pid)
+                    cpu = _cpu_seconds(pid)
+                    if cpu is not None:
+                        self.cpu_seen[pid] = cpu
+                next_scan = now + self.rescan
+                scans += 1
+            self.sample(pids)
+            if self._stop.wait(self.interval):
+                break
+        self.cpu = time.thread_time() - t_cpu
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all processes on the machine have used since boot (/proc/stat, all but idle/iowait)."""
+    try:
+        vals = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(vals[:8]) - vals[3] - vals[4]  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_pct(window: float = 2.0) -> float | None:
+    """Share of all CPUs busy (any process) over the next ``window`` seconds, in %."""
+    b0, t0 = _machine_busy_seconds(), time.monotonic()
+    time.sleep(window)
+    b1, t1 = _machine_busy_seconds(), time.monotonic()
+    if b0 is None or b1 is None:
+        return None
+    return 100 * (b1 - b0) / ((t1 - t0) * (os.cpu_count() or 1))
+
+
+def wait_quiet(args: argparse.Namespace, res: Results, label: str) -> None:
+    """With --quiet-cpu: before a timed run, wait (up to --quiet-wait s) until the machine's CPUs were less
+    than that busy over 2 s. Other sessions on a shared machine come and go; the 1-minute load average
+    reacts too slowly to catch them. What was seen is kept in the JSON (meta.quietChecks)."""
+    if args.quiet_cpu <= 0:
+        return
+    t0 = time.monotonic()
+    busy = machine_busy_pct()
+    while busy is not None and busy > args.quiet_cpu and time.monotonic() - t0 < args.quiet_wait:
+        print(f"{label}: CPUs {busy:.0f} % busy, waiting for <= {args.quiet_cpu:.0f} % ...", file=sys.stderr)
+        busy = machine_busy_pct()
+    seen = None if busy is None else round(busy, 1)
+    res.meta.setdefault("quietChecks", []).append(
+        {"before": label, "busyPct": seen, "waited": round(time.monotonic() - t0, 1)}
+    )
+
+
+def _reap(pids: list[int], timeout: float = 10) -> list[str]:
+    """Wait for descendants that were orphaned (re-parented to this subreaper); return what was left over."""
+    left = []
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not (or no longer) our child: its parent waited for it
+                break
+            if done:
+                break
+            if time.monotonic() > deadline:
+                left.append(str(pid))
+                break
+            time.sleep(0.005)
+    return left
+
+
+def run_measured(cmd: list[str], env: dict[str, str], timeout: float = 1800, sample: bool = True) -> Run:
+    """Run ``cmd`` and measure its whole process tree.
+
+    Wall time: start to the exit of ``cmd``'s own process. CPU time: the ``RUSAGE_CHILDREN`` delta of this
+    process, which holds ``cmd`` and every descendant that was waited for (``cmd`` waits for its parse
+    worker; orphans are re-parented here and waited for too, see ``SUBREAPER``); nothing else runs children
+    of this process meanwhile. Peak RSS: ``TreeSampler`` (sum over the tree, sampled every 20 ms)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy0 = _machine_busy_seconds()
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        sampler = TreeSampler(p.pid).start() if sample else None
         timer = threading.Timer(timeout, p.kill)
         timer.start()
         try:
@@ -109,18 +347,41 @@ def run_measured(cmd: list[str], env: dict[str, str], timeout: float = 1800) -> 
         finally:
             timer.cancel()
         wall = time.perf_counter() - t0
+        if sampler is not None:
+            sampler.stop()
         p.returncode = os.waitstatus_to_exitcode(status)
+        others = sorted(set(sampler.cmds) - {p.pid}) if sampler else []
+        left = _reap(others) if SUBREAPER else []
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy1 = _machine_busy_seconds()
+        user, sys_ = ru1.ru_utime - ru0.ru_utime, ru1.ru_stime - ru0.ru_stime
         out.seek(0)
         err.seek(0)
+        hwm = sampler.hwm_kib if sampler else {}
+        main_hwm = hwm.get(p.pid, ru.ru_maxrss)
+        other_cpu = None
+        if busy0 is not None and busy1 is not None:
+            other_cpu = max(0.0, (busy1 - busy0) - (user + sys_) - (sampler.cpu if sampler else 0.0))
+        procs = [f"{pid}: {sampler.cmds[pid]}" for pid in sorted(sampler.cmds)] if sampler else []
+        if left:
+            procs.append(f"still running after the command exited: {', '.join(left)}")
         return Run(
             cmd,
             wall,
-            ru.ru_utime,
-            ru.ru_stime,
-            ru.ru_maxrss / 1024,
+            user,
+            sys_,
+            _mb(max(sampler.peak_kib, ru.ru_maxrss)) if sampler else ru.ru_maxrss / 1024,
             p.returncode,
             out.read().decode("utf-8", "replace"),
             err.read().decode("utf-8", "replace"),
+            main_rss_mb=_mb(main_hwm),
+            other_rss_mb=_mb(max((v for k, v in hwm.items() if k != p.pid), default=0)),
+            wait4_maxrss_mb=ru.ru_maxrss / 1024,
+            procs=procs,
+            samples=sampler.samples if sampler else 0,
+            sampler_cpu=sampler.cpu if sampler else 0.0,
+            other_cpu=other_cpu,
+            sampled_cpu={str(k): round(v, 2) for k, v in sampler.cpu_seen.items()} if sampler else {},
         )
 
 
@@ -396,12 +657,42 @@ def mbps(nbytes: int, seconds: float) -> float:
     return nbytes / 1e6 / seconds if seconds > 0 else float("nan")
 
 
+def tree_figures(runs: list[Run]) -> dict[str, Any]:
+    """Memory and CPU figures of repeated runs of one command (peaks: the largest over the runs)."""
+    biggest = max(runs, key=lambda r: r.maxrss_mb)
+    ncpu = os.cpu_count() or 1
+    others = [r.other_cpu / (r.wall * ncpu) for r in runs if r.other_cpu is not None and r.wall > 0]
+    return {
+        "rssMB": biggest.maxrss_mb,
+        "rssMainMB": max(r.main_rss_mb for r in runs),
+        "rssOtherMB": max(r.other_rss_mb for r in runs),
+        "wait4MaxrssMB": max(r.wait4_maxrss_mb for r in runs),
+        "procs": biggest.procs,
+        "rssSamples": biggest.samples,
+        "samplerCpuPct": 100 * max(r.sampler_cpu / r.wall for r in runs if r.wall > 0),
+        "otherLoadPct": 100 * max(others) if others else None,
+        "runs": [
+            {
+                "wall": r.wall,
+                "cpu": r.cpu,
+                "treeRssMB": r.maxrss_mb,
+                "mainRssMB": r.main_rss_mb,
+                "otherRssMB": r.other_rss_mb,
+                "otherCpu": r.other_cpu,
+                "sampledCpuPerProcess": r.sampled_cpu,
+            }
+            for r in runs
+        ],
+    }
+
+
 def measure_ccusage(args: argparse.Namespace, res: Results, corpus: Path, home: Path, truth: dict[str, Any]) -> None:
     binary = ensure_ccusage(args.ccusage_version, args.cache_dir)
     env = clean_env(home, corpus)
     res.meta["ccusageCommand"] = " ".join(["ccusage", *ccusage_cmd(binary)[1:]])
     runs = []
-    for _ in range(args.repeat):
+    for i in range(args.repeat):
+        wait_quiet(args, res, f"ccusage cold run {i + 1}")
         r = run_measured(ccusage_cmd(binary), env)
         if r.rc != 0:
             res.notes.append(f"ccusage exited {r.rc}: {r.stderr.strip()[:300]}")
@@ -416,7 +707,7 @@ def measure_ccusage(args: argparse.Namespace, res: Results, corpus: Path, home: 
         cpu=statistics.median(r.cpu for r in runs),
         mbps=mbps(nbytes, statistics.median(walls)),
         mbpsBest=mbps(nbytes, min(walls)),
-        rssMB=max(r.maxrss_mb for r in runs),
+        **tree_figures(runs),
         correctness=compare(json.loads(runs[-1].stdout), truth),
         cost=cost_check(json.loads(runs[-1].stdout), truth),
     )
@@ -449,6 +740,7 @@ def measure_tokenbridge(
     for i in range(args.repeat):
         state = work / f"state-{i}"
         shutil.rmtree(state, ignore_errors=True)
+        wait_quiet(args, res, f"tokenbridge cold run {i + 1}")
         r = run_measured([*tb, "sync", "--no-export"], clean_env(home, corpus, state))
         if r.rc != 0:
             res.notes.append(f"tokenbridge sync exited {r.rc}: {(r.stderr or r.stdout).strip()[-600:]}")
@@ -461,7 +753,7 @@ def measure_tokenbridge(
         cpu=statistics.median(r.cpu for r in runs),
         mbps=mbps(nbytes, statistics.median(walls)),
         mbpsBest=mbps(nbytes, min(walls)),
-        rssMB=max(r.maxrss_mb for r in runs),
+        **tree_figures(runs),
         coldInProcess=in_process_time(runs[-1].stdout + "\n" + runs[-1].stderr),
         coldOutput=(runs[-1].stdout + runs[-1].stderr)[-1500:],
     )
@@ -498,21 +790,35 @@ def measure_tokenbridge(
     except (ValueError, KeyError, StopIteration) as exc:
         res.notes.append(f"tokenbridge sources --json unreadable ({sr.rc}): {exc}; {(sr.stderr or sr.stdout)[-300:]}")
     # no-change sync (startup + stat of every file)
+    wait_quiet(args, res, "syncs with nothing new")
     nochange = [run_measured([*tb, "sync", "--no-export"], env) for _ in range(3)]
     res.tb["noChangeWall"] = statistics.median(r.wall for r in nochange)
+    res.tb["noChangeRssMB"] = max(r.maxrss_mb for r in nochange)
     res.tb["noChangeInProcess"] = in_process_time(nochange[-1].stdout + "\n" + nochange[-1].stderr)
-    # (c) incremental sync after appending N lines
-    info = gen_history.append_lines(corpus, args.append_lines, None, None)
+    # (c) incremental sync after appending N lines, --incr-repeat times (each append, then one sync)
+    incr: list[Run] = []
+    infos = []
+    for i in range(args.incr_repeat):
+        infos.append(gen_history.append_lines(corpus, args.append_lines, None, None))
+        wait_quiet(args, res, f"incremental sync {i + 1}")
+        r = run_measured([*tb, "sync", "--no-export"], env)
+        incr.append(r)
+        if r.rc != 0:
+            res.notes.append(f"incremental sync exited {r.rc}: {(r.stderr or r.stdout)[-400:]}")
     truth2 = json.loads((corpus / "truth.json").read_text())
-    r = run_measured([*tb, "sync", "--no-export"], env)
-    res.tb["appendBytes"] = info["bytes"]
-    res.tb["appendRequests"] = info["requests"]
-    res.tb["incrWall"] = r.wall
-    res.tb["incrRssMB"] = r.maxrss_mb
-    res.tb["incrInProcess"] = in_process_time(r.stdout + "\n" + r.stderr)
-    res.tb["incrOutput"] = (r.stdout + r.stderr)[-800:]
-    if r.rc != 0:
-        res.notes.append(f"incremental sync exited {r.rc}: {(r.stderr or r.stdout)[-400:]}")
+    in_proc = [t for t in (in_process_time(r.stdout + "\n" + r.stderr) for r in incr) if t is not None]
+    res.tb["appendBytes"] = statistics.mean(x["bytes"] for x in infos)
+    res.tb["appendRequests"] = [x["requests"] for x in infos]
+    res.tb["incrRepeat"] = len(incr)
+    res.tb["incrWall"] = statistics.median(r.wall for r in incr)
+    res.tb["incrWallMax"] = max(r.wall for r in incr)
+    res.tb["incrWalls"] = [r.wall for r in incr]
+    res.tb["incrRssMB"] = max(r.maxrss_mb for r in incr)
+    res.tb["incrProcs"] = incr[-1].procs
+    res.tb["incrCpu"] = statistics.median(r.cpu for r in incr)
+    res.tb["incrInProcess"] = statistics.median(in_proc) if in_proc else None
+    res.tb["incrInProcessAll"] = in_proc
+    res.tb["incrOutput"] = (incr[-1].stdout + incr[-1].stderr)[-800:]
     doc, _ = report_json(tb, env)
     if doc is not None:
         res.tb["correctnessAfterAppend"] = compare(doc, truth2)
@@ -627,6 +933,7 @@ def measure_daemon(args: argparse.Namespace, res: Results, tb: list[str], env: d
     log = tempfile.NamedTemporaryFile(prefix="tb-run-", suffix=".log", delete=False)  # noqa: SIM115
     cmd = [*tb, "run", *args.run_args.split()]
     p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    sampler = TreeSampler(p.pid, interval=0.02, rescan=0.5).start()
     res.meta["daemonCommand"] = " ".join(["tokenbridge", *cmd[len(tb) :]])
     try:
         time.sleep(args.settle)
@@ -643,19 +950,27 @@ def measure_daemon(args: argparse.Namespace, res: Results, tb: list[str], env: d
         # (c') daemon latency: append, then watch the ledger (read-only) until it holds the new totals;
         # then confirm with `report daily --json`. Falls back to polling the report when the ledger's
         # internal schema is not the one known here.
-        gen_history.append_lines(corpus, args.append_lines, None, None)
-        t_append = time.perf_counter()
-        want = {f: json.loads((corpus / "truth.json").read_text())["totals"][f] for f in FIELDS}
+        # Repeated (--incr-repeat): each append waits for the previous one to be in the ledger.
         probe = LedgerProbe.find(Path(env["TOKENBRIDGE_STATE_DIR"]))
-        deadline = t_append + args.daemon_timeout
-        if probe is not None:
-            while time.perf_counter() < deadline:
-                got = probe.totals()
-                if got == want:
-                    res.tb["daemonLatency"] = time.perf_counter() - t_append
+        latencies: list[float] = []
+        t_append = time.perf_counter()
+        for i in range(args.incr_repeat if probe is not None else 1):  # without the probe: report bounds, once
+            wait_quiet(args, res, f"daemon append {i + 1}")
+            gen_history.append_lines(corpus, args.append_lines, None, None)
+            t_append = time.perf_counter()
+            want = {f: json.loads((corpus / "truth.json").read_text())["totals"][f] for f in FIELDS}
+            deadline = t_append + args.daemon_timeout
+            while probe is not None and time.perf_counter() < deadline:
+                if probe.totals() == want:
+                    latencies.append(time.perf_counter() - t_append)
                     break
                 time.sleep(0.005)
+        if probe is not None:
             probe.close()
+        if latencies and len(latencies) == args.incr_repeat:
+            res.tb["daemonLatency"] = statistics.median(latencies)
+            res.tb["daemonLatencyMax"] = max(latencies)
+            res.tb["daemonLatencies"] = latencies
         prev_start = t_append
         polls = 0
         while time.perf_counter() < deadline:
@@ -682,6 +997,11 @@ def measure_daemon(args: argparse.Namespace, res: Results, tb: list[str], env: d
             p.kill()
             p.wait()
             res.notes.append("tokenbridge run did not exit within 30 s of SIGTERM")
+        sampler.stop()
+        if SUBREAPER:
+            _reap(sorted(set(sampler.cmds) - {p.pid}))
+        res.tb["daemonRssMB"] = _mb(sampler.peak_kib)
+        res.tb["daemonProcs"] = [f"{pid}: {c}" for pid, c in sorted(sampler.cmds.items())]
         res.tb["daemonLogTail"] = Path(log.name).read_text(errors="replace")[-1500:]
         Path(log.name).unlink()
 
@@ -741,6 +1061,37 @@ def _sources(s: dict[str, Any] | None) -> str:
     )
 
 
+def _quiet(m: dict[str, Any]) -> str:
+    checks = [c for c in m.get("quietChecks") or [] if c.get("busyPct") is not None]
+    if not checks:
+        return ""
+    worst = max(c["busyPct"] for c in checks)
+    waited = sum(c["waited"] for c in checks)
+    return (
+        f" Before each of the {len(checks)} timed runs the script waited for the CPUs to be at most "
+        f"{m.get('quietCpu', 0):.0f} % busy over 2 s (`--quiet-cpu`): busiest seen {worst:.0f} %, "
+        f"{waited:.0f} s of waiting in all."
+    )
+
+
+def _roles(procs: list[str] | None, pending: str = "pending") -> str:
+    """Short names of the processes seen in a measured tree (from 'PID: command' strings)."""
+    if not procs:
+        return pending
+    names = []
+    for i, entry in enumerate(p for p in procs if ": " in p):
+        cmd = entry.split(": ", 1)[1]
+        if i == 0:
+            names.append("main")
+        elif "spawn_main" in cmd:
+            names.append("parse worker (spawn)")
+        elif "resource_tracker" in cmd:
+            names.append("multiprocessing resource tracker")
+        else:
+            names.append(cmd.split()[0] if cmd.split() else "?")
+    return f"{len(names)}: " + " + ".join(names)
+
+
 def _ms(v: float | None) -> float | None:
     return None if v is None else v * 1000
 
@@ -757,8 +1108,12 @@ def markdown(res: Results) -> str:
     mach = m["machine"]
     ccn = "not run"
     incr_ip = _f(_ms(tb.get("incrInProcess")), pending="not printed" if tb.get("incrWall") else "pending")
+    n_incr = tb.get("incrRepeat", 1)
     if tb.get("daemonLatency") is not None:
-        daemon = f"{tb['daemonLatency'] * 1000:.0f} (ledger polled every 5 ms; report confirmed)"
+        daemon = f"{tb['daemonLatency'] * 1000:.0f}"
+        if tb.get("daemonLatencyMax") is not None:
+            daemon += f" (max {tb['daemonLatencyMax'] * 1000:.0f})"
+        daemon += " (ledger polled every 5 ms; report confirmed)"
         if tb.get("daemonLatencyHigh") is None:
             daemon = f"{tb['daemonLatency'] * 1000:.0f} (ledger) but `report` never showed the new totals"
     elif tb.get("daemonLatencyHigh") is not None:
@@ -779,7 +1134,7 @@ def markdown(res: Results) -> str:
         f"({_gen(m['genSeconds'])}).",
         "",
         f"Command: `{m['command']}`. Load average (1/5/15 min) before the runs: {m['loadBefore']}, "
-        f"after: {m.get('loadAfter', '?')}.",
+        f"after: {m.get('loadAfter', '?')}.{_quiet(m)}",
         "",
         f"| Measure | tokenbridge | ccusage {cc.get('version', m.get('ccusageVersion', ''))} | Target |",
         "|---|---|---|---|",
@@ -787,19 +1142,30 @@ def markdown(res: Results) -> str:
         f"({_f(tb.get('mbpsBest'))}) | {_f(cc.get('mbps'), pending=ccn)} ({_f(cc.get('mbpsBest'), pending='-')}) "
         "| >= 250 (stretch: >= ccusage) |",
         f"| Cold scan wall time, s (median) | {_f(tb.get('wall'), '{:.2f}')} | {_f(cc.get('wall'), '{:.2f}', ccn)} | |",
-        f"| Cold scan CPU time user+sys, s (median) | {_f(tb.get('cpu'), '{:.2f}')} | "
+        f"| Cold scan CPU time user+sys of the whole process tree, s (median) | {_f(tb.get('cpu'), '{:.2f}')} | "
         f"{_f(cc.get('cpu'), '{:.2f}', ccn)} | |",
         f"| Corpus MB per CPU-second (independent of machine load) | {_f(_per_cpu(nb, tb.get('cpu')))} | "
         f"{_f(_per_cpu(nb, cc.get('cpu')), pending=ccn)} | |",
         f"| tokenbridge vs ccusage: wall throughput ratio; CPU-time ratio | {_f(ratio, '{:.2f}x')}; "
         f"{_f(cpu_ratio, '{:.2f}x')} | 1x | >= 1x |",
-        f"| Peak RSS of the cold scan, MB | {_f(tb.get('rssMB'))} | {_f(cc.get('rssMB'), pending=ccn)} | < 150 |",
-        f"| Incremental sync after +{m['appendLines']:,} lines ({_f(tb.get('appendBytes'), '{:,}', '?')} bytes): "
-        f"process wall, ms | {_f(_ms(tb.get('incrWall')))} | n/a | < 200 |",
-        f"| Incremental sync: ingest time printed by the CLI, ms | {incr_ip} | n/a | < 200 |",
+        "| Peak RSS of the cold scan, MB: sum over the process tree, sampled every 20 ms (max of the runs) | "
+        f"{_f(tb.get('rssMB'))} | {_f(cc.get('rssMB'), pending=ccn)} | < 150 |",
+        "| Peak RSS per process (kernel high-water mark), MB: main process; largest other process | "
+        f"{_f(tb.get('rssMainMB'))}; {_f(tb.get('rssOtherMB'), pending='-')} | "
+        f"{_f(cc.get('rssMainMB'), pending=ccn)}; {_f(cc.get('rssOtherMB') or None, pending='-')} | |",
+        f"| Processes in the cold-scan tree | {_roles(tb.get('procs'))} | {_roles(cc.get('procs'), ccn)} | |",
+        "| Load from other processes during the cold scans, % of the machine's CPUs (worst run) | "
+        f"{_f(tb.get('otherLoadPct'), '{:.0f} %')} | {_f(cc.get('otherLoadPct'), '{:.0f} %', ccn)} | |",
+        f"| Incremental sync after +{m['appendLines']:,} lines ({_f(tb.get('appendBytes'), '{:,.0f}', '?')} bytes"
+        f"{' on average' if n_incr > 1 else ''}): process wall, ms (median of {n_incr}; max) | "
+        f"{_f(_ms(tb.get('incrWall')))} ({_f(_ms(tb.get('incrWallMax')), pending='-')}) | n/a | < 200 |",
+        f"| Incremental sync: ingest time printed by the CLI, ms (median) | {incr_ip} | n/a | < 200 |",
         f"| Sync with nothing new: process wall, ms (median of 3) | {_f(_ms(tb.get('noChangeWall')))} | n/a | |",
+        "| Peak RSS (process tree), MB: incremental sync; sync with nothing new; `tokenbridge run` during the "
+        f"daemon tests | {_f(tb.get('incrRssMB'))}; {_f(tb.get('noChangeRssMB'))}; "
+        f"{_f(tb.get('daemonRssMB'), pending='not measured' if m.get('skipDaemon') else 'pending')} | n/a | < 150 |",
         f"| Daemon (`{m.get('daemonCommand', 'tokenbridge run')}`): append of {m['appendLines']:,} lines -> "
-        f"`report daily --json` shows the new totals, ms | {daemon} | n/a | < 200 |",
+        f"the ledger holds the new totals, ms (median of {n_incr}; max) | {daemon} | n/a | < 200 |",
         f"| Daemon: a line written in two parts ({m.get('partialWait', 2)} s apart) | "
         f"{_partial(tb.get('partialLine'), bool(m.get('skipDaemon')))} | n/a | ok |",
         f"| Idle CPU of `tokenbridge run` over {tb.get('idleSeconds', 30)} s, % of one core | "
@@ -864,6 +1230,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--repeat", type=int, default=3, help="cold-scan repetitions per tool (median reported)")
     ap.add_argument("--append-lines", type=int, default=1000)
+    ap.add_argument(
+        "--incr-repeat", type=int, default=3, help="appends (and incremental syncs / daemon pick-ups) measured"
+    )
     ap.add_argument("--idle-seconds", type=float, default=30)
     ap.add_argument("--settle", type=float, default=5, help="seconds to let `tokenbridge run` start before measuring")
     ap.add_argument("--daemon-timeout", type=float, default=60)
@@ -887,11 +1256,19 @@ def main(argv: list[str] | None = None) -> int:
         help="wait up to this many seconds for the 1-min load average to drop below --idle-load",
     )
     ap.add_argument("--idle-load", type=float, default=0.5)
+    ap.add_argument(
+        "--quiet-cpu",
+        type=float,
+        default=0,
+        help="before each timed run, wait until the machine's CPUs were at most this %% busy over 2 s (0: off)",
+    )
+    ap.add_argument("--quiet-wait", type=float, default=120, help="with --quiet-cpu: longest wait per run, seconds")
     ap.add_argument("--write", type=Path, help="update the results section of this markdown file")
     ap.add_argument("--section", default="results", help="with --write: which bench:SECTION markers to fill")
     ap.add_argument("--json", type=Path, help="write all raw results as JSON here")
     ap.add_argument("--from-json", type=Path, help="only render (and --write) the results saved by --json")
     args = ap.parse_args(argv)
+    args.incr_repeat = max(1, args.incr_repeat)
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         res = Results(meta=saved["meta"], cc=saved["ccusage"], tb=saved["tokenbridge"], notes=saved["notes"])
@@ -907,6 +1284,7 @@ def main(argv: list[str] | None = None) -> int:
     res.meta["ccusageVersion"] = args.ccusage_version
     res.meta["skipDaemon"] = args.skip_daemon
     res.meta["partialWait"] = args.partial_wait
+    res.meta["quietCpu"] = args.quiet_cpu
 
     work = Path(tempfile.mkdtemp(prefix="tokenbridge-bench-"))
     home = work / "home"
@@ -970,6 +1348,12 @@ def main(argv: list[str] | None = None) -> int:
         (corpus / "truth.json").write_bytes(truth_backup)
         shutil.rmtree(work, ignore_errors=True)
     res.meta["loadAfter"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    after = machine_info()["commit"]
+    if after != res.meta["machine"]["commit"]:
+        res.notes.append(
+            f"the tokenbridge code changed during the run ({res.meta['machine']['commit']} -> {after}): "
+            "the figures mix both; re-run"
+        )
 
     return emit(args, res)
 
