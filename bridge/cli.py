@@ -109,16 +109,32 @@ class _LazyPricer:
 
     def _get(self) -> Any:
         if self._pricer is None:
-            from bridge.pricing import Pricer, default_overrides_path
+            from bridge.pricing import Pricer
 
-            self._pricer = Pricer(self._settings.prices_path or default_overrides_path())
+            self._pricer = Pricer(self.overrides_path())
         return self._pricer
+
+    def overrides_path(self) -> Path:
+        return self._settings.prices_path or config.default_overrides_path()
 
     def cost(self, *args: Any, **kwargs: Any) -> Any:
         return self._get().cost(*args, **kwargs)
 
     def fingerprint(self) -> str:
         return str(self._get().fingerprint())
+
+    def inputs(self) -> str:
+        """What the prices depend on, read without loading the table: the package version and
+        the override file's identity. Unchanged inputs mean unchanged prices."""
+        from importlib.metadata import version
+
+        path = self.overrides_path()
+        try:
+            st = path.stat()
+            file_id = f"{st.st_mtime_ns}:{st.st_size}"
+        except OSError:
+            file_id = "-"
+        return f"{version('genai-prices')}|{path}|{file_id}"
 
 
 def _pricer(settings: config.Settings) -> Any:
@@ -169,12 +185,16 @@ def _mark_scanned(ledger: Ledger, source: Source) -> None:
 def _reprice_if_needed(ledger: Ledger, pricer: Any) -> None:
     if not ledger.unpriced_requests():
         return  # nothing waits for a price: do not even load the price table
+    inputs = pricer.inputs()
+    if ledger.state("pricing", "inputs") == inputs:
+        return  # same package, same override file: same prices (no table load)
     fp = pricer.fingerprint()
     if ledger.state("pricing", "fingerprint") != fp:
         n = ledger.reprice_unknown(pricer)
         if n:
             log.info("priced %d request(s) whose model had no price before", n)
         ledger.set_state("pricing", "fingerprint", fp)
+    ledger.set_state("pricing", "inputs", inputs)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

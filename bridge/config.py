@@ -45,6 +45,14 @@ def default_state_dir(env: dict[str, str]) -> Path:
     return Path(platformdirs.user_state_dir("tokenbridge"))
 
 
+def default_overrides_path() -> Path:
+    """The price override file: ``$TOKENBRIDGE_PRICES_FILE``, else ``<user config dir>/prices.toml``."""
+    env = os.environ.get("TOKENBRIDGE_PRICES_FILE")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_config_dir("tokenbridge")) / "prices.toml"
+
+
 def default_config_path(env: dict[str, str]) -> Path:
     explicit = env.get("TOKENBRIDGE_CONFIG", "").strip()
     if explicit:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import threading
 import tomllib
@@ -53,10 +52,10 @@ from pathlib import Path
 from typing import Any
 
 import genai_prices
-import platformdirs
 from genai_prices import Usage, calc_price
 from genai_prices.types import ConditionalPrice, ModelInfo, ModelPrice, StartDateConstraint, Tier, TieredPrices
 
+from bridge.config import default_overrides_path
 from bridge.errors import ConfigError
 from bridge.record import Tokens
 
@@ -81,14 +80,6 @@ _BRACKET_SUFFIX = re.compile(r"\[[^\]]*\]$")
 _RATE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
 _KEYS = ("provider", "match", *_RATE_KEYS)
 _Price = Decimal | TieredPrices | None
-
-
-def default_overrides_path() -> Path:
-    """``$TOKENBRIDGE_PRICES_FILE``, else ``<user config dir>/tokenbridge/prices.toml``."""
-    env = os.environ.get("TOKENBRIDGE_PRICES_FILE")
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_config_dir("tokenbridge")) / "prices.toml"
 
 
 class _Rates:

@@ -143,8 +143,8 @@ def test_stats_cache_days_are_not_double_counted_after_a_days_limited_first_sync
 # -- 5. the parse worker dying aborts the scan -----------------------------------------------
 
 
-def _dying_worker(path: str, start: int, ctx: object) -> list[object]:
-    os._exit(1)  # e.g. the OOM killer: _read_file keeps a whole file's records in memory
+def _dying_worker(items: list[object]) -> list[object]:
+    os._exit(1)  # e.g. the OOM killer
 
 
 def test_parse_worker_death_does_not_abort_the_scan(claude_home, ledger, pricer, monkeypatch):
@@ -154,7 +154,7 @@ def test_parse_worker_death_does_not_abort_the_scan(claude_home, ledger, pricer,
     import bridge.sources.claude_transcripts as ct
 
     monkeypatch.setenv("TOKENBRIDGE_PARALLEL_MIN_BYTES", "0")
-    monkeypatch.setattr(ct, "_read_file", _dying_worker)
+    monkeypatch.setattr(ct, "_read_files", _dying_worker)
     claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
     stats = scan(claude_home, ledger, pricer)  # actual: BrokenProcessPool
     assert sums(ledger)["requests"] == 1 or stats.errors
@@ -167,7 +167,7 @@ def test_verified_parse_worker_death_loses_and_doubles_nothing(claude_home, ledg
     monkeypatch.setenv("TOKENBRIDGE_PARALLEL_MIN_BYTES", "0")
     claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
     with monkeypatch.context() as m:
-        m.setattr(ct, "_read_file", _dying_worker)
+        m.setattr(ct, "_read_files", _dying_worker)
         scan(claude_home, ledger, pricer)  # the worker dies: this process reads the file instead
     scan(claude_home, ledger, pricer)
     scan(claude_home, ledger, pricer)

@@ -170,23 +170,42 @@ def _truth_daily(truth: dict[str, Any]) -> dict[str, dict[str, dict[str, int]]]:
     }
 
 
+def _committed(db: Path) -> int:
+    """Requests committed so far, read by another connection (0 before the ledger exists)."""
+    if not db.exists():
+        return 0
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return int(con.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
+    except sqlite3.OperationalError:  # schema not created yet
+        return 0
+
+
 @pytest.mark.slow
 def test_sigkill_during_large_ingest_then_restart_gives_exact_totals(tmp_path):
     corpus = tmp_path / "corpus"
     truth = _generate(corpus, "120MB", seed=7)
     env = _env(tmp_path, corpus)
     db = tmp_path / "state" / "ledger.sqlite3"
-    kills = 0
-    for delay in (0.9, 1.3, 1.7):
+    kills, seen = 0, []
+    for _ in range(3):
+        # Kill as soon as this run has committed something new: mid-ingest by construction,
+        # whatever the machine's speed.
+        before = _committed(db)
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridge.cli", "sync", "--no-export", "--no-progress"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(delay)
+        while proc.poll() is None and _committed(db) <= before:
+            time.sleep(0.01)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
+            seen.append(_committed(db))
         proc.wait()
+    assert any(0 < n < truth["totals"]["requests"] for n in seen), f"no kill landed mid-ingest: {seen}"
     assert kills >= 1, "the ingest finished before any kill: make the corpus bigger"
     assert db.exists()
     done = _cli(env, "sync", "--no-export", "--no-progress")

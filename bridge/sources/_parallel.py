@@ -28,7 +28,10 @@ _AHEAD_BYTES = 256 * 1024 * 1024  # file bytes submitted ahead; results held are
 # What a worker returns per chunk: consumed bytes, malformed count, first malformed offset,
 # records as tuples (tuples pickle several times faster than dataclasses).
 EncodedChunk = tuple[int, int, int | None, list[tuple[Any, ...]]]
-Worker = Callable[[str, int, Any], list[EncodedChunk]]
+# A worker reads a task of several files: (path, start, context) each; it returns, per file,
+# its encoded chunks or the OSError that reading it raised.
+Worker = Callable[[list[tuple[str, int, Any]]], list[list[EncodedChunk] | OSError]]
+_TASK_BYTES = 16 * 1024 * 1024  # files per task: few round trips, the worker never starves
 
 
 def worth_it(plans: Sequence[ReadPlan]) -> bool:
@@ -44,6 +47,20 @@ def _decode(chunks: list[EncodedChunk]) -> list[ChunkOutcome]:
     ]
 
 
+def _tasks(plans: Sequence[ReadPlan]) -> Iterator[list[ReadPlan]]:
+    """Consecutive plans grouped into tasks of about ``_TASK_BYTES`` (order kept)."""
+    task: list[ReadPlan] = []
+    size = 0
+    for plan in plans:
+        task.append(plan)
+        size += plan.size - plan.start
+        if size >= _TASK_BYTES:
+            yield task
+            task, size = [], 0
+    if task:
+        yield task
+
+
 def read_in_worker(
     plans: Sequence[ReadPlan], work: Worker, context: Callable[[ReadPlan], Any]
 ) -> Iterator[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]]:
@@ -52,38 +69,39 @@ def read_in_worker(
     log.debug("parsing %d file(s) in a worker process", len(plans))
     # spawn, not fork: the daemon has threads (exporter, file watcher) and forking them is unsafe.
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        queue: deque[tuple[ReadPlan, Future[list[EncodedChunk]] | None]] = deque()
-        todo = iter(plans)
+        queue: deque[tuple[list[ReadPlan], Future[list[list[EncodedChunk] | OSError]]]] = deque()
+        tasks = _tasks(plans)
         in_flight = 0
 
         def refill() -> None:
             # Keep the worker busy while this process commits a batch: stay ahead by bytes.
             nonlocal in_flight
             while in_flight < _AHEAD_BYTES:
-                plan = next(todo, None)
-                if plan is None:
+                task = next(tasks, None)
+                if task is None:
                     return
-                fut = None if plan.touch_only else pool.submit(work, plan.path, plan.start, context(plan))
-                in_flight += plan.size - plan.start
-                queue.append((plan, fut))
+                items = [(p.path, p.start, context(p)) for p in task if not p.touch_only]
+                queue.append((task, pool.submit(work, items)))
+                in_flight += sum(p.size - p.start for p in task)
 
         refill()
         while queue:
-            plan, fut = queue.popleft()
-            in_flight -= plan.size - plan.start
+            task, fut = queue.popleft()
+            in_flight -= sum(p.size - p.start for p in task)
             try:
-                outcome: list[ChunkOutcome] | OSError | None = [] if fut is None else _decode(fut.result())
-            except OSError as exc:
-                outcome = exc
+                results = iter(fut.result())
             except BrokenProcessPool:
-                # The worker died (e.g. killed for memory). Nothing of this plan was committed:
-                # the caller reads it and every later plan in its own process.
+                # The worker died (e.g. killed for memory). Nothing of these plans was
+                # committed: the caller reads them and every later plan in its own process.
                 log.warning("parse worker died; reading the remaining files in this process")
-                yield plan, None
-                for rest, _ in queue:
-                    yield rest, None
-                for rest in todo:
-                    yield rest, None
+                for rest in [task, *(t for t, _ in queue), *tasks]:
+                    for plan in rest:
+                        yield plan, None
                 return
             refill()
-            yield plan, outcome
+            for plan in task:
+                if plan.touch_only:
+                    yield plan, []
+                    continue
+                got = next(results)
+                yield plan, got if isinstance(got, OSError) else _decode(got)

@@ -117,12 +117,15 @@ class ClaudeStatsCache:
             log.info("stats cache waits for a first transcript scan (it may only fill days transcripts lack)")
             return stats
         cutoff = self._cutoff(ledger)
-        if cutoff is not None:
-            # Transcripts now cover these days (a first sync limited with --days, a new root, a
-            # restored file): they win, so the stats rows of those days go.
-            removed = ledger.retract(NAME, int(datetime.combine(cutoff, time(0), tzinfo=self.tz).timestamp() * 1000))
+        if cutoff is not None and ledger.state(NAME, "cutoff") != cutoff.isoformat():
+            # The transcripts' first day moved (first pass, a first sync limited with --days, a
+            # new root, a restored file): days they now cover are theirs, so the stats rows of
+            # those days go. Checked only when the cutoff changes.
+            since_ms = int(datetime.combine(cutoff, time(0), tzinfo=self.tz).timestamp() * 1000)
+            removed = ledger.retract(NAME, since_ms)
             if removed:
                 log.info("stats cache: %d day/model row(s) now covered by transcripts were removed", removed)
+            ledger.set_state(NAME, "cutoff", cutoff.isoformat())
         for path in self.files():
             stats.files_seen += 1
             try:

@@ -376,7 +376,7 @@ class ClaudeTranscripts:
         batch = Batch(ledger, pricer)
         if worth_it(plans):
             results: Iterable[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]] = read_in_worker(
-                plans, _read_file, lambda p: _context(Path(p.path))
+                plans, _read_files, lambda p: _context(Path(p.path))
             )
         else:
             results = ((p, None) for p in plans)
@@ -408,7 +408,7 @@ def _read_here(plan: ReadPlan) -> list[ChunkOutcome] | OSError:
 
 
 def _read_file(path: str, start: int, ctx: _FileContext) -> list[EncodedChunk]:
-    """Worker-process side of a parallel scan: read and parse, return records as tuples."""
+    """Read and parse one file; records as tuples (the worker's wire format)."""
     parse = _chunk_parser(ctx)
     # Streamed duplicates are merged here, per chunk (a chunk's records travel with its cursor),
     # so the ledger's process decodes and merges about half as many records.
@@ -421,3 +421,14 @@ def _read_file(path: str, start: int, ctx: _FileContext) -> list[EncodedChunk]:
         )
         for o in read_chunks(path, start, parse)
     ]
+
+
+def _read_files(items: list[tuple[str, int, _FileContext]]) -> list[list[EncodedChunk] | OSError]:
+    """Worker-process side of a parallel scan: one task of several files."""
+    out: list[list[EncodedChunk] | OSError] = []
+    for path, start, ctx in items:
+        try:
+            out.append(_read_file(path, start, ctx))
+        except OSError as exc:
+            out.append(exc)
+    return out
