@@ -117,6 +117,9 @@ class _LazyPricer:
     def overrides_path(self) -> Path:
         return self._settings.prices_path or config.default_overrides_path()
 
+    def warm(self) -> None:
+        self._get()
+
     def cost(self, *args: Any, **kwargs: Any) -> Any:
         return self._get().cost(*args, **kwargs)
 

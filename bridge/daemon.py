@@ -109,6 +109,7 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
     sources = build_sources(settings)
     with Ledger.open(settings.state_dir) as ledger:
         pricer = _pricer(settings)
+        pricer.warm()  # a long-lived process: load the price table now, not on the first new line
         _reprice_if_needed(ledger, pricer)
         exporter = BridgeExporter(
             otlp=settings.otlp,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -34,8 +34,8 @@ Worker = Callable[[list[tuple[str, int, Any]]], list[list[EncodedChunk] | OSErro
 _TASK_BYTES = 16 * 1024 * 1024  # files per task: few round trips, the worker never starves
 
 
-def worth_it(plans: Sequence[ReadPlan]) -> bool:
-    pending = sum(p.size - p.start for p in plans if not p.touch_only)
+def worth_it(pending: int) -> bool:
+    """Whether ``pending`` bytes to read justify a worker process."""
     threshold = int(os.environ.get("TOKENBRIDGE_PARALLEL_MIN_BYTES", PARALLEL_MIN_BYTES))
     return pending >= threshold and (os.cpu_count() or 1) >= 2
 
@@ -47,7 +47,7 @@ def _decode(chunks: list[EncodedChunk]) -> list[ChunkOutcome]:
     ]
 
 
-def _tasks(plans: Sequence[ReadPlan]) -> Iterator[list[ReadPlan]]:
+def _tasks(plans: Iterable[ReadPlan]) -> Iterator[list[ReadPlan]]:
     """Consecutive plans grouped into tasks of about ``_TASK_BYTES`` (order kept)."""
     task: list[ReadPlan] = []
     size = 0
@@ -62,11 +62,11 @@ def _tasks(plans: Sequence[ReadPlan]) -> Iterator[list[ReadPlan]]:
 
 
 def read_in_worker(
-    plans: Sequence[ReadPlan], work: Worker, context: Callable[[ReadPlan], Any]
+    plans: Iterable[ReadPlan], work: Worker, context: Callable[[ReadPlan], Any]
 ) -> Iterator[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]]:
     """Yield each plan with its parsed chunks, the OSError reading it raised, or None when the
     worker is gone and the caller must read the plan itself; in order."""
-    log.debug("parsing %d file(s) in a worker process", len(plans))
+    log.debug("parsing files in a worker process")
     # spawn, not fork: the daemon has threads (exporter, file watcher) and forking them is unsafe.
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         queue: deque[tuple[list[ReadPlan], Future[list[list[EncodedChunk] | OSError]]]] = deque()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -362,19 +362,11 @@ class ClaudeTranscripts:
         paths: Collection[Path] | None = None,
     ) -> ScanStats:
         stats = ScanStats(NAME)
-        todo, _ = self._todo(ledger, since, paths)
+        todo, pending = self._todo(ledger, since, paths)
         stats.files_seen = len(todo)
-        plans = []
-        for path, cur, _st in todo:
-            try:
-                plan = plan_read(NAME, path, cur)
-            except OSError as exc:
-                _read_error(stats, path, exc)
-                continue
-            if plan is not None:
-                plans.append(plan)
+        plans = _plans(todo, stats)  # lazy: planning overlaps the parse worker's start-up
         batch = Batch(ledger, pricer)
-        if worth_it(plans):
+        if worth_it(pending):
             results: Iterable[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]] = read_in_worker(
                 plans, _read_files, lambda p: _context(Path(p.path))
             )
@@ -393,6 +385,17 @@ class ClaudeTranscripts:
         batch.flush()
         stats.new_requests = batch.new_requests
         return stats
+
+
+def _plans(todo: list[tuple[Path, Any, Any]], stats: ScanStats) -> Iterator[ReadPlan]:
+    for path, cur, _st in todo:
+        try:
+            plan = plan_read(NAME, path, cur)
+        except OSError as exc:
+            _read_error(stats, path, exc)
+            continue
+        if plan is not None:
+            yield plan
 
 
 def _read_error(stats: ScanStats, path: Path, exc: OSError) -> None:
