@@ -234,3 +234,38 @@ def test_report_daily_json_matches_synthetic_truth_exactly(tmp_path, parallel):
     transcripts = next(s for s in sources if s["name"] == "claude_transcripts")
     assert transcripts["skippedLines"] == truth["malformedLines"]
     assert transcripts["unknownModels"] == ["claude-experimental-x"]
+
+
+def test_schema_1_ledger_is_upgraded_with_its_rows(tmp_path, pricer):
+    import sqlite3
+
+    with Ledger.open(tmp_path) as led:
+        led.commit([rec("a", 7), rec("b", 9, group="g2")], pricer)
+        before = led.totals()
+    # Rebuild the usage table as schema 1 had it (a WITHOUT ROWID table keyed by dedup_key).
+    con = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    con.executescript(
+        """
+        ALTER TABLE usage RENAME TO usage_new;
+        DROP INDEX usage_group; DROP INDEX usage_ts;
+        CREATE TABLE usage (dedup_key TEXT PRIMARY KEY, group_key TEXT, source TEXT NOT NULL,
+            provider TEXT NOT NULL, model TEXT NOT NULL, ts_ms INTEGER NOT NULL, session_id TEXT, project TEXT,
+            sidechain INTEGER NOT NULL, input INTEGER NOT NULL, output INTEGER NOT NULL,
+            cache_read INTEGER NOT NULL, cache_creation INTEGER NOT NULL, cache_creation_1h INTEGER NOT NULL,
+            reported_pusd INTEGER, cost_pusd INTEGER, cost_origin TEXT NOT NULL) WITHOUT ROWID;
+        CREATE INDEX usage_group ON usage (group_key) WHERE group_key IS NOT NULL;
+        CREATE INDEX usage_ts ON usage (ts_ms);
+        INSERT INTO usage SELECT dedup_key, group_key, source, provider, model, ts_ms, session_id, project,
+            sidechain, input, output, cache_read, cache_creation, cache_creation_1h, reported_pusd, cost_pusd,
+            cost_origin FROM usage_new;
+        DROP TABLE usage_new;
+        UPDATE meta SET value='1' WHERE key='schema_version';
+        """
+    )
+    con.close()
+    with Ledger.open(tmp_path) as led:
+        assert led._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert "WITHOUT ROWID" not in led._db.execute("SELECT sql FROM sqlite_master WHERE name='usage'").fetchone()[0]
+        assert led.totals() == before == led.recomputed_totals()
+        assert led.commit([rec("a", 8)], pricer).updated_requests == 1, "keys still unique after the upgrade"
+        assert led.request_count() == 2
