@@ -158,6 +158,17 @@ def claude_home(tmp_path: Path) -> ClaudeHome:
     return home
 
 
+def ledger_sums(ledger: Ledger) -> dict[str, int]:
+    """Token totals by type and the request count over every series; checks totals == rows."""
+    out = {"input": 0, "output": 0, "cacheRead": 0, "cacheCreation": 0, "requests": 0}
+    for t in ledger.totals():
+        for k, v in t.tokens.items():
+            out[k] += v
+        out["requests"] += t.requests
+    assert ledger.totals() == ledger.recomputed_totals()
+    return out
+
+
 class FlatPricer:
     """$1 per million tokens of any type; None for models named ``unknown-*``.
 

@@ -13,21 +13,12 @@ from bridge.errors import SourceError
 from bridge.ledger import Ledger
 from bridge.sources.claude_transcripts import ClaudeTranscripts, default_roots
 from tests.conftest import ClaudeHome, FlatPricer, assistant_line, synthetic_line, user_tool_result
+from tests.conftest import ledger_sums as totals
 
 
 def scan(home: ClaudeHome, ledger: Ledger, pricer: FlatPricer, *extra_roots: Path) -> int:
     src = ClaudeTranscripts(roots=[home.root, *extra_roots])
     return src.scan(ledger, pricer).new_requests
-
-
-def totals(ledger: Ledger) -> dict[str, int]:
-    out = {"input": 0, "output": 0, "cacheRead": 0, "cacheCreation": 0, "requests": 0}
-    for t in ledger.totals():
-        for k, v in t.tokens.items():
-            out[k] += v
-        out["requests"] += t.requests
-    assert ledger.totals() == ledger.recomputed_totals()
-    return out
 
 
 def test_streamed_lines_of_one_response_count_once_with_final_output(claude_home, ledger, pricer):

@@ -17,20 +17,12 @@ from bridge.record import Tokens, UsageRecord
 from bridge.sources.claude_stats_cache import TRANSCRIPTS_SCANNED, ClaudeStatsCache
 from bridge.sources.claude_transcripts import ClaudeTranscripts
 from tests.conftest import ClaudeHome, FlatPricer, assistant_line, user_tool_result
+from tests.conftest import ledger_sums as sums
 from tests.test_claude_stats_cache import SONNET, by_day, stats_doc, write
 
 
 def scan(home: ClaudeHome, ledger: Ledger, pricer, **kw):  # type: ignore[no-untyped-def]
     return ClaudeTranscripts(roots=[home.root]).scan(ledger, pricer, **kw)
-
-
-def sums(ledger: Ledger) -> dict[str, int]:
-    out = {"input": 0, "output": 0, "cacheRead": 0, "cacheCreation": 0, "requests": 0}
-    for t in ledger.totals():
-        for k, v in t.tokens.items():
-            out[k] += v
-        out["requests"] += t.requests
-    return out
 
 
 # -- 1. sidechain fold: two replays stored before their parent -------------------------------
