@@ -100,19 +100,33 @@ def _settings(args: argparse.Namespace) -> config.Settings:
 
 
 class _LazyPricer:
-    """Loads the price table (a 0.2 s import) on first use, so a cold scan's parse worker
-    starts while it loads, and a pass with nothing new never loads it."""
+    """Prices requests without loading the price table (a 0.2 s import) when it can.
+
+    Rates already resolved in an earlier run come from the state directory's rate cache; the
+    table is loaded only for a model seen for the first time (or after prices changed), and in a
+    long-lived daemon once at start (``warm``).
+    """
 
     def __init__(self, settings: config.Settings) -> None:
         self._settings = settings
         self._pricer: Any = None
+        self._cache: Any = None
+        self._warned: set[tuple[str, str]] = set()
 
     def _get(self) -> Any:
         if self._pricer is None:
             from bridge.pricing import Pricer
 
+            log.debug("loading the price table")
             self._pricer = Pricer(self.overrides_path())
         return self._pricer
+
+    def _rates(self) -> Any:
+        if self._cache is None:
+            from bridge._ratecache import RateCache
+
+            self._cache = RateCache(self._settings.state_dir / "rates.json", self.inputs())
+        return self._cache
 
     def overrides_path(self) -> Path:
         return self._settings.prices_path or config.default_overrides_path()
@@ -120,16 +134,40 @@ class _LazyPricer:
     def warm(self) -> None:
         self._get()
 
-    def cost(self, *args: Any, **kwargs: Any) -> Any:
-        return self._get().cost(*args, **kwargs)
+    def cost(self, provider: str, model: str, tokens: Any, at: Any = None) -> Any:
+        from bridge._ratecache import tokens_cost
+
+        hit, rates = self._rates().get(provider, model)
+        if hit:
+            if rates is not None:
+                return tokens_cost(rates, tokens)
+            if (provider, model) not in self._warned:  # same words as the price table's warning
+                self._warned.add((provider, model))
+                log.warning(
+                    "no price for model %r (provider %r): its cost stays unknown; add a [[model]] entry to %s",
+                    model, provider, self.overrides_path(),
+                )  # fmt: skip
+            return None
+        pricer = self._get()
+        cost = pricer.cost(provider, model, tokens, at)
+        cacheable, plain = pricer.plain_rates(provider, model)
+        if cacheable:
+            self._rates().put(provider, model, plain)
+            if plain is None:
+                self._warned.add((provider, model))  # the price table has warned already
+        return cost
+
+    def save(self) -> None:
+        if self._cache is not None:
+            self._cache.save()
 
     def fingerprint(self) -> str:
         return str(self._get().fingerprint())
 
     def inputs(self) -> str:
-        """What the prices depend on, read without loading the table: the package version and
-        the override file's identity. Unchanged inputs mean unchanged prices."""
-        from importlib.metadata import version
+        """What the prices depend on, read without loading the table: the package version, the
+        rules version and the override file's identity. Unchanged inputs mean unchanged prices."""
+        from bridge._ratecache import RULES_VERSION, package_version
 
         path = self.overrides_path()
         try:
@@ -137,7 +175,7 @@ class _LazyPricer:
             file_id = f"{st.st_mtime_ns}:{st.st_size}"
         except OSError:
             file_id = "-"
-        return f"{version('genai-prices')}|{path}|{file_id}"
+        return f"{package_version()}|{RULES_VERSION}|{path}|{file_id}"
 
 
 def _pricer(settings: config.Settings) -> Any:
@@ -209,6 +247,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         pricer = _pricer(settings)
         results = ingest(ledger, sources, pricer, since, show_progress=not args.no_progress)
         _reprice_if_needed(ledger, pricer)
+        pricer.save()
         elapsed = time.monotonic() - started
         mb = sum(r.bytes_read for r in results) / 1e6
         new = sum(r.new_requests for r in results)

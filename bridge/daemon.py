@@ -170,3 +170,5 @@ def _pass(
             log.warning("%s: scan failed: %s", s.name, exc)
     if ledger.generation != before:
         exporter.refresh(ledger)
+        if hasattr(pricer, "save"):
+            pricer.save()

@@ -55,6 +55,7 @@ import genai_prices
 from genai_prices import Usage, calc_price
 from genai_prices.types import ConditionalPrice, ModelInfo, ModelPrice, StartDateConstraint, Tier, TieredPrices
 
+from bridge._ratecache import RULES_VERSION, PlainRates, tokens_cost
 from bridge.config import default_overrides_path
 from bridge.errors import ConfigError
 from bridge.record import Tokens
@@ -63,7 +64,7 @@ __all__ = ["Pricer", "default_overrides_path"]
 
 log = logging.getLogger("tokenbridge.pricing")
 
-_RULES_VERSION = "1"  # bump when pricing rules change, so cached costs are recomputed
+_RULES_VERSION = RULES_VERSION
 _SYNTHETIC = "<synthetic>"
 # Bridge provider names → genai-prices provider ids (others are passed through as written).
 _PROVIDER_IDS = {
@@ -102,6 +103,9 @@ class _Rates:
 
     def at_input(self, total_input: int) -> tuple[int, ...]:
         return self.tables[bisect_left(self.thresholds, total_input)]
+
+    def plain(self) -> PlainRates:
+        return (self.exp, self.first_tier, self.thresholds, self.tables)
 
 
 class _Conditional:
@@ -203,13 +207,17 @@ class Pricer:
         if entry is None:
             return None
         rates = entry.rates_at(at) if isinstance(entry, _Conditional) else entry
-        t = tokens
-        cc = t.cache_creation
-        c1h = t.cache_creation_1h if t.cache_creation_1h < cc else cc
-        total_in = t.input + t.cache_read + cc
-        r = rates.tables[0] if total_in <= rates.first_tier else rates.at_input(total_in)
-        units = t.input * r[0] + t.output * r[1] + t.cache_read * r[2] + (cc - c1h) * r[3] + c1h * r[4] + r[5]
-        return Decimal(units).scaleb(rates.exp)
+        return tokens_cost((rates.exp, rates.first_tier, rates.thresholds, rates.tables), tokens)
+
+    def plain_rates(self, provider: str, model: str) -> tuple[bool, PlainRates | None]:
+        """(cacheable, rates) of an already priced model: time-dependent prices are not cacheable."""
+        key = (provider, model)
+        if key not in self._entries or model == _SYNTHETIC:
+            return False, None
+        entry = self._entries[key]
+        if isinstance(entry, _Conditional):
+            return False, None
+        return True, None if entry is None else entry.plain()
 
     @property
     def unknown_models(self) -> frozenset[tuple[str, str]]:

@@ -11,7 +11,6 @@ saves.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -22,7 +21,6 @@ from bridge.record import record_from_tuple
 from bridge.sources._base import log
 from bridge.sources._tail import ChunkOutcome, ChunkResult, ReadPlan
 
-PARALLEL_MIN_BYTES = 48 * 1024 * 1024
 _AHEAD_BYTES = 256 * 1024 * 1024  # file bytes submitted ahead; results held are ~1% of that
 
 # What a worker returns per chunk: consumed bytes, malformed count, first malformed offset,
@@ -32,12 +30,6 @@ EncodedChunk = tuple[int, int, int | None, list[tuple[Any, ...]]]
 # its encoded chunks or the OSError that reading it raised.
 Worker = Callable[[list[tuple[str, int, Any]]], list[list[EncodedChunk] | OSError]]
 _TASK_BYTES = 16 * 1024 * 1024  # files per task: few round trips, the worker never starves
-
-
-def worth_it(pending: int) -> bool:
-    """Whether ``pending`` bytes to read justify a worker process."""
-    threshold = int(os.environ.get("TOKENBRIDGE_PARALLEL_MIN_BYTES", PARALLEL_MIN_BYTES))
-    return pending >= threshold and (os.cpu_count() or 1) >= 2
 
 
 def _decode(chunks: list[EncodedChunk]) -> list[ChunkOutcome]:

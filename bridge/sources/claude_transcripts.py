@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -44,7 +44,6 @@ from bridge.errors import SourceError
 from bridge.ledger import CostFunction, Ledger
 from bridge.record import CostOrigin, Tokens, UsageRecord, collapse, record_to_tuple
 from bridge.sources._base import ProgressHook, ScanStats, SourceStatus, expand_dir_list, infer_provider, log
-from bridge.sources._parallel import EncodedChunk, read_in_worker, worth_it
 from bridge.sources._tail import (
     Batch,
     ChunkOutcome,
@@ -56,6 +55,9 @@ from bridge.sources._tail import (
     plan_read,
     read_chunks,
 )
+
+if TYPE_CHECKING:
+    from bridge.sources._parallel import EncodedChunk
 
 NAME = "claude_transcripts"
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
@@ -366,7 +368,9 @@ class ClaudeTranscripts:
         stats.files_seen = len(todo)
         plans = _plans(todo, stats)  # lazy: planning overlaps the parse worker's start-up
         batch = Batch(ledger, pricer)
-        if worth_it(pending):
+        if _worth_a_worker(pending):
+            from bridge.sources._parallel import read_in_worker  # multiprocessing: only when used
+
             results: Iterable[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]] = read_in_worker(
                 plans, _read_files, lambda p: _context(Path(p.path))
             )
@@ -385,6 +389,12 @@ class ClaudeTranscripts:
         batch.flush()
         stats.new_requests = batch.new_requests
         return stats
+
+
+def _worth_a_worker(pending: int) -> bool:
+    """Whether ``pending`` bytes justify the parse worker (see ``_parallel``): big scans only."""
+    threshold = int(os.environ.get("TOKENBRIDGE_PARALLEL_MIN_BYTES") or 48 * 1024 * 1024)
+    return pending >= threshold and (os.cpu_count() or 1) >= 2
 
 
 def _plans(todo: list[tuple[Path, Any, Any]], stats: ScanStats) -> Iterator[ReadPlan]:
