@@ -170,5 +170,4 @@ def _pass(
             log.warning("%s: scan failed: %s", s.name, exc)
     if ledger.generation != before:
         exporter.refresh(ledger)
-        if hasattr(pricer, "save"):
-            pricer.save()
+        pricer.save()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -232,7 +231,6 @@ class BridgeExporter:
         env = dict(os.environ) if env is None else env
         self.include_session_id = include_session_id
         self.snapshot = _Snapshot([])
-        self._lock = threading.Lock()
         self._pending_series: dict[str, tuple[int, str]] = {}
         self._known: dict[str, tuple[int, str]] = {}
         self.otlp: _StableStartExporter | None = None

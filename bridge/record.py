@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-TOKEN_TYPES: tuple[str, ...] = ("input", "output", "cacheRead", "cacheCreation")
 # No real request (or day) comes near this; above it a count is corrupt, and its cost would
 # overflow the ledger's 64-bit integers.
 MAX_TOKENS = 10**11

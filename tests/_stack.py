@@ -326,6 +326,19 @@ def wait_for_scrapes(
 # ------------------------------------------------------------------ grafana dashboards
 
 
+# Claude Code's eight native metrics as the collector exposes them (native-telemetry.md §2.2).
+NATIVE_SERIES = (
+    "claude_code_session_count_total",
+    "claude_code_token_usage_tokens_total",
+    "claude_code_cost_usage_USD_total",
+    "claude_code_lines_of_code_count_total",
+    "claude_code_pull_request_count_total",
+    "claude_code_commit_count_total",
+    "claude_code_code_edit_tool_decision_total",
+    "claude_code_active_time_seconds_total",
+)
+
+
 def dashboards() -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in sorted((REPO / "grafana" / "dashboards").glob("*.json"))}
 

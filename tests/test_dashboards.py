@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from tests._stack import REPO, compose, dashboards, expand, iter_panels, promtool_bin
+from tests._stack import NATIVE_SERIES, REPO, compose, dashboards, expand, iter_panels, promtool_bin
 
 DS_UID = "tokenbridge-prometheus"
 TOKEN_OR_COST = re.compile(r"claude_code_(token_usage_tokens|cost_usage_USD)_total")
@@ -113,16 +113,7 @@ def test_claude_code_dashboard_covers_all_eight_native_metrics():
     exprs = " ".join(
         t["expr"] for p in iter_panels(dashboards()["claude-code.json"]["panels"]) for t in p.get("targets", [])
     )
-    for m in (
-        "claude_code_session_count_total",
-        "claude_code_token_usage_tokens_total",
-        "claude_code_cost_usage_USD_total",
-        "claude_code_lines_of_code_count_total",
-        "claude_code_pull_request_count_total",
-        "claude_code_commit_count_total",
-        "claude_code_code_edit_tool_decision_total",
-        "claude_code_active_time_seconds_total",
-    ):
+    for m in NATIVE_SERIES:
         assert m in exprs, m
 
 

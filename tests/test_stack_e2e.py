@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests._stack import (
+    NATIVE_SERIES,
     REPO,
     ClaudeCodeSim,
     dashboards,
@@ -353,16 +354,7 @@ def _post_history(prom_url: str, t_old: float) -> int:
 
 def test_series_names_are_claude_codes_collector_names(stack):
     names = set(stack.prom.api("/api/v1/label/__name__/values", {"match[]": ['{__name__=~"claude_code_.+"}']}))
-    assert names == {
-        "claude_code_session_count_total",
-        "claude_code_token_usage_tokens_total",
-        "claude_code_cost_usage_USD_total",
-        "claude_code_lines_of_code_count_total",
-        "claude_code_pull_request_count_total",
-        "claude_code_commit_count_total",
-        "claude_code_code_edit_tool_decision_total",
-        "claude_code_active_time_seconds_total",
-    }
+    assert names == set(NATIVE_SERIES)
 
 
 def test_native_token_and_cost_series_get_provider_and_source(stack):

@@ -83,13 +83,6 @@ class FileScan:
     restarted: bool = False
 
 
-def _stat(path: Path) -> os.stat_result | None:
-    try:
-        return path.stat()
-    except FileNotFoundError:
-        return None
-
-
 def _head(fh: BinaryIO, size: int) -> bytes:
     fh.seek(0)
     return fh.read(min(size, _HEAD_BYTES))
@@ -203,22 +196,6 @@ def apply_read(
         if on_bytes is not None:
             on_bytes(out.consumed)
     return scan
-
-
-def tail_file(
-    batch: Batch,
-    source: str,
-    path: Path,
-    parse: ChunkParser,
-    cursor: Cursor | None,
-    on_bytes: Callable[[int], None] | None = None,
-    chunk_bytes: int = CHUNK_BYTES,
-) -> FileScan:
-    """Read ``path`` from its cursor to its last complete line into ``batch`` (in this process)."""
-    plan = plan_read(source, path, cursor)
-    if plan is None:
-        return FileScan()
-    return apply_read(batch, plan, read_chunks(plan.path, plan.start, parse, chunk_bytes), on_bytes)
 
 
 def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects") -> list[Path]:
