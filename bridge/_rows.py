@@ -34,6 +34,7 @@ class Row:
     reported_pusd: int | None
     cost_pusd: int | None
     cost_origin: str
+    requests: int = 1
 
     @classmethod
     def from_db(cls, r: Any) -> Row:
@@ -51,6 +52,7 @@ class Row:
             None if r[14] is None else int(r[14]),
             None if r[15] is None else int(r[15]),
             str(r[16]),
+            int(r[17]),
         )
 
     def as_params(self) -> tuple[object, ...]:
@@ -73,6 +75,7 @@ class Row:
             self.reported_pusd,
             self.cost_pusd,
             self.cost_origin,
+            self.requests,
         )
 
 
@@ -91,20 +94,23 @@ def merge_record(old: Row | None, rec: UsageRecord) -> Row:
     reported = to_pusd(rec.cost) if rec.cost is not None and rec.cost_origin is CostOrigin.REPORTED else None
     if reported is not None and not 0 <= reported < MAX_PUSD:
         reported = None
-    if old is None or (old.sidechain and not rec.is_sidechain):
-        base = Row(
-            rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
-            rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, CostOrigin.UNKNOWN.value,
-        )  # fmt: skip
-        return base if old is None else fold(base, old)
-    return fold(old, Row(
+    origin = CostOrigin.EXTERNAL if rec.cost_origin is CostOrigin.EXTERNAL else CostOrigin.UNKNOWN
+    new = Row(
         rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
-        rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, CostOrigin.UNKNOWN.value,
-    ))  # fmt: skip
+        rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, origin.value, rec.requests,
+    )  # fmt: skip
+    if rec.replace:
+        return new  # a bucket's latest state: replaces the stored one, up or down
+    if old is None or (old.sidechain and not rec.is_sidechain):
+        return new if old is None else fold(new, old)
+    return fold(old, new)
 
 
 def identity_and_usage(r: Row) -> tuple[object, ...]:
-    return (r.tokens, r.reported_pusd, r.sidechain, r.ts_ms, r.session_id, r.project, r.model, r.source)
+    return (
+        r.tokens, r.reported_pusd, r.sidechain, r.ts_ms, r.session_id, r.project, r.model, r.source, r.requests,
+        r.cost_origin == CostOrigin.EXTERNAL.value,
+    )  # fmt: skip
 
 
 def fold(base: Row, other: Row) -> Row:
@@ -113,6 +119,7 @@ def fold(base: Row, other: Row) -> Row:
         base.dedup_key, base.group_key, base.source, base.provider, base.model, base.ts_ms, base.session_id,
         base.project, base.sidechain, base.tokens.merge_max(other.tokens),
         max_opt_int(base.reported_pusd, other.reported_pusd), base.cost_pusd, base.cost_origin,
+        max(base.requests, other.requests),
     )  # fmt: skip
 
 
@@ -155,5 +162,5 @@ def add_delta(deltas: Deltas, row: Row, sign: int) -> None:
     d[2] += sign * t.cache_read
     d[3] += sign * t.cache_creation
     d[4] += sign * (row.cost_pusd or 0)
-    d[5] += sign
-    d[6] += sign * (1 if row.cost_pusd is None else 0)
+    d[5] += sign * row.requests
+    d[6] += sign * (row.requests if row.cost_pusd is None else 0)

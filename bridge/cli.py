@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__, config
+from bridge.app import resolve_selection
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
 from bridge.report import KINDS, build, parse_day, resolve_tz
-from bridge.sources import Source, build_sources
-from bridge.sources.claude_stats_cache import TRANSCRIPTS_SCANNED
 
 log = logging.getLogger("tokenbridge")
-_PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar on the first scan")
 
     sync = sub.add_parser("sync", help="one ingest pass, one export, exit")
-    sync.add_argument("--source", choices=config.SOURCE_NAMES, help="only this source")
+    sync.add_argument("--source", action="append", metavar="NAME", help="only this source or group (repeatable)")
     sync.add_argument("--days", type=int, help="only files changed in the last N days")
     sync.add_argument("--no-export", action="store_true", help="ingest into the ledger only")
     sync.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -56,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--until", help="last day (YYYY-MM-DD), inclusive")
     rep.add_argument("--timezone", "-z", help="IANA zone for day buckets (default: system zone)")
     rep.add_argument("--breakdown", action="store_true", help="a row per model under each period")
-    rep.add_argument("--source", action="append", choices=config.SOURCE_NAMES, help="only these sources")
+    rep.add_argument("--source", action="append", metavar="NAME", help="only these sources or groups (repeatable)")
 
     src = sub.add_parser("sources", help="each source: detected, roots, files, last event, problems")
     src.add_argument("--json", action="store_true")
@@ -99,183 +97,41 @@ def _settings(args: argparse.Namespace) -> config.Settings:
     return s
 
 
-class _LazyPricer:
-    """Prices requests without loading the price table (a 0.2 s import) when it can.
-
-    Rates already resolved in an earlier run come from the state directory's rate cache; the
-    table is loaded only for a model seen for the first time (or after prices changed), and in a
-    long-lived daemon once at start (``warm``).
-    """
-
-    def __init__(self, settings: config.Settings) -> None:
-        self._settings = settings
-        self._pricer: Any = None
-        self._cache: Any = None
-        self._warned: set[tuple[str, str]] = set()
-
-    def _get(self) -> Any:
-        if self._pricer is None:
-            from bridge.pricing import Pricer
-
-            log.debug("loading the price table")
-            self._pricer = Pricer(self.overrides_path())
-        return self._pricer
-
-    def _rates(self) -> Any:
-        if self._cache is None:
-            from bridge._ratecache import RateCache
-
-            self._cache = RateCache(self._settings.state_dir / "rates.json", self.inputs())
-        return self._cache
-
-    def overrides_path(self) -> Path:
-        return self._settings.prices_path or config.default_overrides_path()
-
-    def warm(self) -> None:
-        self._get()
-
-    def cost(self, provider: str, model: str, tokens: Any, at: Any = None) -> Any:
-        from bridge._ratecache import tokens_cost
-
-        hit, rates = self._rates().get(provider, model)
-        if hit:
-            if rates is not None:
-                return tokens_cost(rates, tokens)
-            if (provider, model) not in self._warned:  # same words as the price table's warning
-                self._warned.add((provider, model))
-                log.warning(
-                    "no price for model %r (provider %r): its cost stays unknown; add a [[model]] entry to %s",
-                    model, provider, self.overrides_path(),
-                )  # fmt: skip
-            return None
-        pricer = self._get()
-        cost = pricer.cost(provider, model, tokens, at)
-        cacheable, plain = pricer.plain_rates(provider, model)
-        if cacheable:
-            self._rates().put(provider, model, plain)
-            if plain is None:
-                self._warned.add((provider, model))  # the price table has warned already
-        return cost
-
-    def save(self) -> None:
-        if self._cache is not None:
-            self._cache.save()
-
-    def fingerprint(self) -> str:
-        return str(self._get().fingerprint())
-
-    def inputs(self) -> str:
-        """What the prices depend on, read without loading the table: the package version, the
-        rules version and the override file's identity. Unchanged inputs mean unchanged prices."""
-        from bridge._ratecache import RULES_VERSION, package_version
-
-        path = self.overrides_path()
-        try:
-            st = path.stat()
-            file_id = f"{st.st_mtime_ns}:{st.st_size}"
-        except OSError:
-            file_id = "-"
-        return f"{package_version()}|{RULES_VERSION}|{path}|{file_id}"
-
-
-def _pricer(settings: config.Settings) -> Any:
-    return _LazyPricer(settings)
-
-
-def ingest(
-    ledger: Ledger,
-    sources: Sequence[Source],
-    pricer: Any,
-    since: datetime | None = None,
-    show_progress: bool = False,
-) -> list[Any]:
-    """One pass over ``sources``; a progress bar when there is a lot to read."""
-    results = []
-    threshold = int(os.environ.get("TOKENBRIDGE_PROGRESS_MIN_BYTES", _PROGRESS_MIN_BYTES))
-    # Sizing the work walks the tree: only worth it when a bar can be shown.
-    pending = sum(s.pending_bytes(ledger, since) for s in sources) if show_progress and sys.stderr.isatty() else 0
-    if pending and pending >= threshold:
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=Console(stderr=True),  # stdout stays clean for scripts
-        ) as bar:
-            task = bar.add_task("scanning history", total=pending)
-            for s in sources:
-                results.append(s.scan(ledger, pricer, since, lambda n: bar.advance(task, n)))
-                if since is None:
-                    _mark_scanned(ledger, s)
-    else:
-        for s in sources:
-            results.append(s.scan(ledger, pricer, since))
-            if since is None:  # a --days pass has not seen every transcript day
-                _mark_scanned(ledger, s)
-    return results
-
-
-def _mark_scanned(ledger: Ledger, source: Source) -> None:
-    if source.name == TRANSCRIPTS_SCANNED[0] and ledger.state(*TRANSCRIPTS_SCANNED) is None:
-        ledger.set_state(*TRANSCRIPTS_SCANNED, "1")
-
-
-def _reprice_if_needed(ledger: Ledger, pricer: Any) -> None:
-    if not ledger.unpriced_requests():
-        return  # nothing waits for a price: do not even load the price table
-    inputs = pricer.inputs()
-    if ledger.state("pricing", "inputs") == inputs:
-        return  # same package, same override file: same prices (no table load)
-    fp = pricer.fingerprint()
-    if ledger.state("pricing", "fingerprint") != fp:
-        n = ledger.reprice_unknown(pricer)
-        if n:
-            log.info("priced %d request(s) whose model had no price before", n)
-        ledger.set_state("pricing", "fingerprint", fp)
-    ledger.set_state("pricing", "inputs", inputs)
-
-
 def cmd_sync(args: argparse.Namespace) -> int:
+    from bridge import app
+
     settings = _settings(args)
-    sources = build_sources(settings, args.source)
     since = datetime.now(UTC) - timedelta(days=args.days) if args.days else None
     started = time.monotonic()
-    with Ledger.open(settings.state_dir) as ledger:
-        pricer = _pricer(settings)
-        results = ingest(ledger, sources, pricer, since, show_progress=not args.no_progress)
-        _reprice_if_needed(ledger, pricer)
-        pricer.save()
-        elapsed = time.monotonic() - started
-        mb = sum(r.bytes_read for r in results) / 1e6
-        new = sum(r.new_requests for r in results)
-        files = sum(r.files_read for r in results)
-        print(f"ingested {new} new request(s) from {files} file(s), {mb:.1f} MB in {elapsed:.2f}s", file=sys.stderr)
-        for r in results:
-            for err in r.errors:
-                log.warning("%s: %s", r.source, err)
-        if args.no_export:
-            return 0
-        from bridge.export import BridgeExporter
+    result = app.sync(settings, args.source, since, export=not args.no_export, show_progress=not args.no_progress)
+    elapsed = time.monotonic() - started
+    failed = [r for r in result.stats if r.failure is not None]
+    if args.debug and failed:
+        raise failed[0].failure  # type: ignore[misc]
+    if failed and len(failed) == len(result.stats):
+        for r in failed:  # nothing was read: the errors are the whole story
+            print(f"tokenbridge: error: {_named(r.source, r.failure)}", file=sys.stderr)
+        return 1
+    mb = sum(r.bytes_read for r in result.stats) / 1e6
+    files = sum(r.files_read for r in result.stats)
+    print(
+        f"ingested {result.new_requests} new request(s) from {files} file(s), {mb:.1f} MB in {elapsed:.2f}s",
+        file=sys.stderr,
+    )
+    for r in result.stats:
+        if r.failure is not None:
+            print(f"tokenbridge: error: {_named(r.source, r.failure)}", file=sys.stderr)
+            continue
+        for err in r.errors:
+            log.warning("%s: %s", r.source, err)
+    if result.export_ok:
+        print(f"exported totals to {result.exported_to}", file=sys.stderr)
+    return 1 if failed else 0
 
-        if not settings.otlp:
-            return 0
-        exporter = BridgeExporter(
-            otlp=True,
-            prometheus_port=None,  # a one-shot sync cannot serve a scrape endpoint: that is `run`
-            interval_s=3600,
-            include_session_id=settings.include_session_id,
-            env=settings.env,
-            instance_id=ledger.instance_id(),
-        )
-        exporter.refresh(ledger)
-        ok = exporter.flush()
-        exporter.shutdown()
-        if ok:
-            print(f"exported totals to {exporter.target}", file=sys.stderr)
-    return 0
+
+def _named(source: str, exc: BaseException | None) -> str:
+    text = str(exc)
+    return text if text.startswith(f"{source}: ") else f"{source}: {text}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -310,7 +166,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     since = parse_day(args.since, "--since") if args.since else None
     until = parse_day(args.until, "--until") if args.until else None
     with Ledger.open(settings.state_dir) as ledger:
-        rep = build(ledger, args.kind, tz, since, until, args.source)
+        rep = build(ledger, args.kind, tz, since, until, resolve_selection(args.source))
     if args.json:
         print(json.dumps(rep.as_json(breakdown=True), indent=2))
         return 0
@@ -354,30 +210,9 @@ def _cells(line: Any) -> list[str]:
     ]
 
 
-def source_rows(settings: config.Settings) -> list[dict[str, Any]]:
-    rows = []
-    with Ledger.open(settings.state_dir) as ledger:
-        for s in build_sources(settings):
-            st = s.status()
-            info = ledger.source_summary(s.name)
-            rows.append(
-                {
-                    "name": st.name,
-                    "detected": st.detected,
-                    "enabled": st.enabled,
-                    "roots": st.roots,
-                    "files": st.files,
-                    "lastEvent": info["last_event"],
-                    "requests": info["requests"],
-                    "skippedLines": info["skipped"],
-                    "unknownModels": info["unknown_models"],
-                    "errors": st.notes,
-                }
-            )
-    return rows
-
-
 def cmd_sources(args: argparse.Namespace) -> int:
+    from bridge.app import source_rows
+
     rows = source_rows(_settings(args))
     if args.json:
         print(json.dumps({"sources": rows}, indent=2))

@@ -15,8 +15,6 @@ import platformdirs
 
 from bridge.errors import ConfigError
 
-SOURCE_NAMES = ("claude_transcripts", "claude_stats_cache")
-
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "export": {"interval_seconds": (int, float), "include_session_id": bool, "prometheus_port": int, "otlp": bool},
     "sources": {"enabled": list},
@@ -32,7 +30,7 @@ class Settings:
     include_session_id: bool = False
     prometheus_port: int | None = None
     otlp: bool = True
-    enabled_sources: tuple[str, ...] = SOURCE_NAMES
+    enabled_sources: tuple[str, ...] | None = None  # None: every source enabled by default
     prices_path: Path | None = None
     rescan_s: float = 600.0
     env: dict[str, str] = field(default_factory=dict)
@@ -122,10 +120,15 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     s.otlp = bool(export.get("otlp", True))
     enabled = data.get("sources", {}).get("enabled")
     if enabled is not None:
-        unknown = [n for n in enabled if n not in SOURCE_NAMES]
-        if unknown:
-            raise ConfigError(f"{cfg_path.name}: sources.enabled", f"unknown source {unknown[0]!r}")
-        s.enabled_sources = tuple(enabled)
+        from bridge.sources import _registry
+
+        try:
+            s.enabled_sources = _registry.resolve([str(n) for n in enabled])
+        except ValueError as exc:
+            known = ", ".join(_registry.selectors())
+            raise ConfigError(
+                f"{cfg_path.name}: sources.enabled", f"unknown source {exc.args[0]!r} (known: {known})"
+            ) from None
     overrides = data.get("pricing", {}).get("overrides")
     if overrides:
         s.prices_path = Path(os.path.expanduser(overrides))

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bridge.app import LazyPricer, ingest, reprice_if_needed, scan_one
 from bridge.config import Settings
 from bridge.export import BridgeExporter
 from bridge.ledger import Ledger
@@ -67,8 +69,8 @@ def _observer(sources: list[Source], wake: _Wakeup) -> Any:
     ]  # fmt: skip
 
     class Handler(ev.FileSystemEventHandler):
-        def __init__(self, source: str, suffix: str) -> None:
-            self.source, self.suffix = source, suffix
+        def __init__(self, source: str, suffixes: tuple[str, ...]) -> None:
+            self.source, self.suffixes = source, suffixes
 
         def on_any_event(self, event: ev.FileSystemEvent) -> None:
             if event.event_type not in _CONTENT_EVENTS:
@@ -78,24 +80,20 @@ def _observer(sources: list[Source], wake: _Wakeup) -> Any:
                 wake.mark(self.source)  # a new or moved directory: rescan this source
                 return
             for p in paths:
-                if p.endswith(self.suffix):
+                if p.endswith(self.suffixes):
                     wake.mark(self.source, Path(p))
 
     obs = Observer()
     for s in sources:
-        suffix = "stats-cache.json" if s.name == "claude_stats_cache" else ".jsonl"
-        recursive = s.name != "claude_stats_cache"
-        for p in s.watch_paths():
-            if Path(p).is_dir():
-                obs.schedule(Handler(s.name, suffix), str(p), recursive=recursive, event_filter=wanted)
+        for w in s.watches():
+            if w.path.is_dir():
+                obs.schedule(Handler(s.name, w.suffixes), str(w.path), recursive=w.recursive, event_filter=wanted)
     obs.daemon = True
     obs.start()
     return obs
 
 
 def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: bool = True) -> int:
-    from bridge.cli import _mark_scanned, _pricer, _reprice_if_needed, ingest
-
     stop = threading.Event()
     wake = _Wakeup()
 
@@ -107,10 +105,10 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     sources = build_sources(settings)
-    with Ledger.open(settings.state_dir) as ledger:
-        pricer = _pricer(settings)
+    with Ledger.open(settings.state_dir, check=True) as ledger:
+        pricer = LazyPricer(settings)
         pricer.warm()  # a long-lived process: load the price table now, not on the first new line
-        _reprice_if_needed(ledger, pricer)
+        reprice_if_needed(ledger, pricer)
         exporter = BridgeExporter(
             otlp=settings.otlp,
             prometheus_port=settings.prometheus_port,
@@ -119,6 +117,7 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
             include_session_id=settings.include_session_id,
             env=settings.env,
             instance_id=ledger.instance_id(),
+            ledger_path=ledger.path,
         )
         rescan_s = settings.rescan_s
         try:
@@ -129,22 +128,28 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
             observer, rescan_s = None, POLL_S
         try:
             try:
-                ingest(ledger, sources, pricer, show_progress=show_progress)
+                _report(ingest(ledger, sources, pricer, show_progress=show_progress))
             except Exception as exc:  # keep watching: the next pass retries what failed
                 log.warning("first ingest failed: %s; retrying on the next pass", exc)
             exporter.refresh(ledger)
             log.info("watching %d source(s); exporting every %gs", len(sources), settings.interval_s)
+            last_full = time.monotonic()
             while not stop.is_set():
-                woke = wake.event.wait(rescan_s)
+                timeout = _next_wait(ledger, sources, last_full + rescan_s - time.monotonic())
+                woke = wake.event.wait(max(timeout, 0.0))
                 if stop.is_set():
                     break
                 if woke:
                     stop.wait(DEBOUNCE_S)
                 dirty = wake.take()
-                todo = [s for s in sources if not woke or s.name in dirty]
-                _pass(ledger, todo, pricer, exporter, dirty if woke else {})
-                for s in todo:
-                    _mark_scanned(ledger, s)
+                full = time.monotonic() - last_full >= rescan_s
+                if full:
+                    last_full = time.monotonic()
+                    todo = list(sources)
+                else:
+                    now = time.time()
+                    todo = [s for s in sources if s.name in dirty or _is_due(s.due_in(ledger, now))]
+                _pass(ledger, todo, pricer, exporter, {} if full else dirty)
             _pass(ledger, sources, pricer, exporter)
         finally:
             if observer is not None:
@@ -152,6 +157,21 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
             exporter.flush()
             exporter.shutdown()
     return 0
+
+
+def _is_due(due_in: float | None) -> bool:
+    return due_in is not None and due_in <= 0
+
+
+def _next_wait(ledger: Ledger, sources: list[Source], until_rescan: float) -> float:
+    """Seconds to sleep: until the safety rescan or the first polled source that is due."""
+    wait = until_rescan
+    now = time.time()
+    for s in sources:
+        due = s.due_in(ledger, now)
+        if due is not None:
+            wait = min(wait, due)
+    return wait
 
 
 def _pass(
@@ -165,9 +185,15 @@ def _pass(
     before = ledger.generation
     for s in sources:
         try:
-            s.scan(ledger, pricer, paths=(paths or {}).get(s.name))
+            _report([scan_one(ledger, s, pricer, paths=(paths or {}).get(s.name))])
         except Exception as exc:  # one bad source never stops the others
             log.warning("%s: scan failed: %s", s.name, exc)
     if ledger.generation != before:
         exporter.refresh(ledger)
         pricer.save()
+
+
+def _report(results: list[Any]) -> None:
+    for r in results:
+        if r.failure is not None:
+            log.warning("%s: scan failed: %s", r.source, r.failure)

@@ -21,10 +21,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from decimal import Decimal
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,31 +44,26 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 
 from bridge import __version__
-from bridge.errors import ConfigError
-from bridge.ledger import Ledger, SeriesTotal
+from bridge.errors import ConfigError, TokenbridgeError
+from bridge.ledger import Ledger
+from bridge.series import (
+    COST_METRIC,
+    TOKEN_METRIC,
+    UNPRICED_METRIC,
+    Point,
+    attrs_of,
+    export_lock,
+    guarded_points,
+    series_key,
+)
 
 log = logging.getLogger("tokenbridge.export")
 
-TOKEN_METRIC = "claude_code.token.usage"  # noqa: S105 - a metric name, not a password
-COST_METRIC = "claude_code.cost.usage"
-UNPRICED_METRIC = "tokenbridge.unpriced.requests"
 DEFAULT_ENDPOINT = "http://localhost:14317"  # the stack's OTLP gRPC port (see docker-compose.yml)
 _CUMULATIVE: dict[type, AggregationTemporality] = {
     Counter: AggregationTemporality.CUMULATIVE,
     ObservableCounter: AggregationTemporality.CUMULATIVE,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class _Point:
-    metric: str
-    attrs: tuple[tuple[str, str], ...]
-    value: float
-    start_ns: int
-
-
-def _series_key(metric: str, attrs: tuple[tuple[str, str], ...]) -> str:
-    return metric + "|" + "|".join(f"{k}={v}" for k, v in attrs)
 
 
 class _Snapshot:
@@ -77,15 +74,18 @@ class _Snapshot:
     between must not leave a just-collected new series without its stored start time.
     """
 
-    def __init__(self, points: Sequence[_Point], starts: dict[str, int] | None = None) -> None:
+    def __init__(self, points: Sequence[Point], starts: dict[str, int] | None = None) -> None:
         self.points = {(p.metric, p.attrs): p for p in points}
-        self.starts = {_series_key(p.metric, p.attrs): p.start_ns for p in points} if starts is None else starts
+        self.starts = {p.key: p.start_ns for p in points} if starts is None else starts
 
     def observations(self, metric: str) -> list[Observation]:
-        return [Observation(p.value, dict(p.attrs)) for (m, _), p in self.points.items() if m == metric]
+        return [Observation(float(p.value), dict(p.attrs)) for (m, _), p in self.points.items() if m == metric]
+
+    def point(self, metric: str, attrs: dict[str, Any]) -> Point | None:
+        return self.points.get((metric, attrs_of(attrs)))
 
     def start_ns(self, metric: str, attrs: dict[str, Any]) -> int | None:
-        return self.starts.get(_series_key(metric, tuple(sorted((str(k), str(v)) for k, v in attrs.items()))))
+        return self.starts.get(series_key(metric, attrs_of(attrs)))
 
 
 class _StableStartExporter(MetricExporter):
@@ -106,6 +106,14 @@ class _StableStartExporter(MetricExporter):
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         if self.closed:
             return MetricExportResult.SUCCESS
+        with self._owner.exclusive():
+            # Values are re-read from the ledger under the lock shared by every process that
+            # exports it: never send a total older than one another process already sent.
+            fresh = self._owner.fresh_snapshot()
+            self._rewrite(metrics_data, fresh)
+            return self._send(metrics_data, timeout_millis)
+
+    def _rewrite(self, metrics_data: MetricsData, fresh: _Snapshot | None) -> None:
         snap = self._owner.snapshot
         for rm in metrics_data.resource_metrics:
             for sm in rm.scope_metrics:
@@ -113,11 +121,16 @@ class _StableStartExporter(MetricExporter):
                     if not isinstance(metric.data, Sum):
                         continue
                     pts = []
-                    for dp in metric.data.data_points:
-                        start = snap.start_ns(metric.name, dict(dp.attributes or {}))
+                    for collected in metric.data.data_points:
+                        attrs = dict(collected.attributes or {})
+                        now = fresh.point(metric.name, attrs) if fresh is not None else None
+                        dp = collected if now is None else replace(collected, value=float(now.value))
+                        start = snap.start_ns(metric.name, attrs)
                         pts.append(replace(dp, start_time_unix_nano=start) if start is not None else dp)
                     data = replace(metric.data, data_points=pts)
                     sm.metrics[i] = replace(metric, data=data)  # type: ignore[index]
+
+    def _send(self, metrics_data: MetricsData, timeout_millis: float) -> MetricExportResult:
         try:
             result = self._inner.export(metrics_data, timeout_millis=timeout_millis)
         except Exception as exc:  # the SDK must never take the bridge down
@@ -227,12 +240,14 @@ class BridgeExporter:
         include_session_id: bool = False,
         env: dict[str, str] | None = None,
         instance_id: str | None = None,
+        ledger_path: Path | None = None,
     ) -> None:
         env = dict(os.environ) if env is None else env
         self.include_session_id = include_session_id
         self.snapshot = _Snapshot([])
-        self._pending_series: dict[str, tuple[int, str]] = {}
-        self._known: dict[str, tuple[int, str]] = {}
+        self._starts: dict[str, int] = {}
+        self._ledger_path = ledger_path
+        self._local = threading.local()  # the export thread's own ledger connection
         self.otlp: _StableStartExporter | None = None
         readers: list[MetricReader] = []
         if otlp:
@@ -281,45 +296,33 @@ class BridgeExporter:
 
     def refresh(self, ledger: Ledger) -> None:
         """Rebuild the snapshot from the ledger's totals (call from the ledger's thread)."""
-        if not self._known:
-            self._known = ledger.all_series()
-        points: list[_Point] = []
-        now = time.time_ns()
-        for metric, attrs, total in self._values(ledger.totals()):
-            key = _series_key(metric, attrs)
-            start, last = self._known.get(key, (now, "0"))
-            value = total
-            if total < Decimal(last):
-                log.warning("%s would go down (%s < %s); keeping the exported value", key, total, last)
-                value = Decimal(last)
-            if key not in self._known or Decimal(last) != value:
-                self._known[key] = (start, str(value))
-                self._pending_series[key] = (start, str(value))
-            points.append(_Point(metric, attrs, float(value), start))
-        self.snapshot = _Snapshot(points, {k: start for k, (start, _) in self._known.items()})
-        if self._pending_series:
-            ledger.record_series(self._pending_series)
-            self._pending_series = {}
+        self.snapshot = self._snapshot(ledger)
 
-    def _values(self, totals: list[SeriesTotal]) -> Iterable[tuple[str, tuple[tuple[str, str], ...], Decimal]]:
-        tokens: dict[tuple[tuple[str, str], ...], Decimal] = {}
-        cost: dict[tuple[tuple[str, str], ...], Decimal] = {}
-        unpriced: dict[tuple[tuple[str, str], ...], Decimal] = {}
-        for t in totals:
-            base = {"model": t.model, "provider": t.provider, "source": t.source}
-            if self.include_session_id and t.session_id:
-                base["session.id"] = t.session_id
-            attrs = tuple(sorted(base.items()))
-            for typ, n in t.tokens.items():
-                k = tuple(sorted((*attrs, ("type", typ))))
-                tokens[k] = tokens.get(k, Decimal(0)) + n
-            if t.requests > t.unpriced:
-                cost[attrs] = cost.get(attrs, Decimal(0)) + t.cost
-            if t.unpriced:
-                unpriced[attrs] = unpriced.get(attrs, Decimal(0)) + t.unpriced
-        for metric, table in ((TOKEN_METRIC, tokens), (COST_METRIC, cost), (UNPRICED_METRIC, unpriced)):
-            for attrs, value in table.items():
-                yield metric, attrs, value
+    def _snapshot(self, ledger: Ledger) -> _Snapshot:
+        points = guarded_points(ledger, self.include_session_id, time.time_ns())
+        self._starts.update({p.key: p.start_ns for p in points})
+        return _Snapshot(points, dict(self._starts))
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        if self._ledger_path is None:
+            yield
+            return
+        with export_lock(self._ledger_path):
+            yield
+
+    def fresh_snapshot(self) -> _Snapshot | None:
+        """The ledger's totals now, read on the calling (export) thread with its own connection."""
+        if self._ledger_path is None:
+            return None
+        ledger = getattr(self._local, "ledger", None)
+        try:
+            if ledger is None:
+                ledger = self._local.ledger = Ledger(self._ledger_path)
+            return self._snapshot(ledger)
+        except TokenbridgeError as exc:  # export what was collected; the guard still held
+            log.warning("cannot re-read the ledger before exporting: %s", exc)
+            return None
 
     def flush(self, timeout_s: float = 15.0) -> bool:
         """Export now. True when the collector (if any) accepted it."""
@@ -332,3 +335,6 @@ class BridgeExporter:
         if self.otlp is not None:
             self.otlp.closed = True
         self.provider.shutdown()
+        ledger = getattr(self._local, "ledger", None)
+        if ledger is not None:
+            ledger.close()

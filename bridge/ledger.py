@@ -18,6 +18,7 @@ Money is stored as integer pico-dollars (1e-12 USD) so SQL sums stay exact.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -48,7 +49,9 @@ log = logging.getLogger("tokenbridge.ledger")
 
 # 2: usage became a rowid table with a unique dedup_key index: appends go to the end of the
 # table instead of random leaves of a text-keyed tree (a third of the write I/O on large scans).
-SCHEMA_VERSION = 2
+# 3: rows count requests (a provider bucket stands for many), gauges (balances, quotas) and
+# source health; replace-by-bucket merge policy for polled sources.
+SCHEMA_VERSION = 3
 
 _USAGE_TABLE = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -62,7 +65,8 @@ CREATE TABLE IF NOT EXISTS usage (
     cache_creation INTEGER NOT NULL, cache_creation_1h INTEGER NOT NULL,
     reported_pusd INTEGER,
     cost_pusd INTEGER,
-    cost_origin TEXT NOT NULL
+    cost_origin TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 1
 );
 """
 _USAGE_INDEXES = (
@@ -93,12 +97,23 @@ CREATE TABLE IF NOT EXISTS source_state (
 CREATE TABLE IF NOT EXISTS series (
     series_key TEXT PRIMARY KEY, start_ns INTEGER NOT NULL, last_value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS gauges (
+    name TEXT NOT NULL, labels TEXT NOT NULL, source TEXT NOT NULL,
+    value TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    PRIMARY KEY (name, labels)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS health (
+    source TEXT PRIMARY KEY, last_attempt_ms INTEGER, last_success_ms INTEGER,
+    last_error_ms INTEGER, last_error_kind TEXT, last_error TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 """.replace("{usage}", _USAGE_TABLE + "\n".join(_USAGE_INDEXES) + "\n")
 
-_COLS = (
+_COLS_V2 = (
     "dedup_key, group_key, source, provider, model, ts_ms, session_id, project, sidechain, "
     "input, output, cache_read, cache_creation, cache_creation_1h, reported_pusd, cost_pusd, cost_origin"
 )
+_COLS = _COLS_V2 + ", requests"
 
 
 class CostFunction(Protocol):
@@ -135,6 +150,31 @@ class SeriesTotal:
     unpriced: int
 
 
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    """The latest value of a state (a balance, a key's remaining limit, a quota window)."""
+
+    name: str
+    labels: dict[str, str]
+    value: Decimal
+    ts_ms: int = 0  # when the value was true (0: now)
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Last outcome of a source's passes (``last_error`` never holds a secret: sources write
+    messages made of status codes and kinds, not of responses or headers)."""
+
+    source: str
+    last_attempt_ms: int | None
+    last_success_ms: int | None
+    last_error_ms: int | None
+    last_error_kind: str | None
+    last_error: str | None
+    consecutive_failures: int
+
+
 @dataclass(slots=True)
 class BatchResult:
     """What a committed batch changed."""
@@ -147,27 +187,74 @@ class BatchResult:
 class Ledger:
     """The bridge's single source of truth. Not thread-safe: one ``Ledger`` per thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check: bool = False) -> None:
         self.path = path
         self.generation = 0  # bumped by every commit: lets readers skip work when nothing changed
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.execute("PRAGMA cache_size=-16384")  # 16 MiB: hot B-tree pages stay in memory
-            # Checkpoints (which fsync) every 32 MiB of WAL instead of every 4 MiB: a cold scan
-            # commits often; durability per commit is unchanged (WAL, synchronous=NORMAL).
-            self._db.execute("PRAGMA wal_autocheckpoint=8192")
-            self._db.executescript(_SCHEMA)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the ledger directory {path.parent}: {exc.strerror or exc}") from exc
+        deadline = time.monotonic() + _OPEN_TIMEOUT_S
+        while True:
+            try:
+                self._db = self._connect(path)
+                break
+            except sqlite3.OperationalError as exc:
+                # Two processes creating a new ledger at once: switching to WAL and creating the
+                # schema take the write lock outside the busy handler's reach. Wait and retry.
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise LedgerError(_explain(path, exc)) from exc
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                raise LedgerError(_explain(path, exc)) from exc
+        try:
+            if check or self._check_due():
+                self.check()
             self._check_version()
         except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
+            self._db.close()
+            raise LedgerError(_explain(path, exc)) from exc
+        except LedgerError:
+            self._db.close()
+            raise
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA cache_size=-16384")  # 16 MiB: hot B-tree pages stay in memory
+            # Checkpoints (which fsync) every 32 MiB of WAL instead of every 4 MiB: a cold scan
+            # commits often; durability per commit is unchanged (WAL, synchronous=NORMAL).
+            db.execute("PRAGMA wal_autocheckpoint=8192")
+            db.execute("BEGIN IMMEDIATE")
+            db.executescript(_SCHEMA)  # commits the BEGIN above
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _check_due(self) -> bool:
+        """A quick integrity check at most once a day (it reads every page: not on every sync)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='checked_ms'").fetchone()
+        return row is None or time.time() * 1000 - int(row[0]) > _CHECK_EVERY_MS
+
+    def check(self) -> None:
+        """Refuse to write into a damaged database: SQLite would go on using it, and a corrupt
+        page can silently drop or repeat rows. Raises ``LedgerError`` naming the file."""
+        problems = [str(r[0]) for r in self._db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise LedgerError(
+                f"ledger {self.path} is damaged ({'; '.join(problems)}); nothing was written. Move it aside "
+                "and run `tokenbridge sync` to rebuild it from the sources"
+            )
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('checked_ms', ?)", (str(int(time.time() * 1000)),))
 
     @classmethod
-    def open(cls, state_dir: Path) -> Ledger:
-        return cls(state_dir / "ledger.sqlite3")
+    def open(cls, state_dir: Path, check: bool = False) -> Ledger:
+        return cls(state_dir / "ledger.sqlite3", check=check)
 
     def instance_id(self) -> str:
         """A stable id of this ledger: the exporter's ``service.instance.id`` across restarts."""
@@ -203,23 +290,34 @@ class Ledger:
             if version == 1:
                 db.execute("ALTER TABLE usage RENAME TO usage_v1")
                 db.execute(_USAGE_TABLE)
-                db.execute(f"INSERT INTO usage ({_COLS}) SELECT {_COLS} FROM usage_v1")
+                db.execute(f"INSERT INTO usage ({_COLS_V2}) SELECT {_COLS_V2} FROM usage_v1")
                 db.execute("DROP TABLE usage_v1")
                 for stmt in _USAGE_INDEXES:
                     db.execute(stmt)
+            elif version == 2:
+                # Every schema-2 row is one Claude request: the default of 1 is exact.
+                db.execute("ALTER TABLE usage ADD COLUMN requests INTEGER NOT NULL DEFAULT 1")
             db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         log.info("ledger %s upgraded from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _transaction(self, bump: bool = True) -> Iterator[sqlite3.Connection]:
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-        self.generation += 1
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            # Disk full, a damaged page, a lock held too long: one error that names the file.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise LedgerError(_explain(self.path, exc)) from exc
+        if bump:  # health notes do not change what is exported
+            self.generation += 1
 
     # -- cursors -------------------------------------------------------------------------------
 
@@ -309,7 +407,7 @@ class Ledger:
             result.tokens_added += row.tokens.total
             writes.append(row.as_params())
         if writes:
-            db.executemany(f"INSERT OR REPLACE INTO usage ({_COLS}) VALUES ({','.join('?' * 17)})", writes)
+            db.executemany(f"INSERT OR REPLACE INTO usage ({_COLS}) VALUES ({','.join('?' * 18)})", writes)
         self._apply_deltas(db, deltas)
 
     @staticmethod
@@ -318,6 +416,9 @@ class Ledger:
         batch boundaries, and never lower after more tokens arrive."""
         if row.reported_pusd is not None:
             row.cost_pusd, row.cost_origin = row.reported_pusd, CostOrigin.REPORTED.value
+            return
+        if row.cost_origin == CostOrigin.EXTERNAL.value:
+            row.cost_pusd = 0  # the provider's billing source carries this cost
             return
         at = datetime.fromtimestamp(row.ts_ms / 1000, UTC)
         cost = pricer.cost(row.provider, row.model, row.tokens, at)
@@ -365,8 +466,9 @@ class Ledger:
         """Totals recomputed from the rows: must always equal ``totals()`` (a consistency check)."""
         rows = self._db.execute(
             "SELECT source, provider, model, COALESCE(session_id, ''), SUM(input), SUM(output), "
-            "SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), COUNT(*), "
-            "SUM(cost_pusd IS NULL) FROM usage GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+            "SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
+            "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END) FROM usage GROUP BY 1, 2, 3, 4 "
+            "ORDER BY 1, 2, 3, 4"
         ).fetchall()
         return [_series_total(r) for r in rows]
 
@@ -399,7 +501,9 @@ class Ledger:
 
     def source_summary(self, source: str) -> dict[str, Any]:
         """Requests, last event, skipped lines and unpriced models of one source."""
-        n, last = self._db.execute("SELECT COUNT(*), MAX(ts_ms) FROM usage WHERE source=?", (source,)).fetchone()
+        n, last = self._db.execute(
+            "SELECT COALESCE(SUM(requests), 0), MAX(ts_ms) FROM usage WHERE source=?", (source,)
+        ).fetchone()
         skipped = self._db.execute("SELECT COALESCE(SUM(malformed), 0) FROM cursors WHERE source=?", (source,))
         unknown = self._db.execute(
             "SELECT DISTINCT model FROM usage WHERE source=? AND cost_pusd IS NULL ORDER BY model", (source,)
@@ -478,12 +582,90 @@ class Ledger:
         return {str(r[0]): (int(r[1]), str(r[2])) for r in self._db.execute("SELECT * FROM series")}
 
     def request_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
+        return int(self._db.execute("SELECT COALESCE(SUM(requests), 0) FROM usage").fetchone()[0])
+
+    # -- gauges: values that are a state, not a sum (balances, key limits, plan quotas) ---------
+
+    def set_gauges(self, source: str, values: Sequence[Gauge]) -> None:
+        """Store each gauge's latest value (one row per name and label set)."""
+        now_ms = int(time.time() * 1000)
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO gauges VALUES (?,?,?,?,?)",
+                [(g.name, _labels_key(g.labels), source, str(g.value), g.ts_ms or now_ms) for g in values],
+            )
+
+    def gauges(self, name: str | None = None) -> list[Gauge]:
+        q = "SELECT name, labels, source, value, ts_ms FROM gauges"
+        rows = (
+            self._db.execute(q + " WHERE name=? ORDER BY labels", (name,))
+            if name
+            else self._db.execute(q + " ORDER BY name, labels")
+        )
+        return [Gauge(str(r[0]), dict(json.loads(r[1])), Decimal(str(r[3])), int(r[4]), source=str(r[2])) for r in rows]
+
+    # -- source health, readable by every process (``tokenbridge sources`` beside ``run``) -------
+
+    def record_health(self, source: str, error_kind: str | None = None, error: str | None = None) -> None:
+        """One attempt of ``source``: a success when ``error_kind`` is None."""
+        now_ms = int(time.time() * 1000)
+        with self._transaction(bump=False) as db:
+            if error_kind is None:
+                db.execute(
+                    "INSERT INTO health (source, last_attempt_ms, last_success_ms, consecutive_failures) "
+                    "VALUES (?,?,?,0) ON CONFLICT DO UPDATE SET last_attempt_ms=excluded.last_attempt_ms, "
+                    "last_success_ms=excluded.last_success_ms, consecutive_failures=0",
+                    (source, now_ms, now_ms),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO health (source, last_attempt_ms, last_error_ms, last_error_kind, last_error, "
+                    "consecutive_failures) VALUES (?,?,?,?,?,1) ON CONFLICT DO UPDATE SET "
+                    "last_attempt_ms=excluded.last_attempt_ms, last_error_ms=excluded.last_error_ms, "
+                    "last_error_kind=excluded.last_error_kind, last_error=excluded.last_error, "
+                    "consecutive_failures=consecutive_failures+1",
+                    (source, now_ms, now_ms, error_kind, error),
+                )
+
+    def health(self) -> dict[str, Health]:
+        rows = self._db.execute(
+            "SELECT source, last_attempt_ms, last_success_ms, last_error_ms, last_error_kind, last_error, "
+            "consecutive_failures FROM health"
+        )
+        return {str(r[0]): Health(str(r[0]), r[1], r[2], r[3], r[4], r[5], int(r[6])) for r in rows}
 
 
 def _series_total(r: Any) -> SeriesTotal:
     tokens = {"input": int(r[4]), "output": int(r[5]), "cacheRead": int(r[6]), "cacheCreation": int(r[7])}
     return SeriesTotal(str(r[0]), str(r[1]), str(r[2]), str(r[3]), tokens, from_pusd(int(r[8])), int(r[9]), int(r[10]))
+
+
+_OPEN_TIMEOUT_S = 30.0
+_CHECK_EVERY_MS = 24 * 3600 * 1000
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    low = text.lower()
+    if "disk is full" in low or "disk full" in low:
+        return f"ledger {path}: the disk is full ({text}); nothing of the last batch was written"
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return (
+            f"ledger {path} is damaged ({text}); move it aside and run `tokenbridge sync` to rebuild it "
+            "from the sources"
+        )
+    if _is_busy(exc) if isinstance(exc, sqlite3.OperationalError) else False:
+        return f"ledger {path} is locked by another process for too long ({text})"
+    return f"ledger {path}: {text}"
+
+
+def _labels_key(labels: dict[str, str]) -> str:
+    return json.dumps(sorted(labels.items()), separators=(",", ":"))
 
 
 def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
@@ -507,5 +689,5 @@ def _where(since_ms: int | None, until_ms: int | None, sources: Sequence[str] | 
 
 _SUMS = (
     "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
-    "SUM(cost_pusd IS NULL), COUNT(*)"
+    "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), SUM(requests)"
 )

@@ -24,6 +24,19 @@ class CostOrigin(enum.StrEnum):
     REPORTED = "reported"  # the tool or provider wrote the cost itself (e.g. old ``costUSD`` lines)
     ESTIMATED = "estimated"  # computed from token counts and the price table
     UNKNOWN = "unknown"  # no price for this model: never shown as $0
+    # The provider's own cost source (a billing API) carries this usage's cost: the row adds
+    # tokens but no cost of its own, so billed cost is never added to an estimate of itself.
+    EXTERNAL = "external"
+
+
+# The one table of token types: Claude Code's ``type`` attribute value, the ledger column and
+# the ``Tokens`` field. Export, ledger totals and reports all read it from here.
+TOKEN_TYPES: tuple[tuple[str, str], ...] = (
+    ("input", "input"),
+    ("output", "output"),
+    ("cacheRead", "cache_read"),
+    ("cacheCreation", "cache_creation"),
+)
 
 
 # Records and token counts are treated as immutable, but not declared frozen: a frozen
@@ -90,6 +103,13 @@ class UsageRecord:
     group_key: str | None = None
     is_sidechain: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    # How many API requests this record stands for: 1 for a transcript line, N for a provider's
+    # usage bucket (``num_model_requests``), 0 for a cost-only line item.
+    requests: int = 1
+    # Merge policy. False: a max-register per field (re-read lines, streamed duplicates). True:
+    # the record is the latest state of a bucket (a provider's hour or day, re-polled): it
+    # replaces the stored row, up or down, and the totals move by the difference.
+    replace: bool = False
 
     def __post_init__(self) -> None:
         t = self.tokens
@@ -103,8 +123,10 @@ class UsageRecord:
             raise ValueError(f"token counts out of range: {t}")
         if self.timestamp.tzinfo is None:
             raise ValueError("UsageRecord.timestamp must be timezone-aware (UTC)")
-        if self.cost is None and self.cost_origin is not CostOrigin.UNKNOWN:
-            raise ValueError("a record without cost must have cost_origin=unknown")
+        if self.cost is None and self.cost_origin not in (CostOrigin.UNKNOWN, CostOrigin.EXTERNAL):
+            raise ValueError("a record without cost must have cost_origin=unknown or external")
+        if not 0 <= self.requests <= MAX_TOKENS:
+            raise ValueError(f"request count out of range: {self.requests}")
 
     @property
     def timestamp_ms(self) -> int:
@@ -117,7 +139,7 @@ def record_to_tuple(r: UsageRecord) -> tuple[object, ...]:
     return (
         r.source, r.provider, r.model, r.timestamp, r.dedup_key,
         t.input, t.output, t.cache_read, t.cache_creation, t.cache_creation_1h,
-        r.cost, r.cost_origin.value, r.session_id, r.project, r.group_key, r.is_sidechain,
+        r.cost, r.cost_origin.value, r.session_id, r.project, r.group_key, r.is_sidechain, r.requests, r.replace,
     )  # fmt: skip
 
 
@@ -126,7 +148,7 @@ def record_from_tuple(v: tuple[Any, ...]) -> UsageRecord:
         source=v[0], provider=v[1], model=v[2], timestamp=v[3], dedup_key=v[4],
         tokens=Tokens(v[5], v[6], v[7], v[8], v[9]),
         cost=v[10], cost_origin=CostOrigin(v[11]), session_id=v[12], project=v[13], group_key=v[14],
-        is_sidechain=v[15],
+        is_sidechain=v[15], requests=v[16], replace=v[17],
     )  # fmt: skip
 
 
@@ -141,12 +163,15 @@ def _merge_into(base: UsageRecord, other: UsageRecord) -> UsageRecord:
     tokens = base.tokens.merge_max(other.tokens)
     if tokens == base.tokens and cost == _reported(base):
         return base
-    origin = CostOrigin.REPORTED if cost is not None else CostOrigin.UNKNOWN
+    if cost is not None:
+        origin = CostOrigin.REPORTED
+    else:
+        origin = CostOrigin.EXTERNAL if base.cost_origin is CostOrigin.EXTERNAL else CostOrigin.UNKNOWN
     # An explicit constructor call: dataclasses.replace() costs several times more, and this
     # runs for every streamed duplicate line.
     return UsageRecord(
         base.source, base.provider, base.model, base.timestamp, base.dedup_key, tokens, cost, origin,
-        base.session_id, base.project, base.group_key, base.is_sidechain, base.extra,
+        base.session_id, base.project, base.group_key, base.is_sidechain, base.extra, base.requests, base.replace,
     )  # fmt: skip
 
 
@@ -161,7 +186,7 @@ def collapse(records: Iterable[UsageRecord]) -> dict[str, UsageRecord]:
     out: dict[str, UsageRecord] = {}
     for rec in records:
         prev = out.get(rec.dedup_key)
-        if prev is None:
+        if prev is None or rec.replace:  # a bucket's later state replaces the earlier one
             out[rec.dedup_key] = rec
         elif prev.is_sidechain and not rec.is_sidechain:
             out[rec.dedup_key] = _merge_into(rec, prev)

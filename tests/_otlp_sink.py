@@ -280,7 +280,7 @@ class Daemon:
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.proc = subprocess.Popen(
             [*CLI, "run", "--no-progress", *args],
-            env=env,
+            env={**env, "PYTHONFAULTHANDLER": "1"},  # a hang's thread dump ends up in the failure
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -316,9 +316,16 @@ class Daemon:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"daemon ignored {signal.Signals(sig).name} for {timeout}s") from None
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self._reader.join(5)
+            raise AssertionError(
+                f"daemon ignored {signal.Signals(sig).name} for {timeout}s; its stacks:\n{self.stderr()[-6000:]}"
+            ) from None
         self._reader.join(5)
         return code
 

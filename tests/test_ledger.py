@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bridge._rows import from_pusd, to_pusd
-from bridge.ledger import Cursor, Ledger
+from bridge.ledger import SCHEMA_VERSION, Cursor, Gauge, Ledger
 from bridge.record import CostOrigin, Tokens, UsageRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,8 +264,173 @@ def test_schema_1_ledger_is_upgraded_with_its_rows(tmp_path, pricer):
     )
     con.close()
     with Ledger.open(tmp_path) as led:
-        assert led._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert led._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         assert "WITHOUT ROWID" not in led._db.execute("SELECT sql FROM sqlite_master WHERE name='usage'").fetchone()[0]
         assert led.totals() == before == led.recomputed_totals()
         assert led.commit([rec("a", 8)], pricer).updated_requests == 1, "keys still unique after the upgrade"
         assert led.request_count() == 2
+
+
+def bucket(key: str, inp: int, out: int, requests: int) -> UsageRecord:
+    """A provider's hourly bucket as a polled source yields it: many requests, replaced on re-poll."""
+    return UsageRecord(
+        source="openai_usage_api", provider="openai", model="gpt-5", timestamp=TS, dedup_key=key,
+        tokens=Tokens(input=inp, output=out), requests=requests, replace=True,
+    )  # fmt: skip
+
+
+def test_repolled_bucket_replaces_its_row_and_totals_move_by_the_difference(ledger, pricer):
+    ledger.commit([bucket("openai:2026-03-02T10", 100, 50, 3)], pricer)
+    ledger.commit([bucket("openai:2026-03-02T10", 100, 50, 3)], pricer)  # the same poll again
+    [t] = ledger.totals()
+    assert (t.tokens["input"], t.tokens["output"], t.requests) == (100, 50, 3)
+    # The provider revised the bucket downwards (a late correction): a max-register would keep
+    # the old value forever, and adding it would double count; replacing is exact.
+    ledger.commit([bucket("openai:2026-03-02T10", 90, 70, 4)], pricer)
+    [t] = ledger.totals()
+    assert (t.tokens["input"], t.tokens["output"], t.requests) == (90, 70, 4)
+    assert ledger.request_count() == 4
+    assert ledger.totals() == ledger.recomputed_totals()
+
+
+def test_file_lines_keep_the_max_register_policy_when_a_smaller_copy_arrives(ledger, pricer):
+    ledger.commit([rec("a", 10)], pricer)
+    ledger.commit([rec("a", 3)], pricer)  # an earlier streamed line read late
+    assert ledger.totals()[0].tokens["output"] == 10
+
+
+def test_requests_count_requests_not_rows(ledger, pricer):
+    ledger.commit([bucket("b1", 1, 1, 7), bucket("b2", 1, 1, 0), rec("line")], pricer)
+    assert ledger.request_count() == 8
+    assert sum(t.requests for t in ledger.totals()) == 8
+
+
+def test_schema_2_ledger_is_upgraded_in_place_counting_one_request_per_row(tmp_path, pricer):
+    import sqlite3
+
+    with Ledger.open(tmp_path) as led:
+        led.commit([rec("a", 7), rec("b", 9)], pricer)
+        before = led.totals()
+    con = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    con.executescript(
+        "ALTER TABLE usage DROP COLUMN requests; DROP TABLE gauges; DROP TABLE health; "
+        "UPDATE meta SET value='2' WHERE key='schema_version';"
+    )
+    con.close()
+    with Ledger.open(tmp_path) as led:
+        assert led._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+        assert led.totals() == before == led.recomputed_totals()
+        assert led.request_count() == 2
+        led.set_gauges("openrouter_api", [Gauge("tokenbridge.balance", {"provider": "openrouter"}, Decimal("4.5"), 1)])
+        assert led.gauges()[0].value == Decimal("4.5")
+
+
+def test_gauges_keep_the_latest_value_per_label_set(ledger):
+    ledger.set_gauges(
+        "deepseek_api", [Gauge("tokenbridge.balance", {"provider": "deepseek", "currency": "USD"}, Decimal("9.10"), 5)]
+    )
+    ledger.set_gauges(
+        "deepseek_api", [Gauge("tokenbridge.balance", {"provider": "deepseek", "currency": "USD"}, Decimal("8.75"), 6)]
+    )
+    ledger.set_gauges(
+        "deepseek_api", [Gauge("tokenbridge.balance", {"provider": "deepseek", "currency": "CNY"}, Decimal("12"), 6)]
+    )
+    got = {(g.labels["currency"], g.value) for g in ledger.gauges("tokenbridge.balance")}
+    assert got == {("USD", Decimal("8.75")), ("CNY", Decimal("12"))}
+
+
+def test_health_is_readable_by_another_process_and_counts_consecutive_failures(tmp_path):
+    with Ledger.open(tmp_path) as writer:
+        writer.record_health("openai_usage_api", "http_429", "rate limited")
+        writer.record_health("openai_usage_api", "http_429", "rate limited")
+        writer.record_health("claude_transcripts")
+        out = subprocess.run(
+            [sys.executable, "-c", _READ_HEALTH, str(tmp_path)], capture_output=True, text=True, check=True, cwd=ROOT
+        )
+    got = json.loads(out.stdout)
+    assert got["openai_usage_api"] == {"kind": "http_429", "failures": 2, "success": False}
+    assert got["claude_transcripts"] == {"kind": None, "failures": 0, "success": True}
+
+
+_READ_HEALTH = """
+import json, sys
+from pathlib import Path
+from bridge.ledger import Ledger
+with Ledger.open(Path(sys.argv[1])) as led:
+    print(json.dumps({h.source: {"kind": h.last_error_kind, "failures": h.consecutive_failures,
+                                 "success": h.last_success_ms is not None} for h in led.health().values()}))
+"""
+
+_OPEN_AND_COMMIT = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from bridge.ledger import Ledger
+from bridge.record import Tokens, UsageRecord
+class P:
+    def cost(self, *a, **k): return None
+with Ledger.open(Path(sys.argv[1])) as led:
+    ts = datetime(2026, 3, 2, tzinfo=UTC)
+    led.commit([UsageRecord("s", "anthropic", "m", ts, sys.argv[2], Tokens(output=1))], P())
+"""
+
+
+def test_a_new_ledger_opened_by_several_processes_at_once_never_fails_locked(tmp_path):
+    for attempt in range(3):  # the race is at creation: try it on several new ledgers
+        state = tmp_path / str(attempt)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AND_COMMIT, str(state), f"k{i}"],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(6)
+        ]
+        for p in procs:
+            _out, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+        with Ledger.open(state) as led:
+            assert led.request_count() == 6
+
+
+def _corrupt_a_table_page(path: Path) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name='usage'").fetchone()[0]
+    con.close()
+    with open(path, "r+b") as f:  # garbage over the usage table's root page, past its header
+        f.seek((root - 1) * page_size + 8)
+        f.write(os.urandom(page_size - 16))
+
+
+def test_a_damaged_ledger_is_refused_naming_the_file_and_nothing_is_written(tmp_path, pricer):
+    from bridge.errors import LedgerError
+
+    with Ledger.open(tmp_path) as led:
+        led.commit([rec(f"k{i}") for i in range(2000)], pricer)
+    path = tmp_path / "ledger.sqlite3"
+    _corrupt_a_table_page(path)
+    damaged = path.read_bytes()
+    with pytest.raises(LedgerError) as err:
+        Ledger.open(tmp_path, check=True)
+    assert str(path) in str(err.value) and "damaged" in str(err.value)
+    assert path.read_bytes() == damaged, "nothing may be written into a damaged ledger"
+
+
+def test_disk_full_is_one_error_naming_the_ledger_and_the_batch_is_not_half_written(tmp_path, pricer):
+    from bridge.errors import LedgerError
+
+    with Ledger.open(tmp_path) as led:
+        led.commit([rec("first")], pricer)
+        pages = led._db.execute("PRAGMA page_count").fetchone()[0]
+        led._db.execute(f"PRAGMA max_page_count={pages + 2}")  # what a full disk looks like to SQLite
+        with pytest.raises(LedgerError) as err:
+            led.commit([rec(f"k{i}", model="x" * 200) for i in range(5000)], pricer)
+        assert str(tmp_path / "ledger.sqlite3") in str(err.value) and "full" in str(err.value)
+        assert led.request_count() == 1
+        assert led.totals() == led.recomputed_totals()

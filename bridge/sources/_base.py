@@ -35,6 +35,11 @@ class ScanStats:
     malformed: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
+    # False when the pass did not cover everything (a file or directory could not be read, the
+    # pass was cut short): such a pass never counts as the source's first complete scan.
+    complete: bool = True
+    # Set when the whole pass failed (the source's own error, e.g. its root is missing).
+    failure: Exception | None = None
 
 
 @dataclass(slots=True)
@@ -47,6 +52,15 @@ class SourceStatus:
     roots: list[str]
     files: int
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """A directory whose file events wake ``tokenbridge run`` for one source."""
+
+    path: Path
+    recursive: bool
+    suffixes: tuple[str, ...]  # only files whose name ends with one of these
 
 
 class Source(Protocol):
@@ -69,7 +83,30 @@ class Source(Protocol):
         """Ingest what is new. ``paths``, when given, limits the pass to those files (file events)."""
         ...
 
-    def watch_paths(self) -> list[Path]: ...
+    def watches(self) -> list[Watch]:
+        """File events that should wake the daemon for this source (none for polled sources)."""
+        ...
+
+    def due_in(self, ledger: Ledger, now: float) -> float | None:
+        """Seconds until this source wants a pass without a file event (a poll schedule, a
+        backoff); None when only file events (and the safety rescan) drive it."""
+        ...
+
+
+class BaseSource:
+    """Defaults for the optional parts of ``Source``: no pending-size estimate, no watches, no
+    schedule. Drivers and sources inherit it and override what applies."""
+
+    name: str
+
+    def pending_bytes(self, ledger: Ledger, since: datetime | None = None) -> int:
+        return 0
+
+    def watches(self) -> list[Watch]:
+        return []
+
+    def due_in(self, ledger: Ledger, now: float) -> float | None:
+        return None
 
 
 def expand_dir_list(value: str) -> list[Path]:

@@ -26,13 +26,17 @@ import hashlib
 from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from bridge.ledger import CostFunction, Ledger
 from bridge.record import Tokens, UsageRecord
-from bridge.sources._base import ProgressHook, ScanStats, SourceStatus, infer_provider, log
+from bridge.sources._base import BaseSource, ProgressHook, ScanStats, SourceStatus, Watch, infer_provider, log
+from bridge.sources._registry import SourceSpec
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
 
 NAME = "claude_stats_cache"
 FILE = "stats-cache.json"
@@ -70,7 +74,7 @@ def _daily(doc: dict[str, Any]) -> dict[str, dict[str, int]]:
     return out
 
 
-class ClaudeStatsCache:
+class ClaudeStatsCache(BaseSource):
     """The stats-cache source."""
 
     name = NAME
@@ -84,15 +88,12 @@ class ClaudeStatsCache:
     def files(self) -> list[Path]:
         return [r / FILE for r in self.roots if (r / FILE).is_file()]
 
-    def watch_paths(self) -> list[Path]:
-        return [r for r in self.roots if r.is_dir()]
+    def watches(self) -> list[Watch]:
+        return [Watch(r, False, (FILE,)) for r in self.roots if r.is_dir()]
 
     def status(self) -> SourceStatus:
         files = self.files()
         return SourceStatus(NAME, bool(files), True, [str(r) for r in self.roots], len(files))
-
-    def pending_bytes(self, ledger: Ledger, since: datetime | None = None) -> int:
-        return 0
 
     def _cutoff(self, ledger: Ledger) -> date | None:
         """First local day the transcripts cover (days before it are ours), or None = no limit."""
@@ -197,3 +198,24 @@ class ClaudeStatsCache:
             except ValueError as exc:
                 log.warning("stats cache: %s %s skipped: %s", day_s, model, exc)
         return out
+
+
+def _build(settings: Settings) -> ClaudeStatsCache:
+    from bridge.sources.claude_transcripts import default_roots
+
+    roots, explicit = default_roots(settings.env)
+    return ClaudeStatsCache(roots, explicit=explicit)
+
+
+SPECS = (
+    SourceSpec(
+        NAME,
+        "snapshot",
+        _build,
+        "Claude Code stats cache (stats-cache.json): only days the transcripts no longer cover",
+        group="claude",
+        settings=("CLAUDE_CONFIG_DIR",),
+        order=20,  # its rule depends on what the transcripts cover
+        provider="anthropic",
+    ),
+)

@@ -43,7 +43,17 @@ import orjson
 from bridge.errors import SourceError
 from bridge.ledger import CostFunction, Ledger
 from bridge.record import CostOrigin, Tokens, UsageRecord, collapse, record_to_tuple
-from bridge.sources._base import ProgressHook, ScanStats, SourceStatus, expand_dir_list, infer_provider, log
+from bridge.sources._base import (
+    BaseSource,
+    ProgressHook,
+    ScanStats,
+    SourceStatus,
+    Watch,
+    expand_dir_list,
+    infer_provider,
+    log,
+)
+from bridge.sources._registry import SourceSpec
 from bridge.sources._tail import (
     Batch,
     ChunkOutcome,
@@ -57,6 +67,7 @@ from bridge.sources._tail import (
 )
 
 if TYPE_CHECKING:
+    from bridge.config import Settings
     from bridge.sources._parallel import EncodedChunk
 
 NAME = "claude_transcripts"
@@ -283,7 +294,7 @@ def _count_cut_lines(buf: bytes, out: ChunkResult) -> None:
         prev, end = end + 1, find(b"\n", end + 1)
 
 
-class ClaudeTranscripts:
+class ClaudeTranscripts(BaseSource):
     """The Claude Code transcripts source."""
 
     name = NAME
@@ -306,8 +317,8 @@ class ClaudeTranscripts:
     def files(self) -> list[Path]:
         return iter_jsonl(self.existing_roots())
 
-    def watch_paths(self) -> list[Path]:
-        return [r / "projects" for r in self.existing_roots()]
+    def watches(self) -> list[Watch]:
+        return [Watch(r / "projects", True, (".jsonl",)) for r in self.existing_roots()]
 
     def status(self) -> SourceStatus:
         try:
@@ -445,3 +456,21 @@ def _read_files(items: list[tuple[str, int, _FileContext]]) -> list[list[Encoded
         except OSError as exc:
             out.append(exc)
     return out
+
+
+def _build(settings: Settings) -> ClaudeTranscripts:
+    return ClaudeTranscripts(env=settings.env)
+
+
+SPECS = (
+    SourceSpec(
+        NAME,
+        "tailed",
+        _build,
+        "Claude Code transcripts (projects/**/*.jsonl)",
+        group="claude",
+        settings=("CLAUDE_CONFIG_DIR", "XDG_CONFIG_HOME"),
+        order=10,
+        provider="anthropic",
+    ),
+)
