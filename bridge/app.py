@@ -147,6 +147,8 @@ def scan_one(
         # Reported by the caller (one line in the CLI, a warning in the daemon).
         ledger.record_health(source.name, _error_kind(exc), str(exc))
         return ScanStats(source.name, errors=[str(exc)], complete=False, failure=exc)
+    if not stats.attempted:
+        return stats
     if stats.errors:
         ledger.record_health(source.name, "read_error", stats.errors[-1])
     else:

@@ -83,6 +83,10 @@ def _seconds_env(env: dict[str, str], key: str, default: float) -> float:
     return value
 
 
+# Public name for source modules (poll intervals are read the same way).
+seconds_env = _seconds_env
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:

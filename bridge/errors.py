@@ -28,6 +28,18 @@ class SourceError(TokenbridgeError):
         self.source = source
 
 
+class PollError(SourceError):
+    """A provider API poll failed. ``kind`` names the failure for health and ``sources``
+    (``http_401``, ``http_429``, ``network``, ``bad_response``, ...); ``retry_after`` is the
+    provider's ``Retry-After`` in seconds when it sent one. Messages never hold a key: they are
+    built from status codes, paths and scrubbed provider messages."""
+
+    def __init__(self, source: str, kind: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(source, message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
 class ParseError(TokenbridgeError):
     """One record could not be parsed. Hot paths count these instead of raising them."""
 

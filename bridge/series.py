@@ -70,7 +70,9 @@ def values(totals: Iterable[SeriesTotal], include_session_id: bool) -> Iterator[
         for typ, _column in TOKEN_TYPES:
             k = tuple(sorted((*attrs, ("type", typ))))
             tokens[k] = tokens.get(k, Decimal(0)) + t.tokens[typ]
-        if t.requests > t.unpriced:
+        # A series whose every request is unpriced has no cost (unknown, never $0); billed cost
+        # lines (a provider's cost API) stand for no requests and are all priced.
+        if t.requests > t.unpriced or not t.unpriced:
             cost[attrs] = cost.get(attrs, Decimal(0)) + t.cost
         if t.unpriced:
             unpriced[attrs] = unpriced.get(attrs, Decimal(0)) + t.unpriced

@@ -100,3 +100,16 @@ def test_sync_beside_run_never_makes_the_daemon_export_a_lower_total(tmp_path, p
         daemon.shutdown()
         sent = [p.value for p in sink.points() if p.metric == TOKEN_METRIC and p.attrs.get("type") == "output"]
     assert sent == [25.0, 25.0], "the second writer must not send the stale total 10"
+
+
+def test_billed_cost_lines_without_requests_are_exported_as_cost(ledger, pricer):
+    # A provider's cost API line: cost reported, no tokens, no requests (issue 7).
+    from bridge.record import CostOrigin
+
+    line = UsageRecord(
+        source="openai_cost_api", provider="openai", model="gpt-5", timestamp=TS, dedup_key="openai:costs:1:x",
+        tokens=Tokens(), cost=Decimal("0.875"), cost_origin=CostOrigin.REPORTED, requests=0, replace=True,
+    )  # fmt: skip
+    ledger.commit([line], pricer)
+    cost = {a: v for m, a, v in values(ledger.totals(), include_session_id=False) if m == COST_METRIC}
+    assert cost == {(("model", "gpt-5"), ("provider", "openai"), ("source", "openai_cost_api")): Decimal("0.875")}

@@ -40,6 +40,9 @@ class ScanStats:
     complete: bool = True
     # Set when the whole pass failed (the source's own error, e.g. its root is missing).
     failure: Exception | None = None
+    # False when the source did not try at all (a provider without its key, a poll still inside
+    # the provider's Retry-After): not an attempt, so its health is left as it was.
+    attempted: bool = True
 
 
 @dataclass(slots=True)
