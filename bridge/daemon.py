@@ -143,14 +143,14 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
                     stop.wait(DEBOUNCE_S)
                 dirty = wake.take()
                 full = time.monotonic() - last_full >= rescan_s
+                now = time.time()
                 if full:
                     last_full = time.monotonic()
-                    todo = list(sources)
+                    todo = [s for s in sources if _on_rescan(s.due_in(ledger, now))]
                 else:
-                    now = time.time()
                     todo = [s for s in sources if s.name in dirty or _is_due(s.due_in(ledger, now))]
                 _pass(ledger, todo, pricer, exporter, {} if full else dirty)
-            _pass(ledger, sources, pricer, exporter)
+            _pass(ledger, [s for s in sources if _on_rescan(s.due_in(ledger, time.time()))], pricer, exporter)
         finally:
             if observer is not None:
                 observer.stop()
@@ -161,6 +161,12 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
 
 def _is_due(due_in: float | None) -> bool:
     return due_in is not None and due_in <= 0
+
+
+def _on_rescan(due_in: float | None) -> bool:
+    """Whether a source joins a full pass: file sources always; a scheduled (polled) source only
+    when due, so the safety rescan never polls a provider early or inside its Retry-After."""
+    return due_in is None or due_in <= 0
 
 
 def _next_wait(ledger: Ledger, sources: list[Source], until_rescan: float) -> float:

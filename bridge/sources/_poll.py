@@ -346,10 +346,10 @@ class PolledSource(BaseSource):
         sched.failures += 1
         delay = backoff_s(sched.failures, self.interval_s)
         if exc is not None and exc.kind == "http_429":
-            # Retry-After is a floor, never shortened by jitter; without one, back off as usual.
-            wait = exc.retry_after if exc.retry_after is not None else delay
-            sched.not_before = now + wait
-            delay = max(delay, wait)
+            # The provider's Retry-After is when to come back: never earlier (no jitter below
+            # it); without one, back off as usual, and neither before that.
+            delay = exc.retry_after if exc.retry_after is not None else delay
+            sched.not_before = now + delay
         sched.next_poll = now + delay
         ledger.set_state(self.name, _SCHEDULE, sched.dump())
 
