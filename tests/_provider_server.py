@@ -14,7 +14,8 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +51,8 @@ class Reply:
 
 
 Handler = Callable[[Request], Reply]
+HOUR = 3600
+DAY = 86400
 
 
 class ProviderServer:
@@ -201,6 +204,28 @@ class BucketApi:
         if self.style == "openai":
             return {"object": "bucket", "start_time": s, "end_time": s + self.width, "results": results}
         return {"starting_at": iso(s), "ending_at": iso(s + self.width), "results": results}
+
+
+@contextmanager
+def running_server() -> Iterator[ProviderServer]:
+    srv = ProviderServer().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def openai_apis(server: ProviderServer, now: Callable[[], float] = time.time) -> dict[str, BucketApi]:
+    """OpenAI's completions, embeddings (hourly) and costs (daily) listings on ``server``."""
+    out = {
+        "completions": BucketApi(HOUR, now, default_limit=24),
+        "embeddings": BucketApi(HOUR, now, default_limit=24),
+        "costs": BucketApi(DAY, now),
+    }
+    server.route("/v1/organization/usage/completions", out["completions"])
+    server.route("/v1/organization/usage/embeddings", out["embeddings"])
+    server.route("/v1/organization/costs", out["costs"])
+    return out
 
 
 def openai_completion(model: str, *, input: int, cached: int, output: int, requests: int, writes: int | None = 0,

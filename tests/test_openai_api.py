@@ -15,7 +15,16 @@ from bridge.config import Settings
 from bridge.ledger import Ledger
 from bridge.sources import _registry
 from bridge.sources.openai_api import COSTS, USAGE, OpenAICosts, OpenAIUsage
-from tests._provider_server import BucketApi, ProviderServer, Reply, openai_completion, openai_cost, openai_embedding
+from tests._provider_server import (
+    BucketApi,
+    ProviderServer,
+    Reply,
+    openai_apis,
+    openai_completion,
+    openai_cost,
+    openai_embedding,
+    running_server,
+)
 
 KEY = "sk-admin-TESTKEY-9f8e7d6c5b4a39281706"
 HOUR = 3600
@@ -27,22 +36,13 @@ D0 = int(NOW // DAY * DAY) - DAY  # yesterday 00:00 UTC
 
 @pytest.fixture
 def server() -> Iterator[ProviderServer]:
-    srv = ProviderServer().start()
-    yield srv
-    srv.stop()
+    with running_server() as srv:
+        yield srv
 
 
 @pytest.fixture
 def apis(server: ProviderServer) -> dict[str, BucketApi]:
-    out = {
-        "completions": BucketApi(HOUR, time.time, default_limit=24),
-        "embeddings": BucketApi(HOUR, time.time, default_limit=24),
-        "costs": BucketApi(DAY, time.time),
-    }
-    server.route("/v1/organization/usage/completions", out["completions"])
-    server.route("/v1/organization/usage/embeddings", out["embeddings"])
-    server.route("/v1/organization/costs", out["costs"])
-    return out
+    return openai_apis(server)
 
 
 def settings(tmp_path: Path, server: ProviderServer, **extra: str) -> Settings:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,30 @@ from bridge.ledger import Ledger
 from bridge.sources._poll import Schedule, backoff_s
 from bridge.sources.openai_api import USAGE, OpenAIUsage
 from tests._otlp_sink import running_sink, tokenbridge
-from tests._provider_server import BucketApi, ProviderServer, Reply, openai_completion, openai_error
-from tests.test_openai_api import H0, HOUR, KEY, apis, server, settings, usage_sums  # noqa: F401 (fixtures)
+from tests._provider_server import (
+    BucketApi,
+    ProviderServer,
+    Reply,
+    openai_apis,
+    openai_completion,
+    openai_cost,
+    openai_error,
+    running_server,
+)
+from tests.test_openai_api import H0, KEY, settings, usage_sums
 
 PATH = "/v1/organization/usage/completions"
+
+
+@pytest.fixture
+def server() -> Iterator[ProviderServer]:
+    with running_server() as srv:
+        yield srv
+
+
+@pytest.fixture
+def apis(server: ProviderServer) -> dict[str, BucketApi]:
+    return openai_apis(server)
 
 
 def failure(stats: object) -> PollError:
@@ -128,8 +149,7 @@ def test_the_key_appears_in_no_output_ledger_or_export_after_failing_and_succeed
     tmp_path: Path, server: ProviderServer, apis: dict[str, BucketApi], cli_env: dict[str, str], debug: bool
 ) -> None:
     apis["completions"].put(H0, openai_completion("gpt-5", input=100, cached=0, output=1, requests=1))
-    apis["costs"].put(H0 // 86400 * 86400, {"object": "organization.costs.result", "amount": {"value": 0.25, "currency": "usd"},
-                                             "line_item": "gpt-5, input", "project_id": None})  # fmt: skip
+    apis["costs"].put(H0 // 86400 * 86400, openai_cost(0.25, "gpt-5, input"))
     echo = openai_error(f"Incorrect API key provided: {KEY}.", "invalid_request_error")
     server.script(PATH, Reply(401, echo))
     server.script("/v1/organization/costs", Reply(500, echo))
