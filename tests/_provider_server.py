@@ -228,6 +228,51 @@ def openai_apis(server: ProviderServer, now: Callable[[], float] = time.time) ->
     return out
 
 
+def anthropic_apis(server: ProviderServer, now: Callable[[], float] = time.time) -> dict[str, BucketApi]:
+    """Anthropic's messages usage (hourly) and cost (daily) reports on ``server``."""
+    out = {
+        "messages": BucketApi(HOUR, now, style="anthropic", default_limit=24),
+        "cost": BucketApi(DAY, now, style="anthropic"),
+    }
+    server.route("/v1/organizations/usage_report/messages", out["messages"])
+    server.route("/v1/organizations/cost_report", out["cost"])
+    return out
+
+
+def anthropic_usage(model: str | None, *, uncached: int, read: int, w5m: int, w1h: int, output: int) -> dict[str, Any]:
+    return {
+        "uncached_input_tokens": uncached,
+        "cache_creation": {"ephemeral_5m_input_tokens": w5m, "ephemeral_1h_input_tokens": w1h},
+        "cache_read_input_tokens": read,
+        "output_tokens": output,
+        "server_tool_use": {"web_search_requests": 0},
+        "model": model,
+        "service_tier": None,
+        "api_key_id": None,
+        "workspace_id": None,
+        "context_window": None,
+        "inference_geo": None,
+        "account_id": None,
+        "service_account_id": None,
+    }
+
+
+def anthropic_cost(amount: str, description: str, model: str | None, token_type: str | None = None) -> dict[str, Any]:
+    """A cost row: ``amount`` in cents as a decimal string."""
+    return {
+        "amount": amount,
+        "currency": "USD",
+        "description": description,
+        "cost_type": "tokens" if model else "web_search",
+        "model": model,
+        "token_type": token_type,
+        "service_tier": "standard" if model else None,
+        "context_window": "0-200k" if model else None,
+        "inference_geo": None,
+        "workspace_id": None,
+    }
+
+
 def openai_completion(model: str, *, input: int, cached: int, output: int, requests: int, writes: int | None = 0,
                       new_fields: bool = True) -> dict[str, Any]:  # fmt: skip
     """A completions result; ``new_fields=False`` gives the pre-2026-07 field set."""
