@@ -304,7 +304,38 @@ def source_rows(settings: config.Settings) -> list[dict[str, Any]]:
                     },
                 }
             )
+            poll_info = getattr(source, "poll_info", None)
+            if spec.kind == "polled" and poll_info is not None:
+                rows[-1]["poll"] = _poll_row(poll_info(ledger), h, ledger, spec.name)
     return rows
+
+
+# What a polled source's last error kind means, in the words ``sources`` shows.
+_POLL_STATES = {
+    "http_401": "auth failed",
+    "http_403": "auth failed",
+    "bad_key": "auth failed",
+    "needs_management_key": "needs management key",
+    "http_429": "rate limited",
+}
+
+
+def _poll_row(info: dict[str, Any], h: Any, ledger: Ledger, source: str) -> dict[str, Any]:
+    """A polled source's state for ``sources``: configured?, ok or why not, schedule, balances."""
+    if not info["configured"]:
+        state = "not configured"
+    elif h is None:
+        state = "not polled yet"
+    elif h.consecutive_failures == 0:
+        state = "ok"
+    else:
+        state = _POLL_STATES.get(h.last_error_kind or "", f"failing ({h.last_error_kind})")
+    balances = [
+        {"provider": g.labels.get("provider"), "currency": g.labels.get("currency"), "amount": str(g.value)}
+        for g in ledger.gauges("tokenbridge.balance")
+        if g.source == source
+    ]
+    return {**info, "state": state, "balances": balances}
 
 
 def _iso(ms: int | None) -> str | None:

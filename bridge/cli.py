@@ -225,6 +225,12 @@ def cmd_sources(args: argparse.Namespace) -> int:
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
         grid.add_column(overflow="fold")
+        poll = r.get("poll")
+        if poll is not None:
+            _polled_rows(grid, r, poll)
+            console.print(grid)
+            console.print()
+            continue
         state = ("detected" if r["detected"] else "not detected") + (", enabled" if r["enabled"] else ", disabled")
         grid.add_row(r["name"], state)
         grid.add_row("roots", "\n".join(r["roots"]) or "-")
@@ -237,6 +243,26 @@ def cmd_sources(args: argparse.Namespace) -> int:
         console.print(grid)
         console.print()
     return 0
+
+
+def _polled_rows(grid: Any, r: dict[str, Any], poll: dict[str, Any]) -> None:
+    """A provider API source: its state, whether its key is set (never the key), its schedule."""
+    grid.add_row(r["name"], poll["state"] + (", enabled" if r["enabled"] else ", disabled"))
+    grid.add_row("key", f"{poll['keyEnv']} " + ("set" if poll["configured"] else "not set"))
+    grid.add_row("endpoint", poll["baseUrl"])
+    notes = [n for n in r["errors"] if not n.startswith("not configured")]
+    if not poll["configured"]:
+        grid.add_row("notes", "; ".join(notes) or "-")
+        return
+    health = r["health"] or {}
+    grid.add_row("last poll", poll["lastPoll"] or "-")
+    grid.add_row("last success", poll["lastSuccess"] or "-")
+    if health.get("consecutiveFailures"):
+        grid.add_row("last error", f"{health['lastErrorKind']}: {health['lastError']}")
+    grid.add_row("next poll", poll["nextPoll"] or "now")
+    if poll["balances"]:
+        grid.add_row("balance", ", ".join(f"{b['amount']} {b['currency']}" for b in poll["balances"]))
+    grid.add_row("notes", "; ".join(notes) or "-")
 
 
 _COMMANDS = {"sync": cmd_sync, "run": cmd_run, "report": cmd_report, "sources": cmd_sources}

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,11 +49,14 @@ from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
 from bridge.series import (
     COST_METRIC,
+    GAUGE_METRICS,
     TOKEN_METRIC,
     UNPRICED_METRIC,
+    Attrs,
     Point,
     attrs_of,
     export_lock,
+    gauge_values,
     guarded_points,
     series_key,
 )
@@ -74,9 +78,18 @@ class _Snapshot:
     between must not leave a just-collected new series without its stored start time.
     """
 
-    def __init__(self, points: Sequence[Point], starts: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        points: Sequence[Point],
+        starts: dict[str, int] | None = None,
+        gauges: Sequence[tuple[str, Attrs, Decimal]] = (),
+    ) -> None:
         self.points = {(p.metric, p.attrs): p for p in points}
         self.starts = {p.key: p.start_ns for p in points} if starts is None else starts
+        self.gauges = tuple(gauges)
+
+    def gauge_observations(self, metric: str) -> list[Observation]:
+        return [Observation(float(v), dict(a)) for m, a, v in self.gauges if m == metric]
 
     def observations(self, metric: str) -> list[Observation]:
         return [Observation(float(p.value), dict(p.attrs)) for (m, _), p in self.points.items() if m == metric]
@@ -281,6 +294,8 @@ class BridgeExporter:
             TOKEN_METRIC, [self._cb(TOKEN_METRIC)], unit="tokens", description="Number of tokens used"
         )
         meter.create_observable_counter(COST_METRIC, [self._cb(COST_METRIC)], unit="USD", description="Cost of usage")
+        for name, (unit, description) in GAUGE_METRICS.items():
+            meter.create_observable_gauge(name, [self._gauge_cb(name)], unit=unit, description=description)
         meter.create_observable_counter(
             UNPRICED_METRIC,
             [self._cb(UNPRICED_METRIC)],
@@ -294,6 +309,12 @@ class BridgeExporter:
 
         return callback
 
+    def _gauge_cb(self, metric: str) -> Any:
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            return self.snapshot.gauge_observations(metric)
+
+        return callback
+
     def refresh(self, ledger: Ledger) -> None:
         """Rebuild the snapshot from the ledger's totals (call from the ledger's thread)."""
         self.snapshot = self._snapshot(ledger)
@@ -301,7 +322,7 @@ class BridgeExporter:
     def _snapshot(self, ledger: Ledger) -> _Snapshot:
         points = guarded_points(ledger, self.include_session_id, time.time_ns())
         self._starts.update({p.key: p.start_ns for p in points})
-        return _Snapshot(points, dict(self._starts))
+        return _Snapshot(points, dict(self._starts), list(gauge_values(ledger)))
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

@@ -33,6 +33,18 @@ UNPRICED_METRIC = "tokenbridge.unpriced.requests"
 
 Attrs = tuple[tuple[str, str], ...]
 
+# Gauges: states, not sums (exported as OTLP gauges, never guarded as monotonic). Name → (unit,
+# description). Balances carry a ``currency`` label, so their unit is left empty.
+BALANCE_METRIC = "tokenbridge.balance"
+GAUGE_METRICS: dict[str, tuple[str, str]] = {
+    BALANCE_METRIC: ("", "Prepaid balance left at a provider, in the currency of the currency label"),
+    "tokenbridge.balance.detail": ("", "Parts of a provider balance (kind: cash, voucher, granted, topped_up)"),
+    "tokenbridge.key.limit_remaining": ("", "Spending cap left on an API key (currency label)"),
+    "tokenbridge.key.spend": ("", "Spend of an API key in the current period (period, kind: credits or byok)"),
+    "tokenbridge.source.last_success": ("s", "Unix time of the source's last successful pass"),
+    "tokenbridge.source.consecutive_failures": ("", "Failed passes of the source since its last success"),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Point:
@@ -79,6 +91,18 @@ def values(totals: Iterable[SeriesTotal], include_session_id: bool) -> Iterator[
     for metric, table in ((TOKEN_METRIC, tokens), (COST_METRIC, cost), (UNPRICED_METRIC, unpriced)):
         for attrs, value in table.items():
             yield metric, attrs, value
+
+
+def gauge_values(ledger: Ledger) -> Iterator[tuple[str, Attrs, Decimal]]:
+    """Every stored gauge (balances, key limits) and each source's health, as (metric, attrs, value)."""
+    for g in ledger.gauges():
+        if g.name in GAUGE_METRICS:
+            yield g.name, tuple(sorted(g.labels.items())), g.value
+    for h in ledger.health().values():
+        if h.last_success_ms is not None:
+            yield "tokenbridge.source.last_success", (("source", h.source),), Decimal(h.last_success_ms) / 1000
+        attrs = (("last_error_kind", h.last_error_kind or ""), ("source", h.source))
+        yield "tokenbridge.source.consecutive_failures", attrs, Decimal(h.consecutive_failures)
 
 
 class SeriesBook:

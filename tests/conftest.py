@@ -16,6 +16,14 @@ from bridge.ledger import Ledger
 from bridge.record import Tokens
 
 SESSION = "3b9e0c3a-1d2f-4c55-9a0e-7f1b2c3d4e5f"
+PROVIDER_KEYS = (
+    "OPENAI_ADMIN_KEY",
+    "ANTHROPIC_ADMIN_KEY",
+    "OPENROUTER_API_KEY",
+    "OPENROUTER_MANAGEMENT_KEY",
+    "MOONSHOT_API_KEY",
+    "DEEPSEEK_API_KEY",
+)
 
 
 def assistant_line(
@@ -196,6 +204,8 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 def cli_env(tmp_path: Path, claude_home: ClaudeHome) -> dict[str, str]:
     """Environment for running the CLI against the fixture home only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENBRIDGE_", "CLAUDE_"))}
+    for key in PROVIDER_KEYS:  # tests never reach a real provider with the developer's keys
+        env.pop(key, None)
     env.update(
         {
             "HOME": str(tmp_path / "home"),

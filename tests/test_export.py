@@ -364,7 +364,9 @@ def test_prometheus_port_serves_claude_code_names_with_exact_values_and_sigterm_
             "claude_code_token_usage_tokens_total",
             "claude_code_cost_usage_USD_total",
             "tokenbridge_unpriced_requests_total",
-        }
+            "tokenbridge_source_last_success_seconds",  # per-source health gauges
+            "tokenbridge_source_consecutive_failures",
+        }, names
         tokens = samples["claude_code_token_usage_tokens_total"]
         for model, want in ((SONNET, SONNET_A), (HAIKU, HAIKU_B)):
             for typ, n in want.items():

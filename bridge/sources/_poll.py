@@ -73,6 +73,7 @@ class Api:
     default_base: str
     auth: Callable[[str], dict[str, str]]
     interval_env: str = ""
+    fallback_env: str = ""  # a second key variable tried when ``key_env`` is not set
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -249,6 +250,8 @@ class PolledSource(BaseSource):
         self.env = settings.env
         self.client = client
         key = self.env.get(self.api.key_env, "").strip()
+        if not key and self.api.fallback_env:
+            key = self.env.get(self.api.fallback_env, "").strip()
         self.key = key or None
         base = self.env.get(self.api.base_env, "").strip()
         self.base = base or self.api.default_base
@@ -260,7 +263,8 @@ class PolledSource(BaseSource):
     def status(self) -> SourceStatus:
         notes = list(self.notes)
         if self.key is None:
-            notes.insert(0, f"not configured: set {self.api.key_env}")
+            also = f" (or {self.api.fallback_env})" if self.api.fallback_env else ""
+            notes.insert(0, f"not configured: set {self.api.key_env}{also}")
         return SourceStatus(self.name, self.key is not None, True, [redact_url(self.base)], 0, notes)
 
     def due_in(self, ledger: Ledger, now: float) -> float | None:
@@ -422,3 +426,17 @@ def count(value: Any) -> int:
     if isinstance(value, Decimal) and value != value.to_integral_value():
         raise ValueError(f"not a whole count: {value!r}")
     return int(value)
+
+
+def money(value: Any) -> Decimal:
+    """An amount from JSON (a number read as ``Decimal``, or a decimal string), exactly."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        raise ValueError(f"not an amount: {value!r}")
+    out = Decimal(value)
+    if not out.is_finite():
+        raise ValueError(f"not an amount: {value!r}")
+    return out
+
+
+def gauge(name: str, provider: str, currency: str, value: Decimal, **labels: str) -> Gauge:
+    return Gauge(name, {"provider": provider, "currency": currency, **labels}, value)
