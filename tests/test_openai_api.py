@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -229,3 +230,54 @@ def test_a_timeout_is_a_network_kind_failure_and_nothing_is_lost(tmp_path, serve
         stats = app.scan_one(ledger, src, pricer)
         assert stats.failure is not None and stats.failure.kind == "timeout"  # type: ignore[attr-defined]
         assert usage_sums(ledger, USAGE)["gpt-5"]["input"] == 1000
+
+
+def test_a_chain_that_fails_midway_stores_nothing_of_it_and_the_next_poll_is_exact(tmp_path, server, apis, pricer):
+    c = apis["completions"]
+    for i in range(0, 30 * 24, 5):
+        c.put(H0 - i * HOUR, openai_completion("gpt-5", input=10, cached=0, output=1, requests=1))
+    s = settings(tmp_path, server)
+    calls = 0
+
+    def flaky(req):  # page 3 of the chain fails: the provider's 500 after two good pages
+        nonlocal calls
+        calls += 1
+        return (
+            Reply(500, {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}})
+            if (calls == 3)
+            else c(req)
+        )
+
+    server.route("/v1/organization/usage/completions", flaky)
+    with Ledger.open(s.state_dir) as ledger:
+        stats = app.scan_one(ledger, OpenAIUsage(s), pricer)
+        assert stats.failure is not None and stats.failure.kind == "http_500"  # type: ignore[attr-defined]
+        assert "gpt-5" not in usage_sums(ledger, USAGE)  # nothing of the broken chain
+        assert ledger.state(USAGE, "synced:completions") is None  # the cursor did not move
+        assert app.scan_one(ledger, OpenAIUsage(s), pricer).failure is None
+        want = sum(1 for i in range(0, 30 * 24, 5) if H0 - i * HOUR >= (NOW - 30 * DAY) // HOUR * HOUR)
+        assert usage_sums(ledger, USAGE)["gpt-5"]["requests"] == want
+
+
+def test_an_empty_window_stores_nothing_and_succeeds(tmp_path, server, apis, pricer):
+    s = settings(tmp_path, server)
+    with Ledger.open(s.state_dir) as ledger:
+        assert app.scan_one(ledger, OpenAIUsage(s), pricer).failure is None
+        assert app.scan_one(ledger, OpenAICosts(s), pricer).failure is None
+        assert ledger.totals() == []
+        assert ledger.health()[USAGE].last_success_ms is not None
+
+
+def test_sync_days_widens_the_window_and_a_restart_never_readds(tmp_path, server, apis, pricer):
+    old = int(NOW // HOUR * HOUR) - 40 * DAY  # before the default 30-day backfill
+    apis["completions"].put(old, openai_completion("gpt-5", input=7, cached=0, output=0, requests=1))
+    s = settings(tmp_path, server)
+    with Ledger.open(s.state_dir) as ledger:
+        app.scan_one(ledger, OpenAIUsage(s), pricer)
+        assert "gpt-5" not in usage_sums(ledger, USAGE)
+        since = datetime.fromtimestamp(NOW - 45 * DAY, UTC)
+        app.scan_one(ledger, OpenAIUsage(s), pricer, since=since)
+        app.scan_one(ledger, OpenAIUsage(s), pricer, since=since)
+    with Ledger.open(s.state_dir) as ledger:
+        app.scan_one(ledger, OpenAIUsage(s), pricer)
+        assert usage_sums(ledger, USAGE)["gpt-5"]["input"] == 7

@@ -7,6 +7,7 @@ that goes down is a reset, and Prometheus' ``increase()`` then counts the whole 
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -113,3 +114,33 @@ def test_billed_cost_lines_without_requests_are_exported_as_cost(ledger, pricer)
     ledger.commit([line], pricer)
     cost = {a: v for m, a, v in values(ledger.totals(), include_session_id=False) if m == COST_METRIC}
     assert cost == {(("model", "gpt-5"), ("provider", "openai"), ("source", "openai_cost_api")): Decimal("0.875")}
+
+
+def test_balances_and_source_health_are_exported_as_otlp_gauges(tmp_path: Path, pricer):
+    from bridge.ledger import Gauge
+    from tests._otlp_sink import _any_value
+
+    state = tmp_path / "state"
+    with running_sink("http/protobuf") as sink, Ledger.open(state) as ledger:
+        labels = {"provider": "deepseek", "currency": "CNY"}
+        ledger.set_gauges("deepseek_balance_api", [Gauge("tokenbridge.balance", labels, Decimal("10.00"))])
+        ledger.record_health("deepseek_balance_api")
+        ledger.record_health("openai_usage_api", "http_401", "GET /x: HTTP 401")
+        exporter = _exporter(state, sink.env(), ledger)
+        exporter.refresh(ledger)
+        assert exporter.flush()
+        exporter.shutdown()
+        got = {}
+        for r in sink.requests():
+            for rm in r.request.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        if m.WhichOneof("data") == "gauge":
+                            for dp in m.gauge.data_points:
+                                attrs = tuple(sorted((a.key, _any_value(a.value)) for a in dp.attributes))
+                                got[(m.name, attrs)] = dp.as_double
+    assert got[("tokenbridge.balance", (("currency", "CNY"), ("provider", "deepseek")))] == 10.0
+    fails = (("last_error_kind", "http_401"), ("source", "openai_usage_api"))
+    assert got[("tokenbridge.source.consecutive_failures", fails)] == 1
+    ok = got[("tokenbridge.source.last_success", (("source", "deepseek_balance_api"),))]
+    assert abs(ok - time.time()) < 60
