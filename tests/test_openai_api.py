@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -113,7 +114,11 @@ def test_first_poll_drains_every_page_with_identical_parameters(tmp_path, server
     assert int(first["start_time"][0]) % HOUR == 0  # aligned: no truncated first bucket
 
 
-def test_repolled_buckets_are_exactly_once_and_revisions_replace_up_and_down(tmp_path, server, apis, pricer):
+def utc_iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def test_repolled_buckets_are_exactly_once_and_revisions_replace_up_and_down(tmp_path, server, apis, pricer, caplog):
     c = apis["completions"]
     c.put(H0, openai_completion("gpt-5", input=1000, cached=0, output=100, requests=2))
     s = settings(tmp_path, server)
@@ -129,9 +134,15 @@ def test_repolled_buckets_are_exactly_once_and_revisions_replace_up_and_down(tmp
         assert usage_sums(ledger, USAGE)["gpt-5"] == {
             "input": 1510, "output": 151, "cacheRead": 0, "cacheCreation": 0, "requests": 4
         }  # fmt: skip
-        # A late downward correction replaces the stored value: the total moves by the difference.
+        # A late downward correction replaces the stored value: the total moves by the difference,
+        # and the correction is logged once (not on every later re-read of the same value).
         c.put(H0, openai_completion("gpt-5", input=1400, cached=0, output=140, requests=3))
-        app.scan_one(ledger, src, pricer)
+        with caplog.at_level(logging.INFO, "tokenbridge"):
+            app.scan_one(ledger, src, pricer)
+            app.scan_one(ledger, src, pricer)
+        revised = [r.getMessage() for r in caplog.records if "revised" in r.getMessage()]
+        assert revised == [f"{USAGE}: openai revised 1 bucket(s) down (e.g. gpt-5 at {utc_iso(H0)}: 1650 -> 1540 "
+                           "tokens); stored values replaced"]  # fmt: skip
         assert usage_sums(ledger, USAGE)["gpt-5"]["input"] == 1410
         assert usage_sums(ledger, USAGE)["gpt-5"]["output"] == 141
     # A restart (a new process, a new source object) re-reads the window and adds nothing.

@@ -320,6 +320,7 @@ class PolledSource(BaseSource):
         http = Http(self.name, client, self.base, self.api.auth(self.key), self.key)
         try:
             for batch in self.poll(http, ledger, since, now):
+                self._note_revisions(ledger, batch.records)
                 state = {(self.name, k): v for k, v in batch.state.items()}
                 result = ledger.commit(batch.records, pricer, state=state)
                 if batch.gauges:
@@ -344,6 +345,19 @@ class PolledSource(BaseSource):
         sched.failures = 0
         ledger.set_state(self.name, _SCHEDULE, sched.dump())
         return stats
+
+    def _note_revisions(self, ledger: Ledger, records: list[UsageRecord]) -> None:
+        """Log, once per correction, buckets the provider revised down (the ledger replaces them
+        and totals go down by the difference; exported counters hold their highest value)."""
+        stored = ledger.tokens_for([r.dedup_key for r in records if r.tokens.total])
+        down = [r for r in records if r.dedup_key in stored and r.tokens.total < stored[r.dedup_key].total]
+        if down:
+            r = down[0]
+            log.info(
+                "%s: %s revised %d bucket(s) down (e.g. %s at %s: %d -> %d tokens); stored values replaced",
+                self.name, self.api.provider, len(down), r.model, r.timestamp.isoformat(),
+                stored[r.dedup_key].total, r.tokens.total,
+            )  # fmt: skip
 
     def _failed(self, ledger: Ledger, sched: Schedule, now: float, exc: PollError | None) -> None:
         sched.last_poll = now
