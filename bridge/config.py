@@ -15,10 +15,19 @@ import platformdirs
 
 from bridge.errors import ConfigError
 
+_PROVIDERS = ("openai", "anthropic", "openrouter", "moonshot", "deepseek")
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "export": {"interval_seconds": (int, float), "include_session_id": bool, "prometheus_port": int, "otlp": bool},
     "sources": {"enabled": list},
     "pricing": {"overrides": str},
+    # Provider APIs: base URLs, poll intervals, and the *name* of the environment variable that
+    # holds each key (a secret never goes into the config file).
+    "providers": {
+        **{f"{p}_{k}": t for p in _PROVIDERS for k, t in (("base_url", str), ("key_env", str))},
+        **{f"{p}_poll_interval_seconds": (int, float) for p in _PROVIDERS},
+        "openrouter_management_key_env": str,
+        "moonshot_currency": str,
+    },
 }
 
 
@@ -34,6 +43,7 @@ class Settings:
     prices_path: Path | None = None
     rescan_s: float = 600.0
     env: dict[str, str] = field(default_factory=dict)
+    providers: dict[str, Any] = field(default_factory=dict)  # the config file's [providers] table
 
 
 def default_state_dir(env: dict[str, str]) -> Path:
@@ -133,6 +143,10 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
             raise ConfigError(
                 f"{cfg_path.name}: sources.enabled", f"unknown source {exc.args[0]!r} (known: {known})"
             ) from None
+    s.providers = dict(data.get("providers", {}))
+    for key, value in s.providers.items():
+        if key.endswith("_poll_interval_seconds") and not (isinstance(value, int | float) and 0 < value < float("inf")):
+            raise ConfigError(f"{cfg_path.name}: providers.{key}", "must be > 0 seconds")
     overrides = data.get("pricing", {}).get("overrides")
     if overrides:
         s.prices_path = Path(os.path.expanduser(overrides))

@@ -203,3 +203,29 @@ def test_run_polls_on_the_schedule_and_the_safety_rescan_never_polls_early(
         assert _chains(server) >= 3
     else:
         assert _chains(server) == 1  # ten safety rescans, no early poll (nor at shutdown)
+
+
+def test_config_file_names_the_key_variable_base_url_and_interval_env_wins(tmp_path, server, apis, pricer):
+    from bridge import config
+    from bridge.errors import ConfigError
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'[providers]\nopenai_key_env = "MY_ORG_KEY"\nopenai_base_url = "{server.url}"\n'
+        "openai_poll_interval_seconds = 120\n"
+    )
+    s = config.load({"MY_ORG_KEY": KEY}, state_dir=tmp_path / "state", config=cfg)
+    src = OpenAIUsage(s)
+    assert src.key == KEY and src.base == server.url and src.interval_s == 120
+    with Ledger.open(s.state_dir) as ledger:
+        assert app.scan_one(ledger, src, pricer).failure is None
+        assert src.poll_info(ledger)["keyEnv"] == "MY_ORG_KEY"
+    env = {"MY_ORG_KEY": KEY, "TOKENBRIDGE_OPENAI_POLL_INTERVAL": "30"}
+    assert OpenAIUsage(config.load(env, state_dir=tmp_path / "state", config=cfg)).interval_s == 30
+    cfg.write_text("[providers]\nopenai_poll_interval_seconds = 0\n")
+    with pytest.raises(ConfigError, match=r"providers\.openai_poll_interval_seconds"):
+        config.load({}, state_dir=tmp_path / "state", config=cfg)
+    cfg.write_text('[providers]\nopenai_key = "sk-admin-in-a-file"\n')
+    with pytest.raises(ConfigError, match=r"providers\.openai_key: unknown key") as err:
+        config.load({}, state_dir=tmp_path / "state", config=cfg)
+    assert "sk-admin-in-a-file" not in str(err.value)

@@ -248,15 +248,22 @@ class PolledSource(BaseSource):
 
     def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
         self.env = settings.env
+        self.config = settings.providers
         self.client = client
-        key = self.env.get(self.api.key_env, "").strip()
+        cfg = self.config
+        p = self.api.provider
+        # The config file may name another variable for the key (never the key itself).
+        self.key_env = str(cfg.get(_key_setting(self.api.key_env, p)) or self.api.key_env)
+        key = self.env.get(self.key_env, "").strip()
         if not key and self.api.fallback_env:
-            key = self.env.get(self.api.fallback_env, "").strip()
+            key = self.env.get(str(cfg.get(_key_setting(self.api.fallback_env, p)) or self.api.fallback_env), "")
+            key = key.strip()
         self.key = key or None
-        base = self.env.get(self.api.base_env, "").strip()
+        base = self.env.get(self.api.base_env, "").strip() or str(cfg.get(f"{p}_base_url") or "")
         self.base = base or self.api.default_base
-        env_name = self.api.interval_env or f"TOKENBRIDGE_{self.api.provider.upper()}_POLL_INTERVAL"
-        self.interval_s = config.seconds_env(self.env, env_name, self.default_interval_s)
+        env_name = self.api.interval_env or f"TOKENBRIDGE_{p.upper()}_POLL_INTERVAL"
+        default = float(cfg.get(f"{p}_poll_interval_seconds") or self.default_interval_s)
+        self.interval_s = config.seconds_env(self.env, env_name, default)
 
     # -- what the application sees --------------------------------------------------------------
 
@@ -264,7 +271,7 @@ class PolledSource(BaseSource):
         notes = list(self.notes)
         if self.key is None:
             also = f" (or {self.api.fallback_env})" if self.api.fallback_env else ""
-            notes.insert(0, f"not configured: set {self.api.key_env}{also}")
+            notes.insert(0, f"not configured: set {self.key_env}{also}")
         return SourceStatus(self.name, self.key is not None, True, [redact_url(self.base)], 0, notes)
 
     def due_in(self, ledger: Ledger, now: float) -> float | None:
@@ -281,7 +288,7 @@ class PolledSource(BaseSource):
         return {
             "provider": self.api.provider,
             "configured": self.key is not None,
-            "keyEnv": self.api.key_env,
+            "keyEnv": self.key_env,
             "baseUrl": redact_url(self.base),
             "intervalSeconds": self.interval_s,
             "lastPoll": _iso(sched.last_poll),
@@ -314,7 +321,7 @@ class PolledSource(BaseSource):
             return stats
         if not _HEADER_SAFE.fullmatch(self.key):
             self._failed(ledger, sched, now, None)
-            raise PollError(self.name, "bad_key", f"{self.api.key_env} is set but is not a valid key (value not shown)")
+            raise PollError(self.name, "bad_key", f"{self.key_env} is set but is not a valid key (value not shown)")
         owned = self.client is None
         client = self.client if self.client is not None else make_client()
         http = Http(self.name, client, self.base, self.api.auth(self.key), self.key)
@@ -388,6 +395,13 @@ class PolledSource(BaseSource):
         if since is not None:
             start = min(start, since.timestamp())
         return int(start // width_s * width_s)
+
+
+def _key_setting(env_name: str, provider: str) -> str:
+    """The config key naming the variable that holds ``env_name``'s key (e.g. ``openai_key_env``)."""
+    if env_name == "OPENROUTER_MANAGEMENT_KEY":
+        return "openrouter_management_key_env"
+    return f"{provider}_key_env"
 
 
 def synced_state(endpoint: str, now: float) -> dict[str, str]:

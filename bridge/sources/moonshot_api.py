@@ -41,7 +41,8 @@ class MoonshotBalance(PolledSource):
     notes = ("balance only: Moonshot has no usage history endpoint",)
 
     def poll(self, http: Http, ledger: Ledger, since: datetime | None, now: float) -> Iterator[Batch]:
-        currency = currency_for(self.base, self.env.get("TOKENBRIDGE_MOONSHOT_CURRENCY"))
+        override = self.env.get("TOKENBRIDGE_MOONSHOT_CURRENCY") or self.config.get("moonshot_currency")
+        currency = currency_for(self.base, str(override) if override else None)
         if currency is None:
             raise PollError(
                 NAME,
