@@ -21,6 +21,7 @@ from bridge.app import resolve_selection
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
 from bridge.report import KINDS, build, parse_day, resolve_tz
+from bridge.views import default_exclusions
 
 log = logging.getLogger("tokenbridge")
 
@@ -165,8 +166,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     tz = resolve_tz(args.timezone)
     since = parse_day(args.since, "--since") if args.since else None
     until = parse_day(args.until, "--until") if args.until else None
+    selected = resolve_selection(args.source)
     with Ledger.open(settings.state_dir) as ledger:
-        rep = build(ledger, args.kind, tz, since, until, resolve_selection(args.source))
+        # Default totals count each request once: a provider's billing API, where it has data,
+        # stands for its local sources' rows (bridge.views); --source shows any source as it is.
+        exclude = [] if selected else default_exclusions(ledger)
+        rep = build(ledger, args.kind, tz, since, until, selected, exclude)
+    for source, provider, _ in exclude:
+        print(
+            f"{source}: {provider} usage is counted from {provider}'s billing API where it has data "
+            f"(see it alone with --source {source})",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(rep.as_json(breakdown=True), indent=2))
         return 0

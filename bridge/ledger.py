@@ -478,14 +478,19 @@ class Ledger:
         since_ms: int | None = None,
         until_ms: int | None = None,
         sources: Sequence[str] | None = None,
+        exclude: Sequence[tuple[str, str, int]] = (),
     ) -> list[tuple[Any, ...]]:
         """Sums grouped by ``group`` ("quarter" = 15-minute bucket, or "session") and model.
 
         Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
         cost_pusd, unpriced, requests). Every real time zone offset is a multiple of 15 minutes, so
-        quarter-hour buckets convert exactly to local days, weeks and months.
+        quarter-hour buckets convert exactly to local days, weeks and months. ``exclude`` leaves
+        out the rows of (source, provider) from a time on (see ``bridge.views``).
         """
         where, params = _where(since_ms, until_ms, sources)
+        for source, provider, from_ms in exclude:
+            where += " AND NOT (source=? AND provider=? AND ts_ms >= ?)"
+            params += [source, provider, from_ms]
         if group == "quarter":
             head = "ts_ms / 900000, model, provider, NULL"
         elif group == "session":
@@ -514,6 +519,16 @@ class Ledger:
             "skipped": int(skipped.fetchone()[0]),
             "unknown_models": [str(r[0]) for r in unknown],
         }
+
+    def source_providers(self) -> set[tuple[str, str]]:
+        """Every (source, provider) pair with rows (from the totals: no scan of the rows)."""
+        return {(str(r[0]), str(r[1])) for r in self._db.execute("SELECT DISTINCT source, provider FROM totals")}
+
+    def first_ms(self, sources: Sequence[str], provider: str) -> int | None:
+        """Time of the earliest row of ``provider`` among ``sources``."""
+        q = f"SELECT MIN(ts_ms) FROM usage WHERE provider=? AND source IN ({','.join('?' * len(sources))})"
+        r = self._db.execute(q, [provider, *sources]).fetchone()
+        return None if r is None or r[0] is None else int(r[0])
 
     def first_day_ms(self, source: str) -> int | None:
         r = self._db.execute("SELECT MIN(ts_ms) FROM usage WHERE source=?", (source,)).fetchone()

@@ -140,8 +140,10 @@ def build(
     since: date | None = None,
     until: date | None = None,
     sources: Sequence[str] | None = None,
+    exclude: Sequence[tuple[str, str, int]] = (),
 ) -> Report:
-    """Aggregate the ledger into ``kind`` buckets in time zone ``tz`` (until is inclusive)."""
+    """Aggregate the ledger into ``kind`` buckets in time zone ``tz`` (until is inclusive);
+    ``exclude``: (source, provider, from ms) rows left out (``bridge.views.default_exclusions``)."""
     if kind not in KINDS:
         raise ConfigError("report", f"unknown report {kind!r} (one of {', '.join(KINDS)})")
     since_ms = _day_start_ms(since, tz) if since else None
@@ -149,7 +151,7 @@ def build(
     buckets: dict[str, Bucket] = {}
     totals = Line()
     group = "session" if kind == "session" else "quarter"
-    for row in ledger.aggregate(group, since_ms, until_ms, sources):
+    for row in ledger.aggregate(group, since_ms, until_ms, sources, exclude):
         g, model, provider, extra, sums = row[0], str(row[1]), str(row[2]), row[3], row[4:]
         if kind == "session":
             key = str(g) or "(none)"

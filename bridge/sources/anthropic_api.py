@@ -163,6 +163,7 @@ SPECS = (
         group="anthropic",
         settings=_SETTINGS,
         provider="anthropic",
+        extra={"view": "billing"},
     ),
     SourceSpec(
         COSTS,
@@ -172,5 +173,6 @@ SPECS = (
         group="anthropic",
         settings=_SETTINGS,
         provider="anthropic",
+        extra={"view": "billing"},
     ),
 )

@@ -150,6 +150,7 @@ SPECS = (
         group="openai",
         settings=("OPENAI_ADMIN_KEY", "TOKENBRIDGE_OPENAI_BASE_URL", "TOKENBRIDGE_OPENAI_POLL_INTERVAL"),
         provider="openai",
+        extra={"view": "billing"},
     ),
     SourceSpec(
         COSTS,
@@ -159,5 +160,6 @@ SPECS = (
         group="openai",
         settings=("OPENAI_ADMIN_KEY", "TOKENBRIDGE_OPENAI_BASE_URL", "TOKENBRIDGE_OPENAI_POLL_INTERVAL"),
         provider="openai",
+        extra={"view": "billing"},
     ),
 )

@@ -113,5 +113,6 @@ SPECS = (
         group="openrouter",
         settings=("OPENROUTER_MANAGEMENT_KEY", "OPENROUTER_API_KEY", *_SETTINGS),
         provider="openrouter",
+        extra={"view": "billing"},
     ),
 )
