@@ -172,12 +172,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         # stands for its local sources' rows (bridge.views); --source shows any source as it is.
         exclude = [] if selected else default_exclusions(ledger)
         rep = build(ledger, args.kind, tz, since, until, selected, exclude)
-    for source, provider, _ in exclude:
-        print(
-            f"{source}: {provider} usage is counted from {provider}'s billing API where it has data "
-            f"(see it alone with --source {source})",
-            file=sys.stderr,
+    for source, provider, start in exclude:
+        why = (
+            f"an attribution view of {provider} usage, not in default totals"
+            if start == 0
+            else f"{provider} usage is counted from {provider}'s billing API where it has data"
         )
+        print(f"{source}: {why} (see it alone with --source {source})", file=sys.stderr)
     if args.json:
         print(json.dumps(rep.as_json(breakdown=True), indent=2))
         return 0

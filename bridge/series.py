@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bridge.ledger import Ledger, SeriesTotal
 from bridge.record import TOKEN_TYPES
+from bridge.views import attribution_sources
 
 log = logging.getLogger("tokenbridge.series")
 
@@ -74,7 +75,10 @@ def values(totals: Iterable[SeriesTotal], include_session_id: bool) -> Iterator[
     tokens: dict[Attrs, Decimal] = {}
     cost: dict[Attrs, Decimal] = {}
     unpriced: dict[Attrs, Decimal] = {}
+    hidden = attribution_sources()
     for t in totals:
+        if t.source in hidden:
+            continue  # another view of usage a billing source exports (bridge.views)
         base = {"model": t.model, "provider": t.provider, "source": t.source}
         if include_session_id and t.session_id:
             base["session.id"] = t.session_id

@@ -13,6 +13,10 @@ it once. The rule, per provider:
 * Before the billing sources' first row, and for providers without a billing source, local
   sources are the total, as before.
 
+**Attribution views** (``SourceSpec.extra["view"] == "attribution"``, e.g. Anthropic's Claude
+Code analytics report: another view of the usage report's requests) are never in default totals
+and never exported under Claude Code's metric names; ``--source`` shows them.
+
 Within the billing view, tokens come from the usage API and cost from the cost API (usage rows
 carry ``cost_origin=external`` while the cost source is enabled), so billed cost is never added
 to an estimate of itself.
@@ -20,7 +24,17 @@ to an estimate of itself.
 
 from __future__ import annotations
 
+import functools
+
 from bridge.ledger import Ledger
+
+
+@functools.cache
+def attribution_sources() -> frozenset[str]:
+    """Sources that only re-describe usage another source counts (never totals, never exported)."""
+    from bridge.sources import _registry
+
+    return frozenset(s.name for s in _registry.specs() if s.extra.get("view") == "attribution")
 
 
 def billing_sources() -> dict[str, str]:
@@ -37,12 +51,12 @@ def default_exclusions(ledger: Ledger) -> list[tuple[str, str, int]]:
     billing = billing_sources()
     polled = {s.name for s in _registry.specs() if s.kind == "polled"}
     pairs = ledger.source_providers()
-    out = []
+    out = [(s, p, 0) for s, p in sorted(pairs) if s in attribution_sources()]
     for provider in sorted({p for s, p in pairs if s in billing}):
         start = ledger.first_ms([s for s, p in pairs if p == provider and s in billing], provider)
         if start is None:
             continue
         for source, p in sorted(pairs):
-            if p == provider and source not in billing and source not in polled:
+            if p == provider and source not in billing and source not in polled and source not in attribution_sources():
                 out.append((source, provider, start))
     return out

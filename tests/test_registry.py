@@ -92,7 +92,8 @@ def test_unknown_source_on_the_command_line_lists_the_known_ones():
     with pytest.raises(ConfigError) as err:
         app.resolve_selection(["claude", "nope"])
     assert str(err.value).startswith("--source: unknown source 'nope' (known: ")
-    assert "claude, claude_stats_cache, claude_transcripts" in str(err.value)
+    known = str(err.value).split("(known: ", 1)[1].rstrip(")").split(", ")
+    assert known == sorted(known) and {"claude", "claude_stats_cache", "claude_transcripts"} <= set(known)
 
 
 def test_a_source_module_without_specs_is_refused_by_name(tmp_path, monkeypatch):
