@@ -229,3 +229,10 @@ def test_config_file_names_the_key_variable_base_url_and_interval_env_wins(tmp_p
     with pytest.raises(ConfigError, match=r"providers\.openai_key: unknown key") as err:
         config.load({}, state_dir=tmp_path / "state", config=cfg)
     assert "sk-admin-in-a-file" not in str(err.value)
+
+
+def test_a_base_url_without_a_scheme_is_a_config_failure_of_that_source_only(tmp_path, server, apis, pricer):
+    s = settings(tmp_path, server, TOKENBRIDGE_OPENAI_BASE_URL="api.openai.example")
+    with Ledger.open(s.state_dir) as ledger:
+        exc = failure(app.scan_one(ledger, OpenAIUsage(s), pricer))
+    assert exc.kind == "config" and "TOKENBRIDGE_OPENAI_BASE_URL" in str(exc)

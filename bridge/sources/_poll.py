@@ -319,6 +319,10 @@ class PolledSource(BaseSource):
                 f"rate limited by {self.api.provider}: not polled before {_iso(sched.not_before)} (Retry-After)"
             )
             return stats
+        parts = urlsplit(self.base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self._failed(ledger, sched, now, None)
+            raise PollError(self.name, "config", f"{self.api.base_env}: not an http(s) URL: {redact_url(self.base)!r}")
         if not _HEADER_SAFE.fullmatch(self.key):
             self._failed(ledger, sched, now, None)
             raise PollError(self.name, "bad_key", f"{self.key_env} is set but is not a valid key (value not shown)")
