@@ -11,7 +11,9 @@ No double counting: Claude Code usage can reach Prometheus twice, from Claude Co
 (source="claude_code_otel") and from the bridge reading the same sessions' transcripts (source="claude_transcripts")
 or Claude Code's stats cache (source="claude_stats_cache"; the bridge never lets it overlap transcripts). Every
 token and cost panel therefore prefers, per model, the bridge's local Claude Code sources and falls back to native
-telemetry only for models the bridge has no series for; all other sources (provider APIs, other tools) are added.
+telemetry only for models the bridge has no series for; all other sources (other tools) are added. A provider's
+billing APIs (usage and cost) come first: per provider, when they have data in the range, they are the total and the
+local sources of that provider are attribution views (the rule of bridge/views.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ UNPRICED = "tokenbridge_unpriced_requests_total"
 PREFERRED = "claude_transcripts|claude_stats_cache"  # the bridge's local Claude Code sources
 FALLBACK = "claude_code_otel"  # Claude Code's native telemetry
 FILTERS = 'provider=~"$provider",model=~"$model",source=~"$source"'
+# Provider billing APIs (bridge/views.py): where one has data for a provider, it is that provider's total.
+BILLING = "openai_usage_api|openai_cost_api|anthropic_usage_api|anthropic_cost_api|openrouter_credits_api"
+BILLED_COST = "openai_cost_api|anthropic_cost_api|openrouter_credits_api"
+BALANCE = "tokenbridge_balance"
 
 DEDUP_TEXT = (
     "**Each token is counted once.** Claude Code usage can arrive twice: from Claude Code's own telemetry "
@@ -37,8 +43,11 @@ DEDUP_TEXT = (
     "(`source=claude_transcripts`, plus `claude_stats_cache` for days whose transcripts are gone; those two never "
     "overlap). Token and cost panels therefore take, **per model**, the bridge's transcript/stats-cache series when "
     "there are any, and native telemetry only for models the bridge has not seen (for example when the bridge is "
-    "not running, or for sessions on another machine). Every other source (provider APIs such as `openai_api`, "
-    "other tools) is added as is. The *per source* panels show each source's own count and are **not additive**. "
+    "not running, or for sessions on another machine). A provider's billing APIs (`openai_usage_api`, "
+    "`openai_cost_api`, `anthropic_usage_api`, `anthropic_cost_api`, `openrouter_credits_api`) hold the same requests "
+    "again, with everything else the account used: **per provider**, when they have data in the range they are the "
+    "total, and that provider's local sources (transcripts, telemetry, other tools) become attribution views. Every "
+    "other source is added as is. The *per source* panels show each source's own count and are **not additive**. "
     "Pick one source in the `source` variable to see only that source."
 )
 
@@ -49,16 +58,18 @@ def _join(labels: list[str]) -> str:
 
 def dedup(metric: str, by: list[str], rng: str, fn: str = "increase", extra: str = "") -> str:
     """Sum `fn(metric[rng])` by `by`, counting Claude Code usage once (see module docstring)."""
-    inner_by = _join([*by, "model", "source"])
+    inner_by = _join([*by, *(label for label in ("provider", "model", "source") if label not in by)])
     sel = FILTERS + (f",{extra}" if extra else "")
 
     def part(src_matcher: str) -> str:
         return f"sum by ({inner_by}) ({fn}({metric}{{{sel},{src_matcher}}}[{rng}]))"
 
+    billing = part('source=~"' + BILLING + '"')
     preferred = part('source=~"' + PREFERRED + '"')
     fallback = part('source="' + FALLBACK + '"')
-    others = part('source!~"' + PREFERRED + "|" + FALLBACK + '"')
-    body = f"{preferred}\n  or on (model) {fallback}\n  or {others}"
+    others = part('source!~"' + PREFERRED + "|" + FALLBACK + "|" + BILLING + '"')
+    # Billing first; the client views only for providers without billing data in the range.
+    body = f"{billing}\n  or on (provider) (\n  {preferred}\n  or on (model) {fallback}\n  or {others}\n  )"
     outer = f"sum by ({_join(by)}) (\n  {body}\n)" if by else f"sum (\n  {body}\n)"
     return outer
 
@@ -187,6 +198,17 @@ def bars(lay: Layout, title: str, expr: str, legend: str, unit: str, w: int = 8,
             "showUnfilled": True,
         },
     }
+
+
+def balance_bars(lay: Layout, title: str, expr: str, desc: str) -> dict:
+    """Current balances with low-balance thresholds (one bar per provider and currency)."""
+    p = bars(lay, title, expr, "{{provider}} {{currency}}", "none", desc=desc)
+    p["fieldConfig"]["defaults"]["color"] = {"mode": "thresholds"}
+    p["fieldConfig"]["defaults"]["thresholds"] = {
+        "mode": "absolute",
+        "steps": [{"color": "red", "value": None}, {"color": "yellow", "value": 5}, {"color": "green", "value": 20}],
+    }
+    return p
 
 
 def timeseries(
@@ -596,6 +618,48 @@ def overview() -> dict:
             f"sum by (provider, model) (increase({UNPRICED}{{{FILTERS}}}[$__interval]))",
             "{{provider}} {{model}}",
             "short",
+        )
+    )
+
+    p.append(row(lay, "Providers"))
+    p.append(
+        balance_bars(
+            lay,
+            "Balances",
+            f"{BALANCE}",
+            "Prepaid balance left per provider, in its own currency (the legend names it). Yellow below 20, "
+            "red below 5.",
+        )
+    )
+    p.append(
+        balance_bars(
+            lay,
+            "Key limits left",
+            "tokenbridge_key_limit_remaining",
+            "Spending cap left on the API key (OpenRouter), when the key has one.",
+        )
+    )
+    p.append(
+        bars(
+            lay,
+            "Billed cost by provider and model",
+            f'sum by (provider, model) (increase({COST}{{provider=~"$provider",source=~"{BILLED_COST}"}}[$__range]))',
+            "{{provider}} {{model}}",
+            "currencyUSD",
+            desc="What the providers' cost APIs billed in the range (not estimates).",
+        )
+    )
+    p.append(
+        table(
+            lay,
+            "Provider API health",
+            [
+                table_target("max by (source, last_error_kind) (tokenbridge_source_consecutive_failures)", "A"),
+                table_target("max by (source) (time() - tokenbridge_source_last_success_seconds)", "B"),
+            ],
+            w=24,
+            units={"Value #A": "short", "Value #B": "s"},
+            desc="Failed passes since the last success (with the last error kind) and the age of the last success.",
         )
     )
 

@@ -14,6 +14,8 @@ from tests._stack import NATIVE_SERIES, REPO, compose, dashboards, expand, iter_
 
 DS_UID = "tokenbridge-prometheus"
 TOKEN_OR_COST = re.compile(r"claude_code_(token_usage_tokens|cost_usage_USD)_total")
+BILLING = "openai_usage_api|openai_cost_api|anthropic_usage_api|anthropic_cost_api|openrouter_credits_api"
+BILLED_COST = "openai_cost_api|anthropic_cost_api|openrouter_credits_api"
 
 
 def _provisioned_datasource() -> dict:
@@ -99,10 +101,16 @@ def test_token_and_cost_panels_use_the_no_double_counting_rule(name):
             if "per source" in p["title"].lower():
                 assert "not add" in p["description"].lower(), p["title"]
                 continue
-            # Preferred: the bridge's local sources; fallback per model: native telemetry; others added.
+            if p["title"] == "Billed cost by provider and model":  # the cost APIs alone: one view, no overlap
+                assert f'source=~"{BILLED_COST}"' in t["expr"]
+                continue
+            # Per provider its billing APIs first; else the bridge's local sources, native telemetry per model as a
+            # fallback, other sources added.
+            assert t["expr"].count(f'source=~"{BILLING}"') >= 1 and "or on (provider) (" in t["expr"], p["title"]
             assert 'source=~"claude_transcripts|claude_stats_cache"' in t["expr"], p["title"]
             assert "or on (model)" in t["expr"] and 'source="claude_code_otel"' in t["expr"], p["title"]
-            assert 'source!~"claude_transcripts|claude_stats_cache|claude_code_otel"' in t["expr"], p["title"]
+            others = f'source!~"claude_transcripts|claude_stats_cache|claude_code_otel|{BILLING}"'
+            assert others in t["expr"], p["title"]
             for var in ("$provider", "$model", "$source"):
                 assert var in t["expr"], (p["title"], var)
             checked += 1
@@ -127,6 +135,10 @@ def test_overview_dashboard_panels_exist():
         "Top models",
         "Estimated cache savings (Anthropic)",
         "Tokens and cost per source",
+        "Balances",
+        "Key limits left",
+        "Billed cost by provider and model",
+        "Provider API health",
     } <= titles
 
 
