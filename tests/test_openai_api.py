@@ -292,3 +292,17 @@ def test_sync_days_widens_the_window_and_a_restart_never_readds(tmp_path, server
     with Ledger.open(s.state_dir) as ledger:
         app.scan_one(ledger, OpenAIUsage(s), pricer)
         assert usage_sums(ledger, USAGE)["gpt-5"]["input"] == 7
+
+
+def test_one_result_row_of_a_wrong_shape_is_skipped_and_the_rest_is_stored(tmp_path, server, apis, pricer, caplog):
+    bad = openai_completion("gpt-5-broken", input=10, cached=0, output=1, requests=1)
+    bad["output_tokens"] = -5  # a corrupt count: never stored, never blocks the bucket's other rows
+    weird = openai_completion("gpt-5-weird", input=10, cached=0, output=1, requests=1)
+    weird["num_model_requests"] = "many"
+    apis["completions"].put(H0, bad, weird, openai_completion("gpt-5", input=100, cached=0, output=10, requests=2))
+    s = settings(tmp_path, server)
+    with Ledger.open(s.state_dir) as ledger:
+        stats = app.scan_one(ledger, OpenAIUsage(s), pricer)
+        assert stats.failure is None and stats.malformed == 2
+        assert set(usage_sums(ledger, USAGE)) == {"gpt-5"}
+    assert any("2 result row(s) of an unexpected shape skipped" in r.getMessage() for r in caplog.records)

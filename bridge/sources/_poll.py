@@ -245,6 +245,7 @@ class PolledSource(BaseSource):
     api: Api
     default_interval_s: float = 300.0
     notes: tuple[str, ...] = ()
+    skipped_rows = 0
 
     def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
         self.env = settings.env
@@ -308,6 +309,7 @@ class PolledSource(BaseSource):
         paths: Collection[Path] | None = None,
     ) -> ScanStats:
         stats = ScanStats(self.name)
+        self.skipped_rows = 0
         if self.key is None:
             stats.attempted = False
             return stats
@@ -350,6 +352,7 @@ class PolledSource(BaseSource):
         finally:
             if owned:
                 client.close()
+        stats.malformed = self.skipped_rows
         sched.last_poll = sched.last_ok = now
         sched.next_poll = now + self.interval_s
         sched.not_before = None
@@ -385,6 +388,24 @@ class PolledSource(BaseSource):
     def poll(self, http: Http, ledger: Ledger, since: datetime | None, now: float) -> Iterator[Batch]:
         """Yield one ``Batch`` per endpoint window (each is committed before the next request)."""
         raise NotImplementedError
+
+    def rows(self, items: Any, build: Callable[[Any], UsageRecord | None]) -> list[UsageRecord]:
+        """``build`` applied to each result row. A row of an unexpected shape is skipped and
+        reported (one line per call), never blocking the rest: its bucket keeps its stored value."""
+        out: list[UsageRecord] = []
+        bad: list[str] = []
+        for item in items or []:
+            try:
+                rec = build(item)
+            except (KeyError, TypeError, ValueError, AttributeError, InvalidOperation) as exc:
+                bad.append(type(exc).__name__)
+                continue
+            if rec is not None:
+                out.append(rec)
+        if bad:
+            self.skipped_rows += len(bad)
+            log.warning("%s: %d result row(s) of an unexpected shape skipped (%s)", self.name, len(bad), bad[0])
+        return out
 
     # -- helpers for windows over bucketed endpoints --------------------------------------------
 

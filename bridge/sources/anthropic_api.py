@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bridge.ledger import Ledger
@@ -104,7 +105,7 @@ class AnthropicUsage(PolledSource):
         for page in http.pages("/v1/organizations/usage_report/messages", params):
             for bucket in page["data"]:
                 at = _bucket_start(bucket, HOUR)
-                records += [self._record(at, r) for r in bucket.get("results") or []]
+                records += self.rows(bucket.get("results"), partial(self._record, at))
         yield Batch(records, synced_state("messages", now))
 
     def _record(self, at: int, r: dict[str, Any]) -> UsageRecord:
@@ -130,10 +131,7 @@ class AnthropicCosts(PolledSource):
         for page in http.pages("/v1/organizations/cost_report", params):
             for bucket in page["data"]:
                 at = _bucket_start(bucket, DAY)
-                for r in bucket.get("results") or []:
-                    rec = self._record(at, r)
-                    if rec is not None:
-                        records.append(rec)
+                records += self.rows(bucket.get("results"), partial(self._record, at))
         yield Batch(records, synced_state("cost", now))
 
     def _record(self, at: int, r: dict[str, Any]) -> UsageRecord | None:

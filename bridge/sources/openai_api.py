@@ -30,6 +30,7 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bridge.ledger import Ledger
@@ -85,8 +86,7 @@ class OpenAIUsage(PolledSource):
             for page in http.pages(f"/v1/organization/usage/{endpoint}", params):
                 for bucket in page["data"]:
                     at = _bucket_start(bucket, HOUR)
-                    for r in bucket.get("results") or []:
-                        records.append(self._record(endpoint, at, r))
+                    records += self.rows(bucket.get("results"), partial(self._record, endpoint, at))
             yield Batch(records, synced_state(endpoint, now))
 
     def _record(self, endpoint: str, at: int, r: dict[str, Any]) -> UsageRecord:
@@ -114,10 +114,7 @@ class OpenAICosts(PolledSource):
         for page in http.pages("/v1/organization/costs", params):
             for bucket in page["data"]:
                 at = _bucket_start(bucket, DAY)
-                for r in bucket.get("results") or []:
-                    rec = self._record(at, r)
-                    if rec is not None:
-                        records.append(rec)
+                records += self.rows(bucket.get("results"), partial(self._record, at))
         yield Batch(records, synced_state("costs", now))
 
     def _record(self, at: int, r: dict[str, Any]) -> UsageRecord | None:

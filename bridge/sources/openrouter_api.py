@@ -76,7 +76,7 @@ class OpenRouterCredits(PolledSource):
                     "(set OPENROUTER_MANAGEMENT_KEY)",
                 ) from None
             raise
-        yield Batch([self._record(r) for r in rows])
+        yield Batch(self.rows(rows, self._record))
 
     def _record(self, r: dict[str, Any]) -> UsageRecord:
         day = date.fromisoformat(str(r["date"])[:10])
