@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._provider_server import ProviderServer
 from tests._stack import (
     NATIVE_SERIES,
     REPO,
@@ -274,8 +275,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             time.time() - 900,
         )
         st.state = w / "bridge-state"
+        # Provider balances and key limits (gauges) from a loopback provider server, polled by the same sync.
+        providers = ProviderServer().start()
+        st.providers = providers
+        providers.route(
+            "/user/balance",
+            {
+                "is_available": True,
+                "balance_infos": [
+                    {"currency": "USD", "total_balance": "7.42", "granted_balance": "0.00", "topped_up_balance": "7.42"}
+                ],
+            },
+        )
+        providers.route("/api/v1/key", {"data": {"limit": 50, "limit_remaining": 41.27, "usage": 8.73}})
+        providers.route("/api/v1/credits", {"data": {"total_credits": 150, "total_usage": 37.5}})
+        providers.route("/api/v1/activity", {"data": []})  # no usage: token and cost totals stay the fixture's
         st.sync1 = _bridge_sync(
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.grpc}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.grpc}",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "DEEPSEEK_API_KEY": "sk-e2e-deepseek",
+                "TOKENBRIDGE_DEEPSEEK_BASE_URL": providers.url,
+                "OPENROUTER_API_KEY": "sk-or-v1-e2e",
+                "TOKENBRIDGE_OPENROUTER_BASE_URL": providers.url + "/api",
+            },
             st.home,
             st.state,
         )
@@ -312,6 +335,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             p.stop()
         if st.proxy:
             st.proxy.close()
+        if getattr(st, "providers", None):
+            st.providers.stop()
 
 
 def _post_history(prom_url: str, t_old: float) -> int:
@@ -506,8 +531,20 @@ def test_every_panel_query_runs(stack):
                 empty.append(f"{name}: {panel['title']}")
     n_targets = len(list(_targets()))
     assert n_targets >= 30 and ran == 3 * n_targets
-    # With data from every metric, only the unpriced-requests time series may be empty (nothing unpriced here).
-    assert empty == ["ai-usage-overview.json: Unpriced requests"], empty
+    # With data from every metric, only the unpriced-requests time series (nothing unpriced here) and the billed
+    # cost panel (no provider cost API in this stack: its totals stay the fixture's) may be empty.
+    assert empty == [
+        "ai-usage-overview.json: Unpriced requests",
+        "ai-usage-overview.json: Billed cost by provider and model",
+    ], empty
+
+
+def test_provider_balances_key_limits_and_health_reach_prometheus(stack):
+    balances = _value(stack, "ai-usage-overview.json", "Balances", label="provider")
+    assert balances == {"deepseek": 7.42, "openrouter": 112.5}
+    assert _value(stack, "ai-usage-overview.json", "Key limits left", label="provider") == {"openrouter": 41.27}
+    failures = _value(stack, "ai-usage-overview.json", "Provider API health", label="source")
+    assert failures["deepseek_balance_api"] == 0 and failures["claude_transcripts"] == 0
 
 
 def _panel(dash: str, title: str, ref: str = "A") -> dict:
