@@ -601,10 +601,13 @@ class Ledger:
 
     # -- gauges: values that are a state, not a sum (balances, key limits, plan quotas) ---------
 
-    def set_gauges(self, source: str, values: Sequence[Gauge]) -> None:
-        """Store each gauge's latest value (one row per name and label set)."""
+    def set_gauges(self, source: str, values: Sequence[Gauge], exclusive: bool = False) -> None:
+        """Store each gauge's latest value (one row per name and label set). ``exclusive``: these
+        are all of ``source``'s gauges now; its others (a currency gone, a key removed) go."""
         now_ms = int(time.time() * 1000)
         with self._transaction() as db:
+            if exclusive:
+                db.execute("DELETE FROM gauges WHERE source=?", (source,))
             db.executemany(
                 "INSERT OR REPLACE INTO gauges VALUES (?,?,?,?,?)",
                 [(g.name, _labels_key(g.labels), source, str(g.value), g.ts_ms or now_ms) for g in values],

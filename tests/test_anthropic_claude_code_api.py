@@ -93,3 +93,19 @@ def test_second_poll_rereads_only_yesterday_and_today(tmp_path, server, pricer):
         before = len(server.requests)
         app.scan_one(ledger, ClaudeCodeAnalytics(s), pricer)
     assert len(server.requests) - before == 2
+
+
+def test_a_record_of_a_wrong_shape_is_skipped_and_the_others_stored(tmp_path, server, pricer):
+    api = Analytics()
+    tokens = {"input": 10, "output": 1, "cache_read": 0, "cache_creation": 0}
+    api.days[YESTERDAY] = [
+        {"date": "not a date", "actor": {}},
+        record(YESTERDAY, "dev2@example.com", {**tokens, "output": -1}, 1),
+        record(YESTERDAY, "dev3@example.com", tokens, 2),
+    ]
+    server.route("/v1/organizations/usage_report/claude_code", api)
+    s = settings(tmp_path, server)
+    with Ledger.open(s.state_dir) as ledger:
+        stats = app.scan_one(ledger, ClaudeCodeAnalytics(s), pricer)
+        assert stats.failure is None and stats.malformed == 2
+        assert usage_sums(ledger, NAME)["claude-sonnet-5"]["input"] == 10

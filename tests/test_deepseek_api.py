@@ -77,3 +77,16 @@ def test_sources_shows_state_schedule_and_balance_but_never_the_key(server, cli_
     assert "http_401: deepseek_balance_api: GET /user/balance: HTTP 401" in block
     assert "balance               10.00 CNY, 7.42 USD" in block
     assert KEY not in out.stdout + text.stdout + text.stderr
+
+
+def test_a_vanished_currency_or_a_removed_key_leaves_no_stale_balance(tmp_path, server, pricer):
+    env = {"DEEPSEEK_API_KEY": KEY, "TOKENBRIDGE_DEEPSEEK_BASE_URL": server.url}
+    s = Settings(tmp_path / "state", env=env)
+    with Ledger.open(s.state_dir) as ledger:
+        app.scan_one(ledger, DeepSeekBalance(s), pricer)
+        server.route("/user/balance", {"is_available": True, "balance_infos": [DOC["balance_infos"][0]]})
+        app.scan_one(ledger, DeepSeekBalance(s), pricer)
+        assert {g.labels["currency"] for g in ledger.gauges("tokenbridge.balance")} == {"USD"}
+        unset = Settings(tmp_path / "state", env={"TOKENBRIDGE_DEEPSEEK_BASE_URL": server.url})
+        app.scan_one(ledger, DeepSeekBalance(unset), pricer)
+        assert ledger.gauges() == []

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from bridge import config
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from bridge.config import Settings
 
 log = logging.getLogger("tokenbridge.sources.poll")
+_T = TypeVar("_T")
 
 HOUR = 3600
 DAY = 86400
@@ -87,7 +88,9 @@ class Batch:
 
     records: list[UsageRecord] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
-    gauges: list[Gauge] = field(default_factory=list)
+    # None: this batch says nothing about gauges. A list: all of the source's gauges now (the
+    # source's other stored gauges are dropped, so a vanished currency is not exported forever).
+    gauges: list[Gauge] | None = None
 
 
 def redact_url(url: str) -> str:
@@ -312,6 +315,8 @@ class PolledSource(BaseSource):
         self.skipped_rows = 0
         if self.key is None:
             stats.attempted = False
+            if any(g.source == self.name for g in ledger.gauges()):
+                ledger.set_gauges(self.name, [], exclusive=True)  # key removed: its balance is no longer known
             return stats
         now = time.time()
         sched = Schedule.load(ledger, self.name)
@@ -336,8 +341,8 @@ class PolledSource(BaseSource):
                 self._note_revisions(ledger, batch.records)
                 state = {(self.name, k): v for k, v in batch.state.items()}
                 result = ledger.commit(batch.records, pricer, state=state)
-                if batch.gauges:
-                    ledger.set_gauges(self.name, batch.gauges)
+                if batch.gauges is not None:
+                    ledger.set_gauges(self.name, batch.gauges, exclusive=True)
                 stats.records += len(batch.records)
                 stats.new_requests += result.new_requests
         except PollError as exc:
@@ -389,10 +394,10 @@ class PolledSource(BaseSource):
         """Yield one ``Batch`` per endpoint window (each is committed before the next request)."""
         raise NotImplementedError
 
-    def rows(self, items: Any, build: Callable[[Any], UsageRecord | None]) -> list[UsageRecord]:
+    def rows(self, items: Any, build: Callable[[Any], _T | None]) -> list[_T]:
         """``build`` applied to each result row. A row of an unexpected shape is skipped and
         reported (one line per call), never blocking the rest: its bucket keeps its stored value."""
-        out: list[UsageRecord] = []
+        out: list[_T] = []
         bad: list[str] = []
         for item in items or []:
             try:

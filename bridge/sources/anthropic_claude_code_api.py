@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from bridge.ledger import Ledger
@@ -54,17 +55,22 @@ class ClaudeCodeAnalytics(PolledSource):
         while day <= today:
             records = []
             for page in http.pages(_PATH, [("starting_at", day.isoformat()), ("limit", "1000")]):
-                for doc in page["data"]:
-                    records += self._records(doc)
+                records += [r for doc in self.rows(page["data"], self._day_of) for r in self._records(doc)]
             # Each day commits with the cursor: an interrupted backfill resumes where it stopped.
             yield Batch(records, {"synced_day": day.isoformat()})
             day += timedelta(1)
 
+    @staticmethod
+    def _day_of(doc: dict[str, Any]) -> dict[str, Any]:
+        """The record itself once its date and actor read (a record that does not is skipped)."""
+        date.fromisoformat(str(doc["date"])[:10])
+        _actor(doc)
+        return doc
+
     def _records(self, doc: dict[str, Any]) -> list[UsageRecord]:
         day = date.fromisoformat(str(doc["date"])[:10])
         at = datetime.combine(day, time(0), tzinfo=UTC)
-        actor = _actor(doc)
-        return [self._record(day, at, actor, m) for m in doc.get("model_breakdown") or []]
+        return self.rows(doc.get("model_breakdown"), partial(self._record, day, at, _actor(doc)))
 
     @staticmethod
     def _record(day: date, at: datetime, actor: str, m: dict[str, Any]) -> UsageRecord:
