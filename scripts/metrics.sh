@@ -40,7 +40,13 @@ for label, expr in flow:
 sel = '{__name__=~"claude_code_.+|tokenbridge_.+"}'
 count = val(q(f"count by (__name__, source) ({sel})"))
 total = val(q(f"sum by (__name__, source) ({sel})"))
-last = val(q(f"max by (__name__, source) (timestamp({sel}))"))
+# timestamp() drops the metric name: copy it into a label first, or two metrics with the same labels (a balance and a
+# key limit, a cost and its unpriced count) collide ("vector cannot contain metrics with the same labelset").
+named = f'label_replace({sel}, "name", "$1", "__name__", "(.+)")'
+last = {
+    (r["metric"].get("name", ""), r["metric"].get("source", "")): float(r["value"][1])
+    for r in q(f"max by (name, source) (timestamp({named}))")
+}
 print()
 if not count:
     print("Prometheus holds no claude_code_* / tokenbridge_* series yet.")
