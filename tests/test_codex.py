@@ -247,7 +247,8 @@ def test_kill_9_mid_file_then_restart_counts_exactly_once(codex_home, tmp_path):
     codex_home.append(f, *lines)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENBRIDGE_", "CLAUDE_", "OTEL_", "CODEX_"))}
     env.update({"HOME": str(tmp_path / "home"), "CODEX_HOME": str(codex_home.root), "TZ": "UTC",
-                "TOKENBRIDGE_STATE_DIR": str(tmp_path / "state"), "TOKENBRIDGE_CONFIG": str(tmp_path / "none.toml")})  # fmt: skip
+                "TOKENBRIDGE_STATE_DIR": str(tmp_path / "state"),
+                "TOKENBRIDGE_CONFIG": str(tmp_path / "none.toml")})  # fmt: skip
     code = (
         "import sys; from bridge.sources import _tail; _tail.Batch.MAX_RECORDS = 5;"
         "_tail.read_chunks.__defaults__ = (4096,);"
@@ -500,3 +501,42 @@ def test_file_events_only_accept_rollouts_under_the_homes(codex_home, tmp_path):
     codex_home.archived()
     assert {(w.path.name, w.recursive) for w in src.watches()} == {("sessions", True), ("archived_sessions", False)}
 
+
+def test_cli_sync_codex_only_then_report_daily_json_has_exact_totals(codex_home, tmp_path):
+    """A user with only Codex (no Claude Code at all): sync, report and sources work."""
+    codex_home.append(codex_home.rollout(), *SPEC_LINES)
+    codex_home.append(codex_home.rollout(CHILD, stamp="2026-03-02T11-00-00"), *_child(CHILD, PARENT_LINES[0],
+                      forked_from=SID))  # fmt: skip
+    codex_home.append(codex_home.archived(SUB, stamp="2026-03-03T09-00-00"), meta(SUB, "2026-03-03T09:00:00.000Z"),
+                      turn("gpt-9-experimental", "2026-03-03T09:00:01.000Z"),
+                      count("2026-03-03T09:00:30.000Z", (700, 200, 30, 0)))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENBRIDGE_", "CLAUDE_", "OTEL_", "CODEX_"))}
+    env.update({"HOME": str(tmp_path / "home"), "CODEX_HOME": str(codex_home.root), "TZ": "UTC",
+                "TOKENBRIDGE_STATE_DIR": str(tmp_path / "state"),
+                "TOKENBRIDGE_CONFIG": str(tmp_path / "none.toml")})  # fmt: skip
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bridge.cli", *args], env=env, capture_output=True, text=True)
+
+    out = cli("sync", "--no-export", "--source", "codex")
+    assert out.returncode == 0, out.stderr
+    assert cli("sync", "--no-export").returncode == 0  # every source: Claude Code absent is not an error
+    report = json.loads(cli("report", "daily", "--json", "--timezone", "UTC").stdout)
+    days = {
+        d["date"]: {
+            m["modelName"]: (m["inputTokens"], m["outputTokens"], m["cacheReadTokens"], m["totalCost"], m["requests"])
+            for m in d["modelBreakdowns"]
+        }
+        for d in report["daily"]
+    }
+    # gpt-5 (child's own turn): 5000 * 1.25 + 25000 * 0.125 + 300 * 10 = 12375 µ$.
+    assert days == {
+        "2026-03-02": {"gpt-5-codex": (6500, 1400, 20000, "0.024625", 2), "gpt-5": (5000, 300, 25000, "0.012375", 1)},
+        "2026-03-03": {"gpt-9-experimental": (500, 30, 200, None, 1)},
+    }
+    assert report["totals"]["requests"] == 4 and report["totals"]["unpricedRequests"] == 1
+    only = json.loads(cli("report", "daily", "--json", "--source", "codex").stdout)
+    assert only["totals"] == report["totals"]
+    sources = {s["name"]: s for s in json.loads(cli("sources", "--json").stdout)["sources"]}
+    assert sources["codex"]["detected"] and sources["codex"]["files"] == 3
+    assert sources["codex"]["unknownModels"] == ["gpt-9-experimental"]

@@ -130,10 +130,10 @@ def walk(base: Path, recursive: bool, keep: Callable[[str], bool]) -> list[Path]
         return out
     if not recursive:
         try:
-            names = sorted(os.listdir(base))
+            entries = sorted(base.iterdir())
         except OSError:
             return out
-        return [base / n for n in names if keep(n) and (base / n).is_file()]
+        return [p for p in entries if keep(p.name) and p.is_file()]
     for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
         dirnames.sort()
         out.extend(Path(dirpath) / n for n in sorted(filenames) if keep(n))

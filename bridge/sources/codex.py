@@ -156,7 +156,9 @@ class _Parser:
         self.st = _State(**json.loads(state)) if state else _State()
         m = _UUID_TAIL.search(path.name)
         # Without a session_meta line the rollout's uuid (kept when archived) names the session.
-        self.fallback_session = m.group(1) if m else "path-" + hashlib.sha1(str(path).encode()).hexdigest()[:16]
+        self.fallback_session = (
+            m.group(1) if m else "path-" + hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:16]
+        )
 
     def state(self) -> str:
         return json.dumps(asdict(self.st), separators=(",", ":"))
@@ -316,9 +318,7 @@ class Codex(StatefulTailSource):
     def accepts(self, path: Path) -> bool:
         if not _is_rollout(path.name):
             return False
-        return any(
-            path.is_relative_to(h / "sessions") or path.parent == h / "archived_sessions" for h in self.homes
-        )
+        return any(path.is_relative_to(h / "sessions") or path.parent == h / "archived_sessions" for h in self.homes)
 
     def parser(self, path: Path, state: str | None) -> _Parser:
         return _Parser(path, state)
