@@ -540,3 +540,36 @@ def test_cli_sync_codex_only_then_report_daily_json_has_exact_totals(codex_home,
     sources = {s["name"]: s for s in json.loads(cli("sources", "--json").stdout)["sources"]}
     assert sources["codex"]["detected"] and sources["codex"]["files"] == 3
     assert sources["codex"]["unknownModels"] == ["gpt-9-experimental"]
+
+
+def test_run_with_only_codex_follows_appends_archiving_and_new_forks_exactly_once(codex_home, tmp_path):
+    from tests._otlp_sink import Daemon, daily_report, wait_for
+
+    live = codex_home.rollout()
+    codex_home.append(live, *SPEC_LINES[:3])
+    (codex_home.root / "archived_sessions").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENBRIDGE_", "CLAUDE_", "OTEL_", "CODEX_"))}
+    env.update({"HOME": str(tmp_path / "home"), "CODEX_HOME": str(codex_home.root), "TZ": "UTC",
+                "TOKENBRIDGE_STATE_DIR": str(tmp_path / "state"),
+                "TOKENBRIDGE_CONFIG": str(tmp_path / "none.toml")})  # fmt: skip
+
+    def totals_now() -> dict[str, int]:
+        t = daily_report(env)["totals"]
+        return {"input": t["inputTokens"], "output": t["outputTokens"], "cacheRead": t["cacheReadTokens"],
+                "cacheCreation": t["cacheCreationTokens"], "requests": t["requests"]}  # fmt: skip
+
+    daemon = Daemon(env, "--no-otlp")
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: totals_now()["requests"] == 1, what="first turn ingested")
+        codex_home.append(live, *SPEC_LINES[3:])  # a re-emit, then the next turn
+        wait_for(lambda: totals_now() == SPEC_TOTALS, what="second turn ingested")
+        shutil.move(live, codex_home.archived())
+        # A fork in a day directory that did not exist when the daemon started.
+        child = codex_home.rollout(CHILD, day="2026/03/03", stamp="2026-03-03T11-00-00")
+        codex_home.append(child, *_child(CHILD, PARENT_LINES[0], forked_from=SID))
+        wait_for(lambda: totals_now() == _plus(SPEC_TOTALS, CHILD_OWN), what="fork's own turn ingested")
+    finally:
+        code = daemon.stop()
+    assert code == 0
+    assert totals_now() == _plus(SPEC_TOTALS, CHILD_OWN)
