@@ -22,6 +22,8 @@ from bridge.ledger import CostFunction, Cursor, Ledger
 from bridge.sources._base import BaseSource, ProgressHook, ScanStats, log
 from bridge.sources._tail import Batch, ChunkResult, apply_read, needs_read, plan_read, read_chunks
 
+_CLOSE = ord("}")
+
 
 class LineParser(Protocol):
     """Parses complete lines of one file and remembers what later lines need."""
@@ -138,3 +140,42 @@ def walk(base: Path, recursive: bool, keep: Callable[[str], bool]) -> list[Path]
         dirnames.sort()
         out.extend(Path(dirpath) / n for n in sorted(filenames) if keep(n))
     return out
+
+
+def candidate_lines(buf: bytes, needles: tuple[bytes, ...]) -> list[tuple[int, int]]:
+    """(start, end) of every line of ``buf`` holding one of ``needles``, in file order.
+
+    Most bytes of agent transcripts are tool output on lines that carry no usage: finding the
+    needles with one fast search each skips them without splitting or copying them.
+    """
+    found: set[tuple[int, int]] = set()
+    n = len(buf)
+    for needle in needles:
+        pos = 0
+        while (i := buf.find(needle, pos)) >= 0:
+            start = buf.rfind(b"\n", 0, i) + 1
+            end = buf.find(b"\n", i)
+            end = n if end < 0 else end
+            found.add((start, end))
+            pos = end + 1
+    return sorted(found)
+
+
+def note_malformed(out: ChunkResult, at: int) -> None:
+    if out.first_malformed_at is None or at < out.first_malformed_at:
+        out.first_malformed_at = at
+    out.malformed += 1
+
+
+def count_cut_lines(buf: bytes, out: ChunkResult) -> None:
+    """Count non-empty lines that cannot be JSON objects because they do not end with ``}`` (a
+    crash cut them short), hopping from newline to newline without parsing anything."""
+    find = buf.find
+    prev, end = 0, find(b"\n")
+    while end >= 0:
+        last = end - 1
+        while last >= prev and buf[last] in b" \t\r":
+            last -= 1
+        if last >= prev and buf[last] != _CLOSE:
+            note_malformed(out, prev)
+        prev, end = end + 1, find(b"\n", end + 1)

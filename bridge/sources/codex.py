@@ -51,7 +51,7 @@ from bridge.errors import SourceError
 from bridge.record import CostOrigin, Tokens, UsageRecord
 from bridge.sources._base import SourceStatus, Watch, expand_dir_list, log
 from bridge.sources._registry import SourceSpec
-from bridge.sources._stateful import StatefulTailSource, walk
+from bridge.sources._stateful import StatefulTailSource, candidate_lines, count_cut_lines, note_malformed, walk
 from bridge.sources._tail import ChunkResult
 
 if TYPE_CHECKING:
@@ -98,6 +98,8 @@ class _State:
 
 def _count(usage: dict[str, Any], key: str) -> int:
     v = usage.get(key, 0)
+    if type(v) is int and v >= 0:  # the common case: one type check
+        return v
     if v is None:
         return 0
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -165,24 +167,18 @@ class _Parser:
 
     def parse(self, buf: bytes) -> ChunkResult:
         out = ChunkResult(records=[])
-        pos = 0
-        for line in buf.split(b"\n"):
-            at, pos = pos, pos + len(line) + 1
-            stripped = line.strip()
-            if not stripped:
-                continue
-            if not any(n in line for n in _NEEDLES):
-                if not stripped.endswith(b"}"):  # cut short by a crash: not JSON at all
-                    _malformed(out, at)
-                continue
+        for start, end in candidate_lines(buf, _NEEDLES):
+            line = buf[start:end]
             try:
                 rec = self._line(orjson.loads(line))
             except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
-                log.debug("%s: malformed rollout line at chunk byte %d: %s", self.path, at, exc)
-                _malformed(out, at)
+                log.debug("%s: malformed rollout line at chunk byte %d: %s", self.path, start, exc)
+                if line.rstrip().endswith(b"}"):  # cut lines are counted by count_cut_lines
+                    note_malformed(out, start)
                 continue
             if rec is not None:
                 out.records.append(rec)
+        count_cut_lines(buf, out)
         return out
 
     def _line(self, obj: Any) -> UsageRecord | None:
@@ -274,12 +270,6 @@ class _Parser:
         if usage is None or not any(usage):
             return None
         return usage
-
-
-def _malformed(out: ChunkResult, at: int) -> None:
-    if out.first_malformed_at is None:
-        out.first_malformed_at = at
-    out.malformed += 1
 
 
 class Codex(StatefulTailSource):
