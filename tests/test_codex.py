@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from bridge.ledger import Ledger
 from bridge.pricing import Pricer
 from bridge.sources import _tail
 from bridge.sources.codex import Codex, default_homes
+from tests._otlp_sink import Daemon, daily_report, wait_for
 from tests.conftest import ledger_sums as totals
 
 SID = "0199a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b"
@@ -256,9 +259,6 @@ def test_kill_9_mid_file_then_restart_counts_exactly_once(codex_home, tmp_path):
     )
     state = tmp_path / "state" / "ledger.sqlite3"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent.parent)
-    import sqlite3
-    import time
-
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # kill once some, not all, turns are committed
         try:
@@ -543,8 +543,6 @@ def test_cli_sync_codex_only_then_report_daily_json_has_exact_totals(codex_home,
 
 
 def test_run_with_only_codex_follows_appends_archiving_and_new_forks_exactly_once(codex_home, tmp_path):
-    from tests._otlp_sink import Daemon, daily_report, wait_for
-
     live = codex_home.rollout()
     codex_home.append(live, *SPEC_LINES[:3])
     (codex_home.root / "archived_sessions").mkdir(parents=True)
