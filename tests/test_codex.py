@@ -571,3 +571,23 @@ def test_run_with_only_codex_follows_appends_archiving_and_new_forks_exactly_onc
         code = daemon.stop()
     assert code == 0
     assert totals_now() == _plus(SPEC_TOTALS, CHILD_OWN)
+
+
+def test_rollout_rewritten_in_place_is_reread_from_a_fresh_state_without_double_counting(codex_home, ledger, pricer):
+    f = codex_home.rollout()
+    codex_home.append(f, *SPEC_LINES[:3])
+    scan(codex_home, ledger, pricer)
+    # Rewritten (new inode, same history plus the next turn): read from byte 0 with a fresh
+    # running total, the old turn yields the same key and the new one adds only itself.
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text("\n".join(SPEC_LINES) + "\n")
+    os.replace(tmp, f)
+    scan(codex_home, ledger, pricer)
+    assert totals(ledger) == SPEC_TOTALS
+
+
+def test_crlf_line_endings_parse(codex_home, ledger, pricer):
+    codex_home.rollout().write_bytes(("\r\n".join(SPEC_LINES) + "\r\n").encode())
+    scan(codex_home, ledger, pricer)
+    assert totals(ledger) == SPEC_TOTALS
+    assert ledger.source_summary("codex")["skipped"] == 0
