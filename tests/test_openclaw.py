@@ -263,3 +263,13 @@ def test_file_events_accept_only_transcripts_under_the_roots(claw, tmp_path):
     assert src.accepts(claw.sessions() / f"{SID}.jsonl.reset.2026-04-08T02-00-00.000Z")
     assert not src.accepts(claw.sessions() / "sessions.json")
     assert not src.accepts(tmp_path / "x" / "agents" / "main" / "sessions" / f"{SID}.jsonl")
+
+
+def test_configured_gateway_is_noted_in_sources_without_its_secrets(claw, tmp_path):
+    env = {"OPENCLAW_DIR": str(claw.root), "OPENCLAW_GATEWAY_TOKEN": "tok-s3cret",
+           "OPENCLAW_GATEWAY_URL": "wss://me:pw@gw.example:18789/rpc?token=tok-s3cret"}  # fmt: skip
+    claw.sessions()
+    notes = OpenClaw(env=env).status().notes
+    assert len(notes) == 1 and "wss://gw.example:18789/rpc" in notes[0]
+    assert "s3cret" not in notes[0] and "pw" not in notes[0]
+    assert OpenClaw(env={"OPENCLAW_DIR": str(claw.root)}).status().notes == []

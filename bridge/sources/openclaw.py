@@ -23,7 +23,8 @@ How usage parses (local-formats.md §4.1). Odd semantics, all handled here:
 * The provider comes from the entry (aliases normalised: ``kimi``/``moonshotai`` → moonshot,
   ``google-*``/``gemini`` → google, …) or, without one, from the model name.
 
-Known limits: the gateway log and the gateway's usage RPC are not read.
+Known limits: the gateway log and the gateway's usage RPC are not read (``tokenbridge sources``
+notes a configured gateway, ``OPENCLAW_GATEWAY_URL`` with ``OPENCLAW_GATEWAY_TOKEN``, without the token).
 
 What it yields: ``UsageRecord(source="openclaw")``.
 """
@@ -273,6 +274,9 @@ class OpenClaw(StatefulTailSource):
         else:
             explicit = True
         self.roots, self.explicit = roots, explicit
+        env = env or {}
+        # Only whether a gateway is configured is kept: its token is a secret, never shown.
+        self.gateway_url = env.get("OPENCLAW_GATEWAY_URL", "").strip() if env.get("OPENCLAW_GATEWAY_TOKEN") else ""
 
     def existing_roots(self) -> list[Path]:
         found, seen = [], set()
@@ -320,7 +324,26 @@ class OpenClaw(StatefulTailSource):
             files = len(self.files())
         except SourceError as exc:
             roots, notes, files = [], [str(exc)], 0
+        if self.gateway_url:
+            notes.append(
+                f"gateway {_without_credentials(self.gateway_url)} is configured; its usage RPC is another view of "
+                "these transcripts and is not read (never added on top)"
+            )
         return SourceStatus(NAME, bool(roots), True, [str(r) for r in (roots or self.roots)], files, notes)
+
+
+def _without_credentials(url: str) -> str:
+    """The URL without a ``user:password@`` part or a query (either may carry a token)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparseable URL)"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _build(settings: Settings) -> OpenClaw:
@@ -334,7 +357,7 @@ SPECS = (
         _build,
         "OpenClaw agent session transcripts (agents/*/sessions/*.jsonl, reset/deleted archives, copies)",
         group="openclaw",
-        settings=("OPENCLAW_DIR",),
+        settings=("OPENCLAW_DIR", "OPENCLAW_GATEWAY_URL", "OPENCLAW_GATEWAY_TOKEN"),
         order=32,
     ),
 )
