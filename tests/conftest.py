@@ -195,7 +195,9 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 @pytest.fixture
 def cli_env(tmp_path: Path, claude_home: ClaudeHome) -> dict[str, str]:
     """Environment for running the CLI against the fixture home only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENBRIDGE_", "CLAUDE_"))}
+    # Other agents' homes from the developer's environment must not leak into the fixtures.
+    skip = ("OTEL_", "TOKENBRIDGE_", "CLAUDE_", "CODEX_", "OPENCLAW_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     env.update(
         {
             "HOME": str(tmp_path / "home"),
