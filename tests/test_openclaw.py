@@ -4,6 +4,7 @@ copies, stored costs of 0 (local-formats.md §4.1), read incrementally and exact
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 from bridge.errors import SourceError
 from bridge.ledger import Ledger
 from bridge.pricing import Pricer
+from bridge.sources import _tail
 from bridge.sources.openclaw import OpenClaw, default_roots, provider_for, tokens_of
+from tests._otlp_sink import Daemon, daily_report, wait_for
 from tests.conftest import ledger_sums as totals
 
 SID = "b7300bff-0000-4c11-97ae-000000000001"
@@ -273,3 +276,59 @@ def test_configured_gateway_is_noted_in_sources_without_its_secrets(claw, tmp_pa
     assert len(notes) == 1 and "wss://gw.example:18789/rpc" in notes[0]
     assert "s3cret" not in notes[0] and "pw" not in notes[0]
     assert OpenClaw(env={"OPENCLAW_DIR": str(claw.root)}).status().notes == []
+
+
+def test_crash_mid_file_resumes_with_the_model_of_the_last_commit(claw, ledger, pricer, monkeypatch):
+    lines = [header()]
+    for i in range(30):
+        if i % 10 == 0:  # the model changes every ten messages; messages name no model themselves
+            lines.append(model_change("anthropic", f"claude-model-{i // 10}", entry=f"7f59{i:04d}",
+                                      ts=f"2026-04-08T02:{i:02d}:00.000Z"))  # fmt: skip
+        lines.append(assistant(f"e{i:07d}", f"2026-04-08T02:{i:02d}:30.000Z", model=None, provider=None, out=i + 1))
+    claw.append(claw.transcript(), *lines)
+    monkeypatch.setattr(_tail.read_chunks, "__defaults__", (1024,))
+    monkeypatch.setattr(_tail.Batch, "MAX_RECORDS", 2)
+    real_commit = Ledger.commit
+    calls = {"n": 0}
+
+    def crashing_commit(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt  # the process dies mid-file
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "commit", crashing_commit)
+    with pytest.raises(KeyboardInterrupt):
+        scan(claw, ledger, pricer)
+    assert 0 < totals(ledger)["requests"] < 30
+    monkeypatch.setattr(Ledger, "commit", real_commit)
+    scan(claw, ledger, pricer)
+    got = {t.model: t.tokens["output"] for t in ledger.totals()}
+    assert got == {f"claude-model-{m}": sum(range(10 * m + 1, 10 * m + 11)) for m in range(3)}
+
+
+def test_run_follows_new_transcripts_and_a_reset_exactly_once(claw, tmp_path):
+    live = claw.transcript()
+    claw.append(live, *LINES[:4])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENBRIDGE_", "CLAUDE_", "OTEL_", "OPENCLAW_"))}
+    env.update({"HOME": str(tmp_path / "home"), "OPENCLAW_DIR": str(claw.root), "TZ": "UTC",
+                "TOKENBRIDGE_STATE_DIR": str(tmp_path / "state"),
+                "TOKENBRIDGE_CONFIG": str(tmp_path / "none.toml")})  # fmt: skip
+
+    def requests() -> int:
+        return int(daily_report(env)["totals"]["requests"])
+
+    daemon = Daemon(env, "--no-otlp")
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: requests() == 1, what="first message ingested")
+        claw.append(live, LINES[4])
+        wait_for(lambda: requests() == 2, what="appended message ingested")
+        shutil.move(live, live.with_name(f"{SID}.jsonl.reset.2026-04-08T02-00-00.000Z"))
+        # A new agent directory created while the daemon runs.
+        claw.append(claw.transcript(f"{FORK}.jsonl", agent="helper"), header(FORK),
+                    assistant("0f0f0f0f", "2026-04-08T03:00:00.000Z"))  # fmt: skip
+        wait_for(lambda: requests() == 3, what="new agent's message ingested")
+    finally:
+        assert daemon.stop() == 0
+    assert daily_report(env)["totals"]["outputTokens"] == 340 + 100 + 340
