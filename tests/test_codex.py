@@ -591,3 +591,38 @@ def test_crlf_line_endings_parse(codex_home, ledger, pricer):
     scan(codex_home, ledger, pricer)
     assert totals(ledger) == SPEC_TOTALS
     assert ledger.source_summary("codex")["skipped"] == 0
+
+
+def _exec_run(thread: str, *turns: tuple[int, int, int]) -> list[str]:
+    """``codex exec --json`` stdout (local-formats.md §3.3 item 8): one thread, its turns."""
+    lines = [_dump({"type": "thread.started", "thread_id": thread})]
+    for inp, cached, out in turns:
+        lines += [
+            _dump({"type": "turn.started"}),
+            _dump({"type": "item.completed", "item": {"id": "item_0", "type": "agent_message", "text": "Done."}}),
+            _dump({"type": "turn.completed", "usage": {"input_tokens": inp, "cached_input_tokens": cached,
+                                                        "output_tokens": out}}),
+        ]  # fmt: skip
+    return lines
+
+
+def test_saved_codex_exec_output_counts_each_turn_once_dated_by_the_file(tmp_path, ledger):
+    runs = tmp_path / "exec-logs"
+    runs.mkdir()
+    log = runs / "nightly.jsonl"
+    CodexHome.append(log, *_exec_run(SID, (5000, 3000, 200)), *_exec_run(CHILD, (800, 0, 40), (900, 500, 60)))
+    (runs / "history.jsonl").write_text('{"session_id":"x","ts":1772445600,"text":"hi"}\n')
+    os.utime(log, (1772445600, 1772445600))  # 2026-03-02T10:00:00Z
+    shutil.copy2(log, runs / "nightly-copy.jsonl")
+    src = Codex(env={"CODEX_HOME": str(runs)})
+    assert sorted(src.files()) == [runs / "nightly-copy.jsonl", log]
+    src.scan(ledger, Pricer(None))
+    assert totals(ledger) == {"input": 2000 + 800 + 400, "output": 300, "cacheRead": 3500, "cacheCreation": 0,
+                              "requests": 3}  # fmt: skip
+    assert {t.session_id for t in ledger.totals()} == {SID, CHILD}
+    assert all(t.model == "unknown" and t.unpriced for t in ledger.totals())
+    assert ledger.source_summary("codex")["last_event"] == "2026-03-02T10:00:00+00:00"
+    # A resumed thread appends a run with the same thread id: its turn is new.
+    CodexHome.append(log, *_exec_run(CHILD, (950, 500, 70)))
+    src.scan(ledger, Pricer(None))
+    assert totals(ledger)["requests"] == 4 and totals(ledger)["output"] == 370

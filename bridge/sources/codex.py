@@ -29,7 +29,13 @@ following turns) and ``event_msg`` ``token_count`` events. Odd semantics, all ha
 * A turn with no model (September 2025 builds wrote no ``turn_context``) is recorded under the
   model ``unknown``: its cost is unknown, never $0.
 
-Known limits: headless ``codex exec --json`` output and the state SQLite databases are not read.
+* A ``CODEX_HOME`` entry with neither ``sessions/`` nor ``archived_sessions/`` is read as saved
+  ``codex exec --json`` output (``*.jsonl`` below it): each ``turn.completed`` carries that
+  turn's usage but no time and no model, so it is dated by the file's modification time and its
+  model is ``unknown`` (cost unknown). It is keyed by the ``thread.started`` thread id, the
+  turn's place after it and its counts, so a copy adds nothing.
+
+Known limits: Codex's state SQLite databases are not read.
 
 What it yields: ``UsageRecord(source="codex", provider=the rollout's model_provider or openai)``.
 """
@@ -41,7 +47,7 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +69,7 @@ UNKNOWN_MODEL = "unknown"
 # needs a model call, which takes longer than this.
 REPLAY_WINDOW_MS = 1000
 _UUID_TAIL = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl$", re.IGNORECASE)
-_NEEDLES = (b'"token_count"', b'"turn_context"', b'"session_meta"')
+_NEEDLES = (b'"token_count"', b'"turn_context"', b'"session_meta"', b'"turn.completed"', b'"thread.started"')
 _USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens")
 
 
@@ -81,6 +87,10 @@ def _is_rollout(name: str) -> bool:
     return name.startswith("rollout-") and name.endswith(".jsonl")
 
 
+def _is_exec_output(name: str) -> bool:
+    return name.endswith(".jsonl") and name != "history.jsonl"  # Codex's prompt history, no usage
+
+
 @dataclass(slots=True)
 class _State:
     """What later lines of a rollout need from earlier ones (stored with the cursor)."""
@@ -94,6 +104,8 @@ class _State:
     cwd: str | None = None
     prev: list[int] | None = None  # running total: input, cached, output, reasoning
     epoch: int = 0
+    exec_thread: str | None = None  # `codex exec --json` output: the current thread
+    exec_turns: int = 0  # turns completed since that thread started (in this file)
 
 
 def _count(usage: dict[str, Any], key: str) -> int:
@@ -161,6 +173,7 @@ class _Parser:
         self.fallback_session = (
             m.group(1) if m else "path-" + hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:16]
         )
+        self._mtime: datetime | None = None
 
     def state(self) -> str:
         return json.dumps(asdict(self.st), separators=(",", ":"))
@@ -185,9 +198,15 @@ class _Parser:
         if not isinstance(obj, dict):
             raise ValueError("line is not a JSON object")
         kind, payload = obj.get("type"), obj.get("payload")
+        st = self.st
+        if kind == "thread.started":
+            thread = obj.get("thread_id")
+            st.exec_thread, st.exec_turns = (thread if isinstance(thread, str) and thread else None), 0
+            return None
+        if kind == "turn.completed":
+            return self._exec_turn(obj)
         if not isinstance(payload, dict):
             return None
-        st = self.st
         if kind == "session_meta":
             if st.session is None:  # later session_meta lines are the replayed parent's
                 sid = payload.get("id")
@@ -248,6 +267,29 @@ class _Parser:
             st.cwd,
         )
 
+    def _exec_turn(self, obj: dict[str, Any]) -> UsageRecord | None:
+        """A ``codex exec --json`` turn: its own usage, no time and no model on the line."""
+        raw = obj.get("usage")
+        if raw is None:
+            return None
+        inp, cached, output, _reasoning = _usage(raw) or [0, 0, 0, 0]
+        st = self.st
+        st.exec_turns += 1
+        if not (inp or cached or output):
+            return None
+        cached = min(cached, inp)
+        thread = st.exec_thread or self.fallback_session
+        # The thread, the turn's place after its thread.started and its counts: the same in a
+        # copy of the file, different for a resumed thread's later turns.
+        key = f"codex-exec:{thread}:{st.exec_turns}:{inp}:{cached}:{output}"
+        if self._mtime is None:  # no timestamps in exec output: the file's time, as ccusage does
+            self._mtime = datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
+        model = _model_of(obj) or st.model or UNKNOWN_MODEL
+        return UsageRecord(
+            NAME, st.provider, model, self._mtime, key, Tokens(inp - cached, output, cached, 0, 0),
+            None, CostOrigin.UNKNOWN, thread, None,
+        )  # fmt: skip
+
     def _advance(self, total: list[int] | None, last: list[int] | None) -> list[int] | None:
         """The usage one event adds, moving the running total (local-formats.md §3.3)."""
         st = self.st
@@ -284,38 +326,53 @@ class Codex(StatefulTailSource):
             explicit = True
         self.homes, self.explicit = homes, explicit
 
-    def existing_homes(self) -> list[Path]:
-        found, seen = [], set()
+    def _dirs(self) -> tuple[list[Path], list[Path]]:
+        """Homes with rollouts, and directories of saved ``codex exec --json`` output (a
+        ``CODEX_HOME`` entry with neither ``sessions/`` nor ``archived_sessions/``)."""
+        homes: list[Path] = []
+        execs: list[Path] = []
+        seen: set[str] = set()
         for h in self.homes:
             real = os.path.realpath(h)
             if real in seen:
                 continue
             seen.add(real)
             if (h / "sessions").is_dir() or (h / "archived_sessions").is_dir():
-                found.append(h)
-        if self.explicit and not found and not any(h.is_dir() for h in self.homes):
+                homes.append(h)
+            elif self.explicit and h.is_dir():
+                execs.append(h)
+        if self.explicit and not homes and not execs:
             names = ", ".join(str(h) for h in self.homes)
             raise SourceError(NAME, f"CODEX_HOME names no existing directory: {names}")
-        return found
+        return homes, execs
+
+    def existing_homes(self) -> list[Path]:
+        return self._dirs()[0]
 
     def files(self) -> list[Path]:
+        homes, execs = self._dirs()
         out: list[Path] = []
-        for h in self.existing_homes():
+        for h in homes:
             out.extend(walk(h / "sessions", True, _is_rollout))
             out.extend(walk(h / "archived_sessions", False, _is_rollout))
+        for d in execs:
+            out.extend(walk(d, True, _is_exec_output))
         return out
 
     def accepts(self, path: Path) -> bool:
-        if not _is_rollout(path.name):
-            return False
-        return any(path.is_relative_to(h / "sessions") or path.parent == h / "archived_sessions" for h in self.homes)
+        if _is_rollout(path.name) and any(
+            path.is_relative_to(h / "sessions") or path.parent == h / "archived_sessions" for h in self.homes
+        ):
+            return True
+        return _is_exec_output(path.name) and any(path.is_relative_to(d) for d in self._dirs()[1])
 
     def parser(self, path: Path, state: str | None) -> _Parser:
         return _Parser(path, state)
 
     def watches(self) -> list[Watch]:
-        out = []
-        for h in self.existing_homes():
+        homes, execs = self._dirs()
+        out = [Watch(d, True, (".jsonl",)) for d in execs]
+        for h in homes:
             if (h / "sessions").is_dir():
                 out.append(Watch(h / "sessions", True, (".jsonl",)))
             if (h / "archived_sessions").is_dir():
@@ -324,7 +381,8 @@ class Codex(StatefulTailSource):
 
     def status(self) -> SourceStatus:
         try:
-            homes, notes = self.existing_homes(), []
+            homes_execs = self._dirs()
+            homes, notes = homes_execs[0] + homes_execs[1], []
             files = len(self.files())
         except SourceError as exc:
             homes, notes, files = [], [str(exc)], 0
