@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     _export_flags(run)
     run.add_argument("--prometheus-port", type=int, help="also serve the series at http://HOST:PORT/metrics")
     run.add_argument("--prometheus-host", default="127.0.0.1")
-    run.add_argument("--interval", type=float, help="export interval in seconds")
+    run.add_argument("--interval", help="export interval in seconds (0.1 to 86400)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar on the first scan")
 
     sync = sub.add_parser("sync", help="one ingest pass, one export, exit")
@@ -89,9 +89,7 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         s.prometheus_port = args.prometheus_port
     interval = getattr(args, "interval", None)
     if interval is not None:
-        if not interval > 0:
-            raise ConfigError("--interval", f"must be > 0 seconds, got {interval}")
-        s.interval_s = interval
+        s.interval_s = config.seconds("--interval", interval)
     if getattr(args, "no_otlp", False):
         s.otlp = False
     return s

@@ -156,10 +156,12 @@ def test_long_first_scan_shows_a_progress_bar_on_a_terminal(cli_env, claude_home
 
 
 def test_bad_interval_is_a_config_error_not_a_traceback(cli_env):
-    for value in ("-1", "0"):
+    for value in ("-1", "0", "nan", "inf", "1e-9", "86401"):
         out = cli(cli_env, "run", "--interval", value)
         assert out.returncode == 2, out.stderr
-        assert out.stderr.strip() == f"tokenbridge: config error: --interval: must be > 0 seconds, got {float(value)}"
+        assert out.stderr.strip() == (
+            f"tokenbridge: config error: --interval: must be a finite number from 0.1 to 86400 seconds, got {value}"
+        )
 
 
 def test_prometheus_port_belongs_to_run_not_sync(cli_env):
