@@ -176,3 +176,17 @@ def test_unwritable_state_dir_is_one_line(cli_env, tmp_path):
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "not-a-dir" in out.stderr
+
+
+def test_report_default_zone_is_the_tz_variables_zone_with_its_dst_rules(cli_env, claude_home):
+    main = claude_home.session_file()
+    for i, ts in enumerate(("2026-03-28T22:30:00.000Z", "2026-03-29T22:30:00.000Z", "2026-10-25T22:30:00.000Z")):
+        claude_home.append(main, assistant_line(f"msg_{i}", f"req_{i}", ts=ts))
+    env = {**cli_env, "TZ": "Europe/Berlin"}
+    assert cli(env, "sync", "--no-export").returncode == 0
+    out = cli(env, "report", "daily", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["timezone"] == "Europe/Berlin"
+    # 23:30 CET, 00:30 CEST the next night, 23:30 CET again after the autumn change.
+    assert [d["date"] for d in data["daily"]] == ["2026-03-28", "2026-03-30", "2026-10-25"]
