@@ -158,7 +158,7 @@ def _zone(key: str) -> ZoneInfo | None:
 def _zone_from_path(path: Path) -> ZoneInfo | None:
     """A zone named by where ``path`` (a symlink into a zoneinfo tree) points, else its rules."""
     try:
-        target = os.readlink(path) if path.is_symlink() else str(path)
+        target = str(path.readlink()) if path.is_symlink() else str(path)
     except OSError:
         return None
     _, sep, key = target.partition("zoneinfo/")
