@@ -99,7 +99,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from bridge import app
 
     settings = _settings(args)
-    since = datetime.now(UTC) - timedelta(days=args.days) if args.days else None
+    since = _days_ago(args.days) if args.days is not None else None
     started = time.monotonic()
     result = app.sync(settings, args.source, since, export=not args.no_export, show_progress=not args.no_progress)
     elapsed = time.monotonic() - started
@@ -125,6 +125,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if result.export_ok:
         print(f"exported totals to {result.exported_to}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _days_ago(days: int) -> datetime | None:
+    if days < 1:
+        raise ConfigError("--days", f"must be at least 1, got {days}")
+    try:
+        return datetime.now(UTC) - timedelta(days=days)
+    except OverflowError:  # before year 1: every file qualifies
+        return None
 
 
 def _named(source: str, exc: BaseException | None) -> str:

@@ -189,8 +189,15 @@ def parse_day(value: str, flag: str) -> date:
     raise ConfigError(flag, f"expected YYYY-MM-DD or YYYYMMDD, got {value!r}")
 
 
-def _day_start_ms(d: date, tz: tzinfo) -> int:
-    return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
+def _day_start_ms(d: date, tz: tzinfo) -> int | None:
+    """Epoch ms of local midnight; None past either end of the calendar (year 1, year 9999).
+
+    Such a bound excludes nothing a timestamp can express, so no bound is the exact meaning.
+    """
+    try:
+        return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _bucket_key(kind: str, local: datetime) -> str:
@@ -212,8 +219,10 @@ def build(
     """Aggregate the ledger into ``kind`` buckets in time zone ``tz`` (until is inclusive)."""
     if kind not in KINDS:
         raise ConfigError("report", f"unknown report {kind!r} (one of {', '.join(KINDS)})")
+    if since and until and since > until:
+        raise ConfigError("--since/--until", f"--since {since.isoformat()} is after --until {until.isoformat()}")
     since_ms = _day_start_ms(since, tz) if since else None
-    until_ms = _day_start_ms(until + timedelta(days=1), tz) if until else None
+    until_ms = _day_start_ms(until + timedelta(days=1), tz) if until and until < date.max else None
     buckets: dict[str, Bucket] = {}
     totals = Line()
     group = "session" if kind == "session" else "quarter"

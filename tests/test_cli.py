@@ -190,3 +190,27 @@ def test_report_default_zone_is_the_tz_variables_zone_with_its_dst_rules(cli_env
     assert data["timezone"] == "Europe/Berlin"
     # 23:30 CET, 00:30 CEST the next night, 23:30 CET again after the autumn change.
     assert [d["date"] for d in data["daily"]] == ["2026-03-28", "2026-03-30", "2026-10-25"]
+
+
+def test_report_dates_at_the_calendars_ends_and_an_inverted_range(cli_env, claude_home):
+    fill(claude_home)
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    out = cli(cli_env, "report", "daily", "--json", "--since", "0001-01-01", "--until", "9999-12-31", "-z", "Asia/Tokyo")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["totals"]["requests"] == 4
+    out = cli(cli_env, "report", "daily", "--since", "2026-03-04", "--until", "2026-03-02")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "tokenbridge: config error: --since/--until: --since 2026-03-04 is after --until 2026-03-02"
+    )
+
+
+def test_sync_days_must_be_positive_and_a_huge_value_means_everything(cli_env, claude_home):
+    fill(claude_home)
+    for bad in ("0", "-3"):
+        out = cli(cli_env, "sync", "--no-export", "--days", bad)
+        assert out.returncode == 2
+        assert out.stderr.strip() == f"tokenbridge: config error: --days: must be at least 1, got {bad}"
+    out = cli(cli_env, "sync", "--no-export", "--days", "99999999")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(cli(cli_env, "report", "daily", "--json").stdout)["totals"]["requests"] == 4

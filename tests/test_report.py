@@ -185,3 +185,17 @@ def test_etc_timezone_then_the_rules_in_localtime_then_an_offset(tmp_path):
     assert zone.utcoffset(datetime(2026, 7, 15)) == timedelta(hours=2)
     last = system_tz({}, tmp_path / "absent", tmp_path / "absent")
     assert last.utcoffset(None) is not None
+
+
+def test_dates_at_the_ends_of_the_calendar_mean_no_bound(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-02T12:00:00+00:00")
+    for tz in (UTC, ZoneInfo("Asia/Tokyo"), ZoneInfo("America/Los_Angeles")):
+        rep = build(ledger, "daily", tz, since=date(1, 1, 1), until=date(9999, 12, 31))
+        assert rep.totals.requests == 1
+
+
+def test_since_after_until_is_a_config_error_naming_both(ledger):
+    with pytest.raises(ConfigError) as err:
+        build(ledger, "daily", UTC, since=date(2026, 3, 5), until=date(2026, 3, 1))
+    assert str(err.value) == "--since/--until: --since 2026-03-05 is after --until 2026-03-01"
+    assert build(ledger, "daily", UTC, since=date(2026, 3, 5), until=date(2026, 3, 5)).totals.requests == 0
