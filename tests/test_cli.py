@@ -195,7 +195,8 @@ def test_report_default_zone_is_the_tz_variables_zone_with_its_dst_rules(cli_env
 def test_report_dates_at_the_calendars_ends_and_an_inverted_range(cli_env, claude_home):
     fill(claude_home)
     assert cli(cli_env, "sync", "--no-export").returncode == 0
-    out = cli(cli_env, "report", "daily", "--json", "--since", "0001-01-01", "--until", "9999-12-31", "-z", "Asia/Tokyo")
+    ends = ("--since", "0001-01-01", "--until", "9999-12-31", "-z", "Asia/Tokyo")
+    out = cli(cli_env, "report", "daily", "--json", *ends)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["totals"]["requests"] == 4
     out = cli(cli_env, "report", "daily", "--since", "2026-03-04", "--until", "2026-03-02")
