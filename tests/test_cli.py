@@ -215,3 +215,33 @@ def test_sync_days_must_be_positive_and_a_huge_value_means_everything(cli_env, c
     out = cli(cli_env, "sync", "--no-export", "--days", "99999999")
     assert out.returncode == 0, out.stderr
     assert json.loads(cli(cli_env, "report", "daily", "--json").stdout)["totals"]["requests"] == 4
+
+
+HOSTILE_MODEL = "[/oops]\x1b[31m"
+HOSTILE_SESSION = "[bold]s1\x1b]0;pwned\x07"
+HOSTILE_PROJECT = "/home/dev/[red]app\u202e\x1b[2J"
+
+
+def test_names_from_transcripts_are_shown_literally_never_as_markup_or_terminal_codes(cli_env, claude_home):
+    line = json.loads(assistant_line("msg_X", "req_X", model=HOSTILE_MODEL, session=HOSTILE_SESSION))
+    line["cwd"] = HOSTILE_PROJECT
+    claude_home.append(claude_home.session_file(), json.dumps(line))
+    synced = cli(cli_env, "sync", "--no-export")
+    assert synced.returncode == 0, synced.stderr
+    runs = [
+        cli(cli_env, "report", "daily", "--breakdown", "-z", "UTC"),
+        cli(cli_env, "report", "session", "-z", "UTC"),
+        cli(cli_env, "report", "models", "-z", "UTC"),
+        cli(cli_env, "sources"),
+    ]
+    for out in [synced, *runs]:
+        assert out.returncode == 0, out.stderr
+        for text in (out.stdout, out.stderr):
+            assert not any(ch in text for ch in "\x1b\x07\u202e"), repr(text)
+    daily, session, models, sources = (out.stdout for out in runs)
+    assert "[/oops]\\x1b[31m" in daily and "[/oops]\\x1b[31m" in models and "[/oops]\\x1b[31m" in sources
+    assert "[bold]s1\\x1b]0;pwned\\x07" in session
+    assert "[/oops]\\x1b[31m" in synced.stderr  # the unknown-model warning
+    # JSON keeps the exact value (escaped by JSON itself).
+    data = json.loads(cli(cli_env, "report", "session", "--json").stdout)
+    assert data["sessions"][0]["sessionId"] == HOSTILE_SESSION
