@@ -25,12 +25,16 @@ log = logging.getLogger("tokenbridge.report")
 
 KINDS = ("daily", "weekly", "monthly", "session", "models")
 _LABEL = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId", "models": "model"}
+# --by: the dimension's JSON label, and the ledger column it needs beyond model and provider.
+BY = ("provider", "model", "source", "project", "session")
+_BY_LABEL = {"provider": "provider", "model": "model", "source": "source", "project": "project", "session": "sessionId"}
+_BY_COLUMN = {"project": "project", "session": "session_id"}
 _LIST = {"daily": "daily", "weekly": "weekly", "monthly": "monthly", "session": "sessions", "models": "models"}
 
 
 @dataclass(slots=True)
 class Line:
-    """Token and cost sums of one bucket (or one model inside a bucket)."""
+    """Token and cost sums of one bucket (or one group or model inside a bucket)."""
 
     input: int = 0
     output: int = 0
@@ -39,8 +43,10 @@ class Line:
     cost_pusd: int = 0
     unpriced: int = 0
     requests: int = 0
+    providers: set[str] = field(default_factory=set)
+    sources: set[str] = field(default_factory=set)
 
-    def add(self, row: Sequence[Any]) -> None:
+    def add(self, row: Sequence[Any], provider: str, source: str) -> None:
         self.input += int(row[0])
         self.output += int(row[1])
         self.cache_read += int(row[2])
@@ -48,6 +54,8 @@ class Line:
         self.cost_pusd += int(row[4])
         self.unpriced += int(row[5])
         self.requests += int(row[6])
+        self.providers.add(provider)
+        self.sources.add(source)
 
     @property
     def total(self) -> int:
@@ -61,6 +69,8 @@ class Line:
     def as_json(self) -> dict[str, Any]:
         cost = self.cost
         return {
+            "provider": _one_or_list(self.providers),
+            "source": _one_or_list(self.sources),
             "inputTokens": self.input,
             "outputTokens": self.output,
             "cacheCreationTokens": self.cache_creation,
@@ -72,13 +82,39 @@ class Line:
         }
 
 
+def _one_or_list(values: set[str]) -> str | list[str] | None:
+    """One value as itself, several as a sorted list (a row spanning providers or sources)."""
+    if not values:
+        return None
+    return next(iter(values)) if len(values) == 1 else sorted(values)
+
+
 @dataclass(slots=True)
 class Bucket:
+    """A period, session or model; with ``--by``, ``groups`` splits it by that dimension."""
+
     key: str
     line: Line = field(default_factory=Line)
     models: dict[tuple[str, str], Line] = field(default_factory=dict)
+    groups: dict[str, Bucket] = field(default_factory=dict)
     project: str | None = None
     last_activity: datetime | None = None
+
+    def add(self, sums: Sequence[Any], model: str, provider: str, source: str) -> None:
+        self.line.add(sums, provider, source)
+        self.models.setdefault((model, provider), Line()).add(sums, provider, source)
+
+    def ordered_groups(self) -> list[Bucket]:
+        """Largest first (total tokens), then by name: stable for scripts and snapshots."""
+        return sorted(self.groups.values(), key=lambda g: (-g.line.total, g.key))
+
+    def as_json(self, breakdown: bool) -> dict[str, Any]:
+        item: dict[str, Any] = {**self.line.as_json(), "modelsUsed": sorted({m for m, _ in self.models})}
+        if breakdown:
+            item["modelBreakdowns"] = [
+                {"modelName": m, **line.as_json()} for (m, _p), line in sorted(self.models.items())
+            ]
+        return item
 
 
 @dataclass(slots=True)
@@ -87,24 +123,25 @@ class Report:
     timezone: str
     buckets: list[Bucket]
     totals: Line
+    by: str | None = None
 
     def as_json(self, breakdown: bool = True) -> dict[str, Any]:
         items = []
         for b in self.buckets:
-            item: dict[str, Any] = {_LABEL[self.kind]: b.key, **b.line.as_json()}
-            if self.kind != "models":
-                item["modelsUsed"] = sorted({m for m, _ in b.models})
+            item: dict[str, Any] = {_LABEL[self.kind]: b.key, **b.as_json(breakdown and self.kind != "models")}
+            if self.kind == "models":
+                del item["modelsUsed"]
             if self.kind == "session":
                 item["project"] = b.project
                 item["lastActivity"] = b.last_activity.isoformat() if b.last_activity else None
-            if breakdown and self.kind != "models":
-                item["modelBreakdowns"] = [
-                    {"modelName": m, "provider": p, **line.as_json()} for (m, p), line in sorted(b.models.items())
-                ]
-            if self.kind == "models":
-                item["provider"] = next(iter(b.models))[1] if b.models else None
+            if self.by is not None:
+                label = _BY_LABEL[self.by]
+                item["groups"] = [{label: g.key, **g.as_json(breakdown)} for g in b.ordered_groups()]
             items.append(item)
-        return {_LIST[self.kind]: items, "totals": self.totals.as_json(), "timezone": self.timezone}
+        out: dict[str, Any] = {_LIST[self.kind]: items, "totals": self.totals.as_json(), "timezone": self.timezone}
+        if self.by is not None:
+            out["by"] = self.by
+        return out
 
 
 def resolve_tz(name: str | None) -> tzinfo:
@@ -215,10 +252,16 @@ def build(
     since: date | None = None,
     until: date | None = None,
     sources: Sequence[str] | None = None,
+    by: str | None = None,
 ) -> Report:
-    """Aggregate the ledger into ``kind`` buckets in time zone ``tz`` (until is inclusive)."""
+    """Aggregate the ledger into ``kind`` buckets in time zone ``tz`` (until is inclusive), each
+    split by the ``by`` dimension when given."""
     if kind not in KINDS:
         raise ConfigError("report", f"unknown report {kind!r} (one of {', '.join(KINDS)})")
+    if by is not None and by not in BY:
+        raise ConfigError("--by", f"unknown dimension {by!r} (one of {', '.join(BY)})")
+    if (kind, by) in (("models", "model"), ("session", "session")):
+        raise ConfigError("--by", f"report {kind} already has a row per {by}")
     if since and until and since > until:
         raise ConfigError("--since/--until", f"--since {since.isoformat()} is after --until {until.isoformat()}")
     since_ms = _day_start_ms(since, tz) if since else None
@@ -226,8 +269,10 @@ def build(
     buckets: dict[str, Bucket] = {}
     totals = Line()
     group = "session" if kind == "session" else "quarter"
-    for row in ledger.aggregate(group, since_ms, until_ms, sources):
-        g, model, provider, extra, sums = row[0], str(row[1]), str(row[2]), row[3], row[4:]
+    extra = ["source"] + ([_BY_COLUMN[by]] if by in _BY_COLUMN else [])
+    for row in ledger.aggregate(group, since_ms, until_ms, sources, extra):
+        g, model, provider, info, sums = row[0], str(row[1]), str(row[2]), row[3], row[4:11]
+        source = str(row[11])
         if kind == "session":
             key = str(g) or "(none)"
         elif kind == "models":
@@ -238,11 +283,17 @@ def build(
         b = buckets.get(key)
         if b is None:
             b = buckets[key] = Bucket(key)
-        b.line.add(sums)
-        b.models.setdefault((model, provider), Line()).add(sums)
-        totals.add(sums)
-        if extra is not None:
-            last_ms, _, project = str(extra).partition("|")
+        b.add(sums, model, provider, source)
+        totals.add(sums, provider, source)
+        if by is not None:
+            value = str(row[12]) if by in _BY_COLUMN else {"provider": provider, "model": model, "source": source}[by]
+            value = value or "(none)"
+            sub = b.groups.get(value)
+            if sub is None:
+                sub = b.groups[value] = Bucket(value)
+            sub.add(sums, model, provider, source)
+        if info is not None:
+            last_ms, _, project = str(info).partition("|")
             last = datetime.fromtimestamp(int(last_ms) / 1000, UTC).astimezone(tz)
             if b.last_activity is None or last > b.last_activity:
                 b.last_activity, b.project = last, project or b.project
@@ -251,4 +302,4 @@ def build(
         ordered = sorted(buckets.values(), key=lambda b: b.key)
     elif kind == "models":
         ordered = sorted(buckets.values(), key=lambda b: -b.line.total)
-    return Report(kind, getattr(tz, "key", None) or str(tz), ordered, totals)
+    return Report(kind, getattr(tz, "key", None) or str(tz), ordered, totals, by)

@@ -15,12 +15,23 @@ from bridge.record import Tokens, UsageRecord
 from bridge.report import build, parse_day, resolve_tz, system_tz
 
 
-def add(ledger, pricer, key, ts, model="claude-sonnet-4-5", out=100, session="s1", project="/p"):
+def add(
+    ledger,
+    pricer,
+    key,
+    ts,
+    model="claude-sonnet-4-5",
+    out=100,
+    session="s1",
+    project="/p",
+    source="claude_transcripts",
+    provider="anthropic",
+):
     ledger.commit(
         [
             UsageRecord(
-                source="claude_transcripts",
-                provider="anthropic",
+                source=source,
+                provider=provider,
                 model=model,
                 timestamp=datetime.fromisoformat(ts),
                 dedup_key=key,
@@ -199,3 +210,79 @@ def test_since_after_until_is_a_config_error_naming_both(ledger):
         build(ledger, "daily", UTC, since=date(2026, 3, 5), until=date(2026, 3, 1))
     assert str(err.value) == "--since/--until: --since 2026-03-05 is after --until 2026-03-01"
     assert build(ledger, "daily", UTC, since=date(2026, 3, 5), until=date(2026, 3, 5)).totals.requests == 0
+
+
+def mixed(ledger, pricer):
+    """Two days; day one spans two sources, two providers, two projects and two sessions."""
+    add(ledger, pricer, "a", "2026-03-02T09:00:00+00:00", out=100, session="s1", project="/a")
+    add(
+        ledger,
+        pricer,
+        "b",
+        "2026-03-02T10:00:00+00:00",
+        out=300,
+        session="s2",
+        project="/b",
+        model="gpt-5",
+        source="codex",
+        provider="openai",
+    )
+    add(ledger, pricer, "c", "2026-03-02T11:00:00+00:00", out=50, session="s1", project="/a", model="claude-haiku-4-5")
+    add(ledger, pricer, "d", "2026-03-03T09:00:00+00:00", out=10, session=None, project=None)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("by", "day_one"),
+    [
+        ("source", {"codex": 310, "claude_transcripts": 170}),
+        ("provider", {"openai": 310, "anthropic": 170}),
+        ("model", {"gpt-5": 310, "claude-sonnet-4-5": 110, "claude-haiku-4-5": 60}),
+        ("project", {"/b": 310, "/a": 170}),
+        ("session", {"s2": 310, "s1": 170}),
+    ],
+)
+def test_by_splits_each_period_by_the_dimension_largest_first(ledger, pricer, by, day_one):
+    mixed(ledger, pricer)
+    rep = build(ledger, "daily", UTC, by=by)
+    first, second = rep.buckets
+    assert [(g.key, g.line.total) for g in first.ordered_groups()] == list(day_one.items())
+    assert sum(g.line.requests for g in first.groups.values()) == first.line.requests == 3
+    assert len(second.groups) == 1 and second.line.total == 20
+    if by in ("project", "session"):
+        assert list(second.groups) == ["(none)"]  # a missing value is a group of its own, not dropped
+    assert rep.totals.requests == 4
+
+
+def test_every_json_row_carries_provider_and_source_lists_when_spanning_several(ledger, pricer):
+    mixed(ledger, pricer)
+    data = build(ledger, "daily", UTC, by="project").as_json()
+    assert data["by"] == "project"
+    day_one, day_two = data["daily"]
+    assert (day_one["provider"], day_one["source"]) == (["anthropic", "openai"], ["claude_transcripts", "codex"])
+    assert (day_two["provider"], day_two["source"]) == ("anthropic", "claude_transcripts")
+    assert [(g["project"], g["provider"], g["source"], g["outputTokens"]) for g in day_one["groups"]] == [
+        ("/b", "openai", "codex", 300),
+        ("/a", "anthropic", "claude_transcripts", 150),
+    ]
+    for row in [*day_one["groups"], *day_one["modelBreakdowns"], data["totals"]]:
+        assert "provider" in row and "source" in row
+    assert data["totals"]["source"] == ["claude_transcripts", "codex"]
+    models = build(ledger, "models", UTC, by="source").as_json()
+    assert {m["model"]: m["source"] for m in models["models"]}["gpt-5"] == "codex"
+    assert "by" not in build(ledger, "daily", UTC).as_json()
+
+
+def test_by_works_for_every_report_kind(ledger, pricer):
+    mixed(ledger, pricer)
+    for kind in ("weekly", "monthly", "session", "models"):
+        rep = build(ledger, kind, UTC, by="source" if kind != "models" else "provider")
+        assert sum(g.line.requests for b in rep.buckets for g in b.groups.values()) == 4
+    sessions = build(ledger, "session", UTC, by="model")
+    s1 = next(b for b in sessions.buckets if b.key == "s1")
+    assert sorted(s1.groups) == ["claude-haiku-4-5", "claude-sonnet-4-5"] and s1.project == "/a"
+
+
+@pytest.mark.parametrize(("kind", "by"), [("models", "model"), ("session", "session"), ("daily", "colour")])
+def test_by_that_adds_nothing_or_is_unknown_names_the_flag(ledger, kind, by):
+    with pytest.raises(ConfigError, match=r"^--by: "):
+        build(ledger, kind, UTC, by=by)
