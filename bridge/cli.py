@@ -66,7 +66,7 @@ def _export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-otlp", action="store_true", help="do not push OTLP (e.g. with --prometheus-port only)")
 
 
-def printable(text: str) -> str:
+def _printable(text: str) -> str:
     """``text`` with every non-printable character (ESC, BEL, newlines, bidi overrides) shown as its
     Python escape: names come from files and APIs and must never drive the terminal."""
     if text.isprintable():
@@ -78,16 +78,16 @@ def _cell(value: object) -> str:
     """A table cell: printable and never read as Rich markup (``[/oops]`` would break the table)."""
     from rich.markup import escape
 
-    return escape(printable(str(value)))
+    return escape(_printable(str(value)))
 
 
 def _err(text: str) -> None:
-    print(printable(text), file=sys.stderr)
+    print(_printable(text), file=sys.stderr)
 
 
 class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"tokenbridge: {record.levelname.lower()}: {printable(record.getMessage())}"
+        return f"tokenbridge: {record.levelname.lower()}: {_printable(record.getMessage())}"
 
 
 def _setup_logging(debug: bool) -> None:
