@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-host", default="127.0.0.1")
     run.add_argument("--interval", type=float, help="export interval in seconds")
     run.add_argument("--no-progress", action="store_true", help="no progress bar on the first scan")
+    run.add_argument("--http-port", type=int, help="also serve the web view and API (see `serve`) on this port")
+    run.add_argument("--http-host", default="127.0.0.1", help="address for --http-port (non-loopback needs a token)")
+
+    srv = sub.add_parser("serve", help="web view and JSON API from the ledger (http://127.0.0.1:8765)")
+    srv.add_argument("--host", default="127.0.0.1", help="non-loopback needs TOKENBRIDGE_HTTP_TOKEN")
+    srv.add_argument("--port", type=int, default=8765)
 
     sync = sub.add_parser("sync", help="one ingest pass, one export, exit")
     sync.add_argument("--source", action="append", metavar="NAME", help="only this source or group (repeatable)")
@@ -138,7 +144,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.daemon import run
 
     settings = _settings(args)
-    return run(settings, args.prometheus_host, show_progress=not args.no_progress)
+    http = None
+    if args.http_port is not None:
+        from bridge.web import WebServer
+
+        http = WebServer(settings, args.http_host, args.http_port)
+    return run(settings, args.prometheus_host, show_progress=not args.no_progress, http=http)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.web import WebServer
+
+    server = WebServer(_settings(args), args.host, args.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
 
 
 def _console() -> Any:
@@ -239,7 +263,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"sync": cmd_sync, "run": cmd_run, "report": cmd_report, "sources": cmd_sources}
+_COMMANDS = {"sync": cmd_sync, "run": cmd_run, "report": cmd_report, "sources": cmd_sources, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
