@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     _export_flags(run)
     run.add_argument("--prometheus-port", type=int, help="also serve the series at http://HOST:PORT/metrics")
     run.add_argument("--prometheus-host", default="127.0.0.1")
-    run.add_argument("--interval", type=float, help="export interval in seconds")
+    run.add_argument("--interval", help="export interval in seconds (0.1 to 86400)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar on the first scan")
     run.add_argument("--http-port", type=int, help="also serve the web view and API (see `serve`) on this port")
     run.add_argument("--http-host", default="127.0.0.1", help="address for --http-port (non-loopback needs a token)")
@@ -71,9 +71,28 @@ def _export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-otlp", action="store_true", help="do not push OTLP (e.g. with --prometheus-port only)")
 
 
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (ESC, BEL, newlines, bidi overrides) shown as its
+    Python escape: names come from files and APIs and must never drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _cell(value: object) -> str:
+    """A table cell: printable and never read as Rich markup (``[/oops]`` would break the table)."""
+    from rich.markup import escape
+
+    return escape(printable(str(value)))
+
+
+def _err(text: str) -> None:
+    print(printable(text), file=sys.stderr)
+
+
 class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"tokenbridge: {record.levelname.lower()}: {record.getMessage()}"
+        return f"tokenbridge: {record.levelname.lower()}: {printable(record.getMessage())}"
 
 
 def _setup_logging(debug: bool) -> None:
@@ -95,9 +114,7 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         s.prometheus_port = args.prometheus_port
     interval = getattr(args, "interval", None)
     if interval is not None:
-        if not interval > 0:
-            raise ConfigError("--interval", f"must be > 0 seconds, got {interval}")
-        s.interval_s = interval
+        s.interval_s = config.seconds("--interval", interval)
     if getattr(args, "no_otlp", False):
         s.otlp = False
     return s
@@ -107,7 +124,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from bridge import app
 
     settings = _settings(args)
-    since = datetime.now(UTC) - timedelta(days=args.days) if args.days else None
+    since = _days_ago(args.days) if args.days is not None else None
     started = time.monotonic()
     result = app.sync(settings, args.source, since, export=not args.no_export, show_progress=not args.no_progress)
     elapsed = time.monotonic() - started
@@ -116,7 +133,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         raise failed[0].failure  # type: ignore[misc]
     if failed and len(failed) == len(result.stats):
         for r in failed:  # nothing was read: the errors are the whole story
-            print(f"tokenbridge: error: {_named(r.source, r.failure)}", file=sys.stderr)
+            _err(f"tokenbridge: error: {_named(r.source, r.failure)}")
         return 1
     mb = sum(r.bytes_read for r in result.stats) / 1e6
     files = sum(r.files_read for r in result.stats)
@@ -126,13 +143,22 @@ def cmd_sync(args: argparse.Namespace) -> int:
     )
     for r in result.stats:
         if r.failure is not None:
-            print(f"tokenbridge: error: {_named(r.source, r.failure)}", file=sys.stderr)
+            _err(f"tokenbridge: error: {_named(r.source, r.failure)}")
             continue
         for err in r.errors:
             log.warning("%s: %s", r.source, err)
     if result.export_ok:
-        print(f"exported totals to {result.exported_to}", file=sys.stderr)
+        _err(f"exported totals to {result.exported_to}")
     return 1 if failed else 0
+
+
+def _days_ago(days: int) -> datetime | None:
+    if days < 1:
+        raise ConfigError("--days", f"must be at least 1, got {days}")
+    try:
+        return datetime.now(UTC) - timedelta(days=days)
+    except OverflowError:  # before year 1: every file qualifies
+        return None
 
 
 def _named(source: str, exc: BaseException | None) -> str:
@@ -197,7 +223,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     title = {"session": "Sessions", "models": "Models"}.get(args.kind, args.kind.capitalize())
-    table = Table(title=f"Claude Code and AI usage — {title} ({rep.timezone})", show_footer=False)
+    table = Table(title=_cell(f"Claude Code and AI usage — {title} ({rep.timezone})"), show_footer=False)
     first = {"daily": "Date", "weekly": "Week of", "monthly": "Month", "session": "Session", "models": "Model"}
     table.add_column(first[args.kind])
     if args.kind != "models":
@@ -205,12 +231,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     for col in ("Input", "Output", "Cache create", "Cache read", "Total tokens", "Cost (USD)"):
         table.add_column(col, justify="right")
     for b in rep.buckets:
-        models = ", ".join(sorted({m for m, _ in b.models}))
-        row = [b.key] + ([models] if args.kind != "models" else [])
+        models = _cell(", ".join(sorted({m for m, _ in b.models})))
+        row = [_cell(b.key)] + ([models] if args.kind != "models" else [])
         table.add_row(*row, *_cells(b.line))
         if args.breakdown and args.kind != "models":
             for (model, _p), line in sorted(b.models.items()):
-                table.add_row(f"  └ {model}", "", *_cells(line), style="dim")
+                table.add_row(_cell(f"  └ {model}"), "", *_cells(line), style="dim")
     table.add_section()
     table.add_row("Total", *([""] if args.kind != "models" else []), *_cells(rep.totals), style="bold")
     _console().print(table)
@@ -250,14 +276,14 @@ def cmd_sources(args: argparse.Namespace) -> int:
         grid.add_column(style="bold")
         grid.add_column(overflow="fold")
         state = ("detected" if r["detected"] else "not detected") + (", enabled" if r["enabled"] else ", disabled")
-        grid.add_row(r["name"], state)
-        grid.add_row("roots", "\n".join(r["roots"]) or "-")
+        grid.add_row(_cell(r["name"]), state)
+        grid.add_row("roots", "\n".join(_cell(root) for root in r["roots"]) or "-")
         grid.add_row("files", str(r["files"]))
         grid.add_row("requests", _fmt_int(r["requests"]))
-        grid.add_row("last event", r["lastEvent"] or "-")
+        grid.add_row("last event", _cell(r["lastEvent"] or "-"))
         grid.add_row("skipped lines", str(r["skippedLines"]))
-        grid.add_row("unknown models", ", ".join(r["unknownModels"]) or "-")
-        grid.add_row("errors", "; ".join(r["errors"]) or "-")
+        grid.add_row("unknown models", _cell(", ".join(r["unknownModels"]) or "-"))
+        grid.add_row("errors", _cell("; ".join(r["errors"]) or "-"))
         console.print(grid)
         console.print()
     return 0
@@ -274,12 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         if args.debug:
             raise
-        print(f"tokenbridge: config error: {exc}", file=sys.stderr)
+        _err(f"tokenbridge: config error: {exc}")
         return 2
     except TokenbridgeError as exc:
         if args.debug:
             raise
-        print(f"tokenbridge: error: {exc}", file=sys.stderr)
+        _err(f"tokenbridge: error: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130
@@ -290,15 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        print(f"tokenbridge: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        _err(f"tokenbridge: error:{where}: {exc.strerror or exc}")
         return 1
     except Exception as exc:  # a bug: still one line, the traceback with --debug
         if args.debug:
             raise
-        print(
-            f"tokenbridge: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
-            file=sys.stderr,
-        )
+        _err(f"tokenbridge: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)")
         return 1
 
 
