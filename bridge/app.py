@@ -341,5 +341,24 @@ def source_rows(settings: config.Settings) -> list[dict[str, Any]]:
     return rows
 
 
+def where_to_look(settings: config.Settings, only: Sequence[str] | None = None) -> list[str]:
+    """One line per selected source that found nothing: where it looked and the settings that
+    point it elsewhere (what a first run on a machine without data needs to read)."""
+    from bridge.sources import _registry
+
+    wanted = {s.name for s in select_sources(settings, only)}
+    lines = []
+    for spec in _registry.specs():
+        if spec.name not in wanted:
+            continue
+        st = spec.factory(settings).status()
+        if st.detected and st.files:
+            continue
+        looked = ", ".join(st.roots) if st.roots else "nowhere configured"
+        how = f"; set {' or '.join(spec.settings)}" if spec.settings else ""
+        lines.append(f"{spec.name}: no {spec.description} found (looked in {looked}){how}")
+    return lines
+
+
 def _iso(ms: int | None) -> str | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()

@@ -149,7 +149,21 @@ def cmd_sync(args: argparse.Namespace) -> int:
             log.warning("%s: %s", r.source, err)
     if result.export_ok:
         _err(f"exported totals to {result.exported_to}")
+    if not result.new_requests:
+        _say_where_we_looked(settings, args.source)
     return 1 if failed else 0
+
+
+def _say_where_we_looked(settings: config.Settings, only: Sequence[str] | None) -> None:
+    """An empty ledger is not a result: say so, and where each source looked."""
+    from bridge import app
+
+    with Ledger.open(settings.state_dir) as ledger:
+        if ledger.request_count():
+            return
+    _err("tokenbridge: no usage found yet.")
+    for line in app.where_to_look(settings, only):
+        _err(f"  {line}")
 
 
 def _days_ago(days: int) -> datetime | None:
@@ -217,6 +231,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     until = parse_day(args.until, "--until") if args.until else None
     with Ledger.open(settings.state_dir) as ledger:
         rep = build(ledger, args.kind, tz, since, until, resolve_selection(args.source))
+        empty = not ledger.request_count()
+    if empty:
+        _err(f"tokenbridge: the ledger at {settings.state_dir} is empty: run `tokenbridge sync` first.")
     if args.json:
         print(json.dumps(rep.as_json(breakdown=True), indent=2))
         return 0
