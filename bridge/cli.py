@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-host", default="127.0.0.1")
     run.add_argument("--interval", help="export interval in seconds (0.1 to 86400)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar on the first scan")
+    run.add_argument("--http-port", type=int, help="also serve the web view and API (see `serve`) on this port")
+    run.add_argument("--http-host", default="127.0.0.1", help="address for --http-port (non-loopback needs a token)")
+
+    srv = sub.add_parser("serve", help="web view and JSON API from the ledger (http://127.0.0.1:8765)")
+    srv.add_argument("--host", default="127.0.0.1", help="non-loopback needs TOKENBRIDGE_HTTP_TOKEN")
+    srv.add_argument("--port", type=int, default=8765)
 
     sync = sub.add_parser("sync", help="one ingest pass, one export, exit")
     sync.add_argument("--source", action="append", metavar="NAME", help="only this source or group (repeatable)")
@@ -144,7 +150,21 @@ def cmd_sync(args: argparse.Namespace) -> int:
             log.warning("%s: %s", r.source, err)
     if result.export_ok:
         _err(f"exported totals to {result.exported_to}")
+    if not result.new_requests:
+        _say_where_we_looked(settings, args.source)
     return 1 if failed else 0
+
+
+def _say_where_we_looked(settings: config.Settings, only: Sequence[str] | None) -> None:
+    """An empty ledger is not a result: say so, and where each source looked."""
+    from bridge import app
+
+    with Ledger.open(settings.state_dir) as ledger:
+        if ledger.request_count():
+            return
+    _err("tokenbridge: no usage found yet.")
+    for line in app.where_to_look(settings, only):
+        _err(f"  {line}")
 
 
 def _days_ago(days: int) -> datetime | None:
@@ -165,7 +185,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.daemon import run
 
     settings = _settings(args)
-    return run(settings, args.prometheus_host, show_progress=not args.no_progress)
+    http = None
+    if args.http_port is not None:
+        from bridge.web import WebServer
+
+        http = WebServer(settings, args.http_host, args.http_port)
+    return run(settings, args.prometheus_host, show_progress=not args.no_progress, http=http)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.web import WebServer
+
+    server = WebServer(_settings(args), args.host, args.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
 
 
 def _console() -> Any:
@@ -194,6 +232,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     until = parse_day(args.until, "--until") if args.until else None
     with Ledger.open(settings.state_dir) as ledger:
         rep = build(ledger, args.kind, tz, since, until, resolve_selection(args.source), by=args.by)
+        empty = not ledger.request_count()
+    if empty:
+        _err(f"tokenbridge: the ledger at {settings.state_dir} is empty: run `tokenbridge sync` first.")
     if args.json:
         print(json.dumps(rep.as_json(breakdown=True), indent=2))
         return 0
@@ -288,7 +329,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"sync": cmd_sync, "run": cmd_run, "report": cmd_report, "sources": cmd_sources}
+_COMMANDS = {"sync": cmd_sync, "run": cmd_run, "report": cmd_report, "sources": cmd_sources, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

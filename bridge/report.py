@@ -46,7 +46,7 @@ class Line:
     providers: set[str] = field(default_factory=set)
     sources: set[str] = field(default_factory=set)
 
-    def add(self, row: Sequence[Any], provider: str, source: str) -> None:
+    def add(self, row: Sequence[Any], provider: str | None = None, source: str | None = None) -> None:
         self.input += int(row[0])
         self.output += int(row[1])
         self.cache_read += int(row[2])
@@ -54,8 +54,17 @@ class Line:
         self.cost_pusd += int(row[4])
         self.unpriced += int(row[5])
         self.requests += int(row[6])
-        self.providers.add(provider)
-        self.sources.add(source)
+        if provider is not None:
+            self.providers.add(provider)
+        if source is not None:
+            self.sources.add(source)
+
+    def merge(self, other: Line) -> None:
+        """Add ``other``'s sums, providers and sources."""
+        self.add((other.input, other.output, other.cache_read, other.cache_creation, other.cost_pusd,
+                  other.unpriced, other.requests))  # fmt: skip
+        self.providers |= other.providers
+        self.sources |= other.sources
 
     @property
     def total(self) -> int:

@@ -303,3 +303,21 @@ def test_report_by_that_adds_nothing_is_a_config_error(cli_env):
     assert out.stderr.strip() == "tokenbridge: config error: --by: report models already has a row per model"
     out = cli(cli_env, "report", "daily", "--by", "colour")
     assert out.returncode == 2 and "invalid choice: 'colour'" in out.stderr
+
+
+def test_no_data_anywhere_says_where_each_source_looked_and_exits_zero(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENBRIDGE_", "CLAUDE_", "XDG_"))}
+    env.update(
+        HOME=str(tmp_path / "empty-home"),
+        TOKENBRIDGE_STATE_DIR=str(tmp_path / "state"),
+        TOKENBRIDGE_CONFIG=str(tmp_path / "none.toml"),
+    )
+    out = cli(env, "sync", "--no-export")
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert "tokenbridge: no usage found yet." in lines
+    transcripts = next(line for line in lines if line.strip().startswith("claude_transcripts:"))
+    assert str(tmp_path / "empty-home" / ".claude") in transcripts and "set CLAUDE_CONFIG_DIR" in transcripts
+    rep = cli(env, "report", "daily", "--json")
+    assert rep.returncode == 0 and json.loads(rep.stdout)["totals"]["requests"] == 0
+    assert "is empty: run `tokenbridge sync` first" in rep.stderr
