@@ -132,8 +132,9 @@ class Report:
 
     def as_json(self, breakdown: bool = True) -> dict[str, Any]:
         items = []
+        breakdown = breakdown and self.kind != "models"  # a models row is one model already
         for b in self.buckets:
-            item: dict[str, Any] = {_LABEL[self.kind]: b.key, **b.as_json(breakdown and self.kind != "models")}
+            item: dict[str, Any] = {_LABEL[self.kind]: b.key, **b.as_json(breakdown)}
             if self.kind == "models":
                 del item["modelsUsed"]
             if self.kind == "session":

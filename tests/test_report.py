@@ -201,6 +201,7 @@ def test_every_json_row_carries_provider_and_source_lists_when_spanning_several(
     assert data["totals"]["source"] == ["claude_transcripts", "codex"]
     models = build(ledger, "models", UTC, by="source").as_json()
     assert {m["model"]: m["source"] for m in models["models"]}["gpt-5"] == "codex"
+    assert all("modelBreakdowns" not in g for m in models["models"] for g in m["groups"])
     assert "by" not in build(ledger, "daily", UTC).as_json()
 
 
