@@ -51,22 +51,15 @@ class _Request:
         return Ledger.open(self.settings.state_dir)
 
 
-def _summary(r: _Request) -> tuple[int, Any]:
-    q = _api.parse_query(r.params)
-    with r.ledger() as led:
-        return 200, _api.summary(led, q)
+def _usage(compute: Callable[[Ledger, _api.Query], dict[str, Any]]) -> Handler:
+    """An endpoint that answers ``compute`` over the ledger for the request's filters."""
 
+    def handler(r: _Request) -> tuple[int, Any]:
+        q = _api.parse_query(r.params)
+        with r.ledger() as led:
+            return 200, compute(led, q)
 
-def _by_model(r: _Request) -> tuple[int, Any]:
-    q = _api.parse_query(r.params)
-    with r.ledger() as led:
-        return 200, _api.by_model(led, q)
-
-
-def _by_provider(r: _Request) -> tuple[int, Any]:
-    q = _api.parse_query(r.params)
-    with r.ledger() as led:
-        return 200, _api.by_provider(led, q)
+    return handler
 
 
 def _timeline(r: _Request) -> tuple[int, Any]:
@@ -113,9 +106,9 @@ def _do_sync(r: _Request) -> tuple[int, Any]:
 
 
 _GET: dict[str, Handler] = {
-    "/api/usage/summary": _summary,
-    "/api/usage/by-model": _by_model,
-    "/api/usage/by-provider": _by_provider,
+    "/api/usage/summary": _usage(_api.summary),
+    "/api/usage/by-model": _usage(_api.by_model),
+    "/api/usage/by-provider": _usage(_api.by_provider),
     "/api/usage/timeline": _timeline,
     "/api/providers": _providers,
     "/api/sync/log": _sync_log,
