@@ -321,3 +321,19 @@ def test_no_data_anywhere_says_where_each_source_looked_and_exits_zero(tmp_path)
     rep = cli(env, "report", "daily", "--json")
     assert rep.returncode == 0 and json.loads(rep.stdout)["totals"]["requests"] == 0
     assert "is empty: run `tokenbridge sync` first" in rep.stderr
+
+
+def test_report_by_source_with_the_stats_cache_filling_an_earlier_day(cli_env, claude_home):
+    from tests.test_claude_stats_cache import stats_doc, write
+
+    fill(claude_home)
+    write(claude_home, stats_doc({"2026-03-01": {"claude-sonnet-4-5-20250929": 1000}}, last="2026-03-01"))
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    data = json.loads(cli(cli_env, "report", "monthly", "--by", "source", "--json", "-z", "UTC").stdout)
+    (march,) = data["monthly"]
+    assert march["source"] == ["claude_stats_cache", "claude_transcripts"] and march["provider"] == "anthropic"
+    assert [(g["source"], g["totalTokens"]) for g in march["groups"]] == [
+        ("claude_transcripts", 151401),
+        ("claude_stats_cache", 1000),
+    ]
+    assert data["totals"]["source"] == ["claude_stats_cache", "claude_transcripts"]
