@@ -357,7 +357,7 @@ SPECS = (
         _build,
         "OpenClaw agent session transcripts (agents/*/sessions/*.jsonl, reset/deleted archives, copies)",
         group="openclaw",
-        settings=("OPENCLAW_DIR", "OPENCLAW_GATEWAY_URL", "OPENCLAW_GATEWAY_TOKEN"),
+        settings=("OPENCLAW_DIR",),  # where transcripts are; the gateway settings only add a note
         order=32,
     ),
 )
