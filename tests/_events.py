@@ -28,9 +28,8 @@ def event(name: str, session_id: str, fields: dict[str, Any], *, numbers_as_stri
         "prompt.id": "p-0001",
     }
     for k, v in fields.items():
-        if numbers_as_strings and isinstance(v, int | float) and not isinstance(v, bool):
-            v = str(v)
-        attrs[k] = v
+        numeric = isinstance(v, int | float) and not isinstance(v, bool)
+        attrs[k] = str(v) if numbers_as_strings and numeric else v
     return {"body": f"claude_code.{name}", "attributes": attrs}
 
 

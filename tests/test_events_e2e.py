@@ -22,7 +22,7 @@ def _tool(session: str, tool: str, success: str, duration_ms: int, *, strings: b
     return event(
         "tool_result",
         session,
-        {"tool_name": tool, "tool_use_id": f"toolu_{tool}_{duration_ms}", "success": success, "duration_ms": duration_ms},
+        {"tool_name": tool, "tool_use_id": f"tu_{tool}{duration_ms}", "success": success, "duration_ms": duration_ms},
         numbers_as_strings=strings,
     )
 
