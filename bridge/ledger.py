@@ -525,10 +525,12 @@ class Ledger:
         quarter-hour buckets convert exactly to local days, weeks and months.
         """
         where, params = _where(since_ms, until_ms, sources)
+        # Fast-mode requests are their own line ("claude-opus-4-6 (fast)"): a multiple of the price.
+        model = "model || CASE WHEN speed = 'fast' THEN ' (fast)' ELSE '' END"
         if group == "quarter":
-            head = "ts_ms / 900000, model, provider, NULL"
+            head = f"ts_ms / 900000, {model}, provider, NULL"
         elif group == "session":
-            head = "COALESCE(session_id, ''), model, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
+            head = f"COALESCE(session_id, ''), {model}, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
         else:
             raise ValueError(group)
         q = f"SELECT {head}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3"

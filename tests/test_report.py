@@ -13,7 +13,7 @@ from bridge.record import Tokens, UsageRecord
 from bridge.report import build, parse_day, resolve_tz
 
 
-def add(ledger, pricer, key, ts, model="claude-sonnet-4-5", out=100, session="s1", project="/p"):
+def add(ledger, pricer, key, ts, model="claude-sonnet-4-5", out=100, session="s1", project="/p", speed=None):
     ledger.commit(
         [
             UsageRecord(
@@ -25,6 +25,7 @@ def add(ledger, pricer, key, ts, model="claude-sonnet-4-5", out=100, session="s1
                 tokens=Tokens(input=10, output=out),
                 session_id=session,
                 project=project,
+                speed=speed,
             )
         ],
         pricer,
@@ -77,6 +78,19 @@ def test_sessions_and_models(ledger, pricer):
     assert sessions.buckets[1].last_activity == datetime(2026, 3, 3, 12, tzinfo=UTC)
     models = build(ledger, "models", UTC)
     assert [(b.key, b.line.output) for b in models.buckets] == [("claude-sonnet-4-5", 1100), ("claude-haiku-4-5", 100)]
+
+
+def test_fast_mode_requests_are_their_own_model_line(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-01T12:00:00+00:00", model="claude-opus-4-6", speed="fast", out=300)
+    add(ledger, pricer, "b", "2026-03-01T13:00:00+00:00", model="claude-opus-4-6", speed="standard")
+    add(ledger, pricer, "c", "2026-03-01T14:00:00+00:00", model="claude-opus-4-6")
+    models = build(ledger, "models", UTC)
+    assert {b.key: (b.line.requests, b.line.output) for b in models.buckets} == {
+        "claude-opus-4-6 (fast)": (1, 300),
+        "claude-opus-4-6": (2, 200),
+    }
+    day = build(ledger, "daily", UTC).as_json()["daily"][0]
+    assert [m["modelName"] for m in day["modelBreakdowns"]] == ["claude-opus-4-6", "claude-opus-4-6 (fast)"]
 
 
 def test_unknown_cost_is_null_never_zero(ledger, pricer):
