@@ -12,7 +12,16 @@ import time
 import pytest
 
 from tests._events import api_request, event, logs_request, send_grpc, send_http
-from tests._stack import running, start_collector, start_prometheus, wait_for_scrapes
+from tests._stack import (
+    ClaudeCodeSim,
+    dashboards,
+    expand,
+    iter_panels,
+    running,
+    start_collector,
+    start_prometheus,
+    wait_for_scrapes,
+)
 
 SONNET = "claude-sonnet-4-6"
 OPUS = "claude-opus-4-6"
@@ -68,8 +77,19 @@ def events_stack(tmp_path_factory: pytest.TempPathFactory):
             _error("sess-B", SONNET, 529, strings=True),
             _tool("sess-B", "Read", "true", 12, strings=True),
         ]
+        b += [
+            event("user_prompt", "sess-B", {"prompt_length": 7}),
+            event("user_prompt", "sess-B", {"prompt_length": 9}),
+        ]
         send_grpc(f"127.0.0.1:{col.grpc}", logs_request(b, version="2.1.100"))
-        wait_for_scrapes(prom, 2, after=time.time() + 1)
+        # The same two sessions' native metrics: sessions started and Claude Code's own cost ($1.20 in all).
+        for session, model, cost in (("sess-A", SONNET, 0.30), ("sess-B", OPUS, 0.90)):
+            sim = ClaudeCodeSim(f"http://127.0.0.1:{col.http}", "http/protobuf", session)
+            sim.start_session("fresh")
+            sim.request(model, cost, 10, 100, 0, 0)
+            sim.export()
+            sim.shutdown()
+        prom.extra["t"] = wait_for_scrapes(prom, 2, after=time.time() + 1)
         yield prom
 
 
@@ -119,11 +139,12 @@ def test_tool_results_by_tool_and_success(events_stack):
     assert prom.scalar("sum(claude_code_tool_result_duration_milliseconds_sum)") == 40 + 300 + 7 + 12
 
 
-def test_other_events_make_no_request_metrics(events_stack):
-    # user_prompt events (and any other) are not requests: the only families are the five documented ones.
+def test_prompts_are_counted_and_other_events_make_no_metrics(events_stack):
     prom = events_stack
+    assert prom.scalar("sum(claude_code_user_prompt_count_total)") == 3
     names = {r["metric"]["__name__"] for r in prom.query('{__name__=~"claude_code_(api|tool|user).*"}')}
     assert names == {
+        "claude_code_user_prompt_count_total",
         "claude_code_api_request_count_total",
         "claude_code_api_request_duration_milliseconds_bucket",
         "claude_code_api_request_duration_milliseconds_sum",
@@ -134,3 +155,57 @@ def test_other_events_make_no_request_metrics(events_stack):
         "claude_code_tool_result_duration_milliseconds_sum",
         "claude_code_tool_result_duration_milliseconds_count",
     }
+
+
+# ------------------------------------------------------------------ the activity dashboard on these events
+
+ACTIVITY = dashboards()["claude-code-activity.json"]
+ALL = {v["name"]: ".*" for v in ACTIVITY["templating"]["list"]}
+
+
+def _panel_result(prom, title: str, variables: dict[str, str] | None = None) -> list[dict]:
+    panel = next(p for p in iter_panels(ACTIVITY["panels"]) if p.get("title") == title)
+    expr = expand(panel["targets"][0]["expr"], variables or ALL, 3600, 60, 60)
+    return prom.query(expr, prom.extra["t"])
+
+
+def _panel_value(prom, title: str, **variables: str) -> float:
+    (res,) = _panel_result(prom, title, {**ALL, **variables})
+    return float(res["value"][1])
+
+
+def _panel_by(prom, title: str, label: str) -> dict[str, float]:
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in _panel_result(prom, title)}
+
+
+def test_every_activity_panel_query_runs_and_has_data(events_stack):
+    prom, t = events_stack, events_stack.extra["t"]
+    for panel in iter_panels(ACTIVITY["panels"]):
+        for target in panel.get("targets", []):
+            expr = expand(target["expr"], ALL, 3600, 60, 60)
+            res = prom.query_range(expr, t - 600, t, 60) if panel["type"] == "timeseries" else prom.query(expr, t)
+            assert res, f"{panel['title']}: no data"
+
+
+def test_activity_stats_are_exact(events_stack):
+    prom = events_stack
+    assert _panel_value(prom, "API requests") == 6
+    assert _panel_value(prom, "API errors") == 2
+    assert _panel_value(prom, "Error rate") == 2 / 8
+    assert _panel_value(prom, "Fast-mode share") == 1 / 6
+    assert _panel_value(prom, "Cost per request") == pytest.approx(1.20 / 6, abs=1e-12)
+    assert _panel_value(prom, "Prompts per session") == 3 / 2
+    # A variable narrows the request panels: speed=fast is the one Opus request.
+    assert _panel_value(prom, "API requests", speed="fast") == 1
+    assert _panel_value(prom, "API requests", query_source="compact") == 1
+
+
+def test_activity_breakdowns(events_stack):
+    prom = events_stack
+    assert _panel_by(prom, "Requests by model", "model") == {SONNET: 5, OPUS: 1}
+    assert _panel_by(prom, "Errors by status code", "status_code") == {"529": 2}
+    assert _panel_by(prom, "Tool calls by tool", "tool_name") == {"Bash": 2, "Edit": 1, "Read": 1}
+    assert _panel_by(prom, "Tool failures by tool", "tool_name") == {"Edit": 1}
+    # p90 by linear interpolation in the buckets: Sonnet's 5 requests (450..3000 ms) put rank 4.5 in (2000, 4000]
+    # holding ranks 4-5: 2000 + 1.5/2 * 2000; Opus' one request in (8000, 15000]: 8000 + 0.9 * 7000.
+    assert _panel_by(prom, "p90 request latency by model", "model") == {SONNET: 3500, OPUS: 14300}
