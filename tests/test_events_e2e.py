@@ -209,3 +209,19 @@ def test_activity_breakdowns(events_stack):
     # p90 by linear interpolation in the buckets: Sonnet's 5 requests (450..3000 ms) put rank 4.5 in (2000, 4000]
     # holding ranks 4-5: 2000 + 1.5/2 * 2000; Opus' one request in (8000, 15000]: 8000 + 0.9 * 7000.
     assert _panel_by(prom, "p90 request latency by model", "model") == {SONNET: 3500, OPUS: 14300}
+
+
+def test_activity_variables_list_the_values_that_occur(events_stack):
+    prom = events_stack
+    got = {}
+    for var in ACTIVITY["templating"]["list"]:
+        metric, label = var["definition"][len("label_values(") : -1].split(", ")
+        got[label] = set(prom.api(f"/api/v1/label/{label}/values", {"match[]": [metric]}))
+    assert got == {
+        "model": {SONNET, OPUS},
+        "speed": {"fast"},
+        "query_source": {"repl_main_thread", "compact"},
+        "effort": set(),  # not sent by these events: the variable offers only "All"
+        "agent_name": set(),
+        "skill_name": set(),
+    }
