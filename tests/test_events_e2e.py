@@ -76,6 +76,12 @@ def events_stack(tmp_path_factory: pytest.TempPathFactory):
             api_request("sess-B", "req_B2", SONNET, duration_ms=2200, numbers_as_strings=True, query_source="compact"),
             _error("sess-B", SONNET, 529, strings=True),
             _tool("sess-B", "Read", "true", 12, strings=True),
+            # success as a boolean: normalised to the same "true" series.
+            event(
+                "tool_result",
+                "sess-B",
+                {"tool_name": "Read", "tool_use_id": "tu_R5", "success": True, "duration_ms": 5},
+            ),
         ]
         b += [
             event("user_prompt", "sess-B", {"prompt_length": 7}),
@@ -130,13 +136,13 @@ def test_tool_results_by_tool_and_success(events_stack):
         (r["metric"]["tool_name"], r["metric"]["success"]): float(r["value"][1])
         for r in prom.query("sum by (tool_name, success) (claude_code_tool_result_count_total)")
     }
-    assert got == {("Bash", "true"): 2, ("Edit", "false"): 1, ("Read", "true"): 1}
+    assert got == {("Bash", "true"): 2, ("Edit", "false"): 1, ("Read", "true"): 2}
     assert prom.by("sum by (tool_name) (claude_code_tool_result_duration_milliseconds_count)", "tool_name") == {
         "Bash": 2,
         "Edit": 1,
-        "Read": 1,
+        "Read": 2,
     }
-    assert prom.scalar("sum(claude_code_tool_result_duration_milliseconds_sum)") == 40 + 300 + 7 + 12
+    assert prom.scalar("sum(claude_code_tool_result_duration_milliseconds_sum)") == 40 + 300 + 7 + 12 + 5
 
 
 def test_prompts_are_counted_and_other_events_make_no_metrics(events_stack):
@@ -204,7 +210,7 @@ def test_activity_breakdowns(events_stack):
     prom = events_stack
     assert _panel_by(prom, "Requests by model", "model") == {SONNET: 5, OPUS: 1}
     assert _panel_by(prom, "Errors by status code", "status_code") == {"529": 2}
-    assert _panel_by(prom, "Tool calls by tool", "tool_name") == {"Bash": 2, "Edit": 1, "Read": 1}
+    assert _panel_by(prom, "Tool calls by tool", "tool_name") == {"Bash": 2, "Edit": 1, "Read": 2}
     assert _panel_by(prom, "Tool failures by tool", "tool_name") == {"Edit": 1}
     # p90 by linear interpolation in the buckets: Sonnet's 5 requests (450..3000 ms) put rank 4.5 in (2000, 4000]
     # holding ranks 4-5: 2000 + 1.5/2 * 2000; Opus' one request in (8000, 15000]: 8000 + 0.9 * 7000.
