@@ -1,7 +1,7 @@
 """Two Claude Code processes resumed from one session (same session.id) export at the same time through the real
 collector into the real Prometheus: with telemetry.sh's per-shell service.instance.id their streams stay distinct,
-so the totals are exact, for cumulative temporality (what telemetry.sh sets) and for delta (Claude Code's default,
-through delta_to_cumulative)."""
+so the totals are exact, for cumulative temporality (what telemetry.sh sets; over HTTP) and for delta (Claude Code's
+default, through delta_to_cumulative; over gRPC)."""
 
 from __future__ import annotations
 
@@ -45,14 +45,14 @@ mp.shutdown()
 """
 
 
-def _start_senders(workdir: Path, port: int, session: str, temporality: str) -> list[subprocess.Popen]:
+def _start_senders(workdir: Path, proto: str, port: int, session: str, temporality: str) -> list[subprocess.Popen]:
     client = workdir / "sender.py"
     client.write_text(SENDER)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTLP_"))}
     procs = []
     for amount in (100, 7):
         script = (
-            f"source {REPO / 'telemetry.sh'} --protocol=http --port={port} >/dev/null && "
+            f"source {REPO / 'telemetry.sh'} --protocol={proto} --port={port} >/dev/null && "
             f"export OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE={temporality} && "
             f"exec {sys.executable} {client} {session} {amount}"
         )
@@ -69,8 +69,8 @@ def parallel(tmp_path_factory: pytest.TempPathFactory):
     )
     with running(prom.proc, col.proc):
         # Both processes of a round run at once, their exports interleaved.
-        procs = _start_senders(w, col.http, "shared-cumulative", "cumulative")
-        procs += _start_senders(w, col.http, "shared-delta", "delta")
+        procs = _start_senders(w, "http", col.http, "shared-cumulative", "cumulative")
+        procs += _start_senders(w, "grpc", col.grpc, "shared-delta", "delta")
         for p in procs:
             _, err = p.communicate(timeout=60)
             assert p.returncode == 0, err
