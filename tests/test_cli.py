@@ -180,6 +180,27 @@ def test_unwritable_state_dir_is_one_line(cli_env, tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and "not-a-dir" in out.stderr
 
 
+def test_report_breakdown_shows_fast_mode_as_its_own_priced_line(cli_env, claude_home):
+    f = claude_home.session_file()
+    opus = {"model": "claude-opus-4-6", "input": 1000, "output": 2000, "cache_read": 10_000, "cache_5m": 0}
+    claude_home.append(
+        f,
+        assistant_line("msg_F", "req_F", speed="fast", **opus),  # $0.06 x 6 = $0.36
+        assistant_line("msg_S", "req_S", **opus),  # $0.06
+    )
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    out = cli(cli_env, "report", "daily", "--timezone", "UTC", "--breakdown")
+    assert out.returncode == 0, out.stderr
+    rows = [ln for ln in out.stdout.splitlines() if "└ claude-opus-4-6" in ln]
+    assert len(rows) == 2, out.stdout
+    fast = next(r for r in rows if "claude-opus-4-6 (fast)" in r)
+    standard = next(r for r in rows if "(fast)" not in r)
+    assert "$0.36" in fast and "$0.06" in standard, out.stdout
+    data = json.loads(cli(cli_env, "report", "models", "--json").stdout)
+    costs = {m["model"]: m["totalCost"] for m in data["models"]}
+    assert costs == {"claude-opus-4-6 (fast)": "0.36", "claude-opus-4-6": "0.06"}
+
+
 def test_report_default_zone_is_the_tz_variables_zone_with_its_dst_rules(cli_env, claude_home):
     main = claude_home.session_file()
     for i, ts in enumerate(("2026-03-28T22:30:00.000Z", "2026-03-29T22:30:00.000Z", "2026-10-25T22:30:00.000Z")):
