@@ -23,6 +23,7 @@ from bridge import config
 from bridge.errors import ConfigError
 from bridge.web import WebServer
 from tests._otlp_sink import Daemon, free_port, tokenbridge, wait_for
+from tests._provider_server import openai_apis, running_server
 from tests.conftest import assistant_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,14 @@ SECRET = "sk-admin-tb-w3b-s3cr3t"
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    # The OpenAI key is set (the web view must never serve it): its sources poll a loopback OpenAI.
+    with running_server() as openai:
+        openai_apis(openai)
+        yield _history(tmp_path_factory, openai.url)
+
+
+def _history(tmp_path_factory: pytest.TempPathFactory, openai_url: str) -> dict[str, str]:
     base = tmp_path_factory.mktemp("web")
     subprocess.run(
         [sys.executable, "scripts/gen_history.py", "--out", str(base / "claude"), "--size", "1MB", "--seed", "7",
@@ -45,6 +53,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "TOKENBRIDGE_STATE_DIR": str(base / "state"),
             "TOKENBRIDGE_CONFIG": str(base / "none.toml"),
             "OPENAI_ADMIN_KEY": SECRET,
+            "TOKENBRIDGE_OPENAI_BASE_URL": openai_url,
             "TZ": "UTC",
         }
     )
