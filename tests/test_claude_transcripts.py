@@ -6,6 +6,7 @@ import logging
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -257,3 +258,148 @@ def test_claude_config_dir_without_projects_is_a_clear_error(tmp_path):
     with pytest.raises(SourceError, match="CLAUDE_CONFIG_DIR"):
         src.files()
     assert "CLAUDE_CONFIG_DIR" in src.status().notes[0]
+
+
+# -- partial passes and bad filesystem entries (issue 6) ---------------------------------------
+
+
+def _scan_pass(home: ClaudeHome, ledger: Ledger, pricer: FlatPricer):  # type: ignore[no-untyped-def]
+    """One full pass through the application core, which marks "scanned" only after a complete one."""
+    from bridge.app import scan_one
+
+    return scan_one(ledger, ClaudeTranscripts(roots=[home.root]), pricer)
+
+
+def test_symlink_loop_is_skipped_reported_and_the_rest_is_counted(claude_home, ledger, pricer):
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    loop = claude_home.root / "projects" / "-home-dev-app" / "loop.jsonl"
+    loop.symlink_to(loop)
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert stats.failure is None and not stats.complete
+    assert any(str(loop) in e for e in stats.errors)
+    assert ledger.state("claude_transcripts", "scanned") is None
+    assert any(str(loop) in n for n in ClaudeTranscripts(roots=[claude_home.root]).status().notes)
+
+
+def test_projects_dir_that_is_a_symlink_loop_is_reported_not_ignored(claude_home, ledger, pricer, tmp_path):
+    looped = ClaudeHome(tmp_path / "second")
+    looped.root.mkdir()
+    (looped.root / "projects").symlink_to(looped.root / "projects")
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    src = ClaudeTranscripts(roots=[claude_home.root, looped.root])
+    stats = src.scan(ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert not stats.complete and any(str(looped.root / "projects") in e for e in stats.errors)
+    assert any(str(looped.root / "projects") in n for n in src.status().notes)
+
+
+def _deny(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
+    """What the kernel answers a non-root user for a mode-000 directory (tests may run as root,
+    who can read anything): listing it fails with EACCES."""
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path) == str(denied):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_unreadable_directory_is_reported_and_the_pass_is_not_complete(claude_home, ledger, pricer, monkeypatch):
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    other = claude_home.session_file(project="-home-dev-secret")
+    claude_home.append(other, assistant_line("msg_B", "req_B"))
+    _deny(monkeypatch, other.parent)
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert not stats.complete and any(str(other.parent) in e and "Permission denied" in e for e in stats.errors)
+    assert ledger.state("claude_transcripts", "scanned") is None
+    assert any(str(other.parent) in n for n in ClaudeTranscripts(roots=[claude_home.root]).status().notes)
+    monkeypatch.undo()  # readable again: the next pass reads it and is complete
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 2 and stats.complete and not stats.errors
+    assert ledger.state("claude_transcripts", "scanned") == "1"
+
+
+def test_file_that_cannot_be_stat_ed_does_not_abort_the_scan(claude_home, ledger, pricer, monkeypatch):
+    """A directory with read but no search permission lists its names, but stat() of each
+    fails with EACCES: that file is reported, every other file still counts."""
+    good = claude_home.session_file()
+    claude_home.append(good, assistant_line("msg_A", "req_A"))
+    bad = claude_home.session_file(project="-home-dev-other")
+    claude_home.append(bad, assistant_line("msg_B", "req_B"))
+    real = Path.stat
+
+    def stat(self: Path, **kw: Any) -> os.stat_result:
+        if self == bad:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, **kw)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert stats.failure is None and not stats.complete and any(str(bad) in e for e in stats.errors)
+
+
+def test_mode_000_directory_is_reported_not_skipped_silently(claude_home, ledger, pricer):
+    """The real thing (not emulated). Root ignores permissions unless run without the DAC
+    capabilities, e.g. ``setpriv --inh-caps=-all --bounding-set=-all python3 -m pytest``."""
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    other = claude_home.session_file(project="-home-dev-secret")
+    claude_home.append(other, assistant_line("msg_B", "req_B"))
+    other.parent.chmod(0)
+    if os.access(other.parent, os.R_OK):
+        other.parent.chmod(0o755)
+        pytest.skip("this process reads mode-000 directories (root with CAP_DAC_OVERRIDE)")
+    try:
+        stats = _scan_pass(claude_home, ledger, pricer)
+    finally:
+        other.parent.chmod(0o755)
+    assert totals(ledger)["requests"] == 1
+    assert not stats.complete and any(str(other.parent) in e for e in stats.errors)
+
+
+def test_fifo_named_jsonl_is_skipped_not_opened(claude_home, ledger, pricer):
+    """Opening a FIFO blocks until a writer comes: the scan would hang forever."""
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    fifo = claude_home.root / "projects" / "-home-dev-app" / "pipe.jsonl"
+    os.mkfifo(fifo)
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert any(str(fifo) in e for e in stats.errors)
+
+
+def test_file_vanishing_during_the_pass_leaves_it_incomplete(claude_home, ledger, pricer, monkeypatch):
+    import bridge.sources.claude_transcripts as ct
+
+    keep, gone = claude_home.session_file(), claude_home.session_file(project="-home-dev-gone")
+    claude_home.append(keep, assistant_line("msg_A", "req_A"))
+    claude_home.append(gone, assistant_line("msg_B", "req_B"))
+    real = ct.plan_read
+
+    def plan_read(source: str, path: Path, cursor: Any) -> Any:
+        if path == gone:
+            path.unlink()  # e.g. the 30-day cleanup runs while we scan
+        return real(source, path, cursor)
+
+    monkeypatch.setattr(ct, "plan_read", plan_read)
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert not stats.complete and ledger.state("claude_transcripts", "scanned") is None
+
+
+def _dead_worker(items: list[object]) -> list[object]:
+    os._exit(1)  # e.g. the OOM killer
+
+
+def test_pass_whose_parse_worker_died_is_not_complete(claude_home, ledger, pricer, monkeypatch):
+    import bridge.sources.claude_transcripts as ct
+
+    monkeypatch.setenv("TOKENBRIDGE_PARALLEL_MIN_BYTES", "0")
+    monkeypatch.setattr(ct, "_read_files", _dead_worker)
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1, "the files are read in this process instead"
+    assert not stats.complete and ledger.state("claude_transcripts", "scanned") is None

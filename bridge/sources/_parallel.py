@@ -54,10 +54,14 @@ def _tasks(plans: Iterable[ReadPlan]) -> Iterator[list[ReadPlan]]:
 
 
 def read_in_worker(
-    plans: Iterable[ReadPlan], work: Worker, context: Callable[[ReadPlan], Any]
+    plans: Iterable[ReadPlan],
+    work: Worker,
+    context: Callable[[ReadPlan], Any],
+    on_worker_death: Callable[[], None] | None = None,
 ) -> Iterator[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]]:
     """Yield each plan with its parsed chunks, the OSError reading it raised, or None when the
-    worker is gone and the caller must read the plan itself; in order."""
+    worker is gone and the caller must read the plan itself; in order. ``on_worker_death`` is
+    called once if the worker dies."""
     log.debug("parsing files in a worker process")
     # spawn, not fork: the daemon has threads (exporter, file watcher) and forking them is unsafe.
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -86,6 +90,8 @@ def read_in_worker(
                 # The worker died (e.g. killed for memory). Nothing of these plans was
                 # committed: the caller reads them and every later plan in its own process.
                 log.warning("parse worker died; reading the remaining files in this process")
+                if on_worker_death is not None:
+                    on_worker_death()
                 for rest in [task, *(t for t, _ in queue), *tasks]:
                     for plan in rest:
                         yield plan, None

@@ -198,12 +198,19 @@ def apply_read(
     return scan
 
 
-def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects") -> list[Path]:
+def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects", errors: list[str] | None = None) -> list[Path]:
     """Every ``*.jsonl`` below ``root/pattern_dir`` for each root, recursively.
 
     Roots that are the same directory (a symlink, or listed twice) are walked once; the walk
-    does not follow links, so no file is listed twice within a root.
+    does not follow links, so no file is listed twice within a root. A directory that cannot be
+    listed (no permission, a symlink loop) is skipped and named in ``errors``, never silently;
+    one that vanished during the walk held nothing left to read.
     """
+
+    def unlistable(exc: OSError) -> None:
+        if errors is not None and not isinstance(exc, FileNotFoundError):
+            errors.append(f"{exc.filename}: {exc.strerror or exc}")
+
     seen_roots: set[str] = set()
     out: list[Path] = []
     for root in roots:
@@ -212,7 +219,7 @@ def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects") -> list[Pat
         if real in seen_roots:
             continue
         seen_roots.add(real)
-        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        for dirpath, dirnames, filenames in os.walk(base, onerror=unlistable, followlinks=False):
             dirnames.sort()
             out.extend(Path(dirpath) / name for name in sorted(filenames) if name.endswith(".jsonl"))
     return out

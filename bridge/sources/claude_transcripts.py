@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -307,50 +308,81 @@ class ClaudeTranscripts(BaseSource):
         self.explicit = explicit
         self.roots = roots
 
-    def existing_roots(self) -> list[Path]:
-        found = [r for r in self.roots if (r / "projects").is_dir()]
+    def existing_roots(self, problems: list[str] | None = None) -> list[Path]:
+        """Roots with a ``projects/`` directory. A ``projects/`` that exists but cannot be
+        looked at (no permission, a symlink loop) is named in ``problems``, not ignored."""
+        found = []
+        for r in self.roots:
+            try:
+                st = (r / "projects").stat()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                if problems is not None:
+                    problems.append(f"{r / 'projects'}: {exc.strerror or exc}")
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                found.append(r)
         if self.explicit and not found:
             names = ", ".join(str(r) for r in self.roots)
             raise SourceError(NAME, f"CLAUDE_CONFIG_DIR has no directory with a projects/ folder: {names}")
         return found
 
+    def walk(self) -> tuple[list[Path], list[str]]:
+        """Every transcript file, and the entries that could not be looked at (path: reason)."""
+        problems: list[str] = []
+        roots = self.existing_roots(problems)
+        return iter_jsonl(roots, errors=problems), problems
+
     def files(self) -> list[Path]:
-        return iter_jsonl(self.existing_roots())
+        return self.walk()[0]
 
     def watches(self) -> list[Watch]:
         return [Watch(r / "projects", True, (".jsonl",)) for r in self.existing_roots()]
 
     def status(self) -> SourceStatus:
         try:
+            files, notes = self.walk()
             roots = self.existing_roots()
-            notes: list[str] = []
         except SourceError as exc:
-            roots, notes = [], [str(exc)]
+            roots, files, notes = [], [], [str(exc)]
+        notes.extend(st for st in map(_stat, files) if isinstance(st, str))
         return SourceStatus(
             name=NAME,
             detected=bool(roots),
             enabled=True,
             roots=[str(r) for r in (roots or self.roots)],
-            files=len(iter_jsonl(roots)) if roots else 0,
+            files=len(files),
             notes=notes,
         )
 
     def _todo(
-        self, ledger: Ledger, since: datetime | None, paths: Collection[Path] | None = None
+        self,
+        ledger: Ledger,
+        since: datetime | None,
+        paths: Collection[Path] | None = None,
+        stats: ScanStats | None = None,
     ) -> tuple[list[tuple[Path, Any, Any]], int]:
+        """Files with something new, and how many bytes; entries that cannot be looked at go to
+        ``stats`` (each named, the pass then incomplete) and the rest goes on."""
+        problems: list[str] = []
         if paths is not None:
             # File events named the changed files: no tree walk (the incremental fast path).
             cursors = {str(p): ledger.cursor(NAME, str(p)) for p in paths}
             candidates = sorted(p for p in paths if p.suffix == ".jsonl" and "projects" in p.parts)
         else:
             cursors = {c.path: c for c in ledger.cursors(NAME)}
-            candidates = self.files()
+            candidates, problems = self.walk()
         todo, pending = [], 0
         cutoff = since.timestamp() if since is not None else None
         for path in candidates:
-            try:
-                st = path.stat()
-            except FileNotFoundError:
+            st = _stat(path)
+            if st is None:
+                if stats is not None and paths is None:
+                    stats.complete = False  # listed a moment ago: it vanished during the pass
+                continue
+            if isinstance(st, str):
+                problems.append(st)
                 continue
             # --days skips whole files not touched since the cutoff; their cursors stay put, so
             # a later full pass still reads them (filtering records instead would lose them).
@@ -361,6 +393,9 @@ class ClaudeTranscripts(BaseSource):
                 todo.append((path, cur, st))
                 same = cur is not None and cur.inode == st.st_ino and st.st_size >= cur.offset
                 pending += st.st_size - (cur.offset if same and cur else 0)
+        if stats is not None:
+            for problem in problems:
+                _problem(stats, problem)
         return todo, pending
 
     def pending_bytes(self, ledger: Ledger, since: datetime | None = None) -> int:
@@ -375,15 +410,20 @@ class ClaudeTranscripts(BaseSource):
         paths: Collection[Path] | None = None,
     ) -> ScanStats:
         stats = ScanStats(NAME)
-        todo, pending = self._todo(ledger, since, paths)
+        todo, pending = self._todo(ledger, since, paths, stats)
         stats.files_seen = len(todo)
         plans = _plans(todo, stats)  # lazy: planning overlaps the parse worker's start-up
         batch = Batch(ledger, pricer)
         if _worth_a_worker(pending):
             from bridge.sources._parallel import read_in_worker  # multiprocessing: only when used
 
+            def worker_died() -> None:
+                # Its files are read here instead, but a pass that lost its worker is not
+                # trusted as the first complete one: the next pass decides.
+                stats.complete = False
+
             results: Iterable[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]] = read_in_worker(
-                plans, _read_files, lambda p: _context(Path(p.path))
+                plans, _read_files, lambda p: _context(Path(p.path)), worker_died
             )
         else:
             results = ((p, None) for p in plans)
@@ -417,11 +457,32 @@ def _plans(todo: list[tuple[Path, Any, Any]], stats: ScanStats) -> Iterator[Read
             continue
         if plan is not None:
             yield plan
+        elif not path.exists():
+            stats.complete = False  # vanished between the walk and its reading
+
+
+def _stat(path: Path) -> os.stat_result | str | None:
+    """A listed file's stat; None when it is gone; why it cannot be read (naming it) otherwise."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # EACCES (a directory without search permission), ELOOP
+        return f"{path}: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path}: not a regular file"  # opening a FIFO would block the scan
+    return st
+
+
+def _problem(stats: ScanStats, message: str) -> None:
+    """One entry skipped: named in the stats (and the source's health), the pass incomplete."""
+    stats.errors.append(message)
+    stats.complete = False
+    log.warning("cannot read %s", message)
 
 
 def _read_error(stats: ScanStats, path: Path, exc: OSError) -> None:
-    stats.errors.append(f"{path}: {exc.strerror or exc}")
-    log.warning("cannot read %s: %s", path, exc.strerror or exc)
+    _problem(stats, f"{path}: {exc.strerror or exc}")
 
 
 def _read_here(plan: ReadPlan) -> list[ChunkOutcome] | OSError:
