@@ -403,3 +403,50 @@ def test_pass_whose_parse_worker_died_is_not_complete(claude_home, ledger, price
     stats = _scan_pass(claude_home, ledger, pricer)
     assert totals(ledger)["requests"] == 1, "the files are read in this process instead"
     assert not stats.complete and ledger.state("claude_transcripts", "scanned") is None
+
+
+# -- poison lines (issue 6) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("poison", "reason"),
+    [
+        ({"ts": "0001-01-01T00:00:00.000Z"}, "timestamp"),
+        ({"ts": "9999-12-31T23:59:59.999Z"}, "timestamp"),
+        ({"ts": "1999-12-31T23:59:59.999Z"}, "timestamp"),
+        ({"ts": "2100-01-01T00:00:00.000Z"}, "timestamp"),
+        ({"cost_usd": -5.0}, "costUSD"),
+        ({"cost_usd": 1e300}, "costUSD"),
+        ({"cost_usd": 10_000.01}, "costUSD"),
+    ],
+)
+def test_poison_line_is_dropped_counted_and_noted_while_the_rest_counts(cli_env, claude_home, poison, reason):
+    from zoneinfo import ZoneInfo
+
+    from bridge import app, config
+    from bridge.report import build
+
+    f = claude_home.session_file()
+    claude_home.append(
+        f,
+        assistant_line("msg_A", "req_A"),
+        assistant_line("msg_bad", "req_bad", **poison),
+        assistant_line("msg_B", "req_B", output=5, cost_usd=0.25),
+    )
+    settings = config.load(env=cli_env)
+    [stats, *_] = app.sync(settings, only=["claude_transcripts"], export=False).stats
+    assert stats.malformed == 1 and stats.complete and not stats.errors
+    with Ledger.open(settings.state_dir) as ledger:
+        assert totals(ledger) == {"input": 8, "output": 192, "cacheRead": 96000, "cacheCreation": 2400, "requests": 2}
+        assert not ledger.tokens_for(["cc:msg_bad:req_bad"])
+        assert ledger.state("claude_transcripts", "scanned") == "1", "a dropped line is not a failed pass"
+        # A report over everything (any zone) still works: nothing out of range was stored.
+        build(ledger, "daily", ZoneInfo("Pacific/Kiritimati"))
+        build(ledger, "daily", ZoneInfo("Pacific/Pago_Pago"))
+    [row] = [r for r in app.source_rows(settings) if r["name"] == "claude_transcripts"]
+    assert row["skippedLines"] == 1
+    assert any(str(f) in n and reason in n for n in row["errors"]), row["errors"]
+    # Later passes neither re-read nor re-report the line; new lines still count.
+    claude_home.append(f, assistant_line("msg_C", "req_C", output=1))
+    [again] = app.sync(settings, only=["claude_transcripts"], export=False).stats
+    assert again.malformed == 0 and again.new_requests == 1

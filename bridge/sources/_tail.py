@@ -24,6 +24,9 @@ from bridge.record import UsageRecord
 log = logging.getLogger("tokenbridge.sources")
 
 _HEAD_BYTES = 256
+# source_state key (per source) of the last skipped line's "<path> byte <n>: <why>"; shown in
+# `tokenbridge sources` next to the skipped-line count.
+SKIPPED_NOTE = "last_skipped"
 CHUNK_BYTES = 8 * 1024 * 1024
 
 
@@ -34,6 +37,7 @@ class ChunkResult:
     records: list[UsageRecord]
     malformed: int = 0
     first_malformed_at: int | None = None  # byte offset inside the chunk
+    malformed_reason: str | None = None  # why the first malformed line was skipped
 
 
 ChunkParser = Callable[[bytes], ChunkResult]
@@ -81,6 +85,7 @@ class FileScan:
     new_requests: int = 0
     malformed: int = 0
     restarted: bool = False
+    malformed_note: str | None = None  # "<path> byte <n>: <why>" of the first line skipped
 
 
 def _head(fh: BinaryIO, size: int) -> bytes:
@@ -184,9 +189,11 @@ def apply_read(
     for out in outcomes:
         result = out.result
         if result.malformed:
-            if malformed == 0:
+            if scan.malformed_note is None:
                 at = offset + (result.first_malformed_at or 0)
-                log.warning("%s: malformed line(s) skipped, first at byte %d", plan.path, at)
+                scan.malformed_note = f"{plan.path} byte {at}: {result.malformed_reason or 'malformed'}"
+                if malformed == 0:  # once per file, not once per pass
+                    log.warning("malformed line(s) skipped, first: %s", scan.malformed_note)
             malformed += result.malformed
             scan.malformed += result.malformed
         offset += out.consumed

@@ -34,8 +34,8 @@ import re
 import stat
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,7 @@ from bridge.sources._base import (
 )
 from bridge.sources._registry import SourceSpec
 from bridge.sources._tail import (
+    SKIPPED_NOTE,
     Batch,
     ChunkOutcome,
     ChunkResult,
@@ -72,6 +73,10 @@ if TYPE_CHECKING:
     from bridge.sources._parallel import EncodedChunk
 
 NAME = "claude_transcripts"
+# Lines outside these bounds are corrupt (no Claude Code before 2000 or after 2100).
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+_MAX_REQUEST_USD = 10_000
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
@@ -198,6 +203,10 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
     ts = datetime.fromisoformat(ts_raw)
     if ts.tzinfo is None:
         raise ValueError(f"timestamp without timezone: {ts_raw!r}")
+    if not _EARLIEST <= ts < _LATEST:
+        # A year-1 or year-9999 time would break every later report and export (date overflow
+        # in local time, OTLP start times): the line is dropped and counted, never stored.
+        raise ValueError(f"timestamp {ts_raw!r} is outside 2000-01-01..2100-01-01")
     msg_id = message.get("id")
     req_id = obj.get("requestId")
     if type(msg_id) is str and msg_id:
@@ -209,11 +218,12 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
     cost: Decimal | None = None
     origin = CostOrigin.UNKNOWN
     raw_cost = obj.get("costUSD")
-    if raw_cost is not None and type(raw_cost) in (int, float) and raw_cost >= 0:
-        try:
-            cost, origin = Decimal(str(raw_cost)), CostOrigin.REPORTED
-        except InvalidOperation:
-            cost = None
+    if raw_cost is not None:
+        # One request never costs more than this; a negative, NaN or huge amount is corruption
+        # that would swamp (or overflow) every total it is added to.
+        if type(raw_cost) not in (int, float) or not 0 <= raw_cost <= _MAX_REQUEST_USD:
+            raise ValueError(f"costUSD {raw_cost!r} is not an amount between 0 and {_MAX_REQUEST_USD} USD")
+        cost, origin = Decimal(str(raw_cost)), CostOrigin.REPORTED
     session = obj.get("sessionId")
     cwd = obj.get("cwd")
     return UsageRecord(
@@ -261,7 +271,7 @@ def _chunk_parser(ctx: _FileContext) -> Any:
             except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
                 log.debug("malformed transcript line at chunk byte %d: %s", start, exc)
                 if line.rstrip().endswith(b"}"):  # cut lines are counted by _count_cut_lines
-                    _note_malformed(out, start)
+                    _note_malformed(out, start, str(exc))
                 continue
             if rec is not None:
                 out.records.append(rec)
@@ -271,9 +281,9 @@ def _chunk_parser(ctx: _FileContext) -> Any:
     return parse
 
 
-def _note_malformed(out: ChunkResult, at: int) -> None:
+def _note_malformed(out: ChunkResult, at: int, reason: str) -> None:
     if out.first_malformed_at is None or at < out.first_malformed_at:
-        out.first_malformed_at = at
+        out.first_malformed_at, out.malformed_reason = at, reason[:200]
     out.malformed += 1
 
 
@@ -291,7 +301,7 @@ def _count_cut_lines(buf: bytes, out: ChunkResult) -> None:
         while last >= prev and buf[last] in b" \t\r":
             last -= 1
         if last >= prev and buf[last] != _CLOSE:
-            _note_malformed(out, prev)
+            _note_malformed(out, prev, "line cut short (not a whole JSON object)")
         prev, end = end + 1, find(b"\n", end + 1)
 
 
@@ -427,6 +437,7 @@ class ClaudeTranscripts(BaseSource):
             )
         else:
             results = ((p, None) for p in plans)
+        skipped: str | None = None
         for plan, got in results:
             outcome = _read_here(plan) if got is None else got
             if isinstance(outcome, OSError):
@@ -437,8 +448,11 @@ class ClaudeTranscripts(BaseSource):
             stats.bytes_read += fs.bytes_read
             stats.records += fs.records
             stats.malformed += fs.malformed
+            skipped = fs.malformed_note or skipped
         batch.flush()
         stats.new_requests = batch.new_requests
+        if skipped is not None:
+            ledger.set_state(NAME, SKIPPED_NOTE, skipped)  # shown by `tokenbridge sources`
         return stats
 
 
@@ -502,6 +516,7 @@ def _read_file(path: str, start: int, ctx: _FileContext) -> list[EncodedChunk]:
             o.consumed,
             o.result.malformed,
             o.result.first_malformed_at,
+            o.result.malformed_reason,
             [record_to_tuple(r) for r in collapse(o.result.records).values()],
         )
         for o in read_chunks(path, start, parse)
