@@ -24,8 +24,9 @@ from bridge.sources._tail import ChunkOutcome, ChunkResult, ReadPlan
 _AHEAD_BYTES = 256 * 1024 * 1024  # file bytes submitted ahead; results held are ~1% of that
 
 # What a worker returns per chunk: consumed bytes, malformed count, first malformed offset and
-# why, records as tuples (tuples pickle several times faster than dataclasses).
-EncodedChunk = tuple[int, int, int | None, str | None, list[tuple[Any, ...]]]
+# why, the mark at the chunk's end, records as tuples (tuples pickle several times faster than
+# dataclasses).
+EncodedChunk = tuple[int, int, int | None, str | None, bytes | None, list[tuple[Any, ...]]]
 # A worker reads a task of several files: (path, start, context) each; it returns, per file,
 # its encoded chunks or the OSError that reading it raised.
 Worker = Callable[[list[tuple[str, int, Any]]], list[list[EncodedChunk] | OSError]]
@@ -34,8 +35,8 @@ _TASK_BYTES = 16 * 1024 * 1024  # files per task: few round trips, the worker ne
 
 def _decode(chunks: list[EncodedChunk]) -> list[ChunkOutcome]:
     return [
-        ChunkOutcome(ChunkResult([record_from_tuple(t) for t in recs], malformed, first, reason), consumed)
-        for consumed, malformed, first, reason, recs in chunks
+        ChunkOutcome(ChunkResult([record_from_tuple(t) for t in recs], malformed, first, reason), consumed, mark)
+        for consumed, malformed, first, reason, mark, recs in chunks
     ]
 
 

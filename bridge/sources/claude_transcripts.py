@@ -517,6 +517,7 @@ def _read_file(path: str, start: int, ctx: _FileContext) -> list[EncodedChunk]:
             o.result.malformed,
             o.result.first_malformed_at,
             o.result.malformed_reason,
+            o.mark,
             [record_to_tuple(r) for r in collapse(o.result.records).values()],
         )
         for o in read_chunks(path, start, parse)
