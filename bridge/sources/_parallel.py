@@ -10,7 +10,13 @@ saves.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -31,6 +37,34 @@ EncodedChunk = tuple[int, int, int | None, str | None, bytes | None, list[tuple[
 # its encoded chunks or the OSError that reading it raised.
 Worker = Callable[[list[tuple[str, int, Any]]], list[list[EncodedChunk] | OSError]]
 _TASK_BYTES = 16 * 1024 * 1024  # files per task: few round trips, the worker never starves
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_WATCH_SECONDS = 1.0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker start-up: end this worker when the process that started it dies, even by SIGKILL.
+
+    A killed ``sync`` or ``run`` would otherwise leave the worker blocked for ever (writing
+    results into a pipe nobody reads) and, through the descriptor it holds, multiprocessing's
+    resource tracker too. Linux delivers SIGKILL on the parent's death (prctl); a watchdog
+    thread covers other systems and the moment before the prctl took effect.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no usable libc: the watchdog alone
+            pass
+    if os.getppid() != parent:  # the parent died before the prctl
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(_WATCH_SECONDS)
+        if os.getppid() != parent:  # re-parented: the parent is gone
+            os._exit(1)
 
 
 def _decode(chunks: list[EncodedChunk]) -> list[ChunkOutcome]:
@@ -65,7 +99,12 @@ def read_in_worker(
     called once if the worker dies."""
     log.debug("parsing files in a worker process")
     # spawn, not fork: the daemon has threads (exporter, file watcher) and forking them is unsafe.
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         queue: deque[tuple[list[ReadPlan], Future[list[list[EncodedChunk] | OSError]]]] = deque()
         tasks = _tasks(plans)
         in_flight = 0
