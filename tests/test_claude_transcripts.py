@@ -450,3 +450,46 @@ def test_poison_line_is_dropped_counted_and_noted_while_the_rest_counts(cli_env,
     claude_home.append(f, assistant_line("msg_C", "req_C", output=1))
     [again] = app.sync(settings, only=["claude_transcripts"], export=False).stats
     assert again.malformed == 0 and again.new_requests == 1
+
+
+# -- sidechain replays, missing models, agent_progress mirrors, project (issue 6) -----------
+
+
+@pytest.mark.parametrize("order", ["parent_first", "replay_first", "same_batch", "replays_before_and_after"])
+def test_sidechain_replay_keeps_the_parents_values(claude_home, ledger, pricer, order):
+    """A replay is another API call re-sending the parent's conversation: its usage is not the
+    parent's, so the parent row keeps the parent's own values, not a field-wise max."""
+    parent, replay = claude_home.session_file(), claude_home.session_file(sub="a1b2c3")
+    p = assistant_line("msg_P", "req_parent", input=4, output=187, cache_read=48000)
+    r1 = assistant_line("msg_P", "req_replay1", sidechain=True, input=900, output=999, cache_read=70000, cost_usd=9.0)
+    r2 = assistant_line("msg_P", "req_replay2", sidechain=True, input=901, output=1999, cache_5m=5000)
+    if order == "parent_first":
+        claude_home.append(parent, p)
+        scan(claude_home, ledger, pricer)
+        claude_home.append(replay, r1)
+    elif order == "replay_first":
+        claude_home.append(replay, r1)
+        scan(claude_home, ledger, pricer)
+        claude_home.append(parent, p)
+    elif order == "same_batch":
+        claude_home.append(parent, r1, p)
+    else:
+        claude_home.append(replay, r1)
+        scan(claude_home, ledger, pricer)
+        claude_home.append(parent, p)
+        scan(claude_home, ledger, pricer)
+        claude_home.append(replay, r2)
+    scan(claude_home, ledger, pricer)
+    assert totals(ledger) == {"input": 4, "output": 187, "cacheRead": 48000, "cacheCreation": 1200, "requests": 1}
+    [t] = ledger.totals()
+    assert t.cost == Decimal("0.049391"), "priced from the parent's tokens, not the replay's costUSD"
+
+
+def test_streamed_parent_lines_still_merge_to_the_final_count_beside_a_replay(claude_home, ledger, pricer):
+    parent, replay = claude_home.session_file(), claude_home.session_file(sub="a1b2c3")
+    claude_home.append(parent, assistant_line("msg_P", "req_parent", output=3, stop_reason=None))
+    claude_home.append(replay, assistant_line("msg_P", "req_replay", sidechain=True, output=500))
+    scan(claude_home, ledger, pricer)
+    claude_home.append(parent, assistant_line("msg_P", "req_parent", output=187))
+    scan(claude_home, ledger, pricer)
+    assert totals(ledger)["output"] == 187 and totals(ledger)["requests"] == 1
