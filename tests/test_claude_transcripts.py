@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from decimal import Decimal
@@ -493,3 +494,31 @@ def test_streamed_parent_lines_still_merge_to_the_final_count_beside_a_replay(cl
     claude_home.append(parent, assistant_line("msg_P", "req_parent", output=187))
     scan(claude_home, ledger, pricer)
     assert totals(ledger)["output"] == 187 and totals(ledger)["requests"] == 1
+
+
+def _without_model(msg_id: str, req_id: str, model: Any) -> str:
+    obj = json.loads(assistant_line(msg_id, req_id))
+    if model is _ABSENT:
+        del obj["message"]["model"]
+    else:
+        obj["message"]["model"] = model
+    return json.dumps(obj, separators=(",", ":"))
+
+
+_ABSENT = object()
+
+
+@pytest.mark.parametrize("model", [_ABSENT, None, ""], ids=["absent", "null", "empty"])
+def test_line_without_a_model_keeps_its_tokens_under_model_unknown(cli_env, claude_home, model):
+    """Real price table: "unknown" has no price, so the cost is unknown (never $0)."""
+    from bridge import app, config
+
+    claude_home.append(claude_home.session_file(), _without_model("msg_N", "req_N", model))
+    settings = config.load(env=cli_env)
+    [stats, *_] = app.sync(settings, only=["claude_transcripts"], export=False).stats
+    assert stats.malformed == 0
+    with Ledger.open(settings.state_dir) as ledger:
+        [t] = ledger.totals()
+        assert t.model == "unknown" and t.tokens["output"] == 187 and t.tokens["cacheRead"] == 48000
+        assert t.unpriced == 1 and t.cost == 0
+        assert ledger.source_summary("claude_transcripts")["unknown_models"] == ["unknown"]

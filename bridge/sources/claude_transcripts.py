@@ -77,6 +77,7 @@ NAME = "claude_transcripts"
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 _MAX_REQUEST_USD = 10_000
+UNKNOWN_MODEL = "unknown"  # for lines without message.model
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
@@ -193,7 +194,8 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
     if model == "<synthetic>":
         return None
     if type(model) is not str or not model:
-        raise ValueError("assistant line with usage has no message.model")
+        # The tokens were still used: count them under a model with no price (cost unknown).
+        model = UNKNOWN_MODEL
     tokens = _tokens(usage)
     if tokens.input == tokens.output == tokens.cache_read == tokens.cache_creation == 0:
         return None
