@@ -96,6 +96,47 @@ def user_tool_result(text: str, ts: str = "2026-03-02T10:15:05.000Z", session: s
     )
 
 
+def agent_progress_line(subagent_line: str, session: str = SESSION, agent_id: str = "a1b2c3") -> str:
+    """A ``progress`` line of the parent session mirroring one line of a running subagent.
+
+    Not in local-formats.md; this is Claude Code's own shape as observed in public transcripts
+    and parsers: ``data.type == "agent_progress"``, the subagent's line under ``data.message``
+    (``type``, ``message`` with ``id``/``model``/``usage``, ``requestId``, ``uuid``,
+    ``timestamp``); the outer line carries the parent's ``sessionId`` and ``cwd``.
+    """
+    inner = json.loads(subagent_line)
+    return json.dumps(
+        {
+            "parentUuid": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+            "isSidechain": False,
+            "userType": "external",
+            "cwd": "/home/dev/app",
+            "sessionId": session,
+            "version": "2.1.40",
+            "gitBranch": "main",
+            "type": "progress",
+            "data": {
+                "type": "agent_progress",
+                "agentId": agent_id,
+                "prompt": "Find the failing test",
+                "message": {
+                    "type": "assistant",
+                    "message": inner["message"],
+                    "requestId": inner.get("requestId"),
+                    "uuid": inner["uuid"],
+                    "timestamp": inner["timestamp"],
+                },
+                "normalizedMessages": [],
+            },
+            "toolUseID": f"agent_msg_{agent_id}",
+            "parentToolUseID": "toolu_01Example",
+            "uuid": "8b9c0d1e-2f3a-4b4c-9d5e-6f7a8b9c0d1e",
+            "timestamp": "2026-03-02T10:15:06.000Z",
+        },
+        separators=(",", ":"),
+    )
+
+
 def synthetic_line(session: str = SESSION) -> str:
     """local-formats.md §1.3 Example C."""
     return json.dumps(

@@ -14,7 +14,14 @@ import pytest
 from bridge.errors import SourceError
 from bridge.ledger import Ledger
 from bridge.sources.claude_transcripts import ClaudeTranscripts, default_roots
-from tests.conftest import ClaudeHome, FlatPricer, assistant_line, synthetic_line, user_tool_result
+from tests.conftest import (
+    ClaudeHome,
+    FlatPricer,
+    agent_progress_line,
+    assistant_line,
+    synthetic_line,
+    user_tool_result,
+)
 from tests.conftest import ledger_sums as totals
 
 
@@ -522,3 +529,48 @@ def test_line_without_a_model_keeps_its_tokens_under_model_unknown(cli_env, clau
         assert t.model == "unknown" and t.tokens["output"] == 187 and t.tokens["cacheRead"] == 48000
         assert t.unpriced == 1 and t.cost == 0
         assert ledger.source_summary("claude_transcripts")["unknown_models"] == ["unknown"]
+
+
+def test_agent_progress_mirror_counts_when_the_subagent_file_is_gone(claude_home, ledger, pricer):
+    sub = assistant_line("msg_S", "req_S", sidechain=True, output=42, ts="2026-03-02T10:15:05.500Z")
+    claude_home.append(claude_home.session_file(), assistant_line("msg_P", "req_P"), agent_progress_line(sub))
+    stats = ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, pricer)
+    assert stats.malformed == 0
+    assert totals(ledger) == {"input": 8, "output": 229, "cacheRead": 96000, "cacheCreation": 2400, "requests": 2}
+    [(side, ts_ms)] = ledger._db.execute("SELECT sidechain, ts_ms FROM usage WHERE dedup_key='cc:msg_S:req_S'")
+    assert side == 1, "a subagent's request"
+    assert ts_ms == 1772446505500, "the mirrored line's own time"
+
+
+@pytest.mark.parametrize("order", ["mirror_first", "subagent_first", "same_pass"])
+def test_agent_progress_mirror_and_the_subagent_line_count_once(claude_home, ledger, pricer, order):
+    partial = assistant_line("msg_S", "req_S", sidechain=True, output=5, stop_reason=None)
+    final = assistant_line("msg_S", "req_S", sidechain=True, output=42)
+    parent, subagent = claude_home.session_file(), claude_home.session_file(sub="a1b2c3")
+    if order == "mirror_first":
+        claude_home.append(parent, agent_progress_line(partial), agent_progress_line(final))
+        scan(claude_home, ledger, pricer)
+        claude_home.append(subagent, partial, final)
+    elif order == "subagent_first":
+        claude_home.append(subagent, partial, final)
+        scan(claude_home, ledger, pricer)
+        claude_home.append(parent, agent_progress_line(partial))
+    else:
+        claude_home.append(subagent, partial, final)
+        claude_home.append(parent, agent_progress_line(final))
+    scan(claude_home, ledger, pricer)
+    assert totals(ledger) == {"input": 4, "output": 42, "cacheRead": 48000, "cacheCreation": 1200, "requests": 1}
+
+
+def test_progress_lines_without_a_mirrored_api_call_are_ignored(claude_home, ledger, pricer):
+    user = json.loads(agent_progress_line(assistant_line("msg_S", "req_S", sidechain=True)))
+    user["data"]["message"] = {"type": "user", "message": {"role": "user", "content": "output_tokens"}}
+    other = json.loads(agent_progress_line(assistant_line("msg_T", "req_T", sidechain=True)))
+    other["data"]["type"] = "bash_progress"
+    # Without message.id a mirror cannot be matched with the subagent's own line (keyed by its
+    # bytes): counting it would count that call twice whenever the subagent file exists.
+    no_id = json.loads(agent_progress_line(assistant_line("msg_U", "req_U", sidechain=True)))
+    del no_id["data"]["message"]["message"]["id"]
+    claude_home.append(claude_home.session_file(), json.dumps(user), json.dumps(other), json.dumps(no_id))
+    stats = ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, pricer)
+    assert stats.malformed == 0 and totals(ledger)["requests"] == 0

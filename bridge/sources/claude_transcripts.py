@@ -182,9 +182,16 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
 
     Raises ``ValueError`` for a line that claims usage but is not well-formed.
     """
-    if type(obj) is not dict or obj.get("type") != "assistant":
+    if type(obj) is not dict:
         return None
-    message = obj.get("message")
+    entry, sidechain = obj, obj.get("isSidechain") is True
+    kind = obj.get("type")
+    if kind != "assistant":
+        mirrored = _mirrored_call(obj) if kind == "progress" else None
+        if mirrored is None:
+            return None
+        entry, sidechain = mirrored, True  # a subagent's API call
+    message = entry.get("message")
     if type(message) is not dict:
         return None
     usage = message.get("usage")
@@ -199,7 +206,9 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
     tokens = _tokens(usage)
     if tokens.input == tokens.output == tokens.cache_read == tokens.cache_creation == 0:
         return None
-    ts_raw = obj.get("timestamp")
+    ts_raw = entry.get("timestamp")
+    if type(ts_raw) is not str and entry is not obj:
+        ts_raw = obj.get("timestamp")
     if type(ts_raw) is not str:
         raise ValueError("assistant line with usage has no timestamp")
     ts = datetime.fromisoformat(ts_raw)
@@ -210,16 +219,18 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
         # in local time, OTLP start times): the line is dropped and counted, never stored.
         raise ValueError(f"timestamp {ts_raw!r} is outside 2000-01-01..2100-01-01")
     msg_id = message.get("id")
-    req_id = obj.get("requestId")
+    req_id = entry.get("requestId")
     if type(msg_id) is str and msg_id:
         key = f"cc:{msg_id}:{req_id if type(req_id) is str else ''}"
         group: str | None = msg_id
+    elif entry is not obj:
+        return None  # a mirror without message.id cannot be matched with the subagent's own line
     else:
         key = "cc-line:" + hashlib.sha1(line, usedforsecurity=False).hexdigest()
         group = None
     cost: Decimal | None = None
     origin = CostOrigin.UNKNOWN
-    raw_cost = obj.get("costUSD")
+    raw_cost = entry.get("costUSD")
     if raw_cost is not None:
         # One request never costs more than this; a negative, NaN or huge amount is corruption
         # that would swamp (or overflow) every total it is added to.
@@ -240,8 +251,26 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
         session if type(session) is str and session else ctx.session_id,
         cwd if type(cwd) is str and cwd else ctx.project,
         group,
-        obj.get("isSidechain") is True,
+        sidechain,
     )
+
+
+def _mirrored_call(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The subagent line an ``agent_progress`` line of the parent session mirrors, or None.
+
+    local-formats.md does not describe these lines; this is Claude Code's own shape as observed:
+    ``{"type": "progress", "data": {"type": "agent_progress", "agentId": …, "message": {"type":
+    "assistant", "message": {"id", "model", "usage", …}, "requestId", "uuid", "timestamp"}}}``.
+    The mirrored call has the subagent line's key (message.id + requestId): it counts once
+    with that line, and alone when the subagent's file is gone.
+    """
+    data = obj.get("data")
+    if type(data) is not dict or data.get("type") != "agent_progress":
+        return None
+    inner = data.get("message")
+    if type(inner) is not dict or inner.get("type") != "assistant":
+        return None
+    return inner
 
 
 # Every usage object has "output_tokens"; a 15-byte needle is found several times faster than
