@@ -36,6 +36,7 @@ def assistant_line(
     cost_usd: float | None = None,
     version: str = "2.1.40",
     uuid: str = "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+    cwd: str = "/home/dev/app",
 ) -> str:
     """An assistant line in Claude Code's own field order (local-formats.md §1.3, Example A)."""
     usage: dict[str, Any] = {
@@ -51,7 +52,7 @@ def assistant_line(
         "parentUuid": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
         "isSidechain": sidechain,
         "userType": "external",
-        "cwd": "/home/dev/app",
+        "cwd": cwd,
         "sessionId": session,
         "version": version,
         "gitBranch": "main",
@@ -74,14 +75,16 @@ def assistant_line(
     return json.dumps(line, separators=(",", ":"))
 
 
-def user_tool_result(text: str, ts: str = "2026-03-02T10:15:05.000Z", session: str = SESSION) -> str:
+def user_tool_result(
+    text: str, ts: str = "2026-03-02T10:15:05.000Z", session: str = SESSION, cwd: str = "/home/dev/app"
+) -> str:
     """A user line carrying a tool result: most real transcript bytes look like this."""
     return json.dumps(
         {
             "parentUuid": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
             "isSidechain": False,
             "userType": "external",
-            "cwd": "/home/dev/app",
+            "cwd": cwd,
             "sessionId": session,
             "version": "2.1.40",
             "type": "user",

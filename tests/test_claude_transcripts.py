@@ -574,3 +574,40 @@ def test_progress_lines_without_a_mirrored_api_call_are_ignored(claude_home, led
     claude_home.append(claude_home.session_file(), json.dumps(user), json.dumps(other), json.dumps(no_id))
     stats = ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, pricer)
     assert stats.malformed == 0 and totals(ledger)["requests"] == 0
+
+
+def _projects(ledger: Ledger) -> dict[str, str]:
+    return {str(k): str(p) for k, p in ledger._db.execute("SELECT dedup_key, project FROM usage")}
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_project_is_the_sessions_starting_cwd_even_after_cd(claude_home, ledger, pricer, monkeypatch, parallel):
+    if parallel:
+        monkeypatch.setenv("TOKENBRIDGE_PARALLEL_MIN_BYTES", "0")
+    main = claude_home.session_file(project="-home-dev-app")
+    claude_home.append(
+        main,
+        '{"type":"summary","summary":"Fix the failing test","leafUuid":"2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e"}',
+        user_tool_result("ok", cwd="/home/dev/app"),
+        assistant_line("msg_A", "req_A", cwd="/home/dev/app"),
+        assistant_line("msg_B", "req_B", cwd="/home/dev/app/packages/web"),  # the user cd'd
+    )
+    sub = claude_home.session_file(project="-home-dev-app", sub="a1b2c3")
+    claude_home.append(sub, assistant_line("msg_S", "req_S", sidechain=True, cwd="/home/dev/app/packages/web"))
+    scan(claude_home, ledger, pricer)
+    claude_home.append(main, assistant_line("msg_C", "req_C", cwd="/tmp/elsewhere"))  # read from the cursor on
+    scan(claude_home, ledger, pricer)
+    assert _projects(ledger) == dict.fromkeys(
+        ["cc:msg_A:req_A", "cc:msg_B:req_B", "cc:msg_S:req_S", "cc:msg_C:req_C"], "/home/dev/app"
+    )
+
+
+def test_project_of_a_subagent_whose_session_file_is_gone_is_its_own_first_cwd(claude_home, ledger, pricer):
+    sub = claude_home.session_file(project="-home-dev-app", sub="a1b2c3")
+    claude_home.append(
+        sub,
+        assistant_line("msg_S", "req_S", sidechain=True, cwd="/home/dev/app/lib"),
+        assistant_line("msg_T", "req_T", sidechain=True, cwd="/home/dev/app/lib/x"),
+    )
+    scan(claude_home, ledger, pricer)
+    assert set(_projects(ledger).values()) == {"/home/dev/app/lib"}

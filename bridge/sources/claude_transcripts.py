@@ -33,7 +33,6 @@ import os
 import re
 import stat
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -54,6 +53,7 @@ from bridge.sources._base import (
     infer_provider,
     log,
 )
+from bridge.sources._claude_session import FileContext, file_context, with_start_cwd
 from bridge.sources._registry import SourceSpec
 from bridge.sources._tail import (
     SKIPPED_NOTE,
@@ -90,30 +90,6 @@ def default_roots(env: dict[str, str] | None = None) -> tuple[list[Path], bool]:
         return roots, True
     xdg = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return [Path(xdg) / "claude", Path(os.path.expanduser("~")) / ".claude"], False
-
-
-@dataclass(frozen=True, slots=True)
-class _FileContext:
-    session_id: str | None
-    project: str | None
-
-
-def _context(path: Path) -> _FileContext:
-    """Session and project from the path: ``projects/<slug>/<session>.jsonl`` or
-    ``projects/<slug>/<session>/subagents/agent-*.jsonl``."""
-    parts = path.parts
-    try:
-        i = len(parts) - 1 - parts[::-1].index("projects")
-    except ValueError:
-        return _FileContext(None, None)
-    rel = parts[i + 1 :]
-    project = rel[0] if len(rel) > 1 else None
-    session = None
-    if len(rel) == 2:
-        session = Path(rel[1]).stem
-    elif len(rel) > 2:
-        session = rel[1]
-    return _FileContext(session, project)
 
 
 def _int(usage: dict[str, Any], key: str) -> int:
@@ -177,7 +153,7 @@ def _tokens(usage: dict[str, Any]) -> Tokens:
     return Tokens(inp, out, read, write, one_hour)
 
 
-def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
+def parse_line(obj: Any, ctx: FileContext, line: bytes) -> UsageRecord | None:
     """One transcript line → a record, or None when the line carries no countable usage.
 
     Raises ``ValueError`` for a line that claims usage but is not well-formed.
@@ -249,7 +225,7 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
         cost,
         origin,
         session if type(session) is str and session else ctx.session_id,
-        cwd if type(cwd) is str and cwd else ctx.project,
+        ctx.start_cwd or (cwd if type(cwd) is str and cwd else ctx.slug),
         group,
         sidechain,
     )
@@ -279,7 +255,7 @@ _NEEDLE = b'"output_tokens"'
 _CLOSE = ord("}")
 
 
-def _chunk_parser(ctx: _FileContext) -> Any:
+def _chunk_parser(ctx: FileContext) -> Any:
     def parse(buf: bytes) -> ChunkResult:
         out = ChunkResult(records=[])
         find, rfind = buf.find, buf.rfind
@@ -464,7 +440,7 @@ class ClaudeTranscripts(BaseSource):
                 stats.complete = False
 
             results: Iterable[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]] = read_in_worker(
-                plans, _read_files, lambda p: _context(Path(p.path)), worker_died
+                plans, _read_files, lambda p: file_context(Path(p.path)), worker_died
             )
         else:
             results = ((p, None) for p in plans)
@@ -532,14 +508,15 @@ def _read_error(stats: ScanStats, path: Path, exc: OSError) -> None:
 
 def _read_here(plan: ReadPlan) -> list[ChunkOutcome] | OSError:
     try:
-        return list(read_chunks(plan.path, plan.start, _chunk_parser(_context(Path(plan.path)))))
+        ctx = with_start_cwd(file_context(Path(plan.path)), plan.path)
+        return list(read_chunks(plan.path, plan.start, _chunk_parser(ctx)))
     except OSError as exc:
         return exc
 
 
-def _read_file(path: str, start: int, ctx: _FileContext) -> list[EncodedChunk]:
+def _read_file(path: str, start: int, ctx: FileContext) -> list[EncodedChunk]:
     """Read and parse one file; records as tuples (the worker's wire format)."""
-    parse = _chunk_parser(ctx)
+    parse = _chunk_parser(with_start_cwd(ctx, path))
     # Streamed duplicates are merged here, per chunk (a chunk's records travel with its cursor),
     # so the ledger's process decodes and merges about half as many records.
     return [
@@ -555,7 +532,7 @@ def _read_file(path: str, start: int, ctx: _FileContext) -> list[EncodedChunk]:
     ]
 
 
-def _read_files(items: list[tuple[str, int, _FileContext]]) -> list[list[EncodedChunk] | OSError]:
+def _read_files(items: list[tuple[str, int, FileContext]]) -> list[list[EncodedChunk] | OSError]:
     """Worker-process side of a parallel scan: one task of several files."""
     out: list[list[EncodedChunk] | OSError] = []
     for path, start, ctx in items:
