@@ -611,3 +611,13 @@ def test_project_of_a_subagent_whose_session_file_is_gone_is_its_own_first_cwd(c
     )
     scan(claude_home, ledger, pricer)
     assert set(_projects(ledger).values()) == {"/home/dev/app/lib"}
+
+
+def test_claude_config_dir_whose_projects_cannot_be_looked_at_names_why(tmp_path):
+    root = tmp_path / "claude"
+    root.mkdir()
+    (root / "projects").symlink_to(root / "projects")
+    src = ClaudeTranscripts(env={"CLAUDE_CONFIG_DIR": str(root)})
+    with pytest.raises(SourceError, match="Too many levels of symbolic links"):
+        src.files()
+    assert str(root / "projects") in src.status().notes[0]

@@ -95,21 +95,23 @@ class ClaudeTranscripts(BaseSource):
     def existing_roots(self, problems: list[str] | None = None) -> list[Path]:
         """Roots with a ``projects/`` directory. A ``projects/`` that exists but cannot be
         looked at (no permission, a symlink loop) is named in ``problems``, not ignored."""
-        found = []
+        found, broken = [], []
         for r in self.roots:
             try:
                 st = (r / "projects").stat()
             except (FileNotFoundError, NotADirectoryError):
                 continue
             except OSError as exc:
-                if problems is not None:
-                    problems.append(f"{r / 'projects'}: {exc.strerror or exc}")
+                broken.append(f"{r / 'projects'}: {exc.strerror or exc}")
                 continue
             if stat.S_ISDIR(st.st_mode):
                 found.append(r)
+        if problems is not None:
+            problems.extend(broken)
         if self.explicit and not found:
             names = ", ".join(str(r) for r in self.roots)
-            raise SourceError(NAME, f"CLAUDE_CONFIG_DIR has no directory with a projects/ folder: {names}")
+            why = f" ({'; '.join(broken)})" if broken else ""
+            raise SourceError(NAME, f"CLAUDE_CONFIG_DIR has no directory with a projects/ folder: {names}{why}")
         return found
 
     def walk(self) -> tuple[list[Path], list[str]]:
