@@ -478,12 +478,15 @@ class Ledger:
         since_ms: int | None = None,
         until_ms: int | None = None,
         sources: Sequence[str] | None = None,
+        extra: Sequence[str] = (),
     ) -> list[tuple[Any, ...]]:
         """Sums grouped by ``group`` ("quarter" = 15-minute bucket, or "session") and model.
 
         Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
-        cost_pusd, unpriced, requests). Every real time zone offset is a multiple of 15 minutes, so
-        quarter-hour buckets convert exactly to local days, weeks and months.
+        cost_pusd, unpriced, requests), then one value per column named in ``extra`` ("source",
+        "project", "session_id"; missing ones as ""), which also group. Every real time zone offset
+        is a multiple of 15 minutes, so quarter-hour buckets convert exactly to local days, weeks
+        and months.
         """
         where, params = _where(since_ms, until_ms, sources)
         if group == "quarter":
@@ -492,7 +495,10 @@ class Ledger:
             head = "COALESCE(session_id, ''), model, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
         else:
             raise ValueError(group)
-        q = f"SELECT {head}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3"
+        more = [_GROUP_COLUMNS[name] for name in extra]
+        tail = "".join(f", {col}" for col in more)
+        by = ", ".join(str(i) for i in [1, 2, 3, *range(12, 12 + len(more))])  # after 4 head + 7 sums
+        q = f"SELECT {head}, {_SUMS}{tail} FROM usage WHERE {where} GROUP BY {by}"
         return list(self._db.execute(q, params))
 
     def tokens_for(self, keys: list[str]) -> dict[str, Tokens]:
@@ -569,8 +575,9 @@ class Ledger:
         r = self._db.execute("SELECT value FROM source_state WHERE source=? AND key=?", (source, key)).fetchone()
         return None if r is None else str(r[0])
 
-    def set_state(self, source: str, key: str, value: str) -> None:
-        with self._transaction() as db:
+    def set_state(self, source: str, key: str, value: str, bump: bool = True) -> None:
+        """``bump=False`` for bookkeeping that changes nothing exported (no export refresh)."""
+        with self._transaction(bump=bump) as db:
             db.execute("INSERT OR REPLACE INTO source_state VALUES (?,?,?)", (source, key, value))
 
     def record_series(self, values: dict[str, tuple[int, str]]) -> None:
@@ -687,6 +694,7 @@ def _where(since_ms: int | None, until_ms: int | None, sources: Sequence[str] | 
     return " AND ".join(where), params
 
 
+_GROUP_COLUMNS = {"source": "source", "project": "COALESCE(project, '')", "session_id": "COALESCE(session_id, '')"}
 _SUMS = (
     "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
     "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), SUM(requests)"
