@@ -228,7 +228,7 @@ class ClaudeTranscripts(BaseSource):
         batch.flush()
         stats.new_requests = batch.new_requests
         if skipped is not None:
-            ledger.set_state(NAME, SKIPPED_NOTE, skipped)  # shown by `tokenbridge sources`
+            ledger.set_state(NAME, SKIPPED_NOTE, skipped, bump=False)  # shown by `tokenbridge sources`
         return stats
 
 
