@@ -369,6 +369,25 @@ def test_mode_000_directory_is_reported_not_skipped_silently(claude_home, ledger
     assert not stats.complete and any(str(other.parent) in e for e in stats.errors)
 
 
+def test_mode_000_file_is_reported_and_the_rest_counts(claude_home, ledger, pricer):
+    """Real permissions, like the directory test above (skipped where they do not apply)."""
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    locked = claude_home.session_file(project="-home-dev-locked")
+    claude_home.append(locked, assistant_line("msg_B", "req_B"))
+    locked.chmod(0)
+    if os.access(locked, os.R_OK):
+        locked.chmod(0o644)
+        pytest.skip("this process reads mode-000 files (root with CAP_DAC_OVERRIDE)")
+    try:
+        stats = _scan_pass(claude_home, ledger, pricer)
+    finally:
+        locked.chmod(0o644)
+    assert totals(ledger)["requests"] == 1
+    assert not stats.complete and any(str(locked) in e and "Permission denied" in e for e in stats.errors)
+    stats = _scan_pass(claude_home, ledger, pricer)  # readable again: read, and the pass complete
+    assert totals(ledger)["requests"] == 2 and stats.complete
+
+
 def test_fifo_named_jsonl_is_skipped_not_opened(claude_home, ledger, pricer):
     """Opening a FIFO blocks until a writer comes: the scan would hang forever."""
     claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
