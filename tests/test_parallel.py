@@ -60,11 +60,14 @@ def _history(home: ClaudeHome, files: int = 8) -> None:
         home.append(home.session_file(session), *lines)
 
 
-def test_sigkilled_sync_leaves_no_parse_worker_or_resource_tracker(cli_env, claude_home):
+@pytest.mark.parametrize(
+    "command", [["sync", "--no-export"], ["run", "--no-otlp", "--no-progress"]], ids=["sync", "run"]
+)
+def test_sigkilled_process_leaves_no_parse_worker_or_resource_tracker(cli_env, claude_home, command):
     _history(claude_home)
     env = {**cli_env, "TOKENBRIDGE_PARALLEL_MIN_BYTES": "1"}  # always parse in the worker
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "sync", "--no-export"],
+        [sys.executable, "-m", "bridge.cli", *command],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
