@@ -127,12 +127,13 @@ class ClaudeTranscripts(BaseSource):
         return [Watch(r / "projects", True, (".jsonl",)) for r in self.existing_roots()]
 
     def status(self) -> SourceStatus:
+        notes: list[str] = []
         try:
-            files, notes = self.walk()
-            roots = self.existing_roots()
+            roots = self.existing_roots(notes)
         except SourceError as exc:
-            roots, files, notes = [], [], [str(exc)]
-        notes.extend(st for st in map(_stat, files) if isinstance(st, str))
+            roots, notes = [], [str(exc)]
+        files = iter_jsonl(roots, errors=notes) if roots else []
+        notes.extend(st for st in map(_stat, files) if isinstance(st, str))  # named, not skipped silently
         return SourceStatus(
             name=NAME,
             detected=bool(roots),
