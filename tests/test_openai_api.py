@@ -108,7 +108,8 @@ def test_first_poll_drains_every_page_with_identical_parameters(tmp_path, server
     for c in calls[1:]:
         assert {k: v for k, v in c.query.items() if k != "page"} == first  # else the server answers 400
         assert c.query["page"][0].startswith("page_")
-    expected = len(range(0, 30 * 24, 7)) - sum(1 for i in range(0, 30 * 24, 7) if H0 - i * HOUR < NOW - 30 * DAY - HOUR)
+    start = int(first["start_time"][0])  # the 30-day backfill from the time of the poll, hour-aligned
+    expected = sum(1 for i in range(0, 30 * 24, 7) if H0 - i * HOUR >= start)
     assert sums["gpt-5"]["requests"] == expected
     assert first["group_by"] == ["model"] and first["bucket_width"] == ["1h"]
     assert int(first["start_time"][0]) % HOUR == 0  # aligned: no truncated first bucket
@@ -266,7 +267,9 @@ def test_a_chain_that_fails_midway_stores_nothing_of_it_and_the_next_poll_is_exa
         assert "gpt-5" not in usage_sums(ledger, USAGE)  # nothing of the broken chain
         assert ledger.state(USAGE, "synced:completions") is None  # the cursor did not move
         assert app.scan_one(ledger, OpenAIUsage(s), pricer).failure is None
-        want = sum(1 for i in range(0, 30 * 24, 5) if H0 - i * HOUR >= (NOW - 30 * DAY) // HOUR * HOUR)
+        # The window starts where the source asked it to (the 30-day backfill from the time of the poll).
+        start = int(server.calls("/v1/organization/usage/completions")[-1].query["start_time"][0])
+        want = sum(1 for i in range(0, 30 * 24, 5) if H0 - i * HOUR >= start)
         assert usage_sums(ledger, USAGE)["gpt-5"]["requests"] == want
 
 
