@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, config
+from bridge import __version__, backfill, config
 from bridge.app import resolve_selection
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
 
     src = sub.add_parser("sources", help="each source: detected, roots, files, last event, problems")
     src.add_argument("--json", action="store_true")
+
+    bf = sub.add_parser("backfill", help="write the ledger's history into Prometheus at its true timestamps")
+    bf.add_argument("--days", type=float, default=30, help="how far back (default 30; capped by Prometheus' limits)")
+    bf.add_argument("--source", action="append", metavar="NAME", help="only these sources or groups (repeatable)")
+    bf.add_argument("--prometheus-url", help="Prometheus (env TOKENBRIDGE_PROMETHEUS_URL, default localhost:9090)")
+    bf.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -239,7 +245,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"sync": cmd_sync, "run": cmd_run, "report": cmd_report, "sources": cmd_sources}
+_COMMANDS = {"sync": cmd_sync, "run": cmd_run, "report": cmd_report, "sources": cmd_sources, "backfill": backfill.cmd}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

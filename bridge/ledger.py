@@ -495,6 +495,18 @@ class Ledger:
         q = f"SELECT {head}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3"
         return list(self._db.execute(q, params))
 
+    def history(self, bucket_ms: int, sources: Sequence[str] | None = None) -> list[tuple[int, SeriesTotal]]:
+        """Sums per time bucket (``ts_ms // bucket_ms``) and (source, provider, model, session),
+        oldest bucket first: the same groups as ``totals()``, so they add up to it exactly."""
+        where, params = _where(None, None, sources)
+        q = (
+            "SELECT source, provider, model, COALESCE(session_id, ''), SUM(input), SUM(output), SUM(cache_read), "
+            "SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
+            f"SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), ts_ms / ? FROM usage WHERE {where} "
+            "GROUP BY 12, 1, 2, 3, 4 ORDER BY 12, 1, 2, 3, 4"
+        )
+        return [(int(r[11]), _series_total(r)) for r in self._db.execute(q, [bucket_ms, *params])]
+
     def tokens_for(self, keys: list[str]) -> dict[str, Tokens]:
         """Stored tokens of the given dedup keys (missing keys are absent)."""
         return {k: row.tokens for k, row in self._load(self._db, "dedup_key", keys).items()}
@@ -577,6 +589,11 @@ class Ledger:
         """Persist each exported series' stable start time and last exported value."""
         with self._transaction() as db:
             db.executemany("INSERT OR REPLACE INTO series VALUES (?,?,?)", [(k, s, v) for k, (s, v) in values.items()])
+
+    def forget_series(self, keys: Sequence[str]) -> None:
+        """Drop series' start and last value (a backfill that could not deliver them undoes its claim)."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM series WHERE series_key=?", [(k,) for k in keys])
 
     def all_series(self) -> dict[str, tuple[int, str]]:
         return {str(r[0]): (int(r[1]), str(r[2])) for r in self._db.execute("SELECT * FROM series")}

@@ -1,0 +1,517 @@
+"""``tokenbridge backfill``: the ledger's history into Prometheus at its true timestamps.
+
+Every series the live export sends (bridge/series.py: same metric names, same labels) gets one
+sample per hour from its first usage (an explicit 0 at the hour it starts) or from the start of the
+window, and a last sample at the time of the backfill holding the ledger's total: exactly the
+value the live export continues from. The sample at hour ``H`` holds ``series.values()`` of the
+ledger's rows with ``ts_ms < H``, so the increase between two hour boundaries is the ledger's sum
+over that interval, to the token and the cent.
+
+Delivery: Prometheus' remote-write receiver (``/api/v1/write``, remote write 1.0), which takes
+samples older than its head within ``out_of_order_time_window``. Why not the OTLP receiver or
+promtool: docs/backfill.md.
+
+**The seam** (why history and live data are one counter): Prometheus writes a zero sample at a
+counter's start (created) timestamp when that is newer than the series' last sample. The backfill
+stores each series' start in the ledger (``series`` table) as the time of its first backfilled
+sample, *before* sending, under the export lock; the live export reuses that start, which is
+older than the backfilled samples, so no zero (no fake reset) is ever written at the seam.
+
+**Idempotent**: a series Prometheus already holds (any sample in its retention) is never written
+again, so a second run, a restart, or a run beside the daemon adds nothing. Each request carries
+whole series, and Prometheus commits a request at once, so an interrupted run leaves every series
+either complete or absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+from bridge import __version__
+from bridge.errors import ConfigError, TokenbridgeError
+from bridge.ledger import Ledger, SeriesTotal
+from bridge.series import COST_METRIC, TOKEN_METRIC, UNPRICED_METRIC, Attrs, export_lock, series_key, values
+
+log = logging.getLogger("tokenbridge.backfill")
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+DEFAULT_DAYS = 30
+DEFAULT_URL = "http://localhost:9090"
+# Prometheus' default retention when none is configured (``--storage.tsdb.retention.time``).
+_DEFAULT_RETENTION_MS = 15 * DAY_MS
+# A stored start newer than this could still get Prometheus' zero sample on the next scrape (it
+# writes one only within about an hour of its newest sample): such a series is left for later.
+_ZERO_SAMPLE_REACH_MS = 2 * HOUR_MS
+_SERIES_PER_REQUEST = 50
+
+# Collector-style names (UnderscoreEscapingWithSuffixes) of the bridge's instruments.
+PROM_NAMES = {
+    TOKEN_METRIC: "claude_code_token_usage_tokens_total",
+    COST_METRIC: "claude_code_cost_usage_USD_total",
+    UNPRICED_METRIC: "tokenbridge_unpriced_requests_total",
+}
+
+
+class BackfillError(TokenbridgeError):
+    """Prometheus could not be read or written (names the URL, never credentials)."""
+
+
+@dataclass(slots=True)
+class Series:
+    """One series' history: its labels and (ts_ms, value) samples, oldest first."""
+
+    metric: str
+    attrs: Attrs
+    samples: list[tuple[int, Decimal]] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return series_key(self.metric, self.attrs)
+
+
+@dataclass(slots=True)
+class Summary:
+    series: int = 0
+    samples: int = 0
+    first_ms: int | None = None
+    last_ms: int | None = None
+    present: int = 0  # already in Prometheus: not written
+    deferred: int = 0  # exported live moments ago: left for a later run (see _ZERO_SAMPLE_REACH_MS)
+    days: float = 0.0
+    limited_by: str | None = None
+
+    def line(self) -> str:
+        span = ""
+        if self.first_ms is not None and self.last_ms is not None:
+            span = f" from {_iso(self.first_ms)} to {_iso(self.last_ms)}"
+        text = f"backfilled {self.series} series, {self.samples} samples, {self.days:.1f} day(s){span}"
+        if self.present:
+            text += f"; {self.present} series already in Prometheus (left as they are)"
+        if self.deferred:
+            text += f"; {self.deferred} series first exported under 2 hours ago (left for a later run)"
+        if self.limited_by:
+            text += f"; window limited by {self.limited_by}"
+        return text
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(ms / 1000))
+
+
+# ------------------------------------------------------------------ history from the ledger
+
+
+def _add(a: SeriesTotal, b: SeriesTotal) -> SeriesTotal:
+    tokens = {k: a.tokens[k] + b.tokens[k] for k in a.tokens}
+    return replace(a, tokens=tokens, cost=a.cost + b.cost, requests=a.requests + b.requests,
+                   unpriced=a.unpriced + b.unpriced)  # fmt: skip
+
+
+def history(
+    rows: Iterable[tuple[int, SeriesTotal]],
+    include_session_id: bool,
+    since_ms: int,
+    now_ms: int,
+) -> list[Series]:
+    """Hourly cumulative samples per series from ``Ledger.history(HOUR_MS)`` rows.
+
+    The value at hour boundary ``H`` is ``series.values()`` of every row with ``ts_ms < H`` (the
+    live export's function applied to the ledger as of ``H``); the last sample, at ``now_ms``, is
+    ``values()`` of every row: the ledger's totals. ``since_ms`` must be hour-aligned.
+    """
+    by_bucket: dict[int, list[SeriesTotal]] = {}
+    for bucket, total in rows:
+        by_bucket.setdefault(bucket, []).append(total)
+    groups: dict[tuple[str, str, str, str], SeriesTotal] = {}
+
+    def apply(bucket_rows: list[SeriesTotal]) -> None:
+        for t in bucket_rows:
+            k = (t.source, t.provider, t.model, t.session_id)
+            groups[k] = t if k not in groups else _add(groups[k], t)
+
+    def current() -> dict[str, tuple[str, Attrs, Decimal]]:
+        return {series_key(m, a): (m, a, v) for m, a, v in values(groups.values(), include_session_id)}
+
+    first_boundary = since_ms // HOUR_MS
+    last_boundary = now_ms // HOUR_MS
+    for bucket in sorted(b for b in by_bucket if b < first_boundary):
+        apply(by_bucket.pop(bucket))  # before the window: only their sum shows, in the first sample
+    out: dict[str, Series] = {}
+    state = current()
+
+    def emit(ts_ms: int, snapshot: dict[str, tuple[str, Attrs, Decimal]]) -> None:
+        for key, (m, a, v) in snapshot.items():
+            s = out.get(key)
+            if s is None:
+                s = out[key] = Series(m, a)
+                prev = ts_ms - HOUR_MS
+                if ts_ms > since_ms and prev >= since_ms:
+                    s.samples.append((prev, Decimal(0)))  # the hour it starts: an explicit zero
+            s.samples.append((ts_ms, v))
+
+    for boundary in range(first_boundary, last_boundary + 1):
+        if boundary > first_boundary and (boundary - 1) in by_bucket:
+            apply(by_bucket.pop(boundary - 1))
+            state = current()
+        emit(boundary * HOUR_MS, state)
+    for bucket in sorted(by_bucket):  # the current hour and any future-stamped rows
+        apply(by_bucket[bucket])
+    if now_ms > last_boundary * HOUR_MS or by_bucket:
+        final = current()
+        if now_ms == last_boundary * HOUR_MS:  # keep one sample per timestamp: the total wins
+            for s in out.values():
+                if s.samples and s.samples[-1][0] == now_ms:
+                    s.samples.pop()
+        emit(now_ms, final)
+    return [s for s in out.values() if s.samples]
+
+
+# ------------------------------------------------------------------ remote write 1.0 encoding
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field(num: int, payload: bytes) -> bytes:
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _sample(value: float, ts_ms: int) -> bytes:
+    import struct
+
+    body = b"\x09" + struct.pack("<d", value) + b"\x10" + _varint(ts_ms & 0xFFFFFFFFFFFFFFFF)
+    return _field(2, body)
+
+
+def write_request(series: Sequence[tuple[dict[str, str], list[tuple[int, Decimal]]]]) -> bytes:
+    """A ``prometheus.WriteRequest`` (remote write 1.0) protobuf: labels sorted by name."""
+    out = bytearray()
+    for labels, samples in series:
+        ts = bytearray()
+        for name in sorted(labels):
+            ts += _field(1, _field(1, name.encode()) + _field(2, labels[name].encode()))
+        for ts_ms, value in samples:
+            ts += _sample(float(value), ts_ms)
+        out += _field(1, bytes(ts))
+    return bytes(out)
+
+
+def snappy_block(data: bytes) -> bytes:
+    """Snappy block format made of literals only: valid input for any snappy decoder, without a
+    compression dependency (a backfill request is a few hundred kB at most)."""
+    out = bytearray(_varint(len(data)))
+    for i in range(0, len(data), 65536):
+        chunk = data[i : i + 65536]
+        out += bytes([61 << 2]) + (len(chunk) - 1).to_bytes(2, "little") + chunk
+    return bytes(out)
+
+
+# ------------------------------------------------------------------ Prometheus
+
+
+_DURATION = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": HOUR_MS, "d": DAY_MS, "w": 7 * DAY_MS, "y": 365 * DAY_MS}
+
+
+def parse_duration_ms(text: str) -> int:
+    """A Prometheus duration (``90d``, ``1h30m``, ``2w``) in milliseconds."""
+    text = text.strip()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(int(n) * _UNIT_MS[u] for n, u in parts)
+
+
+class Prometheus:
+    """The few calls the backfill makes: limits, which series exist, remote write."""
+
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        parts = urllib.parse.urlsplit(self.url)
+        # Shown in messages: never user:password from the URL.
+        self.shown = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("TOKENBRIDGE_PROMETHEUS_URL", f"not an http(s) URL: {self.shown}")
+
+    def _request(self, path: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> bytes:
+        req = urllib.request.Request(self.url + path, data=data, headers=headers or {})  # noqa: S310 - http(s) checked
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as r:  # noqa: S310 - http(s) checked
+                return bytes(r.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode("utf-8", "replace").strip()
+            raise BackfillError(f"Prometheus at {self.shown} answered HTTP {exc.code} to {path}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BackfillError(f"cannot reach Prometheus at {self.shown}: {reason}") from None
+
+    def _api(self, path: str, params: Sequence[tuple[str, str]] | None = None) -> Any:
+        body = urllib.parse.urlencode(params).encode() if params is not None else None
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
+        try:
+            data = json.loads(self._request(path, body, headers))
+        except ValueError:
+            raise BackfillError(f"Prometheus at {self.shown}: {path} did not answer JSON") from None
+        if not isinstance(data, dict) or data.get("status") != "success":
+            raise BackfillError(
+                f"Prometheus at {self.shown}: {path}: {data.get('error') if isinstance(data, dict) else data}"
+            )
+        return data.get("data")
+
+    def limits_ms(self) -> tuple[int, int]:
+        """(retention, out-of-order window) in milliseconds."""
+        flags = self._api("/api/v1/status/flags") or {}
+        retention = parse_duration_ms(str(flags.get("storage.tsdb.retention.time") or "0s"))
+        yaml_text = str((self._api("/api/v1/status/config") or {}).get("yaml", ""))
+        m = re.search(r"out_of_order_time_window:\s*(\S+)", yaml_text)
+        window = parse_duration_ms(m.group(1)) if m else 0
+        return retention or _DEFAULT_RETENTION_MS, window
+
+    def present(
+        self, names: Iterable[str], job: str, instance: str, start_ms: int, end_ms: int
+    ) -> set[frozenset[tuple[str, str]]]:
+        """Label sets (``__name__`` included) of the bridge's series with any sample in the range."""
+        sel = "|".join(names)
+        matcher = f'{{__name__=~"{sel}",job="{_esc(job)}",instance="{_esc(instance)}"}}'
+        params = [("match[]", matcher), ("start", f"{start_ms / 1000:.3f}"), ("end", f"{end_ms / 1000:.3f}")]
+        found = self._api("/api/v1/series", params) or []
+        return {frozenset((str(k), str(v)) for k, v in d.items()) for d in found}
+
+    def write(self, payload: bytes) -> None:
+        headers = {
+            "Content-Type": "application/x-protobuf",
+            "Content-Encoding": "snappy",
+            "X-Prometheus-Remote-Write-Version": "0.1.0",
+        }
+        self._request("/api/v1/write", snappy_block(payload), headers)
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+# ------------------------------------------------------------------ the command
+
+
+def labels_of(metric: str, attrs: Attrs, job: str, instance: str) -> dict[str, str]:
+    """The Prometheus labels of a bridge series as the live path produces them (collector
+    Prometheus exporter, scraped with honor_labels): attribute names with ``.`` become ``_``,
+    ``service.name`` → ``job``, ``service.instance.id`` → ``instance``, plus the scope labels."""
+    labels = {k.replace(".", "_"): v for k, v in attrs}
+    labels.update(
+        {
+            "__name__": PROM_NAMES[metric],
+            "job": job,
+            "instance": instance,
+            "otel_scope_name": "tokenbridge",
+            "otel_scope_version": __version__,
+        }
+    )
+    return labels
+
+
+def identity(env: dict[str, str], ledger: Ledger) -> tuple[str, str]:
+    """(job, instance) of the live series: from the same OTLP resource the exporter uses."""
+    from bridge.export import bridge_resource
+
+    attrs = bridge_resource(env, ledger.instance_id()).attributes
+    name = str(attrs.get("service.name", "tokenbridge"))
+    ns = attrs.get("service.namespace")
+    return (f"{ns}/{name}" if ns else name), str(attrs.get("service.instance.id", ""))
+
+
+Progress = Callable[[int, int], None]
+
+
+def backfill(
+    ledger: Ledger,
+    prom: Prometheus,
+    *,
+    env: dict[str, str],
+    days: float = DEFAULT_DAYS,
+    sources: Sequence[str] | None = None,
+    include_session_id: bool = False,
+    now_ms: int | None = None,
+    progress: Progress | None = None,
+) -> Summary:
+    """Write what Prometheus lacks of the ledger's history (see the module docstring)."""
+    if not days > 0:
+        raise BackfillError(f"--days must be > 0, got {days}")
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    summary = Summary()
+    retention_ms, window_ms = prom.limits_ms()
+    reach = days * DAY_MS
+    # The out-of-order window counts back from Prometheus' newest sample (about now); an hour of
+    # margin keeps the first sample inside it.
+    for limit, what in ((retention_ms, "the retention"), (window_ms, "out_of_order_time_window")):
+        if limit - HOUR_MS < reach:
+            reach, summary.limited_by = max(limit - HOUR_MS, 0), f"{what} ({limit / DAY_MS:g} days)"
+    if reach <= 0:
+        raise BackfillError(
+            f"Prometheus at {prom.shown} takes no samples older than its newest one "
+            "(storage.tsdb.out_of_order_time_window is 0): set it as in the shipped prometheus.yml"
+        )
+    since_ms = -(-(now_ms - int(reach)) // HOUR_MS) * HOUR_MS  # the first whole hour inside the reach
+    summary.days = (now_ms - since_ms) / DAY_MS
+    job, instance = identity(env, ledger)
+    with export_lock(ledger.path):
+        all_series = history(ledger.history(HOUR_MS, sources), include_session_id, since_ms, now_ms)
+        present = prom.present(PROM_NAMES.values(), job, instance, now_ms - retention_ms, now_ms + HOUR_MS)
+        known = ledger.all_series()
+        todo: list[tuple[Series, dict[str, str]]] = []
+        for s in all_series:
+            labels = labels_of(s.metric, s.attrs, job, instance)
+            if frozenset(labels.items()) in present:
+                summary.present += 1
+            elif s.key in known and known[s.key][0] > (now_ms - _ZERO_SAMPLE_REACH_MS) * 1_000_000:
+                summary.deferred += 1
+            else:
+                todo.append((s, labels))
+        done = 0
+        for i in range(0, len(todo), _SERIES_PER_REQUEST):
+            batch = todo[i : i + _SERIES_PER_REQUEST]
+            _deliver(ledger, prom, batch, known)
+            done += len(batch)
+            for s, _ in batch:
+                summary.series += 1
+                summary.samples += len(s.samples)
+                first, last = s.samples[0][0], s.samples[-1][0]
+                summary.first_ms = first if summary.first_ms is None else min(summary.first_ms, first)
+                summary.last_ms = last if summary.last_ms is None else max(summary.last_ms, last)
+            if progress is not None:
+                progress(done, len(todo))
+    return summary
+
+
+def _deliver(
+    ledger: Ledger, prom: Prometheus, batch: list[tuple[Series, dict[str, str]]], known: dict[str, tuple[int, str]]
+) -> None:
+    """Claim the series' starts in the ledger, then send them; undo the claim if the send fails.
+
+    Ledger first: a crash after the send leaves a series in Prometheus whose start the live
+    export already knows (never a fresh start after the history, which would read as a reset).
+    """
+    claims: dict[str, tuple[int, str]] = {}
+    for s, _ in batch:
+        first_ns = s.samples[0][0] * 1_000_000
+        start = min(first_ns, known[s.key][0]) if s.key in known else first_ns
+        last = Decimal(known[s.key][1]) if s.key in known else Decimal(0)
+        claims[s.key] = (start, str(max(last, s.samples[-1][1])))
+    ledger.record_series(claims)
+    try:
+        prom.write(write_request([(labels, s.samples) for s, labels in batch]))
+    except BackfillError:
+        new = [k for k in claims if k not in known]
+        ledger.forget_series(new)
+        ledger.record_series({k: known[k] for k in claims if k in known})
+        raise
+
+
+def on_start(ledger: Ledger, env: dict[str, str], include_session_id: bool) -> Summary | None:
+    """The daemon's backfill before its first export: when ``TOKENBRIDGE_PROMETHEUS_URL`` names
+    the Prometheus it feeds (set by docker-compose.yml and scripts/start.sh) and
+    ``TOKENBRIDGE_BACKFILL`` is not ``0``. Waits up to ``TOKENBRIDGE_BACKFILL_WAIT`` seconds
+    (default 60) for Prometheus; any failure is one warning and the bridge goes on exporting."""
+    url = env.get("TOKENBRIDGE_PROMETHEUS_URL", "").strip()
+    if not url or env.get("TOKENBRIDGE_BACKFILL", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    days = _positive_env(env, "TOKENBRIDGE_BACKFILL_DAYS", DEFAULT_DAYS)
+    wait_s = _positive_env(env, "TOKENBRIDGE_BACKFILL_WAIT", 60.0)
+    prom = Prometheus(url)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            summary = backfill(ledger, prom, env=env, days=days, include_session_id=include_session_id)
+        except BackfillError as exc:
+            if time.monotonic() < deadline and "cannot reach" in str(exc):
+                time.sleep(2.0)
+                continue
+            log.warning("history backfill skipped: %s", exc)
+            return None
+        log.info("%s", summary.line())
+        return summary
+
+
+def _positive_env(env: dict[str, str], key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(key, f"not a number: {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(key, f"must be > 0, got {raw!r}")
+    return value
+
+
+def run_command(
+    ledger: Ledger,
+    url: str,
+    env: dict[str, str],
+    days: float,
+    sources: Sequence[str] | None,
+    include_session_id: bool,
+    show_progress: bool,
+) -> Summary:
+    """``tokenbridge backfill``: one pass with a progress bar on a terminal, and a summary."""
+    prom = Prometheus(url)
+    if not (show_progress and sys.stderr.isatty()):
+        return backfill(ledger, prom, env=env, days=days, sources=sources, include_session_id=include_session_id)
+    from rich.progress import Progress as Bar
+
+    with Bar(transient=True) as bar:
+        task = bar.add_task("backfilling series", total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return backfill(
+            ledger, prom, env=env, days=days, sources=sources, include_session_id=include_session_id, progress=step
+        )
+
+
+def cmd(args: argparse.Namespace) -> int:
+    """``tokenbridge backfill [--days N] [--source NAME] [--prometheus-url URL]``."""
+    from bridge import config
+    from bridge.app import resolve_selection
+
+    settings = config.load(state_dir=args.state_dir, config=args.config)
+    if not args.days > 0:
+        raise ConfigError("--days", f"must be > 0, got {args.days:g}")
+    url = args.prometheus_url or settings.env.get("TOKENBRIDGE_PROMETHEUS_URL", "").strip() or DEFAULT_URL
+    with Ledger.open(settings.state_dir) as ledger:
+        summary = run_command(
+            ledger,
+            url,
+            settings.env,
+            args.days,
+            resolve_selection(args.source),
+            settings.include_session_id,
+            show_progress=not args.no_progress,
+        )
+    print(summary.line(), file=sys.stderr)
+    return 0
