@@ -82,6 +82,7 @@ tb_prometheus_flags() {
   printf '%s\n' \
     "--storage.tsdb.retention.time=${PROMETHEUS_RETENTION:-90d}" \
     "--enable-feature=created-timestamp-zero-ingestion" \
+    "--enable-feature=promql-extended-range-selectors" \
     "--web.enable-otlp-receiver" \
     "--web.enable-remote-write-receiver" \
     "--web.enable-lifecycle"

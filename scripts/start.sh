@@ -144,7 +144,8 @@ if [[ $with_bridge == 1 ]]; then
       resattrs="${resattrs:+$resattrs,}service.instance.id=${TOKENBRIDGE_INSTANCE_ID:-tokenbridge@$(hostname 2>/dev/null || echo local)}"
     fi
     (cd "$TB_ROOT" && OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_GRPC_PORT" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
-      OTEL_RESOURCE_ATTRIBUTES="$resattrs" spawn tokenbridge "${bridge[@]}")
+      OTEL_RESOURCE_ATTRIBUTES="$resattrs" \
+      TOKENBRIDGE_PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT" spawn tokenbridge "${bridge[@]}")
   fi
 fi
 

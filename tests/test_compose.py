@@ -206,5 +206,5 @@ def test_prometheus_config_is_valid_for_promtool():
     assert jobs["otel-collector"]["static_configs"][0]["targets"] == ["otel-collector:8889"]
     assert jobs["otel-collector"]["honor_labels"] is True
     assert p["global"]["scrape_protocols"][0] == "PrometheusProto"
-    assert p["storage"]["tsdb"]["out_of_order_time_window"] == "30d"
+    assert p["storage"]["tsdb"]["out_of_order_time_window"] == "31d"
     assert p["rule_files"] == ["prometheus/rules/*.yml"]
