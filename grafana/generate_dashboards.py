@@ -12,6 +12,10 @@ No double counting: Claude Code usage can reach Prometheus twice, from Claude Co
 or Claude Code's stats cache (source="claude_stats_cache"; the bridge never lets it overlap transcripts). Every
 token and cost panel therefore prefers, per model, the bridge's local Claude Code sources and falls back to native
 telemetry only for models the bridge has no series for; all other sources (provider APIs, other tools) are added.
+
+Exact numbers: every increase() uses an `anchored` range (Prometheus 3, --enable-feature=promql-extended-range-selectors):
+the value at the range's end minus the value at its start, no extrapolation to the window edges (which read 3-6 %
+high and gave fractional counts). Counts are shown without decimals.
 """
 
 from __future__ import annotations
@@ -52,8 +56,10 @@ def dedup(metric: str, by: list[str], rng: str, fn: str = "increase", extra: str
     inner_by = _join([*by, "model", "source"])
     sel = FILTERS + (f",{extra}" if extra else "")
 
+    anchored = " anchored" if fn == "increase" else ""
+
     def part(src_matcher: str) -> str:
-        return f"sum by ({inner_by}) ({fn}({metric}{{{sel},{src_matcher}}}[{rng}]))"
+        return f"sum by ({inner_by}) ({fn}({metric}{{{sel},{src_matcher}}}[{rng}]{anchored}))"
 
     preferred = part('source=~"' + PREFERRED + '"')
     fallback = part('source="' + FALLBACK + '"')
@@ -165,9 +171,16 @@ def stat(
             "orientation": "auto",
         },
     }
+    if decimals is None and unit == "short":
+        decimals = 0  # counts (tokens, sessions, commits) are whole numbers
     if decimals is not None:
         p["fieldConfig"]["defaults"]["decimals"] = decimals
     return p
+
+
+def _whole(unit: str) -> dict:
+    """Counts are whole numbers: never show 1.26 sessions."""
+    return {"decimals": 0} if unit == "short" else {}
 
 
 def bars(lay: Layout, title: str, expr: str, legend: str, unit: str, w: int = 8, h: int = 8, desc: str = "") -> dict:
@@ -179,7 +192,10 @@ def bars(lay: Layout, title: str, expr: str, legend: str, unit: str, w: int = 8,
         "datasource": DS,
         "gridPos": lay.pos(w, h),
         "targets": [target(expr, legend=legend, instant=True)],
-        "fieldConfig": {"defaults": {"unit": unit, "min": 0, "color": {"mode": "palette-classic"}}, "overrides": []},
+        "fieldConfig": {
+            "defaults": {"unit": unit, "min": 0, "color": {"mode": "palette-classic"}, **_whole(unit)},
+            "overrides": [],
+        },
         "options": {
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
             "orientation": "horizontal",
@@ -407,7 +423,7 @@ def claude_code() -> dict:
         stat(
             lay,
             "Sessions",
-            "sum(increase(claude_code_session_count_total[$__range]))",
+            "sum(increase(claude_code_session_count_total[$__range] anchored))",
             "short",
             desc="Claude Code sessions started (native telemetry: claude_code.session.count).",
         )
@@ -416,18 +432,18 @@ def claude_code() -> dict:
         stat(
             lay,
             "Active time",
-            "sum(increase(claude_code_active_time_seconds_total[$__range]))",
+            "sum(increase(claude_code_active_time_seconds_total[$__range] anchored))",
             "s",
             desc="claude_code.active_time.total: user (keyboard) and cli (tools, responses) time.",
         )
     )
-    p.append(stat(lay, "Commits", "sum(increase(claude_code_commit_count_total[$__range]))", "short"))
-    p.append(stat(lay, "Pull requests", "sum(increase(claude_code_pull_request_count_total[$__range]))", "short"))
+    p.append(stat(lay, "Commits", "sum(increase(claude_code_commit_count_total[$__range] anchored))", "short"))
+    p.append(stat(lay, "Pull requests", "sum(increase(claude_code_pull_request_count_total[$__range] anchored))", "short"))
     p.append(
         bars(
             lay,
             "Lines of code",
-            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__range]))",
+            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__range] anchored))",
             "{{type}}",
             "short",
             w=6,
@@ -438,7 +454,7 @@ def claude_code() -> dict:
         bars(
             lay,
             "Edit tool decisions",
-            "sum by (decision) (increase(claude_code_code_edit_tool_decision_total[$__range]))",
+            "sum by (decision) (increase(claude_code_code_edit_tool_decision_total[$__range] anchored))",
             "{{decision}}",
             "short",
             w=6,
@@ -450,7 +466,7 @@ def claude_code() -> dict:
         bars(
             lay,
             "Edit decisions by source",
-            "sum by (source) (increase(claude_code_code_edit_tool_decision_total[$__range]))",
+            "sum by (source) (increase(claude_code_code_edit_tool_decision_total[$__range] anchored))",
             "{{source}}",
             "short",
             w=6,
@@ -486,7 +502,7 @@ def claude_code() -> dict:
         timeseries(
             lay,
             "Sessions and activity",
-            "sum by (type) (increase(claude_code_active_time_seconds_total[$__interval]))",
+            "sum by (type) (increase(claude_code_active_time_seconds_total[$__interval] anchored))",
             "active {{type}}",
             "s",
             stack=False,
@@ -496,7 +512,7 @@ def claude_code() -> dict:
         timeseries(
             lay,
             "Lines of code",
-            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__interval]))",
+            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__interval] anchored))",
             "{{type}}",
             "short",
         )
@@ -508,8 +524,8 @@ def claude_code() -> dict:
             lay,
             "Tokens and cost per source",
             [
-                table_target(f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__range]))", "A"),
-                table_target(f"sum by (source) (increase({COST}{{{FILTERS}}}[$__range]))", "B"),
+                table_target(f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__range] anchored))", "A"),
+                table_target(f"sum by (source) (increase({COST}{{{FILTERS}}}[$__range] anchored))", "B"),
             ],
             units={"Value #A": "short", "Value #B": "currencyUSD"},
             desc="Each source's own count. Sources can carry the same usage: do not add these rows.",
@@ -519,7 +535,7 @@ def claude_code() -> dict:
         timeseries(
             lay,
             "Tokens per source",
-            f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__interval]))",
+            f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__interval] anchored))",
             "{{source}}",
             "short",
             stack=False,
@@ -559,7 +575,7 @@ def overview() -> dict:
         stat(
             lay,
             "Unpriced requests",
-            f"sum(increase({UNPRICED}{{{FILTERS}}}[$__range])) or vector(0)",
+            f"sum(increase({UNPRICED}{{{FILTERS}}}[$__range] anchored)) or vector(0)",
             "short",
             w=6,
             desc="Requests whose model has no known price: their cost is missing above.",
@@ -593,7 +609,7 @@ def overview() -> dict:
         timeseries(
             lay,
             "Unpriced requests",
-            f"sum by (provider, model) (increase({UNPRICED}{{{FILTERS}}}[$__interval]))",
+            f"sum by (provider, model) (increase({UNPRICED}{{{FILTERS}}}[$__interval] anchored))",
             "{{provider}} {{model}}",
             "short",
         )
@@ -605,8 +621,8 @@ def overview() -> dict:
             lay,
             "Tokens and cost per source",
             [
-                table_target(f"sum by (provider, source) (increase({TOKENS}{{{FILTERS}}}[$__range]))", "A"),
-                table_target(f"sum by (provider, source) (increase({COST}{{{FILTERS}}}[$__range]))", "B"),
+                table_target(f"sum by (provider, source) (increase({TOKENS}{{{FILTERS}}}[$__range] anchored))", "A"),
+                table_target(f"sum by (provider, source) (increase({COST}{{{FILTERS}}}[$__range] anchored))", "B"),
             ],
             w=24,
             units={"Value #A": "short", "Value #B": "currencyUSD"},

@@ -98,6 +98,7 @@ def test_prometheus_flags_enable_the_chosen_delivery_path():
     cmd = compose()["services"]["prometheus"]["command"]
     for flag in (
         "--enable-feature=created-timestamp-zero-ingestion",
+        "--enable-feature=promql-extended-range-selectors",
         "--web.enable-otlp-receiver",
         "--web.enable-remote-write-receiver",
         "--config.file=/etc/prometheus/prometheus.yml",

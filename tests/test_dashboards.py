@@ -140,6 +140,23 @@ def test_every_query_is_valid_promql(tmp_path):
                 rules.append({"record": f"tokenbridge:check:{len(rules)}", "expr": expr})
     path = tmp_path / "panels.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
-    proc = subprocess.run([promtool_bin(), "check", "rules", str(path)], capture_output=True, text=True)
+    # The same feature flags as the shipped Prometheus (`anchored` ranges need promql-extended-range-selectors).
+    features = [a for a in compose()["services"]["prometheus"]["command"] if a.startswith("--enable-feature=")]
+    proc = subprocess.run([promtool_bin(), "check", "rules", *features, str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{len(rules)} rules found" in proc.stdout
+
+
+def test_totals_are_exact_and_counts_whole():
+    """increase() without extrapolation (`anchored`), so a dashboard total equals the ledger's; counts without
+    decimals (no "1.26 sessions")."""
+    checked = 0
+    for d in dashboards().values():
+        for p in iter_panels(d["panels"]):
+            for t in p.get("targets", []):
+                for m in re.finditer(r"increase\([^()]*\[([^\]]+)\]( anchored)?\)", t["expr"]):
+                    assert m.group(2), (p["title"], m.group(0))
+                    checked += 1
+            if p["type"] in ("stat", "bargauge") and p["fieldConfig"]["defaults"]["unit"] == "short":
+                assert p["fieldConfig"]["defaults"]["decimals"] == 0, p["title"]
+    assert checked >= 30
