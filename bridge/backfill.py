@@ -374,7 +374,8 @@ def backfill(
             f"Prometheus at {prom.shown} takes no samples older than its newest one "
             "(storage.tsdb.out_of_order_time_window is 0): set it as in the shipped prometheus.yml"
         )
-    since_ms = -(-(now_ms - int(reach)) // HOUR_MS) * HOUR_MS  # the first whole hour inside the reach
+    # From the whole hour at or before the reach: at most an hour more, inside the margin above.
+    since_ms = (now_ms - int(reach)) // HOUR_MS * HOUR_MS
     summary.days = (now_ms - since_ms) / DAY_MS
     job, instance = identity(env, ledger)
     with export_lock(ledger.path):

@@ -221,3 +221,227 @@ def test_a_failed_write_undoes_the_claimed_start_times(ledger):
     with pytest.raises(BackfillError):
         bf.backfill(ledger, _FailingPrometheus("http://x"), env={}, now_ms=now)
     assert ledger.all_series() == before  # no start claimed for history Prometheus never received
+
+
+# ------------------------------------------------------------------ end to end: real collector and Prometheus
+
+DAY_S = 86_400
+STACK_MODELS = {  # model: (source, provider)
+    SONNET: ("claude_transcripts", "anthropic"),
+    OPUS: ("claude_transcripts", "anthropic"),
+    "claude-3-5-haiku-20241022": ("claude_stats_cache", "anthropic"),
+    GPT: ("openai_api", "openai"),
+    "unknown-local-model": ("claude_transcripts", "anthropic"),  # no price: unpriced requests, no cost
+}
+
+
+def _stack_history(now_ms: int) -> list[UsageRecord]:
+    """22 days of requests across five models and three sources, at uneven minutes (some on hour boundaries)."""
+    out = []
+    today = now_ms // (DAY_S * 1000) * DAY_S * 1000
+    for day in range(1, 23):
+        for i, (model, (source, provider)) in enumerate(STACK_MODELS.items()):
+            if (day + i) % 4 == 0:
+                continue  # idle days for every model
+            for hour in (1, 9, 9, 17, 23):
+                ts = today - day * DAY_S * 1000 + hour * 3_600_000 + ((day * 7 + i * 13) % 60) * 60_000
+                n = 1000 * day + 37 * i + hour
+                out.append(_rec(source, provider, model, ts, f"{model}-{day}-{hour}-{len(out)}", n, f"s{day % 3}"))
+    # The current hour, before the backfill: the last backfilled sample must carry it.
+    out.append(_rec("claude_transcripts", "anthropic", SONNET, now_ms - 60_000, "recent", 5))
+    return out
+
+
+class _Stack:
+    pass
+
+
+@pytest.fixture(scope="module")
+def bstack(tmp_path_factory: pytest.TempPathFactory):
+    from tests._stack import start_collector, start_prometheus
+
+    pytest.importorskip("yaml")
+    w = tmp_path_factory.mktemp("backfill")
+    st = _Stack()
+    col = start_collector(w)
+    try:
+        prom = start_prometheus(
+            w, {"otel-collector:8889": f"127.0.0.1:{col.prom}", "otel-collector:8888": f"127.0.0.1:{col.telemetry}"}
+        )
+    except BaseException:
+        col.proc.stop()
+        raise
+    st.col, st.prom, st.work = col, prom, w
+    st.state = w / "state"
+    st.env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.grpc}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    try:
+        with Ledger.open(st.state) as ledger:
+            _fill(ledger, _stack_history(int(time.time() * 1000)))
+            st.summary = bf.on_start(ledger, {"TOKENBRIDGE_PROMETHEUS_URL": prom.url}, False)  # as the daemon does
+            st.backfilled_totals = {series_key(m, a): v for m, a, v in values(ledger.totals(), False)}
+            st.t_backfill = time.time()
+            _live_export(ledger, st.env)  # the daemon's first export, right after
+            # Live usage after the backfill: the live series continues from the backfilled total.
+            _fill(ledger, [_rec("claude_transcripts", "anthropic", SONNET, int(time.time() * 1000), "live-1", 9)])
+            _live_export(ledger, st.env)
+        from tests._stack import wait_for_scrapes
+
+        st.t = wait_for_scrapes(prom, 2)
+        yield st
+    finally:
+        prom.proc.stop()
+        col.proc.stop()
+
+
+def _live_export(ledger: Ledger, env: dict[str, str]) -> None:
+    from bridge.export import BridgeExporter
+
+    exp = BridgeExporter(env=env, interval_s=3600, instance_id=ledger.instance_id(), ledger_path=ledger.path)
+    try:
+        exp.refresh(ledger)
+        assert exp.flush(), "the collector did not accept the live export"
+    finally:
+        exp.shutdown()
+
+
+def _day_totals(state: Path, first: datetime, last: datetime) -> dict[str, dict[str, tuple[int, Decimal]]]:
+    """`tokenbridge report daily` (UTC): {day: {model: (tokens, cost)}}."""
+    from bridge.report import build
+
+    with Ledger.open(state) as ledger:
+        rep = build(ledger, "daily", UTC, first.date(), last.date())
+    return {
+        b.key: {m: (line.total, line.cost or Decimal(0)) for (m, _p), line in b.models.items()} for b in rep.buckets
+    }
+
+
+def _by_model(prom, expr: str, at: float) -> dict[str, float]:
+    return {r["metric"]["model"]: float(r["value"][1]) for r in prom.query(expr, at) if float(r["value"][1])}
+
+
+stack_test = pytest.mark.stack
+
+
+@stack_test
+def test_backfill_at_start_writes_every_series_with_the_live_labels(bstack):
+    s = bstack.summary
+    assert s is not None and s.series == len(bstack.backfilled_totals) and s.present == 0
+    assert s.samples > s.series * 24 * 20 and 30 <= s.days <= 30 + 1 / 24
+    # One series per label set: the live export continued the backfilled series, it did not start new ones.
+    names = "|".join(bf.PROM_NAMES.values())
+    got = bstack.prom.query(f'count by (__name__) ({{__name__=~"{names}",job="tokenbridge"}})', bstack.t)
+    counts = {r["metric"]["__name__"]: int(r["value"][1]) for r in got}
+    expected: dict[str, int] = {}
+    for key in bstack.backfilled_totals:
+        name = bf.PROM_NAMES[key.split("|", 1)[0]]
+        expected[name] = expected.get(name, 0) + 1
+    assert counts == expected
+
+
+@stack_test
+def test_every_day_and_model_equals_the_ledger_exactly(bstack):
+    p = bstack.prom
+    today = datetime.fromtimestamp(bstack.t_backfill // DAY_S * DAY_S, UTC)
+    first = today - timedelta(days=22)
+    want = _day_totals(bstack.state, first, today - timedelta(days=1))
+    assert len(want) >= 20
+    for day, models in want.items():
+        end = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+        at = end.timestamp()
+        tokens = _by_model(
+            p, 'sum by (model) (increase(claude_code_token_usage_tokens_total{job="tokenbridge"}[1d] anchored))', at
+        )
+        cost = _by_model(
+            p, 'sum by (model) (increase(claude_code_cost_usage_USD_total{job="tokenbridge"}[1d] anchored))', at
+        )
+        assert tokens == {m: float(t) for m, (t, _c) in models.items()}, day
+        assert cost == pytest.approx({m: float(c) for m, (_t, c) in models.items() if c}, rel=1e-12), day
+
+
+@stack_test
+def test_no_reset_and_no_doubling_across_the_seam(bstack):
+    p, t = bstack.prom, bstack.t
+    for name in bf.PROM_NAMES.values():
+        assert p.query(f'sum(resets({name}{{job="tokenbridge"}}[31d]))', t)[0]["value"][1] == "0", name
+    # From a day boundary in the history to after the live exports: exactly the ledger's rows since then,
+    # the backfilled final sample and the live samples counted once.
+    start = (int(bstack.t_backfill) // DAY_S - 10) * DAY_S
+    rng = int(t - start)
+    with Ledger.open(bstack.state) as ledger:
+        rows = ledger.aggregate("quarter", since_ms=start * 1000)
+    want_tokens = sum(int(r[4]) + int(r[5]) + int(r[6]) + int(r[7]) for r in rows)
+    got = p.scalar(f'sum(increase(claude_code_token_usage_tokens_total{{job="tokenbridge"}}[{rng}s] anchored))', t)
+    assert got == want_tokens
+    # The live sample after the backfill: the backfilled total plus the live request, no step, no gap.
+    sel = f'claude_code_token_usage_tokens_total{{job="tokenbridge",model="{SONNET}",type="input"}}'
+    res = p.query(f"{sel}[2h]", t)
+    assert len(res) == 1
+    samples = [(float(ts), float(v)) for ts, v in res[0]["values"]]
+    backfilled = [v for ts, v in samples if ts <= bstack.t_backfill]
+    live = [v for ts, v in samples if ts > bstack.t_backfill]
+    assert live and backfilled and live[-1] == backfilled[-1] + 9
+    assert all(b >= a for a, b in zip([v for _, v in samples], [v for _, v in samples][1:], strict=False))
+
+
+@stack_test
+def test_dashboard_totals_equal_the_report_for_whole_days(bstack):
+    from tests._stack import dashboards, expand, iter_panels
+
+    p = bstack.prom
+    end = int(bstack.t_backfill) // DAY_S * DAY_S  # today 00:00 UTC
+    days = 21
+    first = datetime.fromtimestamp(end - days * DAY_S, UTC)
+    want = _day_totals(bstack.state, first, datetime.fromtimestamp(end - DAY_S, UTC))
+    tokens = sum(t for models in want.values() for t, _ in models.values())
+    cost = sum((c for models in want.values() for _, c in models.values()), Decimal(0))
+    variables = {"provider": ".*", "model": ".*", "source": ".*"}
+    checked = 0
+    for d in dashboards().values():
+        for panel in iter_panels(d["panels"]):
+            if panel["type"] != "stat" or panel["title"] not in ("Total tokens", "Total cost"):
+                continue
+            expr = expand(panel["targets"][0]["expr"], variables, days * DAY_S, 3600, 60)
+            got = p.scalar(expr, end)
+            if panel["title"] == "Total tokens":
+                assert got == tokens
+            else:
+                assert got == pytest.approx(float(cost), rel=1e-12)
+            checked += 1
+    assert checked == 4
+    # A daily bar chart: the "Cost by model" time series at a 1-day interval, one point per day.
+    panel = next(
+        x
+        for x in iter_panels(dashboards()["claude-code.json"]["panels"])
+        if x["type"] == "timeseries" and x["title"] == "Tokens by model"
+    )
+    expr = expand(panel["targets"][0]["expr"], variables, days * DAY_S, DAY_S, 60)
+    series = p.query_range(expr, end - (days - 1) * DAY_S, end, DAY_S)
+    got_days: dict[str, dict[str, float]] = {}
+    for r in series:
+        for ts, v in r["values"]:
+            day = datetime.fromtimestamp(float(ts) - DAY_S, UTC).date().isoformat()
+            if float(v):
+                got_days.setdefault(day, {})[r["metric"]["model"]] = float(v)
+    assert got_days == {day: {m: float(t) for m, (t, _) in models.items() if t} for day, models in want.items()}
+
+
+@stack_test
+def test_a_second_backfill_and_a_restart_change_nothing(bstack):
+    from tests._stack import http_get, spawn, wait_until
+
+    p = bstack.prom
+    count = 'sum(count_over_time({job="tokenbridge"}[31d]))'
+    t = bstack.t
+    before = p.scalar(count, t)
+    with Ledger.open(bstack.state) as ledger:
+        starts = ledger.all_series()
+        again = bf.backfill(ledger, Prometheus(p.url), env={})
+        assert again.series == 0 and again.samples == 0 and again.present == len(bstack.backfilled_totals)
+        # Prometheus restarted on the same data, then the bridge's start: still nothing to write.
+        p.proc.stop()
+        p.proc = spawn("prometheus", list(p.proc.popen.args), bstack.work / "prometheus-restarted.log")
+        wait_until(lambda: http_get(f"{p.url}/-/ready")[0] == 200, 60, "Prometheus ready after the restart")
+        restarted = bf.on_start(ledger, {"TOKENBRIDGE_PROMETHEUS_URL": p.url}, False)
+        assert restarted is not None and restarted.series == 0
+        assert ledger.all_series() == starts
+    assert p.scalar(count, t) == before
