@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bridge import backfill
 from bridge.app import LazyPricer, ingest, reprice_if_needed, scan_one
 from bridge.config import Settings
 from bridge.export import BridgeExporter
@@ -131,6 +132,9 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
                 _report(ingest(ledger, sources, pricer, show_progress=show_progress))
             except Exception as exc:  # keep watching: the next pass retries what failed
                 log.warning("first ingest failed: %s; retrying on the next pass", exc)
+            # History Prometheus lacks, at its true timestamps, before the first export claims a
+            # start time for a new series (bridge/backfill.py: the seam).
+            backfill.on_start(ledger, settings.env, settings.include_session_id)
             exporter.refresh(ledger)
             log.info("watching %d source(s); exporting every %gs", len(sources), settings.interval_s)
             last_full = time.monotonic()

@@ -320,6 +320,7 @@ def _by_model(prom, expr: str, at: float) -> dict[str, float]:
 
 
 stack_test = pytest.mark.stack
+_DAILY = 'sum by (model) (increase({}{{job="tokenbridge"}}[1d] anchored))'
 
 
 @stack_test
@@ -348,12 +349,8 @@ def test_every_day_and_model_equals_the_ledger_exactly(bstack):
     for day, models in want.items():
         end = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
         at = end.timestamp()
-        tokens = _by_model(
-            p, 'sum by (model) (increase(claude_code_token_usage_tokens_total{job="tokenbridge"}[1d] anchored))', at
-        )
-        cost = _by_model(
-            p, 'sum by (model) (increase(claude_code_cost_usage_USD_total{job="tokenbridge"}[1d] anchored))', at
-        )
+        tokens = _by_model(p, _DAILY.format("claude_code_token_usage_tokens_total"), at)
+        cost = _by_model(p, _DAILY.format("claude_code_cost_usage_USD_total"), at)
         assert tokens == {m: float(t) for m, (t, _c) in models.items()}, day
         assert cost == pytest.approx({m: float(c) for m, (_t, c) in models.items() if c}, rel=1e-12), day
 
@@ -445,3 +442,74 @@ def test_a_second_backfill_and_a_restart_change_nothing(bstack):
         assert restarted is not None and restarted.series == 0
         assert ledger.all_series() == starts
     assert p.scalar(count, t) == before
+
+
+@stack_test
+def test_the_daemon_backfills_at_start_and_not_again_after_a_restart(tmp_path):
+    """`tokenbridge run` with TOKENBRIDGE_PROMETHEUS_URL (as docker-compose.yml and scripts/start.sh set it):
+    transcripts from past days land on their days before the first live export, and a restart adds nothing."""
+    import os
+
+    from tests._otlp_sink import Daemon
+    from tests._stack import start_collector, start_prometheus, wait_for_scrapes, write_claude_home
+
+    home = tmp_path / "claude"
+    now = time.time()
+    usage = {"input": 12, "output": 340, "cacheRead": 20000, "cacheCreation": 700}
+    for days_ago, sid, model in ((9, "aaaa0009", SONNET), (4, "bbbb0004", OPUS), (1, "cccc0001", SONNET)):
+        write_claude_home(home, {f"{sid}-0000-4000-8000-000000000000": {"model": model, "requests": [usage] * 3}},
+                          now - days_ago * DAY_S)  # fmt: skip
+    col = start_collector(tmp_path)
+    prom = None
+    try:
+        prom = start_prometheus(
+            tmp_path,
+            {"otel-collector:8889": f"127.0.0.1:{col.prom}", "otel-collector:8888": f"127.0.0.1:{col.telemetry}"},
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENBRIDGE_", "CLAUDE_"))}
+        env.update(
+            {
+                "HOME": str(tmp_path / "home"),
+                "CLAUDE_CONFIG_DIR": str(home),
+                "TOKENBRIDGE_STATE_DIR": str(tmp_path / "state"),
+                "TOKENBRIDGE_CONFIG": str(tmp_path / "no-config.toml"),
+                "TOKENBRIDGE_EXPORT_INTERVAL": "3600",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.grpc}",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "TOKENBRIDGE_PROMETHEUS_URL": prom.url,
+            }
+        )
+        runs = []
+        for _ in range(2):
+            daemon = Daemon(env)
+            try:
+                daemon.wait_ready(60)
+                assert daemon.stop() == 0, daemon.stderr()
+            finally:
+                if daemon.proc.poll() is None:
+                    daemon.proc.kill()
+            runs.append(daemon.stderr())
+            t = wait_for_scrapes(prom, 2)
+            want = _day_totals(tmp_path / "state", datetime.fromtimestamp(now - 10 * DAY_S, UTC),
+                               datetime.fromtimestamp(now, UTC))  # fmt: skip
+            assert len(want) == 3
+            for day, models in want.items():
+                if day == datetime.fromtimestamp(t, UTC).date().isoformat():
+                    continue  # today is still open
+                at = (datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)).timestamp()
+                tokens = _by_model(prom, _DAILY.format("claude_code_token_usage_tokens_total"), at)
+                assert tokens == {m: float(v) for m, (v, _c) in models.items()}, day
+            all_tokens = sum(v for models in want.values() for v, _ in models.values())
+            total = prom.scalar(
+                'sum(increase(claude_code_token_usage_tokens_total{job="tokenbridge"}[11d] anchored))', t
+            )
+            assert total == all_tokens  # history once, live continuing it: never doubled
+            resets = prom.scalar('sum(resets(claude_code_token_usage_tokens_total{job="tokenbridge"}[11d]))', t)
+            assert resets == 0
+        first, second = runs
+        assert "backfilled 10 series" in first and "Traceback" not in first
+        assert "backfilled 0 series" in second and "10 series already in Prometheus" in second
+    finally:
+        if prom is not None:
+            prom.proc.stop()
+        col.proc.stop()
