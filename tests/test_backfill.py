@@ -223,6 +223,57 @@ def test_a_failed_write_undoes_the_claimed_start_times(ledger):
     assert ledger.all_series() == before  # no start claimed for history Prometheus never received
 
 
+class _RecordingPrometheus(Prometheus):
+    """An empty Prometheus with the given limits that keeps what it is sent."""
+
+    def __init__(self, retention_days: float = 90, window_days: float = 31) -> None:
+        super().__init__("http://prometheus.invalid:9090")
+        self.limits = (int(retention_days * 86_400_000), int(window_days * 86_400_000))
+        self.payloads: list[bytes] = []
+
+    def limits_ms(self) -> tuple[int, int]:
+        return self.limits
+
+    def present(self, *args: object, **kwargs: object) -> set:
+        return set()
+
+    def write(self, payload: bytes) -> None:
+        self.payloads.append(payload)
+
+
+def test_source_selection_backfills_only_that_sources_series(ledger):
+    now = int(time.time() * 1000)
+    _fill(
+        ledger,
+        [
+            _rec("claude_transcripts", "anthropic", SONNET, now - 3 * 86_400_000, "a", 3),
+            _rec("openai_api", "openai", GPT, now - 2 * 86_400_000, "b", 4),
+        ],
+    )
+    prom = _RecordingPrometheus()
+    summary = bf.backfill(ledger, prom, env={}, sources=["openai_api"], now_ms=now)
+    assert summary.series == 5 and len(prom.payloads) == 1  # four token types and the cost
+    assert all("source=openai_api" in key for key in ledger.all_series())
+    assert b"openai_api" in prom.payloads[0] and b"claude_transcripts" not in prom.payloads[0]
+
+
+def test_window_never_reaches_beyond_prometheus_retention(ledger):
+    now = 1_800_000 * HOUR_MS + 1234
+    _fill(
+        ledger, [_rec("claude_transcripts", "anthropic", SONNET, now - d * 86_400_000, f"k{d}", d) for d in (2, 9, 20)]
+    )
+    summary = bf.backfill(ledger, _RecordingPrometheus(retention_days=10), env={}, days=30, now_ms=now)
+    assert summary.limited_by == "the retention (10 days)"
+    assert summary.first_ms is not None and summary.first_ms >= now - 10 * 86_400_000
+    assert summary.days < 10
+
+
+def test_no_out_of_order_window_is_a_clear_error(ledger):
+    _fill(ledger, [_rec("claude_transcripts", "anthropic", SONNET, 1_800_000 * HOUR_MS, "a", 1)])
+    with pytest.raises(BackfillError, match="out_of_order_time_window"):
+        bf.backfill(ledger, _RecordingPrometheus(window_days=0), env={})
+
+
 # ------------------------------------------------------------------ end to end: real collector and Prometheus
 
 DAY_S = 86_400
