@@ -431,29 +431,60 @@ def _deliver(
         raise
 
 
-def on_start(ledger: Ledger, env: dict[str, str], include_session_id: bool) -> Summary | None:
-    """The daemon's backfill before its first export: when ``TOKENBRIDGE_PROMETHEUS_URL`` names
-    the Prometheus it feeds (set by docker-compose.yml and scripts/start.sh) and
-    ``TOKENBRIDGE_BACKFILL`` is not ``0``. Waits up to ``TOKENBRIDGE_BACKFILL_WAIT`` seconds
-    (default 60) for Prometheus; any failure is one warning and the bridge goes on exporting."""
-    url = env.get("TOKENBRIDGE_PROMETHEUS_URL", "").strip()
-    if not url or env.get("TOKENBRIDGE_BACKFILL", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    days = _positive_env(env, "TOKENBRIDGE_BACKFILL_DAYS", DEFAULT_DAYS)
-    wait_s = _positive_env(env, "TOKENBRIDGE_BACKFILL_WAIT", 60.0)
-    prom = Prometheus(url)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            summary = backfill(ledger, prom, env=env, days=days, include_session_id=include_session_id)
-        except BackfillError as exc:
-            if time.monotonic() < deadline and "cannot reach" in str(exc):
-                time.sleep(2.0)
-                continue
-            log.warning("history backfill skipped: %s", exc)
+class Auto:
+    """The daemon's backfill: at start (before its first export), and when series appear later
+    (history found later: an old transcript, a new model or source), before they are exported.
+
+    On when ``TOKENBRIDGE_PROMETHEUS_URL`` names the Prometheus the stack feeds (set by
+    docker-compose.yml and scripts/start.sh) and ``TOKENBRIDGE_BACKFILL`` is not ``0``. At start it
+    waits up to ``TOKENBRIDGE_BACKFILL_WAIT`` seconds (default 60) for Prometheus. A failure is
+    one warning and the bridge goes on exporting.
+    """
+
+    def __init__(self, env: dict[str, str], include_session_id: bool) -> None:
+        url = env.get("TOKENBRIDGE_PROMETHEUS_URL", "").strip()
+        off = env.get("TOKENBRIDGE_BACKFILL", "1").strip().lower() in ("0", "false", "no", "off")
+        self.prom = Prometheus(url) if url and not off else None
+        self.env = env
+        self.include_session_id = include_session_id
+        self.days = _positive_env(env, "TOKENBRIDGE_BACKFILL_DAYS", DEFAULT_DAYS)
+        self.wait_s = _positive_env(env, "TOKENBRIDGE_BACKFILL_WAIT", 60.0)
+
+    def _run(self, ledger: Ledger, wait_s: float) -> Summary | None:
+        if self.prom is None:
             return None
-        log.info("%s", summary.line())
-        return summary
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                summary = backfill(ledger, self.prom, env=self.env, days=self.days,
+                                   include_session_id=self.include_session_id)  # fmt: skip
+            except BackfillError as exc:
+                if time.monotonic() < deadline and "cannot reach" in str(exc):
+                    time.sleep(2.0)
+                    continue
+                log.warning("history backfill skipped: %s", exc)
+                return None
+            if summary.series or summary.present or summary.deferred:
+                log.info("%s", summary.line())
+            return summary
+
+    def at_start(self, ledger: Ledger) -> Summary | None:
+        return self._run(ledger, self.wait_s)
+
+    def new_series(self, ledger: Ledger) -> Summary | None:
+        """Backfill when the ledger has a series no export has claimed yet (cheap otherwise)."""
+        if self.prom is None:
+            return None
+        known = ledger.all_series()
+        current = {series_key(m, a) for m, a, _ in values(ledger.totals(), self.include_session_id)}
+        if current <= known.keys():
+            return None
+        return self._run(ledger, 0.0)
+
+
+def on_start(ledger: Ledger, env: dict[str, str], include_session_id: bool) -> Summary | None:
+    """The daemon's backfill at start (see ``Auto``)."""
+    return Auto(env, include_session_id).at_start(ledger)
 
 
 def _positive_env(env: dict[str, str], key: str, default: float) -> float:

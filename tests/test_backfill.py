@@ -22,6 +22,7 @@ from tests.conftest import FlatPricer
 SONNET = "claude-sonnet-4-5-20250929"
 OPUS = "claude-opus-4-1-20250805"
 GPT = "gpt-5"
+HAIKU = "claude-haiku-4-5-20251001"
 
 
 def _rec(source: str, provider: str, model: str, ts_ms: int, key: str, n: int, session: str = "s1") -> UsageRecord:
@@ -531,10 +532,14 @@ def test_the_daemon_backfills_at_start_and_not_again_after_a_restart(tmp_path):
             }
         )
         runs = []
-        for _ in range(2):
+        for run in range(2):
             daemon = Daemon(env)
             try:
                 daemon.wait_ready(60)
+                if run == 1:  # history found while running (a new model's old session): on its own day too
+                    sid = "dddd0006-0000-4000-8000-000000000000"
+                    write_claude_home(home, {sid: {"model": HAIKU, "requests": [usage] * 2}}, now - 6 * DAY_S)
+                    _wait_for_line(daemon, "backfilled 5 series")
                 assert daemon.stop() == 0, daemon.stderr()
             finally:
                 if daemon.proc.poll() is None:
@@ -543,7 +548,7 @@ def test_the_daemon_backfills_at_start_and_not_again_after_a_restart(tmp_path):
             t = wait_for_scrapes(prom, 2)
             want = _day_totals(tmp_path / "state", datetime.fromtimestamp(now - 10 * DAY_S, UTC),
                                datetime.fromtimestamp(now, UTC))  # fmt: skip
-            assert len(want) == 3
+            assert len(want) == 3 + run
             for day, models in want.items():
                 if day == datetime.fromtimestamp(t, UTC).date().isoformat():
                     continue  # today is still open
@@ -560,7 +565,16 @@ def test_the_daemon_backfills_at_start_and_not_again_after_a_restart(tmp_path):
         first, second = runs
         assert "backfilled 10 series" in first and "Traceback" not in first
         assert "backfilled 0 series" in second and "10 series already in Prometheus" in second
+        assert "warning" not in first + second
     finally:
         if prom is not None:
             prom.proc.stop()
         col.proc.stop()
+
+
+def _wait_for_line(daemon, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in daemon.stderr():
+        assert time.monotonic() < deadline, f"no {text!r} from the daemon in {timeout}s:\n{daemon.stderr()}"
+        assert daemon.proc.poll() is None, daemon.stderr()
+        time.sleep(0.2)
