@@ -13,9 +13,9 @@ or Claude Code's stats cache (source="claude_stats_cache"; the bridge never lets
 token and cost panel therefore prefers, per model, the bridge's local Claude Code sources and falls back to native
 telemetry only for models the bridge has no series for; all other sources (provider APIs, other tools) are added.
 
-Exact numbers: every increase() uses an `anchored` range (Prometheus 3, --enable-feature=promql-extended-range-selectors):
-the value at the range's end minus the value at its start, no extrapolation to the window edges (which read 3-6 %
-high and gave fractional counts). Counts are shown without decimals.
+Exact numbers: every increase() uses an `anchored` range (Prometheus 3 with
+--enable-feature=promql-extended-range-selectors): the value at the range's end minus the value at its start, no
+extrapolation to the window edges (which read 3-6 % high and gave fractional counts). Counts show no decimals.
 """
 
 from __future__ import annotations
@@ -438,7 +438,9 @@ def claude_code() -> dict:
         )
     )
     p.append(stat(lay, "Commits", "sum(increase(claude_code_commit_count_total[$__range] anchored))", "short"))
-    p.append(stat(lay, "Pull requests", "sum(increase(claude_code_pull_request_count_total[$__range] anchored))", "short"))
+    p.append(
+        stat(lay, "Pull requests", "sum(increase(claude_code_pull_request_count_total[$__range] anchored))", "short")
+    )
     p.append(
         bars(
             lay,
