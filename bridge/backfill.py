@@ -31,9 +31,7 @@ import logging
 import re
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -257,6 +255,9 @@ class Prometheus:
             raise ConfigError("TOKENBRIDGE_PROMETHEUS_URL", f"not an http(s) URL: {self.shown}")
 
     def _request(self, path: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> bytes:
+        import urllib.error  # here, not at the top: the CLI imports this module for every command
+        import urllib.request
+
         req = urllib.request.Request(self.url + path, data=data, headers=headers or {})  # noqa: S310 - http(s) checked
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as r:  # noqa: S310 - http(s) checked
