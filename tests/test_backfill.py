@@ -275,6 +275,20 @@ def test_no_out_of_order_window_is_a_clear_error(ledger):
         bf.backfill(ledger, _RecordingPrometheus(window_days=0), env={})
 
 
+def test_long_backfills_report_progress_and_send_whole_series_per_request(ledger):
+    now = 1_800_000 * HOUR_MS
+    _fill(
+        ledger, [_rec("claude_transcripts", "anthropic", f"model-{i}", now - 86_400_000, f"k{i}", 1) for i in range(13)]
+    )
+    prom = _RecordingPrometheus()
+    seen: list[tuple[int, int]] = []
+    summary = bf.backfill(ledger, prom, env={}, now_ms=now, progress=lambda done, total: seen.append((done, total)))
+    assert summary.series == 65  # 13 models x (4 token types + cost)
+    assert seen == [(50, 65), (65, 65)] and len(prom.payloads) == 2
+    assert summary.samples == 65 * 25  # the zero a day ago, then 24 hourly sums (the last, at now, is the total)
+    assert "backfilled 65 series, 1625 samples, 30.0 day(s)" in summary.line()
+
+
 # ------------------------------------------------------------------ end to end: real collector and Prometheus
 
 DAY_S = 86_400
@@ -475,7 +489,7 @@ def test_dashboard_totals_equal_the_report_for_whole_days(bstack):
 
 
 @stack_test
-def test_a_second_backfill_and_a_restart_change_nothing(bstack):
+def test_a_second_backfill_and_a_restart_change_nothing(bstack, monkeypatch, capsys):
     from tests._stack import http_get, spawn, wait_until
 
     p = bstack.prom
@@ -484,8 +498,12 @@ def test_a_second_backfill_and_a_restart_change_nothing(bstack):
     before = p.scalar(count, t)
     with Ledger.open(bstack.state) as ledger:
         starts = ledger.all_series()
-        again = bf.backfill(ledger, Prometheus(p.url), env={})
-        assert again.series == 0 and again.samples == 0 and again.present == len(bstack.backfilled_totals)
+    monkeypatch.setenv("TOKENBRIDGE_STATE_DIR", str(bstack.state))
+    monkeypatch.setenv("TOKENBRIDGE_CONFIG", str(bstack.work / "no-config.toml"))
+    assert main(["backfill", "--prometheus-url", p.url, "--no-progress"]) == 0
+    n = len(bstack.backfilled_totals)
+    assert f"backfilled 0 series, 0 samples, 30.0 day(s); {n} series already in Prometheus" in capsys.readouterr().err
+    with Ledger.open(bstack.state) as ledger:
         # Prometheus restarted on the same data, then the bridge's start: still nothing to write.
         p.proc.stop()
         p.proc = spawn("prometheus", list(p.proc.popen.args), bstack.work / "prometheus-restarted.log")
