@@ -1,11 +1,12 @@
 """``tokenbridge backfill``: the ledger's history into Prometheus at its true timestamps.
 
 Every series the live export sends (bridge/series.py: same metric names, same labels) gets one
-sample per hour from its first usage (an explicit 0 at the hour it starts) or from the start of the
-window, and a last sample at the time of the backfill holding the ledger's total: exactly the
-value the live export continues from. The sample at hour ``H`` holds ``series.values()`` of the
-ledger's rows with ``ts_ms < H``, so the increase between two hour boundaries is the ledger's sum
-over that interval, to the token and the cent.
+sample every 5 minutes from its first usage (an explicit 0 at the step it starts) or from the
+start of the window, and a last sample at the time of the backfill holding the ledger's total:
+exactly the value the live export continues from. The sample at step boundary ``B`` holds
+``series.values()`` of the ledger's rows with ``ts_ms < B``, so the increase between two
+boundaries (two whole hours, two midnights) is the ledger's sum over that interval, to the token
+and the cent.
 
 Delivery: Prometheus' remote-write receiver (``/api/v1/write``, remote write 1.0), which takes
 samples older than its head within ``out_of_order_time_window``. Why not the OTLP receiver or
@@ -32,7 +33,7 @@ import re
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -46,14 +47,18 @@ log = logging.getLogger("tokenbridge.backfill")
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
+# One sample every 5 minutes, Prometheus' default lookback delta: an `anchored` range (the
+# dashboards' exact increase) needs a sample at most that far before its start, whatever the
+# range's alignment. Usage inside a step counts at the step's end.
+STEP_MS = 300_000
 DEFAULT_DAYS = 30
 DEFAULT_URL = "http://localhost:9090"
 # Prometheus' default retention when none is configured (``--storage.tsdb.retention.time``).
 _DEFAULT_RETENTION_MS = 15 * DAY_MS
 # A stored start newer than this could still get Prometheus' zero sample on the next scrape (it
-# writes one only within about an hour of its newest sample): such a series is left for later.
+# writes one only within about an hour of its newest sample): such a series is left out.
 _ZERO_SAMPLE_REACH_MS = 2 * HOUR_MS
-_SERIES_PER_REQUEST = 50
+_SAMPLES_PER_REQUEST = 200_000  # about 4 MB of protobuf
 
 # Collector-style names (UnderscoreEscapingWithSuffixes) of the bridge's instruments.
 PROM_NAMES = {
@@ -69,15 +74,41 @@ class BackfillError(TokenbridgeError):
 
 @dataclass(slots=True)
 class Series:
-    """One series' history: its labels and (ts_ms, value) samples, oldest first."""
+    """One series' history as change points; ``samples()`` expands it to one sample per step.
+
+    Change points keep memory small (30 days at 5 minutes is 8,641 samples per series, most of
+    them repeating the previous value); the samples are produced only while encoding a request.
+    """
 
     metric: str
     attrs: Attrs
-    samples: list[tuple[int, Decimal]] = field(default_factory=list)
+    start_ms: int  # the first sample (a step boundary)
+    end_ms: int  # the last sample: the time of the backfill, holding the ledger's total
+    step_ms: int
+    points: list[tuple[int, Decimal]] = field(default_factory=list)  # (from ts_ms, value), oldest first
 
     @property
     def key(self) -> str:
         return series_key(self.metric, self.attrs)
+
+    @property
+    def total(self) -> Decimal:
+        return self.points[-1][1]
+
+    def count(self) -> int:
+        span = self.end_ms - self.start_ms
+        return span // self.step_ms + 1 + (1 if span % self.step_ms else 0)
+
+    def samples(self) -> Iterator[tuple[int, Decimal]]:
+        """A sample at every step from ``start_ms``, and one at ``end_ms``."""
+        pts, i, t = self.points, 0, self.start_ms
+        while t <= self.end_ms:
+            while i + 1 < len(pts) and pts[i + 1][0] <= t:
+                i += 1
+            yield t, pts[i][1]
+            t += self.step_ms
+        if (self.end_ms - self.start_ms) % self.step_ms:
+            yield self.end_ms, pts[-1][1]
 
 
 @dataclass(slots=True)
@@ -99,7 +130,7 @@ class Summary:
         if self.present:
             text += f"; {self.present} series already in Prometheus (left as they are)"
         if self.deferred:
-            text += f"; {self.deferred} series first exported under 2 hours ago (left for a later run)"
+            text += f"; {self.deferred} series first exported live under 2 hours ago (left out: docs/backfill.md)"
         if self.limited_by:
             text += f"; window limited by {self.limited_by}"
         return text
@@ -123,12 +154,14 @@ def history(
     include_session_id: bool,
     since_ms: int,
     now_ms: int,
+    step_ms: int = STEP_MS,
 ) -> list[Series]:
-    """Hourly cumulative samples per series from ``Ledger.history(HOUR_MS)`` rows.
+    """Cumulative history per series from ``Ledger.history(step_ms)`` rows.
 
-    The value at hour boundary ``H`` is ``series.values()`` of every row with ``ts_ms < H`` (the
-    live export's function applied to the ledger as of ``H``); the last sample, at ``now_ms``, is
-    ``values()`` of every row: the ledger's totals. ``since_ms`` must be hour-aligned.
+    The value at step boundary ``B`` is ``series.values()`` of every row with ``ts_ms < B`` (the
+    live export's function applied to the ledger as of ``B``); the last sample, at ``now_ms``, is
+    ``values()`` of every row: the ledger's totals. A series first seen inside the window starts
+    with an explicit 0 at the boundary before its first row. ``since_ms`` must be step-aligned.
     """
     by_bucket: dict[int, list[SeriesTotal]] = {}
     for bucket, total in rows:
@@ -140,41 +173,32 @@ def history(
             k = (t.source, t.provider, t.model, t.session_id)
             groups[k] = t if k not in groups else _add(groups[k], t)
 
-    def current() -> dict[str, tuple[str, Attrs, Decimal]]:
-        return {series_key(m, a): (m, a, v) for m, a, v in values(groups.values(), include_session_id)}
-
-    first_boundary = since_ms // HOUR_MS
-    last_boundary = now_ms // HOUR_MS
-    for bucket in sorted(b for b in by_bucket if b < first_boundary):
-        apply(by_bucket.pop(bucket))  # before the window: only their sum shows, in the first sample
     out: dict[str, Series] = {}
-    state = current()
 
-    def emit(ts_ms: int, snapshot: dict[str, tuple[str, Attrs, Decimal]]) -> None:
-        for key, (m, a, v) in snapshot.items():
+    def snapshot(ts_ms: int, first: bool = False) -> None:
+        for m, a, v in values(groups.values(), include_session_id):
+            key = series_key(m, a)
             s = out.get(key)
             if s is None:
-                s = out[key] = Series(m, a)
-                prev = ts_ms - HOUR_MS
-                if ts_ms > since_ms and prev >= since_ms:
-                    s.samples.append((prev, Decimal(0)))  # the hour it starts: an explicit zero
-            s.samples.append((ts_ms, v))
+                zero_at = (ts_ms - 1) // step_ms * step_ms
+                if first or zero_at < since_ms:  # older history: the first sample already holds it
+                    s = out[key] = Series(m, a, ts_ms, now_ms, step_ms)
+                else:
+                    s = out[key] = Series(m, a, zero_at, now_ms, step_ms, [(zero_at, Decimal(0))])
+            if not s.points or s.points[-1][1] != v:
+                s.points.append((ts_ms, v))
 
-    for boundary in range(first_boundary, last_boundary + 1):
-        if boundary > first_boundary and (boundary - 1) in by_bucket:
-            apply(by_bucket.pop(boundary - 1))
-            state = current()
-        emit(boundary * HOUR_MS, state)
-    for bucket in sorted(by_bucket):  # the current hour and any future-stamped rows
+    first_bucket, last_bucket = since_ms // step_ms, now_ms // step_ms
+    for bucket in sorted(b for b in by_bucket if b < first_bucket):
+        apply(by_bucket.pop(bucket))
+    snapshot(since_ms, first=True)
+    for bucket in sorted(b for b in by_bucket if b < last_bucket):  # complete steps inside the window
+        apply(by_bucket.pop(bucket))
+        snapshot((bucket + 1) * step_ms)
+    for bucket in sorted(by_bucket):  # the current step and any future-stamped rows
         apply(by_bucket[bucket])
-    if now_ms > last_boundary * HOUR_MS or by_bucket:
-        final = current()
-        if now_ms == last_boundary * HOUR_MS:  # keep one sample per timestamp: the total wins
-            for s in out.values():
-                if s.samples and s.samples[-1][0] == now_ms:
-                    s.samples.pop()
-        emit(now_ms, final)
-    return [s for s in out.values() if s.samples]
+    snapshot(now_ms)
+    return list(out.values())
 
 
 # ------------------------------------------------------------------ remote write 1.0 encoding
@@ -203,7 +227,7 @@ def _sample(value: float, ts_ms: int) -> bytes:
     return _field(2, body)
 
 
-def write_request(series: Sequence[tuple[dict[str, str], list[tuple[int, Decimal]]]]) -> bytes:
+def write_request(series: Sequence[tuple[dict[str, str], Iterable[tuple[int, Decimal]]]]) -> bytes:
     """A ``prometheus.WriteRequest`` (remote write 1.0) protobuf: labels sorted by name."""
     out = bytearray()
     for labels, samples in series:
@@ -375,12 +399,12 @@ def backfill(
             f"Prometheus at {prom.shown} takes no samples older than its newest one "
             "(storage.tsdb.out_of_order_time_window is 0): set it as in the shipped prometheus.yml"
         )
-    # From the whole hour at or before the reach: at most an hour more, inside the margin above.
-    since_ms = (now_ms - int(reach)) // HOUR_MS * HOUR_MS
+    # From the step boundary at or before the reach: inside the hour of margin above.
+    since_ms = (now_ms - int(reach)) // STEP_MS * STEP_MS
     summary.days = (now_ms - since_ms) / DAY_MS
     job, instance = identity(env, ledger)
     with export_lock(ledger.path):
-        all_series = history(ledger.history(HOUR_MS, sources), include_session_id, since_ms, now_ms)
+        all_series = history(ledger.history(STEP_MS, sources), include_session_id, since_ms, now_ms)
         present = prom.present(PROM_NAMES.values(), job, instance, now_ms - retention_ms, now_ms + HOUR_MS)
         known = ledger.all_series()
         todo: list[tuple[Series, dict[str, str]]] = []
@@ -393,19 +417,32 @@ def backfill(
             else:
                 todo.append((s, labels))
         done = 0
-        for i in range(0, len(todo), _SERIES_PER_REQUEST):
-            batch = todo[i : i + _SERIES_PER_REQUEST]
+        for batch in _batches(todo):
             _deliver(ledger, prom, batch, known)
             done += len(batch)
             for s, _ in batch:
                 summary.series += 1
-                summary.samples += len(s.samples)
-                first, last = s.samples[0][0], s.samples[-1][0]
-                summary.first_ms = first if summary.first_ms is None else min(summary.first_ms, first)
-                summary.last_ms = last if summary.last_ms is None else max(summary.last_ms, last)
+                summary.samples += s.count()
+                first = s.start_ms if summary.first_ms is None else min(summary.first_ms, s.start_ms)
+                summary.first_ms, summary.last_ms = first, s.end_ms
             if progress is not None:
                 progress(done, len(todo))
     return summary
+
+
+def _batches(todo: list[tuple[Series, dict[str, str]]]) -> Iterator[list[tuple[Series, dict[str, str]]]]:
+    """Whole series per request (Prometheus commits a request at once), about
+    ``_SAMPLES_PER_REQUEST`` samples each."""
+    batch: list[tuple[Series, dict[str, str]]] = []
+    size = 0
+    for item in todo:
+        batch.append(item)
+        size += item[0].count()
+        if size >= _SAMPLES_PER_REQUEST:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def _deliver(
@@ -418,13 +455,13 @@ def _deliver(
     """
     claims: dict[str, tuple[int, str]] = {}
     for s, _ in batch:
-        first_ns = s.samples[0][0] * 1_000_000
+        first_ns = s.start_ms * 1_000_000
         start = min(first_ns, known[s.key][0]) if s.key in known else first_ns
         last = Decimal(known[s.key][1]) if s.key in known else Decimal(0)
-        claims[s.key] = (start, str(max(last, s.samples[-1][1])))
+        claims[s.key] = (start, str(max(last, s.total)))
     ledger.record_series(claims)
     try:
-        prom.write(write_request([(labels, s.samples) for s, labels in batch]))
+        prom.write(write_request([(labels, s.samples()) for s, labels in batch]))
     except BackfillError:
         new = [k for k in claims if k not in known]
         ledger.forget_series(new)

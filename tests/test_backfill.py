@@ -4,6 +4,7 @@ numbers over the backfilled days."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -59,12 +60,12 @@ def test_history_is_hourly_cumulative_from_an_explicit_zero_to_the_ledger_total(
         ],
     )
     now = h0 + 4 * HOUR_MS + 123
-    series = _by_key(history(ledger.history(HOUR_MS), False, h0 - 2 * HOUR_MS, now))
+    series = _by_key(history(ledger.history(HOUR_MS), False, h0 - 2 * HOUR_MS, now, HOUR_MS))
     attrs = (("model", SONNET), ("provider", "anthropic"), ("source", "claude_transcripts"), ("type", "input"))
     s = series[series_key(TOKEN_METRIC, attrs)]
     # A sample at every hour from the hour of the first request (0), each holding the sum of rows
     # before it (a row at exactly a boundary belongs to the hour it opens), the total last.
-    assert s.samples == [
+    assert list(s.samples()) == [
         (h0, Decimal(0)),
         (h0 + HOUR_MS, Decimal(100)),
         (h0 + 2 * HOUR_MS, Decimal(107)),
@@ -74,8 +75,8 @@ def test_history_is_hourly_cumulative_from_an_explicit_zero_to_the_ledger_total(
     ]
     # Every series ends at exactly what the live export sends: series.values() of the totals.
     live = {series_key(m, a): v for m, a, v in values(ledger.totals(), False)}
-    assert {k: s.samples[-1][1] for k, s in series.items()} == live
-    assert all(a[0] < b[0] for s in series.values() for a, b in zip(s.samples, s.samples[1:], strict=False))
+    assert {k: list(s.samples())[-1][1] for k, s in series.items()} == live
+    assert all(a[0] < b[0] for s in series.values() for a, b in itertools.pairwise(s.samples()))
 
 
 def test_history_older_than_the_window_shows_as_the_first_samples_value(ledger):
@@ -87,9 +88,9 @@ def test_history_older_than_the_window_shows_as_the_first_samples_value(ledger):
             _rec("claude_transcripts", "anthropic", SONNET, h0 + 60_000, "new", 1),
         ],
     )
-    series = _by_key(history(ledger.history(HOUR_MS), False, h0, h0 + 2 * HOUR_MS))
+    series = _by_key(history(ledger.history(HOUR_MS), False, h0, h0 + 2 * HOUR_MS, HOUR_MS))
     attrs = (("model", SONNET), ("provider", "anthropic"), ("source", "claude_transcripts"), ("type", "input"))
-    assert series[series_key(TOKEN_METRIC, attrs)].samples == [
+    assert list(series[series_key(TOKEN_METRIC, attrs)].samples()) == [
         (h0, Decimal(5)),  # no zero: the counter already held the older history
         (h0 + HOUR_MS, Decimal(6)),
         (h0 + 2 * HOUR_MS, Decimal(6)),
@@ -106,12 +107,12 @@ def test_history_of_unpriced_and_priced_requests_follows_the_live_series_model(l
             _rec("claude_transcripts", "anthropic", SONNET, h0 + HOUR_MS + 1, "p1", 1_000_000),
         ],
     )
-    series = _by_key(history(ledger.history(HOUR_MS), False, h0, h0 + 3 * HOUR_MS))
+    series = _by_key(history(ledger.history(HOUR_MS), False, h0, h0 + 3 * HOUR_MS, HOUR_MS))
     unknown = (("model", "unknown-model"), ("provider", "anthropic"), ("source", "claude_transcripts"))
     priced = (("model", SONNET), ("provider", "anthropic"), ("source", "claude_transcripts"))
     assert series_key(COST_METRIC, unknown) not in series  # an unknown price is never $0
-    assert series[series_key(UNPRICED_METRIC, unknown)].samples[-1][1] == 2
-    cost = series[series_key(COST_METRIC, priced)].samples
+    assert series[series_key(UNPRICED_METRIC, unknown)].total == 2
+    cost = list(series[series_key(COST_METRIC, priced)].samples())
     assert cost[0] == (h0 + HOUR_MS, Decimal(0)) and cost[-1][1] == Decimal(1_000_000 * 16 + 1) / 1_000_000
 
 
@@ -124,8 +125,8 @@ def test_history_with_session_ids_splits_series_per_session(ledger):
             _rec("claude_transcripts", "anthropic", SONNET, h0 + 2, "b", 1, session="s2"),
         ],
     )
-    plain = history(ledger.history(HOUR_MS), False, h0, h0 + HOUR_MS)
-    split = history(ledger.history(HOUR_MS), True, h0, h0 + HOUR_MS)
+    plain = history(ledger.history(HOUR_MS), False, h0, h0 + HOUR_MS, HOUR_MS)
+    split = history(ledger.history(HOUR_MS), True, h0, h0 + HOUR_MS, HOUR_MS)
     assert len(split) == 2 * len(plain)
     assert {dict(s.attrs).get("session.id") for s in split} == {"s1", "s2"}
 
@@ -275,18 +276,19 @@ def test_no_out_of_order_window_is_a_clear_error(ledger):
         bf.backfill(ledger, _RecordingPrometheus(window_days=0), env={})
 
 
-def test_long_backfills_report_progress_and_send_whole_series_per_request(ledger):
+def test_long_backfills_report_progress_and_send_whole_series_per_request(ledger, monkeypatch):
     now = 1_800_000 * HOUR_MS
     _fill(
         ledger, [_rec("claude_transcripts", "anthropic", f"model-{i}", now - 86_400_000, f"k{i}", 1) for i in range(13)]
     )
+    monkeypatch.setattr(bf, "_SAMPLES_PER_REQUEST", 50 * 289)
     prom = _RecordingPrometheus()
     seen: list[tuple[int, int]] = []
     summary = bf.backfill(ledger, prom, env={}, now_ms=now, progress=lambda done, total: seen.append((done, total)))
     assert summary.series == 65  # 13 models x (4 token types + cost)
     assert seen == [(50, 65), (65, 65)] and len(prom.payloads) == 2
-    assert summary.samples == 65 * 25  # the zero a day ago, then 24 hourly sums (the last, at now, is the total)
-    assert "backfilled 65 series, 1625 samples, 30.0 day(s)" in summary.line()
+    assert summary.samples == 65 * 289  # the zero a day ago, then a sum every 5 minutes (the last, at now: the total)
+    assert "backfilled 65 series, 18785 samples, 30.0 day(s)" in summary.line()
 
 
 # ------------------------------------------------------------------ end to end: real collector and Prometheus
@@ -486,6 +488,24 @@ def test_dashboard_totals_equal_the_report_for_whole_days(bstack):
             if float(v):
                 got_days.setdefault(day, {})[r["metric"]["model"]] = float(v)
     assert got_days == {day: {m: float(t) for m, (t, _) in models.items() if t} for day, models in want.items()}
+    # Any range, as Grafana sends it ("last 7 days" starts at any second; 10-minute bars): exact to the 5-minute
+    # step, because every range start finds a backfilled sample within Prometheus' lookback.
+    start = end - 7 * DAY_S + 1234
+    with Ledger.open(bstack.state) as ledger:
+        rows = ledger.aggregate("quarter", since_ms=(start // 300) * 300_000, until_ms=end * 1000)
+    want_tokens = sum(int(r[4]) + int(r[5]) + int(r[6]) + int(r[7]) for r in rows)
+    total = next(
+        x for x in iter_panels(dashboards()["ai-usage-overview.json"]["panels"]) if x["title"] == "Total tokens"
+    )
+    assert p.scalar(expand(total["targets"][0]["expr"], variables, end - start, 600, 60), end) == want_tokens
+    expr = expand(panel["targets"][0]["expr"], variables, end - start, 600, 60)
+    last = start + (end - start) // 600 * 600  # the last 10-minute bar ends here
+    bars = p.query_range(expr, start + 600, last, 600)
+    with Ledger.open(bstack.state) as ledger:
+        rows = ledger.aggregate("quarter", since_ms=(start // 300) * 300_000, until_ms=(last // 300) * 300_000)
+    assert sum(float(v) for r in bars for _, v in r["values"]) == sum(
+        int(r[4]) + int(r[5]) + int(r[6]) + int(r[7]) for r in rows
+    )
 
 
 @stack_test
