@@ -166,17 +166,23 @@ def history(
     by_bucket: dict[int, list[SeriesTotal]] = {}
     for bucket, total in rows:
         by_bucket.setdefault(bucket, []).append(total)
+    # One group per set of series (the session only when it is a label): values() of one group
+    # is exactly its series, so a step only recomputes the groups its rows touched.
     groups: dict[tuple[str, str, str, str], SeriesTotal] = {}
 
-    def apply(bucket_rows: list[SeriesTotal]) -> None:
-        for t in bucket_rows:
+    def apply(bucket_rows: list[SeriesTotal]) -> set[tuple[str, str, str, str]]:
+        touched = set()
+        for row in bucket_rows:
+            t = row if include_session_id else replace(row, session_id="")
             k = (t.source, t.provider, t.model, t.session_id)
             groups[k] = t if k not in groups else _add(groups[k], t)
+            touched.add(k)
+        return touched
 
     out: dict[str, Series] = {}
 
-    def snapshot(ts_ms: int, first: bool = False) -> None:
-        for m, a, v in values(groups.values(), include_session_id):
+    def snapshot(ts_ms: int, keys: Iterable[tuple[str, str, str, str]], first: bool = False) -> None:
+        for m, a, v in values([groups[k] for k in keys], include_session_id):
             key = series_key(m, a)
             s = out.get(key)
             if s is None:
@@ -191,13 +197,13 @@ def history(
     first_bucket, last_bucket = since_ms // step_ms, now_ms // step_ms
     for bucket in sorted(b for b in by_bucket if b < first_bucket):
         apply(by_bucket.pop(bucket))
-    snapshot(since_ms, first=True)
+    snapshot(since_ms, list(groups), first=True)
     for bucket in sorted(b for b in by_bucket if b < last_bucket):  # complete steps inside the window
-        apply(by_bucket.pop(bucket))
-        snapshot((bucket + 1) * step_ms)
+        snapshot((bucket + 1) * step_ms, apply(by_bucket.pop(bucket)))
+    touched: set[tuple[str, str, str, str]] = set()
     for bucket in sorted(by_bucket):  # the current step and any future-stamped rows
-        apply(by_bucket[bucket])
-    snapshot(now_ms)
+        touched |= apply(by_bucket[bucket])
+    snapshot(now_ms, touched)
     return list(out.values())
 
 
