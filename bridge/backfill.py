@@ -27,9 +27,11 @@ either complete or absent.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import re
+import struct
 import sys
 import time
 import urllib.parse
@@ -156,25 +158,22 @@ def history(
     now_ms: int,
     step_ms: int = STEP_MS,
 ) -> list[Series]:
-    """Cumulative history per series from ``Ledger.history(step_ms)`` rows.
+    """Cumulative history per series from ``Ledger.history(step_ms)`` rows (oldest bucket first).
 
     The value at step boundary ``B`` is ``series.values()`` of every row with ``ts_ms < B`` (the
     live export's function applied to the ledger as of ``B``); the last sample, at ``now_ms``, is
     ``values()`` of every row: the ledger's totals. A series first seen inside the window starts
     with an explicit 0 at the boundary before its first row. ``since_ms`` must be step-aligned.
     """
-    by_bucket: dict[int, list[SeriesTotal]] = {}
-    for bucket, total in rows:
-        by_bucket.setdefault(bucket, []).append(total)
-    # One group per set of series (the session only when it is a label): values() of one group
-    # is exactly its series, so a step only recomputes the groups its rows touched.
+    # One group per set of series (the session only when it is a label; rows without it come
+    # from ``Ledger.history(by_session=False)``): values() of one group is exactly its series,
+    # so a step only recomputes the groups its rows touched.
     groups: dict[tuple[str, str, str, str], SeriesTotal] = {}
 
-    def apply(bucket_rows: list[SeriesTotal]) -> set[tuple[str, str, str, str]]:
+    def apply(bucket_rows: Iterable[SeriesTotal]) -> set[tuple[str, str, str, str]]:
         touched = set()
-        for row in bucket_rows:
-            t = row if include_session_id else replace(row, session_id="")
-            k = (t.source, t.provider, t.model, t.session_id)
+        for t in bucket_rows:
+            k = (t.source, t.provider, t.model, t.session_id if include_session_id else "")
             groups[k] = t if k not in groups else _add(groups[k], t)
             touched.add(k)
         return touched
@@ -195,14 +194,19 @@ def history(
                 s.points.append((ts_ms, v))
 
     first_bucket, last_bucket = since_ms // step_ms, now_ms // step_ms
-    for bucket in sorted(b for b in by_bucket if b < first_bucket):
-        apply(by_bucket.pop(bucket))
-    snapshot(since_ms, list(groups), first=True)
-    for bucket in sorted(b for b in by_bucket if b < last_bucket):  # complete steps inside the window
-        snapshot((bucket + 1) * step_ms, apply(by_bucket.pop(bucket)))
-    touched: set[tuple[str, str, str, str]] = set()
-    for bucket in sorted(by_bucket):  # the current step and any future-stamped rows
-        touched |= apply(by_bucket[bucket])
+    started = False  # the window's first sample is taken (older rows are only summed into it)
+    touched: set[tuple[str, str, str, str]] = set()  # groups of the current step and later rows
+    for bucket, bucket_rows in itertools.groupby(rows, key=lambda r: r[0]):  # oldest bucket first
+        if bucket >= first_bucket and not started:
+            snapshot(since_ms, list(groups), first=True)
+            started = True
+        keys = apply(t for _, t in bucket_rows)
+        if first_bucket <= bucket < last_bucket:
+            snapshot((bucket + 1) * step_ms, keys)
+        elif bucket >= last_bucket:
+            touched |= keys
+    if not started:
+        snapshot(since_ms, list(groups), first=True)
     snapshot(now_ms, touched)
     return list(out.values())
 
@@ -211,26 +215,21 @@ def history(
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
     out = bytearray()
-    while True:
-        b = n & 0x7F
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
         n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    out.append(n)
+    return bytes(out)
 
 
 def _field(num: int, payload: bytes) -> bytes:
     return _varint(num << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _sample(value: float, ts_ms: int) -> bytes:
-    import struct
-
-    body = b"\x09" + struct.pack("<d", value) + b"\x10" + _varint(ts_ms & 0xFFFFFFFFFFFFFFFF)
-    return _field(2, body)
+_VALUE = struct.Struct("<Bd")  # Sample.value: field 1, fixed64 double
 
 
 def write_request(series: Sequence[tuple[dict[str, str], Iterable[tuple[int, Decimal]]]]) -> bytes:
@@ -240,8 +239,13 @@ def write_request(series: Sequence[tuple[dict[str, str], Iterable[tuple[int, Dec
         ts = bytearray()
         for name in sorted(labels):
             ts += _field(1, _field(1, name.encode()) + _field(2, labels[name].encode()))
+        last: Decimal | None = None
+        packed = b""
         for ts_ms, value in samples:
-            ts += _sample(float(value), ts_ms)
+            if value != last:  # values repeat for hours: pack each once
+                last, packed = value, _VALUE.pack(0x09, float(value))
+            body = packed + b"\x10" + _varint(ts_ms)  # Sample.timestamp: field 2, varint
+            ts += b"\x12" + bytes((len(body),)) + body  # TimeSeries.samples: field 2 (a body < 128 bytes)
         out += _field(1, bytes(ts))
     return bytes(out)
 
@@ -410,7 +414,8 @@ def backfill(
     summary.days = (now_ms - since_ms) / DAY_MS
     job, instance = identity(env, ledger)
     with export_lock(ledger.path):
-        all_series = history(ledger.history(STEP_MS, sources), include_session_id, since_ms, now_ms)
+        rows = ledger.history(STEP_MS, sources, by_session=include_session_id)
+        all_series = history(rows, include_session_id, since_ms, now_ms)
         present = prom.present(PROM_NAMES.values(), job, instance, now_ms - retention_ms, now_ms + HOUR_MS)
         known = ledger.all_series()
         todo: list[tuple[Series, dict[str, str]]] = []

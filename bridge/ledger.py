@@ -495,17 +495,22 @@ class Ledger:
         q = f"SELECT {head}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3"
         return list(self._db.execute(q, params))
 
-    def history(self, bucket_ms: int, sources: Sequence[str] | None = None) -> list[tuple[int, SeriesTotal]]:
+    def history(
+        self, bucket_ms: int, sources: Sequence[str] | None = None, by_session: bool = True
+    ) -> Iterator[tuple[int, SeriesTotal]]:
         """Sums per time bucket (``ts_ms // bucket_ms``) and (source, provider, model, session),
-        oldest bucket first: the same groups as ``totals()``, so they add up to it exactly."""
+        oldest bucket first: the same groups as ``totals()`` (the session '' unless
+        ``by_session``), so they add up to it exactly."""
         where, params = _where(None, None, sources)
+        session = "COALESCE(session_id, '')" if by_session else "''"
         q = (
-            "SELECT source, provider, model, COALESCE(session_id, ''), SUM(input), SUM(output), SUM(cache_read), "
+            f"SELECT source, provider, model, {session}, SUM(input), SUM(output), SUM(cache_read), "
             "SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
             f"SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), ts_ms / ? FROM usage WHERE {where} "
             "GROUP BY 12, 1, 2, 3, 4 ORDER BY 12, 1, 2, 3, 4"
         )
-        return [(int(r[11]), _series_total(r)) for r in self._db.execute(q, [bucket_ms, *params])]
+        for r in self._db.execute(q, [bucket_ms, *params]):  # streamed: a long history never sits in memory
+            yield int(r[11]), _series_total(r)
 
     def tokens_for(self, keys: list[str]) -> dict[str, Tokens]:
         """Stored tokens of the given dedup keys (missing keys are absent)."""
