@@ -576,7 +576,12 @@ def test_the_daemon_backfills_at_start_and_not_again_after_a_restart(tmp_path):
                 daemon.wait_ready(60)
                 if run == 1:  # history found while running (a new model's old session): on its own day too
                     sid = "dddd0006-0000-4000-8000-000000000000"
-                    write_claude_home(home, {sid: {"model": HAIKU, "requests": [usage] * 2}}, now - 6 * DAY_S)
+                    # Written aside and moved in (as a restored or synced file arrives): the daemon must not
+                    # read it half-written, which would rightly count the rest live, now.
+                    write_claude_home(tmp_path / "aside", {sid: {"model": HAIKU, "requests": [usage] * 2}},
+                                      now - 6 * DAY_S)  # fmt: skip
+                    rel = Path("projects", "-home-dev-app", f"{sid}.jsonl")
+                    os.rename(tmp_path / "aside" / rel, home / rel)
                     _wait_for_line(daemon, "backfilled 5 series")
                 assert daemon.stop() == 0, daemon.stderr()
             finally:
