@@ -582,7 +582,7 @@ def test_the_daemon_backfills_at_start_and_not_again_after_a_restart(tmp_path):
                                       now - 6 * DAY_S)  # fmt: skip
                     rel = Path("projects", "-home-dev-app", f"{sid}.jsonl")
                     os.rename(tmp_path / "aside" / rel, home / rel)
-                    _wait_for_line(daemon, "backfilled 5 series")
+                    _wait_for_line(daemon, "backfilled 5 series", 90)
                 assert daemon.stop() == 0, daemon.stderr()
             finally:
                 if daemon.proc.poll() is None:
