@@ -27,6 +27,7 @@ either complete or absent.
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 import json
 import logging
@@ -280,19 +281,26 @@ class Prometheus:
     """The few calls the backfill makes: limits, which series exist, remote write."""
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
-        self.url = url.rstrip("/")
         self.timeout_s = timeout_s
-        parts = urllib.parse.urlsplit(self.url)
-        # Shown in messages: never user:password from the URL.
+        parts = urllib.parse.urlsplit(url.rstrip("/"))
+        # Shown in messages and used for requests: never user:password from the URL, which goes
+        # into an Authorization header instead (a Prometheus behind basic auth).
         self.shown = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError("TOKENBRIDGE_PROMETHEUS_URL", f"not an http(s) URL: {self.shown}")
+        self.url = self.shown
+        self._auth: dict[str, str] = {}
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            secret = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{secret}".encode()).decode()
+            self._auth = {"Authorization": f"Basic {token}"}
 
     def _request(self, path: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> bytes:
         import urllib.error  # here, not at the top: the CLI imports this module for every command
         import urllib.request
 
-        req = urllib.request.Request(self.url + path, data=data, headers=headers or {})  # noqa: S310 - http(s) checked
+        req = urllib.request.Request(self.url + path, data=data, headers={**self._auth, **(headers or {})})  # noqa: S310
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as r:  # noqa: S310 - http(s) checked
                 return bytes(r.read())

@@ -185,6 +185,35 @@ def test_unreachable_prometheus_is_one_line_without_credentials(tmp_path, capsys
     assert "s3cret" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_credentials_in_the_url_become_basic_auth_and_are_never_shown(ledger):
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(401)
+            self.end_headers()
+            self.wfile.write(b"unauthorized")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        prom = Prometheus(f"http://ops:p%40ss@127.0.0.1:{server.server_address[1]}/")
+        with pytest.raises(BackfillError) as err:
+            bf.backfill(ledger, prom, env={})
+    finally:
+        server.shutdown()
+    assert seen == [("/api/v1/status/flags", "Basic " + base64.b64encode(b"ops:p@ss").decode())]
+    assert "answered HTTP 401" in str(err.value) and "p%40ss" not in str(err.value) and "ops" not in str(err.value)
+
+
 def test_bad_prometheus_url_and_days_are_config_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TOKENBRIDGE_STATE_DIR", str(tmp_path / "state"))
     assert main(["backfill", "--prometheus-url", "file:///etc/passwd"]) == 2
