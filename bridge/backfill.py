@@ -529,8 +529,12 @@ class Auto:
         return self._run(ledger, self.wait_s)
 
     def new_series(self, ledger: Ledger) -> Summary | None:
-        """Backfill when the ledger has a series no export has claimed yet (cheap otherwise)."""
-        if self.prom is None:
+        """Backfill when the ledger has a series no export has claimed yet (cheap otherwise).
+
+        Not with ``session.id`` labels: every new session is a new series, and a whole backfill
+        per session would cost more than it brings (their history is written at the next start).
+        """
+        if self.prom is None or self.include_session_id:
             return None
         known = ledger.all_series()
         current = {series_key(m, a) for m, a, _ in values(ledger.totals(), self.include_session_id)}
