@@ -266,10 +266,22 @@ class _RecordingPrometheus(Prometheus):
         return self.limits
 
     def present(self, *args: object, **kwargs: object) -> set:
-        return set()
+        return set(self.holds)
 
     def write(self, payload: bytes) -> None:
         self.payloads.append(payload)
+
+    holds: frozenset = frozenset()
+
+    def now_holds(self, ledger: Ledger) -> None:
+        """From now on answer that it holds every series the ledger has claimed (as a real one would)."""
+        job, instance = bf.identity({}, ledger)
+        sets = set()
+        for key in ledger.all_series():
+            metric, *pairs = key.split("|")
+            attrs = tuple(tuple(p.split("=", 1)) for p in pairs)
+            sets.add(frozenset(bf.labels_of(metric, attrs, job, instance).items()))  # type: ignore[arg-type]
+        self.holds = frozenset(sets)
 
 
 def test_source_selection_backfills_only_that_sources_series(ledger):
@@ -318,6 +330,33 @@ def test_long_backfills_report_progress_and_send_whole_series_per_request(ledger
     assert seen == [(50, 65), (65, 65)] and len(prom.payloads) == 2
     assert summary.samples == 65 * 289  # the zero a day ago, then a sum every 5 minutes (the last, at now: the total)
     assert "backfilled 65 series, 18785 samples, 30.0 day(s)" in summary.line()
+
+
+def test_daemon_backfills_mid_run_only_when_a_series_is_new(ledger):
+    now = int(time.time() * 1000)
+    _fill(ledger, [_rec("claude_transcripts", "anthropic", SONNET, now - 3 * 86_400_000, "a", 3)])
+    auto = bf.Auto({"TOKENBRIDGE_PROMETHEUS_URL": "http://127.0.0.1:1"}, False)
+    auto.prom = prom = _RecordingPrometheus()
+    first = auto.new_series(ledger)
+    assert first is not None and first.series == 5 and len(prom.payloads) == 1
+    prom.now_holds(ledger)
+    _fill(ledger, [_rec("claude_transcripts", "anthropic", SONNET, now - 2 * 86_400_000, "b", 3)])
+    assert auto.new_series(ledger) is None and len(prom.payloads) == 1  # same series: the live export carries it
+    _fill(ledger, [_rec("openai_api", "openai", GPT, now - 2 * 86_400_000, "c", 3)])
+    later = auto.new_series(ledger)
+    assert later is not None and later.series == 5 and len(prom.payloads) == 2
+    with_sessions = bf.Auto({"TOKENBRIDGE_PROMETHEUS_URL": "http://127.0.0.1:1"}, True)
+    with_sessions.prom = _RecordingPrometheus()
+    assert with_sessions.new_series(ledger) is None
+
+
+def test_bad_backfill_settings_are_config_errors():
+    from bridge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="TOKENBRIDGE_BACKFILL_DAYS"):
+        bf.Auto({"TOKENBRIDGE_PROMETHEUS_URL": "http://p:9090", "TOKENBRIDGE_BACKFILL_DAYS": "a month"}, False)
+    with pytest.raises(ConfigError, match="TOKENBRIDGE_BACKFILL_WAIT"):
+        bf.Auto({"TOKENBRIDGE_PROMETHEUS_URL": "http://p:9090", "TOKENBRIDGE_BACKFILL_WAIT": "-1"}, False)
 
 
 # ------------------------------------------------------------------ end to end: real collector and Prometheus
