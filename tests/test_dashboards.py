@@ -188,6 +188,7 @@ def test_totals_are_exact_and_counts_whole():
                 for m in re.finditer(r"increase\([^()]*\[([^\]]+)\]( anchored)?\)", t["expr"]):
                     assert m.group(2), (p["title"], m.group(0))
                     checked += 1
-            if p["type"] in ("stat", "bargauge") and p["fieldConfig"]["defaults"]["unit"] == "short":
+            ratio = any(" / " in t["expr"] for t in p.get("targets", []))  # e.g. prompts per session
+            if p["type"] in ("stat", "bargauge") and p["fieldConfig"]["defaults"]["unit"] == "short" and not ratio:
                 assert p["fieldConfig"]["defaults"]["decimals"] == 0, p["title"]
     assert checked >= 30
