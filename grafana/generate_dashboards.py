@@ -47,13 +47,17 @@ def _join(labels: list[str]) -> str:
     return ", ".join(labels)
 
 
-def dedup(metric: str, by: list[str], rng: str, fn: str = "increase", extra: str = "") -> str:
-    """Sum `fn(metric[rng])` by `by`, counting Claude Code usage once (see module docstring)."""
+def dedup(metric: str, by: list[str], rng: str, fn: str = "increase", extra: str = "", filters: str = FILTERS) -> str:
+    """Sum `fn(metric[rng])` by `by`, counting Claude Code usage once (see module docstring).
+
+    `filters` are the dashboard variables; prometheus/generate_rules.py passes "" to build its recording rules
+    from this same rule."""
     inner_by = _join([*by, "model", "source"])
-    sel = FILTERS + (f",{extra}" if extra else "")
+    sel = ",".join(m for m in (filters, extra) if m)
 
     def part(src_matcher: str) -> str:
-        return f"sum by ({inner_by}) ({fn}({metric}{{{sel},{src_matcher}}}[{rng}]))"
+        matchers = f"{sel},{src_matcher}" if sel else src_matcher
+        return f"sum by ({inner_by}) ({fn}({metric}{{{matchers}}}[{rng}]))"
 
     preferred = part('source=~"' + PREFERRED + '"')
     fallback = part('source="' + FALLBACK + '"')
