@@ -165,10 +165,16 @@ max by (provider) ({BALANCE}) * 0
 
 def rates_group() -> dict[str, Any]:
     rules = []
-    for rng in ("1h", "1d", "7d"):
+    for rng in ("1h", "1d"):
         per = f"provider:tokenbridge_cost_usd_per_hour:rate{rng}"
         rules.append(rec(per, f"3600 * (\n{unified(COST, rng, 'rate')}\n)"))
         rules.append(rec(f"tokenbridge:cost_usd_per_hour:rate{rng}", f"sum({per})"))
+    # The normal burn rate: the average hourly rate over the last 7 days of recorded values. Not rate(...[7d]),
+    # which divides by 7 days even when the data is a day old, so every new install would look like a spike.
+    rules.append(
+        rec("provider:tokenbridge_cost_usd_per_hour:avg7d", "avg_over_time(provider:tokenbridge_cost_usd_per_hour:rate1h[7d])")
+    )
+    rules.append(rec("tokenbridge:cost_usd_per_hour:avg7d", "avg_over_time(tokenbridge:cost_usd_per_hour:rate1h[7d])"))
     per = "provider:tokenbridge_tokens_per_minute:rate5m"
     rules.append(rec(per, f"60 * (\n{unified(TOKENS, '5m', 'rate')}\n)"))
     rules.append(rec("tokenbridge:tokens_per_minute:rate5m", f"sum({per})"))
@@ -260,7 +266,7 @@ def alerts_group() -> dict[str, Any]:
             "BurnRateSpike",
             f"""
 provider:tokenbridge_cost_usd_per_hour:rate1h
-  > scalar({th}burn_rate_spike_factor) * provider:tokenbridge_cost_usd_per_hour:rate7d
+  > scalar({th}burn_rate_spike_factor) * provider:tokenbridge_cost_usd_per_hour:avg7d
 and
 provider:tokenbridge_cost_usd_per_hour:rate1h > scalar({th}burn_rate_spike_min_usd_per_hour)
 """,
@@ -270,7 +276,7 @@ provider:tokenbridge_cost_usd_per_hour:rate1h > scalar({th}burn_rate_spike_min_u
             "{{ $labels.provider }} spent ${{ $value | printf \"%.2f\" }}/h over the last hour, more than "
             + _q(th + "burn_rate_spike_factor", "printf \"%g\"")
             + " times its 7-day average of $"
-            + _qp("provider:tokenbridge_cost_usd_per_hour:rate7d")
+            + _qp("provider:tokenbridge_cost_usd_per_hour:avg7d")
             + "/h (TOKENBRIDGE_BURN_SPIKE_FACTOR).",
         ),
         alert(
