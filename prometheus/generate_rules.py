@@ -118,6 +118,12 @@ def _qp(metric: str, fmt: str = 'printf "%.2f"') -> str:
     return f'{{{{ with printf "{sel}" $labels.provider | query }}}}{{{{ . | first | value | {fmt} }}}}{{{{ end }}}}'
 
 
+def _qpw(metric: str, then: str) -> str:
+    """Template: `then` with `metric` for the alert's provider and window, or nothing when there is none."""
+    sel = f"{metric}{{provider='%s',window='%s'}}"
+    return f'{{{{ with printf "{sel}" $labels.provider $labels.window | query }}}}{then}{{{{ end }}}}'
+
+
 # ------------------------------------------------------------------ the rules
 
 # The evaluation time, recorded first in the calendar group: inside a subquery time() is the inner step, and
@@ -288,7 +294,8 @@ provider:tokenbridge_cost_usd_per_hour:rate1h > scalar({th}burn_rate_spike_min_u
             "The {{ $labels.provider }} plan's {{ $labels.window }} usage window is {{ $value | printf \"%.0f\" }}% "
             "used, above the alert level of "
             + _q(th + "quota_used_percent", 'printf "%.0f"')
-            + "% (TOKENBRIDGE_QUOTA_ALERT_PERCENT).",
+            + "% (TOKENBRIDGE_QUOTA_ALERT_PERCENT)."
+            + _qpw(QUOTA_RESETS, " It resets at {{ . | first | value | humanizeTimestamp }}."),
         ),
         alert(
             "SourceFailing",
