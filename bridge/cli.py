@@ -21,6 +21,7 @@ from bridge.app import resolve_selection
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
 from bridge.report import KINDS, build, parse_day, resolve_tz
+from bridge.statusline import cmd_statusline
 
 log = logging.getLogger("tokenbridge")
 
@@ -58,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
     src = sub.add_parser("sources", help="each source: detected, roots, files, last event, problems")
     src.add_argument("--json", action="store_true")
+
+    sub.add_parser("statusline", help="Claude Code status-line command: JSON on stdin, one line out, quota gauges")
     return p
 
 
@@ -239,7 +242,13 @@ def cmd_sources(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"sync": cmd_sync, "run": cmd_run, "report": cmd_report, "sources": cmd_sources}
+_COMMANDS = {
+    "sync": cmd_sync,
+    "run": cmd_run,
+    "report": cmd_report,
+    "sources": cmd_sources,
+    "statusline": cmd_statusline,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

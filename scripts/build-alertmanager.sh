@@ -10,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 version="${TOKENBRIDGE_ALERTMANAGER_VERSION:-$TB_ALERTMANAGER_VERSION}"
 [[ "$version" =~ ^0\.[0-9]+\.[0-9]+$ ]] || tb_die "unsupported Alertmanager version '$version' (expected 0.MINOR.PATCH)"
 module_version="v$version"
-recipe="alertmanager $module_version ldflags=version"
+recipe="alertmanager $module_version ldflags=version ui=placeholder"
 key="$(printf '%s' "$recipe" | tb_sha)"
 outdir="$TB_CACHE_DIR/bin/alertmanager-$version-$key"
 bin="$outdir/alertmanager"
@@ -32,6 +32,14 @@ trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 cp -R "$moddir/." "$work/src"
 chmod -R u+w "$work/src"
 rm -f "$work/src/go.work" "$work/src/go.work.sum"
+# The module ships the web UI's sources, not its compiled assets (ui/app/dist, built with npm in a release). The
+# binary embeds that directory: give it a one-page placeholder. The API (/api/v2), routing and receivers are all
+# in Go and unaffected; the compose image has the full UI.
+for ui in elm mantine; do
+  mkdir -p "$work/src/ui/app/dist/$ui"
+  printf '%s\n' '<!doctype html><title>Alertmanager</title><p>Built by tokenbridge without the web UI: use the API at /api/v2/alerts or amtool.</p>' \
+    >"$work/src/ui/app/dist/$ui/index.html"
+done
 
 tb_log "alertmanager $version: compiling; this takes a few minutes on a cold Go cache"
 mkdir -p "$work/out"
