@@ -50,12 +50,13 @@ tb_defaults() {
   : "${OTLP_HTTP_PORT:=14318}"
   : "${PROMETHEUS_PORT:=9090}"
   : "${GRAFANA_PORT:=3000}"
+  : "${ALERTMANAGER_PORT:=9093}"
   : "${OTELCOL_PROM_PORT:=18889}"     # collector's Prometheus exporter (scraped by Prometheus)
   : "${OTELCOL_HEALTH_PORT:=13133}"
   : "${OTELCOL_METRICS_PORT:=18888}"  # collector's own telemetry
   : "${PROMETHEUS_RETENTION:=90d}"
   : "${TOKENBRIDGE_NATIVE_DIR:=${XDG_STATE_HOME:-$HOME/.local/state}/tokenbridge/native}"
-  export TOKENBRIDGE_BIND OTLP_GRPC_PORT OTLP_HTTP_PORT PROMETHEUS_PORT GRAFANA_PORT OTELCOL_PROM_PORT \
+  export TOKENBRIDGE_BIND OTLP_GRPC_PORT OTLP_HTTP_PORT PROMETHEUS_PORT GRAFANA_PORT ALERTMANAGER_PORT OTELCOL_PROM_PORT \
     OTELCOL_HEALTH_PORT OTELCOL_METRICS_PORT PROMETHEUS_RETENTION TOKENBRIDGE_NATIVE_DIR
 }
 
@@ -117,4 +118,14 @@ tb_python() {
   if command -v python3 >/dev/null 2>&1; then echo python3
   elif command -v python >/dev/null 2>&1; then echo python
   else tb_die "python3 not found on PATH; install Python 3.11+"; fi
+}
+
+# Alert thresholds (prometheus/rules/thresholds.yml) and the Alertmanager config (alertmanager/alertmanager.yml)
+# from .env and the environment; both git-ignored. A bad value stops the start with the key named.
+tb_alert_config() {
+  local py; py="$(tb_python)"
+  "$py" "$TB_ROOT/prometheus/generate_rules.py" --thresholds --env-file "$TB_ROOT/.env" \
+    || tb_die "fix the alert threshold in .env named above"
+  "$py" "$TB_ROOT/scripts/alertmanager_config.py" --env-file "$TB_ROOT/.env" \
+    || tb_die "fix the alert setting in .env named above"
 }
