@@ -150,9 +150,10 @@ def thresholds_group() -> dict[str, Any]:
         if name == "balance_low_default":
             continue
         cfg = f"tokenbridge:threshold_config:{name}"
-        if default is not None and name == "source_silent_seconds":
-            default = str(Decimal(default) * 3600)  # configured in hours, recorded in seconds
-        rules.append(rec(f"tokenbridge:threshold:{name}", cfg if default is None else f"{cfg} or vector({default})"))
+        value = default
+        if value is not None and name == "source_silent_seconds":
+            value = str(Decimal(value) * 3600)  # configured in hours, recorded in seconds
+        rules.append(rec(f"tokenbridge:threshold:{name}", cfg if value is None else f"{cfg} or vector({value})"))
     # One balance threshold per provider that reports a balance: its own, else the default.
     default = THRESHOLDS["balance_low_default"][1]
     rules.append(
@@ -177,9 +178,8 @@ def rates_group() -> dict[str, Any]:
         rules.append(rec(f"tokenbridge:cost_usd_per_hour:rate{rng}", f"sum({per})"))
     # The normal burn rate: the average hourly rate over the last 7 days of recorded values. Not rate(...[7d]),
     # which divides by 7 days even when the data is a day old, so every new install would look like a spike.
-    rules.append(
-        rec("provider:tokenbridge_cost_usd_per_hour:avg7d", "avg_over_time(provider:tokenbridge_cost_usd_per_hour:rate1h[7d])")
-    )
+    per = "provider:tokenbridge_cost_usd_per_hour"
+    rules.append(rec(f"{per}:avg7d", f"avg_over_time({per}:rate1h[7d])"))
     rules.append(rec("tokenbridge:cost_usd_per_hour:avg7d", "avg_over_time(tokenbridge:cost_usd_per_hour:rate1h[7d])"))
     per = "provider:tokenbridge_tokens_per_minute:rate5m"
     rules.append(rec(per, f"60 * (\n{unified(TOKENS, '5m', 'rate')}\n)"))
@@ -227,8 +227,8 @@ def alerts_group() -> dict[str, Any]:
             f"{BALANCE} < on (provider) group_left () {th}balance_low",
             "10m",
             "warning",
-            "{{ $labels.provider }} prepaid balance is low: {{ $value | printf \"%.2f\" }} {{ $labels.currency }}",
-            "The {{ $labels.provider }} balance is {{ $value | printf \"%.2f\" }} {{ $labels.currency }}, below the "
+            '{{ $labels.provider }} prepaid balance is low: {{ $value | printf "%.2f" }} {{ $labels.currency }}',
+            'The {{ $labels.provider }} balance is {{ $value | printf "%.2f" }} {{ $labels.currency }}, below the '
             "alert level of "
             + _qp(th + "balance_low")
             + " {{ $labels.currency }} (TOKENBRIDGE_BALANCE_LOW_<PROVIDER>). Top up before requests start failing.",
@@ -238,8 +238,8 @@ def alerts_group() -> dict[str, Any]:
             f"tokenbridge:cost_usd:today > on () {th}budget_daily_usd",
             "0m",
             "warning",
-            "Today's AI spend ${{ $value | printf \"%.2f\" }} is over the daily budget",
-            "All providers together spent ${{ $value | printf \"%.2f\" }} today (UTC), above the daily budget of $"
+            'Today\'s AI spend ${{ $value | printf "%.2f" }} is over the daily budget',
+            'All providers together spent ${{ $value | printf "%.2f" }} today (UTC), above the daily budget of $'
             + _q(th + "budget_daily_usd")
             + " (TOKENBRIDGE_BUDGET_DAILY_USD). Current burn rate: $"
             + _q("tokenbridge:cost_usd_per_hour:rate1h")
@@ -250,8 +250,8 @@ def alerts_group() -> dict[str, Any]:
             f"tokenbridge:cost_usd:month > on () {th}budget_monthly_usd",
             "0m",
             "critical",
-            "This month's AI spend ${{ $value | printf \"%.2f\" }} is over the monthly budget",
-            "All providers together spent ${{ $value | printf \"%.2f\" }} this month (UTC), above the monthly budget "
+            'This month\'s AI spend ${{ $value | printf "%.2f" }} is over the monthly budget',
+            'All providers together spent ${{ $value | printf "%.2f" }} this month (UTC), above the monthly budget '
             "of $" + _q(th + "budget_monthly_usd") + " (TOKENBRIDGE_BUDGET_MONTHLY_USD).",
         ),
         alert(
@@ -259,10 +259,10 @@ def alerts_group() -> dict[str, Any]:
             f"tokenbridge:cost_usd:month_end_projected > on () {th}budget_monthly_usd",
             "15m",
             "warning",
-            "Month-end AI spend projected at ${{ $value | printf \"%.2f\" }}, over the monthly budget",
+            'Month-end AI spend projected at ${{ $value | printf "%.2f" }}, over the monthly budget',
             "At the last day's burn rate ($"
             + _q("tokenbridge:cost_usd_per_hour:rate1d")
-            + "/h) all providers together reach ${{ $value | printf \"%.2f\" }} by the end of the month (UTC); $"
+            + '/h) all providers together reach ${{ $value | printf "%.2f" }} by the end of the month (UTC); $'
             + _q("tokenbridge:cost_usd:month")
             + " spent so far, monthly budget $"
             + _q(th + "budget_monthly_usd")
@@ -278,9 +278,9 @@ provider:tokenbridge_cost_usd_per_hour:rate1h > scalar({th}burn_rate_spike_min_u
 """,
             "15m",
             "warning",
-            "{{ $labels.provider }} is burning ${{ $value | printf \"%.2f\" }}/h, far above its normal rate",
-            "{{ $labels.provider }} spent ${{ $value | printf \"%.2f\" }}/h over the last hour, more than "
-            + _q(th + "burn_rate_spike_factor", "printf \"%g\"")
+            '{{ $labels.provider }} is burning ${{ $value | printf "%.2f" }}/h, far above its normal rate',
+            '{{ $labels.provider }} spent ${{ $value | printf "%.2f" }}/h over the last hour, more than '
+            + _q(th + "burn_rate_spike_factor", 'printf "%g"')
             + " times its 7-day average of $"
             + _qp("provider:tokenbridge_cost_usd_per_hour:avg7d")
             + "/h (TOKENBRIDGE_BURN_SPIKE_FACTOR).",
@@ -290,8 +290,8 @@ provider:tokenbridge_cost_usd_per_hour:rate1h > scalar({th}burn_rate_spike_min_u
             f"{QUOTA_USED} > scalar({th}quota_used_percent)",
             "0m",
             "warning",
-            "{{ $labels.provider }} plan quota {{ $labels.window }} window at {{ $value | printf \"%.0f\" }}%",
-            "The {{ $labels.provider }} plan's {{ $labels.window }} usage window is {{ $value | printf \"%.0f\" }}% "
+            '{{ $labels.provider }} plan quota {{ $labels.window }} window at {{ $value | printf "%.0f" }}%',
+            'The {{ $labels.provider }} plan\'s {{ $labels.window }} usage window is {{ $value | printf "%.0f" }}% '
             "used, above the alert level of "
             + _q(th + "quota_used_percent", 'printf "%.0f"')
             + "% (TOKENBRIDGE_QUOTA_ALERT_PERCENT)."
@@ -303,7 +303,7 @@ provider:tokenbridge_cost_usd_per_hour:rate1h > scalar({th}burn_rate_spike_min_u
             "10m",
             "warning",
             "tokenbridge source {{ $labels.source }} is failing",
-            "The last {{ $value | printf \"%.0f\" }} passes of source {{ $labels.source }} failed; its usage is not "
+            'The last {{ $value | printf "%.0f" }} passes of source {{ $labels.source }} failed; its usage is not '
             "being counted. See `tokenbridge sources` for the error.",
         ),
         alert(
@@ -346,11 +346,10 @@ def _number(key: str, raw: str) -> Decimal:
 def read_env_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of a .env file (comments, blanks and `export ` prefixes allowed; quotes stripped)."""
     out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip().removeprefix("export ")
         if not line or line.startswith("#"):
             continue
-        line = line.removeprefix("export ")
         key, sep, value = line.partition("=")
         if sep:
             out[key.strip()] = value.strip().strip("'\"")

@@ -95,7 +95,9 @@ def test_every_alert_is_tested_firing_and_not_firing():
                 continue
             cases = alerts.get(rule["alert"], [])
             assert True in cases, f"{rule['alert']}: no unit test where it fires"
-            assert False in cases or rule["alert"] == "TokenbridgeUnpricedRequests", f"{rule['alert']}: never tested quiet"
+            assert False in cases or rule["alert"] == "TokenbridgeUnpricedRequests", (
+                f"{rule['alert']}: never tested quiet"
+            )
 
 
 def test_every_alert_has_a_summary_and_a_description_with_numbers():
