@@ -21,6 +21,7 @@ from bridge.app import resolve_selection
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
 from bridge.report import KINDS, build, parse_day, resolve_tz
+from bridge.status import cmd_status
 from bridge.statusline import cmd_statusline
 
 log = logging.getLogger("tokenbridge")
@@ -61,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--json", action="store_true")
 
     sub.add_parser("statusline", help="Claude Code status-line command: JSON on stdin, one line out, quota gauges")
+    st = sub.add_parser("status", help="spend today/this week/this month, burn rate, budgets, balances, quotas")
+    st.add_argument("--json", action="store_true", help="JSON with stable keys")
     return p
 
 
@@ -248,6 +251,7 @@ _COMMANDS = {
     "report": cmd_report,
     "sources": cmd_sources,
     "statusline": cmd_statusline,
+    "status": cmd_status,
 }
 
 
