@@ -626,10 +626,18 @@ def overview() -> dict:
     )
 
 
+def _spend_dashboard() -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from spend_dashboard import spend
+
+    return spend(sys.modules[__name__])
+
+
 def render() -> dict[str, str]:
     return {
         "claude-code.json": json.dumps(claude_code(), indent=2) + "\n",
         "ai-usage-overview.json": json.dumps(overview(), indent=2) + "\n",
+        "spend-control.json": json.dumps(_spend_dashboard(), indent=2) + "\n",
     }
 
 
