@@ -51,8 +51,10 @@ COST, TOKENS = _D.COST, _D.TOKENS
 BALANCE = "tokenbridge_balance"  # labels provider, currency
 QUOTA_USED = "tokenbridge_quota_used_percent"  # labels provider, window (five_hour, seven_day)
 QUOTA_RESETS = "tokenbridge_quota_resets_at"  # unix seconds; labels provider, window
-SOURCE_FAILURES = "tokenbridge_source_consecutive_failures"  # label source
-SOURCE_LAST_SUCCESS = "tokenbridge_source_last_success_timestamp_seconds"  # label source
+# Source health, exported from the ledger's health table: tokenbridge.source.consecutive_failures (labels source,
+# last_error_kind) and tokenbridge.source.last_success (unit s: Unix time, label source).
+SOURCE_FAILURES = "tokenbridge_source_consecutive_failures"
+SOURCE_LAST_SUCCESS = "tokenbridge_source_last_success_seconds"
 
 
 # name -> (env var, default or None, help). Values are plain non-negative numbers.
@@ -303,8 +305,8 @@ provider:tokenbridge_cost_usd_per_hour:rate1h > scalar({th}burn_rate_spike_min_u
             "10m",
             "warning",
             "tokenbridge source {{ $labels.source }} is failing",
-            'The last {{ $value | printf "%.0f" }} passes of source {{ $labels.source }} failed; its usage is not '
-            "being counted. See `tokenbridge sources` for the error.",
+            'The last {{ $value | printf "%.0f" }} passes of source {{ $labels.source }} failed '
+            "({{ $labels.last_error_kind }}); its usage is not being counted. See `tokenbridge sources` for the error.",
         ),
         alert(
             "SourceSilent",
