@@ -205,3 +205,30 @@ def test_bad_threshold_is_one_error_naming_the_key(tmp_path, key, value):
     assert proc.returncode == 2
     assert key in proc.stderr and proc.stderr.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("broken", "why"),
+    [
+        ("or on (model) sum by (provider, model, source)", "native telemetry added on top of transcripts"),
+        ("and on () (floor((vector(time()) - 1) / 86400)", "yesterday's steps counted as today's"),
+    ],
+)
+def test_the_unit_tests_catch_a_broken_rule(tmp_path, broken, why):
+    """The promtool tests are not vacuous: breaking the single-counting rule or the day filter fails them."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    text = (RULES / "spend.yml").read_text()
+    assert broken in text
+    if broken.startswith("or on (model)"):
+        mutated = text.replace(broken, "or sum by (provider, model, source)")  # no fallback filter: double counting
+    else:
+        mutated = text.replace(broken, "and on () (floor((vector(time()) - 86401) / 86400)")
+    (rules / "spend.yml").write_text(mutated)
+    suite = yaml.safe_load((REPO / "prometheus/tests/spend_test.yml").read_text())
+    suite["rule_files"] = [str(rules / "spend.yml")]
+    suite["tests"] = suite["tests"][:1]  # the single-counting and calendar case
+    (tmp_path / "mutant_test.yml").write_text(yaml.safe_dump(suite, sort_keys=False))
+    proc = _promtool("test", "rules", str(tmp_path / "mutant_test.yml"))
+    assert proc.returncode != 0, why
+    assert "FAILED" in proc.stdout + proc.stderr
