@@ -205,3 +205,15 @@ def cmd_statusline(args: Any) -> int:
     except Exception:  # a broken config file still gets a status line, just without the ledger part
         state_dir = None
     return run(sys.stdin, sys.stdout, state_dir)
+
+
+def main() -> int:
+    """``python -m bridge.statusline``: the same command without the CLI's imports (state dir from the
+    environment / config file only)."""
+    import argparse
+
+    return cmd_statusline(argparse.Namespace(state_dir=None, config=None))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

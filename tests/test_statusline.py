@@ -197,3 +197,26 @@ def test_cli_statusline_end_to_end_and_its_latency(tmp_path):
     bad = subprocess.run(cmd, input="{not json", capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 0 and bad.stdout == "today $0.00 | $0.00/h\n"
     print(f"tokenbridge statusline wall time: best {min(timings) * 1000:.0f} ms of {len(timings)}")
+
+
+def test_module_entry_point_without_the_cli_imports(tmp_path):
+    """`python -m bridge.statusline` (state dir from the environment) gives the same line with fewer imports."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENBRIDGE_STATE_DIR": str(tmp_path)}
+    timings = []
+    for _ in range(3):
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "bridge.statusline"],
+            input=status_doc(LIMITS),
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        timings.append(time.monotonic() - started)
+        assert proc.returncode == 0 and proc.stderr == ""
+        assert proc.stdout.startswith("Opus 4.1 | session $1.23 | today $0.00 | $0.00/h | 5h 42% ↻")
+    with Ledger.open(tmp_path) as led:
+        assert len(led.gauges(QUOTA_USED)) == 2
+    print(f"python -m bridge.statusline wall time: best {min(timings) * 1000:.0f} ms of {len(timings)}")
