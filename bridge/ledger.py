@@ -44,6 +44,7 @@ from bridge._rows import (
 )
 from bridge.errors import LedgerError
 from bridge.record import CostOrigin, Tokens, UsageRecord, collapse
+from bridge.surcharges import Extras
 
 log = logging.getLogger("tokenbridge.ledger")
 
@@ -66,9 +67,19 @@ CREATE TABLE IF NOT EXISTS usage (
     reported_pusd INTEGER,
     cost_pusd INTEGER,
     cost_origin TEXT NOT NULL,
-    requests INTEGER NOT NULL DEFAULT 1
+    requests INTEGER NOT NULL DEFAULT 1,
+    speed TEXT,
+    web_search INTEGER NOT NULL DEFAULT 0,
+    web_fetch INTEGER NOT NULL DEFAULT 0
 );
 """
+# Columns added to schema 3 after its first release (fast mode, server tools): a schema-3 ledger
+# without them gets them on open. Their defaults are exact for every older row (nothing stated).
+_EXTRA_COLUMNS = (
+    ("speed", "TEXT"),
+    ("web_search", "INTEGER NOT NULL DEFAULT 0"),
+    ("web_fetch", "INTEGER NOT NULL DEFAULT 0"),
+)
 _USAGE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS usage_group ON usage (group_key) WHERE group_key IS NOT NULL;",
     "CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts_ms);",
@@ -113,13 +124,28 @@ _COLS_V2 = (
     "dedup_key, group_key, source, provider, model, ts_ms, session_id, project, sidechain, "
     "input, output, cache_read, cache_creation, cache_creation_1h, reported_pusd, cost_pusd, cost_origin"
 )
-_COLS = _COLS_V2 + ", requests"
+_COLS = _COLS_V2 + ", requests, speed, web_search, web_fetch"
+_NCOLS = _COLS.count(",") + 1
+
+
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    have = {str(r[1]) for r in db.execute("PRAGMA table_info(usage)")}
+    return [(n, t) for n, t in _EXTRA_COLUMNS if n not in have]
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> list[str]:
+    missing = _missing_columns(db)
+    for name, typ in missing:
+        db.execute(f"ALTER TABLE usage ADD COLUMN {name} {typ}")
+    return [n for n, _ in missing]
 
 
 class CostFunction(Protocol):
     """What the ledger needs from pricing: exact cost or None when the model has no price."""
 
-    def cost(self, provider: str, model: str, tokens: Tokens, at: datetime | None = None) -> Decimal | None: ...
+    def cost(
+        self, provider: str, model: str, tokens: Tokens, at: datetime | None = None, extras: Extras | None = None
+    ) -> Decimal | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +313,14 @@ class Ledger:
             raise LedgerError(f"ledger {self.path} has schema {row[0]}, newer than this tokenbridge ({SCHEMA_VERSION})")
         elif int(row[0]) < SCHEMA_VERSION:
             self._migrate(int(row[0]))
+        else:
+            self._add_extra_columns()
+
+    def _add_extra_columns(self) -> None:
+        if _missing_columns(self._db):
+            with self._transaction() as db:
+                names = _add_missing_columns(db)
+            log.info("ledger %s: added column(s) %s", self.path, ", ".join(names))
 
     def _migrate(self, version: int) -> None:
         """Upgrade an older ledger in one transaction (its rows and totals are kept as they are)."""
@@ -301,6 +335,7 @@ class Ledger:
             elif version == 2:
                 # Every schema-2 row is one Claude request: the default of 1 is exact.
                 db.execute("ALTER TABLE usage ADD COLUMN requests INTEGER NOT NULL DEFAULT 1")
+            _add_missing_columns(db)
             db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         log.info("ledger %s upgraded from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
@@ -411,7 +446,7 @@ class Ledger:
             result.tokens_added += row.tokens.total
             writes.append(row.as_params())
         if writes:
-            db.executemany(f"INSERT OR REPLACE INTO usage ({_COLS}) VALUES ({','.join('?' * 18)})", writes)
+            db.executemany(f"INSERT OR REPLACE INTO usage ({_COLS}) VALUES ({','.join('?' * _NCOLS)})", writes)
         self._apply_deltas(db, deltas)
 
     @staticmethod
@@ -425,7 +460,11 @@ class Ledger:
             row.cost_pusd = 0  # the provider's billing source carries this cost
             return
         at = datetime.fromtimestamp(row.ts_ms / 1000, UTC)
-        cost = pricer.cost(row.provider, row.model, row.tokens, at)
+        extras = row.extras()
+        if extras is None:  # the common case: the plain four-argument call every pricer has
+            cost = pricer.cost(row.provider, row.model, row.tokens, at)
+        else:
+            cost = pricer.cost(row.provider, row.model, row.tokens, at, extras=extras)
         pusd = None if cost is None else to_pusd(cost)
         if pusd is not None and not 0 <= pusd < MAX_PUSD:
             log.warning("cost of %s (%s) is out of range; kept as unknown", row.dedup_key, cost)
@@ -482,21 +521,29 @@ class Ledger:
         since_ms: int | None = None,
         until_ms: int | None = None,
         sources: Sequence[str] | None = None,
+        extra: Sequence[str] = (),
     ) -> list[tuple[Any, ...]]:
         """Sums grouped by ``group`` ("quarter" = 15-minute bucket, or "session") and model.
 
         Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
-        cost_pusd, unpriced, requests). Every real time zone offset is a multiple of 15 minutes, so
-        quarter-hour buckets convert exactly to local days, weeks and months.
+        cost_pusd, unpriced, requests), then one value per column named in ``extra`` ("source",
+        "project", "session_id"; missing ones as ""), which also group. Every real time zone offset
+        is a multiple of 15 minutes, so quarter-hour buckets convert exactly to local days, weeks
+        and months.
         """
         where, params = _where(since_ms, until_ms, sources)
+        # Fast-mode requests are their own line ("claude-opus-4-6 (fast)"): a multiple of the price.
+        model = "model || CASE WHEN speed = 'fast' THEN ' (fast)' ELSE '' END"
         if group == "quarter":
-            head = "ts_ms / 900000, model, provider, NULL"
+            head = f"ts_ms / 900000, {model}, provider, NULL"
         elif group == "session":
-            head = "COALESCE(session_id, ''), model, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
+            head = f"COALESCE(session_id, ''), {model}, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
         else:
             raise ValueError(group)
-        q = f"SELECT {head}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3"
+        more = [_GROUP_COLUMNS[name] for name in extra]
+        tail = "".join(f", {col}" for col in more)
+        by = ", ".join(str(i) for i in [1, 2, 3, *range(12, 12 + len(more))])  # after 4 head + 7 sums
+        q = f"SELECT {head}, {_SUMS}{tail} FROM usage WHERE {where} GROUP BY {by}"
         return list(self._db.execute(q, params))
 
     def tokens_for(self, keys: list[str]) -> dict[str, Tokens]:
@@ -573,8 +620,9 @@ class Ledger:
         r = self._db.execute("SELECT value FROM source_state WHERE source=? AND key=?", (source, key)).fetchone()
         return None if r is None else str(r[0])
 
-    def set_state(self, source: str, key: str, value: str) -> None:
-        with self._transaction() as db:
+    def set_state(self, source: str, key: str, value: str, bump: bool = True) -> None:
+        """``bump=False`` for bookkeeping that changes nothing exported (no export refresh)."""
+        with self._transaction(bump=bump) as db:
             db.execute("INSERT OR REPLACE INTO source_state VALUES (?,?,?)", (source, key, value))
 
     def record_series(self, values: dict[str, tuple[int, str]]) -> None:
@@ -692,6 +740,7 @@ def _where(since_ms: int | None, until_ms: int | None, sources: Sequence[str] | 
     return " AND ".join(where), params
 
 
+_GROUP_COLUMNS = {"source": "source", "project": "COALESCE(project, '')", "session_id": "COALESCE(session_id, '')"}
 _SUMS = (
     "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
     "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), SUM(requests)"

@@ -15,17 +15,22 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge._rows import from_pusd
+from bridge._tz import system_tz
 from bridge.errors import ConfigError
 from bridge.ledger import Ledger
 
 KINDS = ("daily", "weekly", "monthly", "session", "models")
 _LABEL = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId", "models": "model"}
+# --by: the dimension's JSON label, and the ledger column it needs beyond model and provider.
+BY = ("provider", "model", "source", "project", "session")
+_BY_LABEL = {"provider": "provider", "model": "model", "source": "source", "project": "project", "session": "sessionId"}
+_BY_COLUMN = {"project": "project", "session": "session_id"}
 _LIST = {"daily": "daily", "weekly": "weekly", "monthly": "monthly", "session": "sessions", "models": "models"}
 
 
 @dataclass(slots=True)
 class Line:
-    """Token and cost sums of one bucket (or one model inside a bucket)."""
+    """Token and cost sums of one bucket (or one group or model inside a bucket)."""
 
     input: int = 0
     output: int = 0
@@ -34,8 +39,10 @@ class Line:
     cost_pusd: int = 0
     unpriced: int = 0
     requests: int = 0
+    providers: set[str] = field(default_factory=set)
+    sources: set[str] = field(default_factory=set)
 
-    def add(self, row: Sequence[Any]) -> None:
+    def add(self, row: Sequence[Any], provider: str | None = None, source: str | None = None) -> None:
         self.input += int(row[0])
         self.output += int(row[1])
         self.cache_read += int(row[2])
@@ -43,6 +50,17 @@ class Line:
         self.cost_pusd += int(row[4])
         self.unpriced += int(row[5])
         self.requests += int(row[6])
+        if provider is not None:
+            self.providers.add(provider)
+        if source is not None:
+            self.sources.add(source)
+
+    def merge(self, other: Line) -> None:
+        """Add ``other``'s sums, providers and sources."""
+        self.add((other.input, other.output, other.cache_read, other.cache_creation, other.cost_pusd,
+                  other.unpriced, other.requests))  # fmt: skip
+        self.providers |= other.providers
+        self.sources |= other.sources
 
     @property
     def total(self) -> int:
@@ -56,6 +74,8 @@ class Line:
     def as_json(self) -> dict[str, Any]:
         cost = self.cost
         return {
+            "provider": _one_or_list(self.providers),
+            "source": _one_or_list(self.sources),
             "inputTokens": self.input,
             "outputTokens": self.output,
             "cacheCreationTokens": self.cache_creation,
@@ -67,13 +87,39 @@ class Line:
         }
 
 
+def _one_or_list(values: set[str]) -> str | list[str] | None:
+    """One value as itself, several as a sorted list (a row spanning providers or sources)."""
+    if not values:
+        return None
+    return next(iter(values)) if len(values) == 1 else sorted(values)
+
+
 @dataclass(slots=True)
 class Bucket:
+    """A period, session or model; with ``--by``, ``groups`` splits it by that dimension."""
+
     key: str
     line: Line = field(default_factory=Line)
     models: dict[tuple[str, str], Line] = field(default_factory=dict)
+    groups: dict[str, Bucket] = field(default_factory=dict)
     project: str | None = None
     last_activity: datetime | None = None
+
+    def add(self, sums: Sequence[Any], model: str, provider: str, source: str) -> None:
+        self.line.add(sums, provider, source)
+        self.models.setdefault((model, provider), Line()).add(sums, provider, source)
+
+    def ordered_groups(self) -> list[Bucket]:
+        """Largest first (total tokens), then by name: stable for scripts and snapshots."""
+        return sorted(self.groups.values(), key=lambda g: (-g.line.total, g.key))
+
+    def as_json(self, breakdown: bool) -> dict[str, Any]:
+        item: dict[str, Any] = {**self.line.as_json(), "modelsUsed": sorted({m for m, _ in self.models})}
+        if breakdown:
+            item["modelBreakdowns"] = [
+                {"modelName": m, **line.as_json()} for (m, _p), line in sorted(self.models.items())
+            ]
+        return item
 
 
 @dataclass(slots=True)
@@ -82,33 +128,35 @@ class Report:
     timezone: str
     buckets: list[Bucket]
     totals: Line
+    by: str | None = None
 
     def as_json(self, breakdown: bool = True) -> dict[str, Any]:
         items = []
+        breakdown = breakdown and self.kind != "models"  # a models row is one model already
         for b in self.buckets:
-            item: dict[str, Any] = {_LABEL[self.kind]: b.key, **b.line.as_json()}
-            if self.kind != "models":
-                item["modelsUsed"] = sorted({m for m, _ in b.models})
+            item: dict[str, Any] = {_LABEL[self.kind]: b.key, **b.as_json(breakdown)}
+            if self.kind == "models":
+                del item["modelsUsed"]
             if self.kind == "session":
                 item["project"] = b.project
                 item["lastActivity"] = b.last_activity.isoformat() if b.last_activity else None
-            if breakdown and self.kind != "models":
-                item["modelBreakdowns"] = [
-                    {"modelName": m, "provider": p, **line.as_json()} for (m, p), line in sorted(b.models.items())
-                ]
-            if self.kind == "models":
-                item["provider"] = next(iter(b.models))[1] if b.models else None
+            if self.by is not None:
+                label = _BY_LABEL[self.by]
+                item["groups"] = [{label: g.key, **g.as_json(breakdown)} for g in b.ordered_groups()]
             items.append(item)
-        return {_LIST[self.kind]: items, "totals": self.totals.as_json(), "timezone": self.timezone}
+        out: dict[str, Any] = {_LIST[self.kind]: items, "totals": self.totals.as_json(), "timezone": self.timezone}
+        if self.by is not None:
+            out["by"] = self.by
+        return out
 
 
 def resolve_tz(name: str | None) -> tzinfo:
+    """``--timezone`` if given, else the system's zone with its rules (``bridge._tz.system_tz``)."""
     if not name:
-        local = datetime.now().astimezone().tzinfo
-        return local if local is not None else UTC
+        return system_tz()
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
         raise ConfigError("--timezone", f"unknown IANA time zone {name!r}") from None
 
 
@@ -121,8 +169,15 @@ def parse_day(value: str, flag: str) -> date:
     raise ConfigError(flag, f"expected YYYY-MM-DD or YYYYMMDD, got {value!r}")
 
 
-def _day_start_ms(d: date, tz: tzinfo) -> int:
-    return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
+def _day_start_ms(d: date, tz: tzinfo) -> int | None:
+    """Epoch ms of local midnight; None past either end of the calendar (year 1, year 9999).
+
+    Such a bound excludes nothing a timestamp can express, so no bound is the exact meaning.
+    """
+    try:
+        return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _bucket_key(kind: str, local: datetime) -> str:
@@ -140,17 +195,27 @@ def build(
     since: date | None = None,
     until: date | None = None,
     sources: Sequence[str] | None = None,
+    by: str | None = None,
 ) -> Report:
-    """Aggregate the ledger into ``kind`` buckets in time zone ``tz`` (until is inclusive)."""
+    """Aggregate the ledger into ``kind`` buckets in time zone ``tz`` (until is inclusive), each
+    split by the ``by`` dimension when given."""
     if kind not in KINDS:
         raise ConfigError("report", f"unknown report {kind!r} (one of {', '.join(KINDS)})")
+    if by is not None and by not in BY:
+        raise ConfigError("--by", f"unknown dimension {by!r} (one of {', '.join(BY)})")
+    if (kind, by) in (("models", "model"), ("session", "session")):
+        raise ConfigError("--by", f"report {kind} already has a row per {by}")
+    if since and until and since > until:
+        raise ConfigError("--since/--until", f"--since {since.isoformat()} is after --until {until.isoformat()}")
     since_ms = _day_start_ms(since, tz) if since else None
-    until_ms = _day_start_ms(until + timedelta(days=1), tz) if until else None
+    until_ms = _day_start_ms(until + timedelta(days=1), tz) if until and until < date.max else None
     buckets: dict[str, Bucket] = {}
     totals = Line()
     group = "session" if kind == "session" else "quarter"
-    for row in ledger.aggregate(group, since_ms, until_ms, sources):
-        g, model, provider, extra, sums = row[0], str(row[1]), str(row[2]), row[3], row[4:]
+    extra = ["source"] + ([_BY_COLUMN[by]] if by in _BY_COLUMN else [])
+    for row in ledger.aggregate(group, since_ms, until_ms, sources, extra):
+        g, model, provider, info, sums = row[0], str(row[1]), str(row[2]), row[3], row[4:11]
+        source = str(row[11])
         if kind == "session":
             key = str(g) or "(none)"
         elif kind == "models":
@@ -161,11 +226,17 @@ def build(
         b = buckets.get(key)
         if b is None:
             b = buckets[key] = Bucket(key)
-        b.line.add(sums)
-        b.models.setdefault((model, provider), Line()).add(sums)
-        totals.add(sums)
-        if extra is not None:
-            last_ms, _, project = str(extra).partition("|")
+        b.add(sums, model, provider, source)
+        totals.add(sums, provider, source)
+        if by is not None:
+            value = str(row[12]) if by in _BY_COLUMN else {"provider": provider, "model": model, "source": source}[by]
+            value = value or "(none)"
+            sub = b.groups.get(value)
+            if sub is None:
+                sub = b.groups[value] = Bucket(value)
+            sub.add(sums, model, provider, source)
+        if info is not None:
+            last_ms, _, project = str(info).partition("|")
             last = datetime.fromtimestamp(int(last_ms) / 1000, UTC).astimezone(tz)
             if b.last_activity is None or last > b.last_activity:
                 b.last_activity, b.project = last, project or b.project
@@ -174,4 +245,4 @@ def build(
         ordered = sorted(buckets.values(), key=lambda b: b.key)
     elif kind == "models":
         ordered = sorted(buckets.values(), key=lambda b: -b.line.total)
-    return Report(kind, getattr(tz, "key", None) or str(tz), ordered, totals)
+    return Report(kind, getattr(tz, "key", None) or str(tz), ordered, totals, by)

@@ -114,7 +114,6 @@ wait_http() { # wait_http NAME URL SECONDS
   return 1
 }
 
-missing=()
 optional=()
 otelcol="$(find_collector)"
 prometheus="$(find_prometheus)"
@@ -160,11 +159,13 @@ else
 fi
 
 # The bridge.
+missing=()
+bridge=()
 if [[ $with_bridge == 1 ]]; then
   if command -v tokenbridge >/dev/null 2>&1; then
-    bridge=(tokenbridge run)
+    bridge=(tokenbridge run --http-port "$WEB_PORT")
   elif (cd "$TB_ROOT" && "$(tb_python)" -c 'import bridge.cli' 2>/dev/null); then
-    bridge=("$(tb_python)" -m bridge.cli run)
+    bridge=("$(tb_python)" -m bridge.cli run --http-port "$WEB_PORT")
   else
     bridge=()
     missing+=("the bridge: tokenbridge is not installed (pip install -e $TB_ROOT), so local transcripts are not exported")
@@ -208,6 +209,7 @@ echo "  OTLP        grpc $TOKENBRIDGE_BIND:$OTLP_GRPC_PORT, http $TOKENBRIDGE_BI
 echo "  Prometheus  http://127.0.0.1:$PROMETHEUS_PORT"
 [[ -n "$alertmanager" ]] && echo "  Alerts      http://127.0.0.1:$ALERTMANAGER_PORT"
 [[ -n "$grafana_bin" ]] && echo "  Grafana     http://127.0.0.1:$GRAFANA_PORT"
+((${#bridge[@]})) && echo "  Web view    http://127.0.0.1:$WEB_PORT  (./view.sh; the bridge's first scan may take a minute on a large history)"
 if ((${#missing[@]})); then
   echo
   echo "Missing:"

@@ -23,7 +23,9 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def check_snapshot(name: str, text: str, home: Path) -> None:
-    text = "\n".join(line.rstrip() for line in text.replace(str(home), "<CLAUDE_HOME>").splitlines()) + "\n"
+    # Other sources' default roots live under the test's HOME, beside the Claude home.
+    text = text.replace(str(home), "<CLAUDE_HOME>").replace(str(home.parent), "<TMP>")
+    text = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
     path = SNAPSHOTS / name
     if os.environ.get("UPDATE_SNAPSHOTS") == "1" or not path.exists():
         if os.environ.get("CI") == "true" and not path.exists():
@@ -156,10 +158,12 @@ def test_long_first_scan_shows_a_progress_bar_on_a_terminal(cli_env, claude_home
 
 
 def test_bad_interval_is_a_config_error_not_a_traceback(cli_env):
-    for value in ("-1", "0"):
+    for value in ("-1", "0", "nan", "inf", "1e-9", "86401"):
         out = cli(cli_env, "run", "--interval", value)
         assert out.returncode == 2, out.stderr
-        assert out.stderr.strip() == f"tokenbridge: config error: --interval: must be > 0 seconds, got {float(value)}"
+        assert out.stderr.strip() == (
+            f"tokenbridge: config error: --interval: must be a finite number from 0.1 to 86400 seconds, got {value}"
+        )
 
 
 def test_prometheus_port_belongs_to_run_not_sync(cli_env):
@@ -174,3 +178,185 @@ def test_unwritable_state_dir_is_one_line(cli_env, tmp_path):
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "not-a-dir" in out.stderr
+
+
+def test_report_breakdown_shows_fast_mode_as_its_own_priced_line(cli_env, claude_home):
+    f = claude_home.session_file()
+    opus = {"model": "claude-opus-4-6", "input": 1000, "output": 2000, "cache_read": 10_000, "cache_5m": 0}
+    claude_home.append(
+        f,
+        assistant_line("msg_F", "req_F", speed="fast", **opus),  # $0.06 x 6 = $0.36
+        assistant_line("msg_S", "req_S", **opus),  # $0.06
+    )
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    out = cli(cli_env, "report", "daily", "--timezone", "UTC", "--breakdown")
+    assert out.returncode == 0, out.stderr
+    rows = [ln for ln in out.stdout.splitlines() if "└ claude-opus-4-6" in ln]
+    assert len(rows) == 2, out.stdout
+    fast = next(r for r in rows if "claude-opus-4-6 (fast)" in r)
+    standard = next(r for r in rows if "(fast)" not in r)
+    assert "$0.36" in fast and "$0.06" in standard, out.stdout
+    data = json.loads(cli(cli_env, "report", "models", "--json").stdout)
+    costs = {m["model"]: m["totalCost"] for m in data["models"]}
+    assert costs == {"claude-opus-4-6 (fast)": "0.36", "claude-opus-4-6": "0.06"}
+
+
+def test_report_default_zone_is_the_tz_variables_zone_with_its_dst_rules(cli_env, claude_home):
+    main = claude_home.session_file()
+    for i, ts in enumerate(("2026-03-28T22:30:00.000Z", "2026-03-29T22:30:00.000Z", "2026-10-25T22:30:00.000Z")):
+        claude_home.append(main, assistant_line(f"msg_{i}", f"req_{i}", ts=ts))
+    env = {**cli_env, "TZ": "Europe/Berlin"}
+    assert cli(env, "sync", "--no-export").returncode == 0
+    out = cli(env, "report", "daily", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["timezone"] == "Europe/Berlin"
+    # 23:30 CET, 00:30 CEST the next night, 23:30 CET again after the autumn change.
+    assert [d["date"] for d in data["daily"]] == ["2026-03-28", "2026-03-30", "2026-10-25"]
+
+
+def test_report_dates_at_the_calendars_ends_and_an_inverted_range(cli_env, claude_home):
+    fill(claude_home)
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    ends = ("--since", "0001-01-01", "--until", "9999-12-31", "-z", "Asia/Tokyo")
+    out = cli(cli_env, "report", "daily", "--json", *ends)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["totals"]["requests"] == 4
+    out = cli(cli_env, "report", "daily", "--since", "2026-03-04", "--until", "2026-03-02")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "tokenbridge: config error: --since/--until: --since 2026-03-04 is after --until 2026-03-02"
+    )
+
+
+def test_sync_days_must_be_positive_and_a_huge_value_means_everything(cli_env, claude_home):
+    fill(claude_home)
+    for bad in ("0", "-3"):
+        out = cli(cli_env, "sync", "--no-export", "--days", bad)
+        assert out.returncode == 2
+        assert out.stderr.strip() == f"tokenbridge: config error: --days: must be at least 1, got {bad}"
+    out = cli(cli_env, "sync", "--no-export", "--days", "99999999")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(cli(cli_env, "report", "daily", "--json").stdout)["totals"]["requests"] == 4
+
+
+HOSTILE_MODEL = "[/oops]\x1b[31m"
+HOSTILE_SESSION = "[bold]s1\x1b]0;pwned\x07"
+HOSTILE_PROJECT = "/home/dev/[red]app\u202e\x1b[2J"
+
+
+def test_names_from_transcripts_are_shown_literally_never_as_markup_or_terminal_codes(cli_env, claude_home):
+    line = json.loads(assistant_line("msg_X", "req_X", model=HOSTILE_MODEL, session=HOSTILE_SESSION))
+    line["cwd"] = HOSTILE_PROJECT
+    claude_home.append(claude_home.session_file(), json.dumps(line))
+    synced = cli(cli_env, "sync", "--no-export")
+    assert synced.returncode == 0, synced.stderr
+    runs = [
+        cli(cli_env, "report", "daily", "--breakdown", "-z", "UTC"),
+        cli(cli_env, "report", "session", "-z", "UTC"),
+        cli(cli_env, "report", "models", "-z", "UTC"),
+        cli(cli_env, "sources"),
+        cli(cli_env, "report", "weekly", "--by", "project", "--breakdown", "-z", "UTC"),
+    ]
+    for out in [synced, *runs]:
+        assert out.returncode == 0, out.stderr
+        for text in (out.stdout, out.stderr):
+            assert not any(ch in text for ch in "\x1b\x07\u202e"), repr(text)
+    daily, session, models, sources, by_project = (out.stdout for out in runs)
+    assert "/home/dev/[red]app\\u202e\\x1b[2J" in by_project and "[/oops]\\x1b[31m" in by_project
+    assert "[/oops]\\x1b[31m" in daily and "[/oops]\\x1b[31m" in models and "[/oops]\\x1b[31m" in sources
+    assert "[bold]s1\\x1b]0;pwned\\x07" in session
+    assert "[/oops]\\x1b[31m" in synced.stderr  # the unknown-model warning
+    # JSON keeps the exact value (escaped by JSON itself).
+    data = json.loads(cli(cli_env, "report", "session", "--json").stdout)
+    assert data["sessions"][0]["sessionId"] == HOSTILE_SESSION
+
+
+OTHER_SESSION = "0a1b2c3d-0000-4000-8000-000000000002"
+
+
+def fill_two_projects(home: ClaudeHome) -> None:
+    """``fill`` plus a second session in a second project on 2026-03-03."""
+    fill(home)
+    lines = []
+    for i, (model, out) in enumerate((("claude-sonnet-4-5-20250929", 900), ("claude-haiku-4-5-20251001", 40))):
+        line = json.loads(
+            assistant_line(f"msg_P{i}", f"req_P{i}", model=model, output=out, session=OTHER_SESSION,
+                           ts=f"2026-03-03T1{i}:00:00.000Z")
+        )  # fmt: skip
+        line["cwd"] = "/home/dev/api"
+        lines.append(json.dumps(line))
+    home.append(home.session_file(OTHER_SESSION, project="-home-dev-api"), *lines)
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("report_daily_by_project.txt", ("daily", "--by", "project")),
+        ("report_daily_by_session_breakdown.txt", ("daily", "--by", "session", "--breakdown")),
+        ("report_models_by_provider.txt", ("models", "--by", "provider")),
+    ],
+)
+def test_report_by_table_snapshots(cli_env, claude_home, name, args):
+    fill_two_projects(claude_home)
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    out = cli(cli_env, "report", *args, "--timezone", "UTC")
+    assert out.returncode == 0, out.stderr
+    check_snapshot(name, out.stdout, claude_home.root)
+
+
+def test_report_by_json_groups_carry_provider_and_source(cli_env, claude_home):
+    fill_two_projects(claude_home)
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    out = cli(cli_env, "report", "daily", "--by", "project", "--json", "-z", "UTC")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["by"] == "project"
+    day = next(d for d in data["daily"] if d["date"] == "2026-03-03")
+    groups = [(g["project"], g["outputTokens"]) for g in day["groups"]]
+    assert groups == [("/home/dev/api", 940), ("/home/dev/app", 392)]
+    for row in [day, *day["groups"], *day["modelBreakdowns"], data["totals"]]:
+        assert (row["provider"], row["source"]) == ("anthropic", "claude_transcripts")
+    assert sum(g["requests"] for g in day["groups"]) == day["requests"] == 4
+
+
+def test_report_by_that_adds_nothing_is_a_config_error(cli_env):
+    out = cli(cli_env, "report", "models", "--by", "model")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "tokenbridge: config error: --by: report models already has a row per model"
+    out = cli(cli_env, "report", "daily", "--by", "colour")
+    assert out.returncode == 2 and "invalid choice: 'colour'" in out.stderr
+
+
+def test_no_data_anywhere_says_where_each_source_looked_and_exits_zero(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENBRIDGE_", "CLAUDE_", "XDG_"))}
+    env.update(
+        HOME=str(tmp_path / "empty-home"),
+        TOKENBRIDGE_STATE_DIR=str(tmp_path / "state"),
+        TOKENBRIDGE_CONFIG=str(tmp_path / "none.toml"),
+    )
+    out = cli(env, "sync", "--no-export")
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert "tokenbridge: no usage found yet." in lines
+    transcripts = next(line for line in lines if line.strip().startswith("claude_transcripts:"))
+    assert str(tmp_path / "empty-home" / ".claude") in transcripts and "set CLAUDE_CONFIG_DIR" in transcripts
+    rep = cli(env, "report", "daily", "--json")
+    assert rep.returncode == 0 and json.loads(rep.stdout)["totals"]["requests"] == 0
+    assert "is empty: run `tokenbridge sync` first" in rep.stderr
+
+
+def test_report_by_source_with_the_stats_cache_filling_an_earlier_day(cli_env, claude_home):
+    from tests.test_claude_stats_cache import stats_doc, write
+
+    fill(claude_home)
+    write(claude_home, stats_doc({"2026-03-01": {"claude-sonnet-4-5-20250929": 1000}}, last="2026-03-01"))
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    data = json.loads(cli(cli_env, "report", "monthly", "--by", "source", "--json", "-z", "UTC").stdout)
+    (march,) = data["monthly"]
+    assert march["source"] == ["claude_stats_cache", "claude_transcripts"] and march["provider"] == "anthropic"
+    assert [(g["source"], g["totalTokens"]) for g in march["groups"]] == [
+        ("claude_transcripts", 151401),
+        ("claude_stats_cache", 1000),
+    ]
+    assert data["totals"]["source"] == ["claude_stats_cache", "claude_transcripts"]

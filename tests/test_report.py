@@ -13,18 +13,31 @@ from bridge.record import Tokens, UsageRecord
 from bridge.report import build, parse_day, resolve_tz
 
 
-def add(ledger, pricer, key, ts, model="claude-sonnet-4-5", out=100, session="s1", project="/p"):
+def add(
+    ledger,
+    pricer,
+    key,
+    ts,
+    model="claude-sonnet-4-5",
+    out=100,
+    session="s1",
+    project="/p",
+    source="claude_transcripts",
+    provider="anthropic",
+    speed=None,
+):
     ledger.commit(
         [
             UsageRecord(
-                source="claude_transcripts",
-                provider="anthropic",
+                source=source,
+                provider=provider,
                 model=model,
                 timestamp=datetime.fromisoformat(ts),
                 dedup_key=key,
                 tokens=Tokens(input=10, output=out),
                 session_id=session,
                 project=project,
+                speed=speed,
             )
         ],
         pricer,
@@ -79,6 +92,19 @@ def test_sessions_and_models(ledger, pricer):
     assert [(b.key, b.line.output) for b in models.buckets] == [("claude-sonnet-4-5", 1100), ("claude-haiku-4-5", 100)]
 
 
+def test_fast_mode_requests_are_their_own_model_line(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-01T12:00:00+00:00", model="claude-opus-4-6", speed="fast", out=300)
+    add(ledger, pricer, "b", "2026-03-01T13:00:00+00:00", model="claude-opus-4-6", speed="standard")
+    add(ledger, pricer, "c", "2026-03-01T14:00:00+00:00", model="claude-opus-4-6")
+    models = build(ledger, "models", UTC)
+    assert {b.key: (b.line.requests, b.line.output) for b in models.buckets} == {
+        "claude-opus-4-6 (fast)": (1, 300),
+        "claude-opus-4-6": (2, 200),
+    }
+    day = build(ledger, "daily", UTC).as_json()["daily"][0]
+    assert [m["modelName"] for m in day["modelBreakdowns"]] == ["claude-opus-4-6", "claude-opus-4-6 (fast)"]
+
+
 def test_unknown_cost_is_null_never_zero(ledger, pricer):
     add(ledger, pricer, "u", "2026-03-01T12:00:00+00:00", model="unknown-model")
     add(ledger, pricer, "k", "2026-03-02T12:00:00+00:00")
@@ -96,3 +122,115 @@ def test_bad_timezone_and_dates_name_the_flag():
     with pytest.raises(ConfigError, match="--since"):
         parse_day("03/02/2026", "--since")
     assert parse_day("20260302", "--until") == date(2026, 3, 2)
+
+
+# Europe/Berlin: CET (+01:00) until 2026-03-29 01:00 UTC, CEST (+02:00) until 2026-10-25 01:00 UTC.
+DST_SIDES = {
+    "2026-03-28T22:30:00+00:00": "2026-03-28",  # 23:30 CET
+    "2026-03-29T22:30:00+00:00": "2026-03-30",  # 00:30 CEST
+    "2026-10-24T22:30:00+00:00": "2026-10-25",  # 00:30 CEST
+    "2026-10-25T22:30:00+00:00": "2026-10-25",  # 23:30 CET
+}
+
+
+def test_default_zone_uses_the_system_zones_rules_on_both_sides_of_dst(ledger, pricer, tz_env):
+    tz_env("Europe/Berlin")
+    for i, ts in enumerate(DST_SIDES):
+        add(ledger, pricer, str(i), ts)
+    rep = build(ledger, "daily", resolve_tz(None))
+    assert rep.timezone == "Europe/Berlin"
+    assert {b.key: b.line.requests for b in rep.buckets} == {"2026-03-28": 1, "2026-03-30": 1, "2026-10-25": 2}
+    # --since/--until are local days with the rules of that day too.
+    spring = build(ledger, "daily", resolve_tz(None), since=date(2026, 3, 30), until=date(2026, 3, 30))
+    assert spring.totals.requests == 1
+
+
+def test_dates_at_the_ends_of_the_calendar_mean_no_bound(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-02T12:00:00+00:00")
+    for tz in (UTC, ZoneInfo("Asia/Tokyo"), ZoneInfo("America/Los_Angeles")):
+        rep = build(ledger, "daily", tz, since=date(1, 1, 1), until=date(9999, 12, 31))
+        assert rep.totals.requests == 1
+
+
+def test_since_after_until_is_a_config_error_naming_both(ledger):
+    with pytest.raises(ConfigError) as err:
+        build(ledger, "daily", UTC, since=date(2026, 3, 5), until=date(2026, 3, 1))
+    assert str(err.value) == "--since/--until: --since 2026-03-05 is after --until 2026-03-01"
+    assert build(ledger, "daily", UTC, since=date(2026, 3, 5), until=date(2026, 3, 5)).totals.requests == 0
+
+
+def mixed(ledger, pricer):
+    """Two days; day one spans two sources, two providers, two projects and two sessions."""
+    add(ledger, pricer, "a", "2026-03-02T09:00:00+00:00", out=100, session="s1", project="/a")
+    add(
+        ledger,
+        pricer,
+        "b",
+        "2026-03-02T10:00:00+00:00",
+        out=300,
+        session="s2",
+        project="/b",
+        model="gpt-5",
+        source="codex",
+        provider="openai",
+    )
+    add(ledger, pricer, "c", "2026-03-02T11:00:00+00:00", out=50, session="s1", project="/a", model="claude-haiku-4-5")
+    add(ledger, pricer, "d", "2026-03-03T09:00:00+00:00", out=10, session=None, project=None)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("by", "day_one"),
+    [
+        ("source", {"codex": 310, "claude_transcripts": 170}),
+        ("provider", {"openai": 310, "anthropic": 170}),
+        ("model", {"gpt-5": 310, "claude-sonnet-4-5": 110, "claude-haiku-4-5": 60}),
+        ("project", {"/b": 310, "/a": 170}),
+        ("session", {"s2": 310, "s1": 170}),
+    ],
+)
+def test_by_splits_each_period_by_the_dimension_largest_first(ledger, pricer, by, day_one):
+    mixed(ledger, pricer)
+    rep = build(ledger, "daily", UTC, by=by)
+    first, second = rep.buckets
+    assert [(g.key, g.line.total) for g in first.ordered_groups()] == list(day_one.items())
+    assert sum(g.line.requests for g in first.groups.values()) == first.line.requests == 3
+    assert len(second.groups) == 1 and second.line.total == 20
+    if by in ("project", "session"):
+        assert list(second.groups) == ["(none)"]  # a missing value is a group of its own, not dropped
+    assert rep.totals.requests == 4
+
+
+def test_every_json_row_carries_provider_and_source_lists_when_spanning_several(ledger, pricer):
+    mixed(ledger, pricer)
+    data = build(ledger, "daily", UTC, by="project").as_json()
+    assert data["by"] == "project"
+    day_one, day_two = data["daily"]
+    assert (day_one["provider"], day_one["source"]) == (["anthropic", "openai"], ["claude_transcripts", "codex"])
+    assert (day_two["provider"], day_two["source"]) == ("anthropic", "claude_transcripts")
+    assert [(g["project"], g["provider"], g["source"], g["outputTokens"]) for g in day_one["groups"]] == [
+        ("/b", "openai", "codex", 300),
+        ("/a", "anthropic", "claude_transcripts", 150),
+    ]
+    for row in [*day_one["groups"], *day_one["modelBreakdowns"], data["totals"]]:
+        assert "provider" in row and "source" in row
+    assert data["totals"]["source"] == ["claude_transcripts", "codex"]
+    models = build(ledger, "models", UTC, by="source").as_json()
+    assert {m["model"]: m["source"] for m in models["models"]}["gpt-5"] == "codex"
+    assert all("modelBreakdowns" not in g for m in models["models"] for g in m["groups"])
+    assert "by" not in build(ledger, "daily", UTC).as_json()
+
+
+def test_by_works_for_every_report_kind(ledger, pricer):
+    mixed(ledger, pricer)
+    for kind in ("weekly", "monthly", "session", "models"):
+        rep = build(ledger, kind, UTC, by="source" if kind != "models" else "provider")
+        assert sum(g.line.requests for b in rep.buckets for g in b.groups.values()) == 4
+    sessions = build(ledger, "session", UTC, by="model")
+    s1 = next(b for b in sessions.buckets if b.key == "s1")
+    assert sorted(s1.groups) == ["claude-haiku-4-5", "claude-sonnet-4-5"] and s1.project == "/a"
+
+
+@pytest.mark.parametrize(("kind", "by"), [("models", "model"), ("session", "session"), ("daily", "colour")])
+def test_by_that_adds_nothing_or_is_unknown_names_the_flag(ledger, kind, by):
+    with pytest.raises(ConfigError, match=r"^--by: "):
+        build(ledger, kind, UTC, by=by)
