@@ -21,6 +21,8 @@ from bridge.app import resolve_selection
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
 from bridge.report import BY, KINDS, Bucket, Report, build, parse_day, resolve_tz
+from bridge.status import cmd_status
+from bridge.statusline import cmd_statusline
 
 log = logging.getLogger("tokenbridge")
 
@@ -71,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     bf.add_argument("--source", action="append", metavar="NAME", help="only these sources or groups (repeatable)")
     bf.add_argument("--prometheus-url", help="Prometheus (env TOKENBRIDGE_PROMETHEUS_URL, default localhost:9090)")
     bf.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser("statusline", help="Claude Code status-line command: JSON on stdin, one line out, quota gauges")
+    st = sub.add_parser("status", help="spend today/this week/this month, burn rate, budgets, balances, quotas")
+    st.add_argument("--json", action="store_true", help="JSON with stable keys")
     return p
 
 
@@ -342,6 +347,8 @@ _COMMANDS = {
     "sources": cmd_sources,
     "serve": cmd_serve,
     "backfill": backfill.cmd,
+    "statusline": cmd_statusline,
+    "status": cmd_status,
 }
 
 

@@ -51,15 +51,28 @@ def _join(labels: list[str]) -> str:
     return ", ".join(labels)
 
 
-def dedup(metric: str, by: list[str], rng: str, fn: str = "increase", extra: str = "") -> str:
-    """Sum `fn(metric[rng])` by `by`, counting Claude Code usage once (see module docstring)."""
-    inner_by = _join([*by, "model", "source"])
-    sel = FILTERS + (f",{extra}" if extra else "")
+def dedup(
+    metric: str,
+    by: list[str],
+    rng: str,
+    fn: str = "increase",
+    extra: str = "",
+    filters: str = FILTERS,
+    exact: bool = True,
+) -> str:
+    """Sum `fn(metric[rng])` by `by`, counting Claude Code usage once (see module docstring).
 
-    anchored = " anchored" if fn == "increase" else ""
+    `filters` are the dashboard variables; prometheus/generate_rules.py passes "" to build its recording rules
+    from this same rule, and `exact=False`: promtool's rule unit tests cannot enable the `anchored` modifier
+    (`promtool test rules` rejects it even with --enable-feature), so the rules keep plain increase()."""
+    inner_by = _join([*by, "model", "source"])
+    sel = ",".join(m for m in (filters, extra) if m)
+
+    anchored = " anchored" if fn == "increase" and exact else ""
 
     def part(src_matcher: str) -> str:
-        return f"sum by ({inner_by}) ({fn}({metric}{{{sel},{src_matcher}}}[{rng}]{anchored}))"
+        matchers = f"{sel},{src_matcher}" if sel else src_matcher
+        return f"sum by ({inner_by}) ({fn}({metric}{{{matchers}}}[{rng}]{anchored}))"
 
     preferred = part('source=~"' + PREFERRED + '"')
     fallback = part('source="' + FALLBACK + '"')
@@ -783,10 +796,18 @@ def activity() -> dict:
     )
 
 
+def _spend_dashboard() -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from spend_dashboard import spend
+
+    return spend(sys.modules[__name__])
+
+
 def render() -> dict[str, str]:
     return {
         "claude-code.json": json.dumps(claude_code(), indent=2) + "\n",
         "ai-usage-overview.json": json.dumps(overview(), indent=2) + "\n",
+        "spend-control.json": json.dumps(_spend_dashboard(), indent=2) + "\n",
         "claude-code-activity.json": json.dumps(activity(), indent=2) + "\n",
     }
 

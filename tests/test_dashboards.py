@@ -17,6 +17,7 @@ DS_UID = "tokenbridge-prometheus"
 # reads the metrics made from Claude Code's events (docs/events.md) and has its own variables.
 USAGE_DASHBOARDS = ["ai-usage-overview.json", "claude-code.json"]
 ACTIVITY = "claude-code-activity.json"
+SPEND = "spend-control.json"  # reads the recording rules (test_spend_dashboard_reads_the_rules_and_gauges)
 TOKEN_OR_COST = re.compile(r"claude_code_(token_usage_tokens|cost_usage_USD)_total")
 
 
@@ -76,8 +77,8 @@ def test_dashboard_is_raw_provisionable_json(name):
 
 def test_dashboard_uids_are_unique():
     uids = [d["uid"] for d in dashboards().values()]
-    assert len(uids) == len(set(uids)) == 3
-    assert sorted(dashboards()) == sorted([*USAGE_DASHBOARDS, ACTIVITY])
+    assert len(uids) == len(set(uids)) == 4
+    assert sorted(dashboards()) == sorted([*USAGE_DASHBOARDS, ACTIVITY, SPEND])
 
 
 @pytest.mark.parametrize("name", USAGE_DASHBOARDS)
@@ -192,3 +193,16 @@ def test_totals_are_exact_and_counts_whole():
             if p["type"] in ("stat", "bargauge") and p["fieldConfig"]["defaults"]["unit"] == "short" and not ratio:
                 assert p["fieldConfig"]["defaults"]["decimals"] == 0, p["title"]
     assert checked >= 30
+
+
+def test_spend_dashboard_reads_the_rules_and_gauges():
+    """No raw counters (the single-counting rule lives in the rules); every recorded series it shows exists."""
+    rules = yaml.safe_load((REPO / "prometheus/rules/spend.yml").read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    exprs = [t["expr"] for p in iter_panels(dashboards()["spend-control.json"]["panels"]) for t in p.get("targets", [])]
+    assert exprs and not any(TOKEN_OR_COST.search(e) for e in exprs)
+    used = {m for e in exprs for m in re.findall(r"[a-z_]+:[a-z_0-9]+:[a-z_0-9]+", e)}
+    assert used and used <= recorded, used - recorded
+    joined = " ".join(exprs)
+    for gauge in ("tokenbridge_balance", "tokenbridge_quota_used_percent", 'ALERTS{alertstate="firing"}'):
+        assert gauge in joined
