@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,33 @@ def _parser() -> argparse.ArgumentParser:
 
     src = sub.add_parser("sources", help="each source: detected, roots, files, last event, problems")
     src.add_argument("--json", action="store_true")
+
+    wrap = sub.add_parser("wrap", help="run a command in a terminal, recording the usage it prints")
+    wrap.add_argument("--session", help="session id of this run (default: a new one)")
+    wrap.add_argument("--project", help="project label (default: git root or working directory)")
+    wrap.add_argument("--all-patterns", action="store_true", help="also tools whose own files a source reads")
+    wrap.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+
+    parse = sub.add_parser("parse", help="show what a printed line would record (records nothing)")
+    parse.add_argument("line")
+
+    cap = sub.add_parser("capture", help="record usage printed in a tmux pane's scrollback or a file")
+    cap.add_argument("--pane", help="tmux pane (e.g. %%3 or session:0.1)")
+    cap.add_argument("--file", help="a text file of terminal output ('-' = stdin)")
+    cap.add_argument("--session", help="session id (default: from the pane or file)")
+    cap.add_argument("--project", help="project label (default: git root or working directory)")
+    cap.add_argument("--all-patterns", action="store_true", help="also tools whose own files a source reads")
+
+    man = sub.add_parser("log", help="record a manual usage entry (re-running it adds nothing)")
+    for flag in ("--input", "--output", "--cache-read", "--cache-write"):
+        man.add_argument(flag, type=int, metavar="N")
+    man.add_argument("--cost", help="USD, kept as reported (default: estimated from the price table)")
+    man.add_argument("--model")
+    man.add_argument("--provider", help="default: from the model name")
+    man.add_argument("--project", help="default: git root or working directory")
+    man.add_argument("--session")
+    man.add_argument("--time", help="ISO-8601 time with zone (default: now)")
+    man.add_argument("--key", help="idempotency key (default: a digest of the entry)")
     return p
 
 
@@ -239,7 +266,29 @@ def cmd_sources(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"sync": cmd_sync, "run": cmd_run, "report": cmd_report, "sources": cmd_sources}
+def _delegated(target: str) -> Any:
+    """A command implemented in its own module as ``cmd(settings, args)``."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        module, func = target.split(":")
+        command: Callable[[config.Settings, argparse.Namespace], int] = getattr(importlib.import_module(module), func)
+        return command(_settings(args), args)
+
+    return run
+
+
+_COMMANDS = {
+    "sync": cmd_sync,
+    "run": cmd_run,
+    "report": cmd_report,
+    "sources": cmd_sources,
+    "wrap": _delegated("bridge.wrap:cmd_wrap"),
+    "parse": _delegated("bridge.wrap:cmd_parse"),
+    "capture": _delegated("bridge.wrap:cmd_capture"),
+    "log": _delegated("bridge.manual:cmd_log"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

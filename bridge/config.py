@@ -19,6 +19,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "export": {"interval_seconds": (int, float), "include_session_id": bool, "prometheus_port": int, "otlp": bool},
     "sources": {"enabled": list},
     "pricing": {"overrides": str},
+    "terminal": {"patterns": list},
 }
 
 
@@ -34,6 +35,7 @@ class Settings:
     prices_path: Path | None = None
     rescan_s: float = 600.0
     env: dict[str, str] = field(default_factory=dict)
+    terminal_patterns: list[Any] = field(default_factory=list)  # user patterns (bridge.terminal)
 
 
 def default_state_dir(env: dict[str, str]) -> Path:
@@ -132,6 +134,12 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     overrides = data.get("pricing", {}).get("overrides")
     if overrides:
         s.prices_path = Path(os.path.expanduser(overrides))
+    patterns = data.get("terminal", {}).get("patterns")
+    if patterns:
+        from bridge.terminal import load_patterns
+
+        load_patterns(patterns, f"{cfg_path.name}: terminal.patterns")  # fail fast, naming the entry
+        s.terminal_patterns = patterns
     if s.interval_s <= 0:
         raise ConfigError(f"{cfg_path.name}: export.interval_seconds", "must be > 0")
     s.interval_s = _seconds_env(env, "TOKENBRIDGE_EXPORT_INTERVAL", s.interval_s)
