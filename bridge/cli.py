@@ -266,7 +266,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
     return 0
 
 
-def _delegated(target: str) -> Any:
+def _delegated(target: str) -> Callable[[argparse.Namespace], int]:
     """A command implemented in its own module as ``cmd(settings, args)``."""
 
     def run(args: argparse.Namespace) -> int:
