@@ -76,7 +76,7 @@ def test_sources_snapshot(cli_env, claude_home):
     cli(cli_env, "sync", "--no-export")
     out = cli(cli_env, "sources")
     assert out.returncode == 0, out.stderr
-    check_snapshot("sources.txt", out.stdout, claude_home.root)
+    check_snapshot("sources.txt", out.stdout.replace(cli_env["HOME"], "<HOME>"), claude_home.root)
     data = json.loads(cli(cli_env, "sources", "--json").stdout)["sources"][0]
     assert data["skippedLines"] == 1
     assert data["unknownModels"] == ["claude-experimental-x"]

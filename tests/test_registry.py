@@ -91,7 +91,8 @@ def test_config_file_enables_a_group_and_names_the_key_for_an_unknown_one(plugin
 def test_unknown_source_on_the_command_line_lists_the_known_ones():
     with pytest.raises(ConfigError) as err:
         app.resolve_selection(["claude", "nope"])
-    assert str(err.value).startswith("--source: unknown source 'nope' (known: claude, claude_stats_cache")
+    assert str(err.value).startswith("--source: unknown source 'nope' (known: ")
+    assert "claude, claude_stats_cache, claude_transcripts" in str(err.value)
 
 
 def test_a_source_module_without_specs_is_refused_by_name(tmp_path, monkeypatch):

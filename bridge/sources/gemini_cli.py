@@ -192,7 +192,6 @@ SPECS = (
         "files",
         _build,
         "Gemini CLI chats (~/.gemini/tmp/*/chats/*.jsonl, legacy session-*.json)",
-        group="gemini",
         settings=(ENV,),
         order=40,
         provider="google",
