@@ -188,3 +188,13 @@ def test_cli_sync_gemini_then_report_daily_exact_totals(cli_env, tmp_path):
     assert (day["inputTokens"], day["outputTokens"], day["cacheReadTokens"], day["requests"]) == (4000, 1000, 11000, 1)
     assert day["modelsUsed"] == ["gemini-2.5-pro"]
     assert day["totalCost"] is not None  # a known Gemini model has a price
+
+
+def test_file_event_path_is_read_and_an_unrelated_path_ignored(tmp_path, ledger, pricer):
+    p = spec_chat(tmp_path)
+    src = GeminiCli([tmp_path], True)
+    src.scan(ledger, pricer, paths=[tmp_path.parent / "elsewhere.jsonl"])
+    assert ledger_sums(ledger)["requests"] == 0
+    src.scan(ledger, pricer, paths=[p])
+    assert ledger_sums(ledger) == EXPECT_A
+    assert [w.path for w in src.watches()] == [tmp_path]

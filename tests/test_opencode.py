@@ -116,3 +116,10 @@ def test_cli_sync_opencode_then_report_daily_exact_totals(cli_env, tmp_path):
         ("2026-03-03", 50, "0.01"),
     ]
     assert data["totals"]["inputTokens"] == 2400 and data["totals"]["requests"] == 2
+
+
+def test_a_wal_file_event_rereads_its_database(tmp_path, ledger, pricer):
+    db = make_db(tmp_path, message("msg_1"))
+    src = OpenCode([tmp_path], True)
+    src.scan(ledger, pricer, paths=[db.with_name("opencode.db-wal")])
+    assert ledger_sums(ledger) == ONE

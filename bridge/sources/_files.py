@@ -92,7 +92,11 @@ class WholeFileSource(BaseSource):
         return found
 
     def watches(self) -> list[Watch]:
-        return [Watch(r, True, self.suffixes) for r in self.existing_roots()]
+        try:
+            roots = self.existing_roots()
+        except SourceError:
+            return []  # the scan reports the missing root, named
+        return [Watch(r, True, self.suffixes) for r in roots]
 
     def status(self) -> SourceStatus:
         try:
