@@ -20,7 +20,7 @@ from bridge import __version__, config
 from bridge.app import resolve_selection
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
-from bridge.report import KINDS, build, parse_day, resolve_tz
+from bridge.report import BY, KINDS, build, parse_day, resolve_tz
 
 log = logging.getLogger("tokenbridge")
 
@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--timezone", "-z", help="IANA zone for day buckets (default: system zone)")
     rep.add_argument("--breakdown", action="store_true", help="a row per model under each period")
     rep.add_argument("--source", action="append", metavar="NAME", help="only these sources or groups (repeatable)")
+    rep.add_argument("--by", choices=BY, help="a row per project, provider, model, source or session in each period")
 
     src = sub.add_parser("sources", help="each source: detected, roots, files, last event, problems")
     src.add_argument("--json", action="store_true")
@@ -193,7 +194,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     since = parse_day(args.since, "--since") if args.since else None
     until = parse_day(args.until, "--until") if args.until else None
     with Ledger.open(settings.state_dir) as ledger:
-        rep = build(ledger, args.kind, tz, since, until, resolve_selection(args.source))
+        rep = build(ledger, args.kind, tz, since, until, resolve_selection(args.source), args.by)
     if args.json:
         print(json.dumps(rep.as_json(breakdown=True), indent=2))
         return 0
@@ -211,7 +212,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         models = ", ".join(sorted({m for m, _ in b.models}))
         row = [b.key] + ([models] if args.kind != "models" else [])
         table.add_row(*row, *_cells(b.line))
-        if args.breakdown and args.kind != "models":
+        if rep.by is not None:
+            for value, line in sorted(b.by.items()):
+                table.add_row(f"  └ {value}", *([""] if args.kind != "models" else []), *_cells(line), style="dim")
+        elif args.breakdown and args.kind != "models":
             for (model, _p), line in sorted(b.models.items()):
                 table.add_row(f"  └ {model}", "", *_cells(line), style="dim")
     table.add_section()

@@ -478,12 +478,14 @@ class Ledger:
         since_ms: int | None = None,
         until_ms: int | None = None,
         sources: Sequence[str] | None = None,
+        by: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """Sums grouped by ``group`` ("quarter" = 15-minute bucket, or "session") and model.
 
         Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
         cost_pusd, unpriced, requests). Every real time zone offset is a multiple of 15 minutes, so
-        quarter-hour buckets convert exactly to local days, weeks and months.
+        quarter-hour buckets convert exactly to local days, weeks and months. With ``by`` (a key
+        of ``BY_COLUMNS``), rows are also grouped by that dimension, whose value follows ``extra``.
         """
         where, params = _where(since_ms, until_ms, sources)
         if group == "quarter":
@@ -492,8 +494,22 @@ class Ledger:
             head = "COALESCE(session_id, ''), model, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
         else:
             raise ValueError(group)
-        q = f"SELECT {head}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3"
+        dim = "" if by is None else f", {BY_COLUMNS[by]}"
+        q = f"SELECT {head}{dim}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3{', 5' if by else ''}"
         return list(self._db.execute(q, params))
+
+    def session_projects(
+        self, since_ms: int | None = None, until_ms: int | None = None, sources: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        """Each session's project as of its first row (a session that moves to another
+        directory stays attributed to the one it started in)."""
+        where, params = _where(since_ms, until_ms, sources)
+        # SQLite: with MIN() as the only aggregate, a bare column comes from the row holding it.
+        q = (
+            "SELECT COALESCE(session_id, ''), project, MIN(ts_ms) FROM usage "
+            f"WHERE {where} AND project IS NOT NULL GROUP BY 1"
+        )
+        return {str(r[0]): str(r[1]) for r in self._db.execute(q, params)}
 
     def tokens_for(self, keys: list[str]) -> dict[str, Tokens]:
         """Stored tokens of the given dedup keys (missing keys are absent)."""
@@ -686,6 +702,15 @@ def _where(since_ms: int | None, until_ms: int | None, sources: Sequence[str] | 
         params.extend(sources)
     return " AND ".join(where), params
 
+
+# Report dimensions (``report --by``) → their column.
+BY_COLUMNS = {
+    "model": "model",
+    "provider": "provider",
+    "source": "source",
+    "project": "COALESCE(project, '')",
+    "session": "COALESCE(session_id, '')",
+}
 
 _SUMS = (
     "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "

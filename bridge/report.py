@@ -20,6 +20,7 @@ from bridge.ledger import Ledger
 
 KINDS = ("daily", "weekly", "monthly", "session", "models")
 _LABEL = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId", "models": "model"}
+BY = ("project", "provider", "model", "source", "session")
 _LIST = {"daily": "daily", "weekly": "weekly", "monthly": "monthly", "session": "sessions", "models": "models"}
 
 
@@ -74,6 +75,7 @@ class Bucket:
     models: dict[tuple[str, str], Line] = field(default_factory=dict)
     project: str | None = None
     last_activity: datetime | None = None
+    by: dict[str, Line] = field(default_factory=dict)  # the ``--by`` breakdown
 
 
 @dataclass(slots=True)
@@ -82,6 +84,7 @@ class Report:
     timezone: str
     buckets: list[Bucket]
     totals: Line
+    by: str | None = None
 
     def as_json(self, breakdown: bool = True) -> dict[str, Any]:
         items = []
@@ -98,6 +101,8 @@ class Report:
                 ]
             if self.kind == "models":
                 item["provider"] = next(iter(b.models))[1] if b.models else None
+            if self.by is not None:
+                item[f"{self.by}Breakdowns"] = [{self.by: k, **line.as_json()} for k, line in sorted(b.by.items())]
             items.append(item)
         return {_LIST[self.kind]: items, "totals": self.totals.as_json(), "timezone": self.timezone}
 
@@ -140,17 +145,22 @@ def build(
     since: date | None = None,
     until: date | None = None,
     sources: Sequence[str] | None = None,
+    by: str | None = None,
 ) -> Report:
-    """Aggregate the ledger into ``kind`` buckets in time zone ``tz`` (until is inclusive)."""
+    """Aggregate the ledger into ``kind`` buckets in time zone ``tz`` (until is inclusive);
+    ``by`` (one of ``BY``) adds a breakdown of each bucket by that dimension."""
     if kind not in KINDS:
         raise ConfigError("report", f"unknown report {kind!r} (one of {', '.join(KINDS)})")
+    if by is not None and by not in BY:
+        raise ConfigError("--by", f"unknown dimension {by!r} (one of {', '.join(BY)})")
     since_ms = _day_start_ms(since, tz) if since else None
     until_ms = _day_start_ms(until + timedelta(days=1), tz) if until else None
     buckets: dict[str, Bucket] = {}
     totals = Line()
     group = "session" if kind == "session" else "quarter"
-    for row in ledger.aggregate(group, since_ms, until_ms, sources):
-        g, model, provider, extra, sums = row[0], str(row[1]), str(row[2]), row[3], row[4:]
+    for row in ledger.aggregate(group, since_ms, until_ms, sources, by):
+        g, model, provider, extra = row[0], str(row[1]), str(row[2]), row[3]
+        sums = row[5:] if by else row[4:]
         if kind == "session":
             key = str(g) or "(none)"
         elif kind == "models":
@@ -164,14 +174,20 @@ def build(
         b.line.add(sums)
         b.models.setdefault((model, provider), Line()).add(sums)
         totals.add(sums)
+        if by is not None:
+            b.by.setdefault(str(row[4]) or "(none)", Line()).add(sums)
         if extra is not None:
             last_ms, _, project = str(extra).partition("|")
             last = datetime.fromtimestamp(int(last_ms) / 1000, UTC).astimezone(tz)
             if b.last_activity is None or last > b.last_activity:
                 b.last_activity, b.project = last, project or b.project
+    if kind == "session":
+        for sid, project in ledger.session_projects(since_ms, until_ms, sources).items():
+            if (sid or "(none)") in buckets:
+                buckets[sid or "(none)"].project = project  # where the session started
     ordered = sorted(buckets.values(), key=lambda b: (b.last_activity or datetime.min.replace(tzinfo=UTC), b.key))
     if kind not in ("session", "models"):
         ordered = sorted(buckets.values(), key=lambda b: b.key)
     elif kind == "models":
         ordered = sorted(buckets.values(), key=lambda b: -b.line.total)
-    return Report(kind, getattr(tz, "key", None) or str(tz), ordered, totals)
+    return Report(kind, getattr(tz, "key", None) or str(tz), ordered, totals, by)

@@ -47,3 +47,14 @@ def test_bad_values_name_the_flag(cli_env):
     out = cli(cli_env, "log", "--input", "5", "--time", "2026-05-17T09:00:00")
     assert out.returncode == 2 and "--time" in out.stderr
     assert cli(cli_env, "log").returncode == 2
+
+
+def test_report_by_project_on_the_command_line(cli_env):
+    day = "2026-05-17T09:00:00+00:00"
+    cli(cli_env, "log", "--input", "10", "--model", "gpt-5", "--project", "shop", "--time", day)
+    cli(cli_env, "log", "--input", "3", "--model", "gpt-5", "--project", "blog", "--time", day)
+    out = cli(cli_env, "report", "daily", "--json", "--by", "project")
+    [d] = json.loads(out.stdout)["daily"]
+    assert [(p["project"], p["inputTokens"]) for p in d["projectBreakdowns"]] == [("blog", 3), ("shop", 10)]
+    table = cli(cli_env, "report", "daily", "--by", "project", "--timezone", "UTC")
+    assert "└ shop" in table.stdout and "└ blog" in table.stdout

@@ -96,3 +96,30 @@ def test_bad_timezone_and_dates_name_the_flag():
     with pytest.raises(ConfigError, match="--since"):
         parse_day("03/02/2026", "--since")
     assert parse_day("20260302", "--until") == date(2026, 3, 2)
+
+
+def test_session_project_is_where_the_session_started(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00", project="/home/dev/app")
+    add(ledger, pricer, "b", "2026-03-02T11:00:00+00:00", project="/home/dev/app/sub")  # it cd'ed later
+    [s] = build(ledger, "session", UTC).buckets
+    assert s.project == "/home/dev/app"
+
+
+def test_by_project_splits_each_day_and_sums_exactly(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00", project="/shop", out=100)
+    add(ledger, pricer, "b", "2026-03-02T11:00:00+00:00", project="/blog", out=7)
+    add(ledger, pricer, "c", "2026-03-03T11:00:00+00:00", project=None, out=1)
+    rep = build(ledger, "daily", UTC, by="project")
+    got = {b.key: {k: v.output for k, v in b.by.items()} for b in rep.buckets}
+    assert got == {"2026-03-02": {"/shop": 100, "/blog": 7}, "2026-03-03": {"(none)": 1}}
+    item = rep.as_json()["daily"][0]
+    assert [(p["project"], p["outputTokens"]) for p in item["projectBreakdowns"]] == [("/blog", 7), ("/shop", 100)]
+    assert rep.totals.output == 108
+
+
+def test_by_source_and_unknown_dimension(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00")
+    rep = build(ledger, "monthly", UTC, by="source")
+    assert list(rep.buckets[0].by) == ["claude_transcripts"]
+    with pytest.raises(ConfigError, match="--by"):
+        build(ledger, "daily", UTC, by="colour")
