@@ -7,6 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,22 @@ def test_capture_file_twice_adds_nothing(cli_env, tmp_path):
         assert cli(cli_env, "capture", "--file", str(log)).returncode == 0
     data = json.loads(cli(cli_env, "report", "daily", "--json", "--source", "terminal").stdout)
     assert data["totals"]["inputTokens"] == 6500 and data["totals"]["requests"] == 1
+
+
+def test_shell_integration_wraps_the_named_commands(tmp_path):
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    fake = tmp_path / "bin" / "tokenbridge"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nprintf "%s|" "$@"\n')
+    fake.chmod(0o755)
+    script = (
+        f'. "{repo}/shell/tokenbridge.sh"; claude --resume "a b"; echo; type aider >/dev/null && echo aider-wrapped'
+    )
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["wrap|--|command|claude|--resume|a b|", "aider-wrapped"]
+    out = subprocess.run(["bash", "-c", script], env={**env, "TOKENBRIDGE_WRAP": "codex"}, capture_output=True,
+                         text=True).stdout  # fmt: skip
+    assert "wrap|" not in out  # claude is not wrapped when not listed
