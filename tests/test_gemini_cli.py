@@ -198,3 +198,30 @@ def test_file_event_path_is_read_and_an_unrelated_path_ignored(tmp_path, ledger,
     src.scan(ledger, pricer, paths=[p])
     assert ledger_sums(ledger) == EXPECT_A
     assert [w.path for w in src.watches()] == [tmp_path]
+
+
+def test_crash_between_files_then_restart_gives_exact_totals(tmp_path, pricer, monkeypatch):
+    """A pass killed after its first file's commit: the next pass reads the rest, once."""
+    spec_chat(tmp_path)
+    other = chat_path(tmp_path, "session-2026-05-18T09-00-aaaaaaaa.jsonl")
+    b = {"input": 300, "output": 30, "cached": 0, "thoughts": 0, "tool": 0, "total": 330}
+    write(other, json.dumps({**META, "sessionId": "aaaaaaaa-0000"}), msg(MSG_B, b, ts="2026-05-18T09:00:01.000Z"))
+    real = Ledger.commit
+    calls = {"n": 0}
+
+    def dying(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the process dies before the second file's transaction
+        return real(self, *a, **kw)
+
+    with Ledger.open(tmp_path / "state") as led:
+        monkeypatch.setattr(Ledger, "commit", dying)
+        with pytest.raises(KeyboardInterrupt):
+            GeminiCli([tmp_path], True).scan(led, pricer)
+        monkeypatch.setattr(Ledger, "commit", real)
+        assert ledger_sums(led)["requests"] == 1
+    with Ledger.open(tmp_path / "state") as led:
+        got = scan(tmp_path, led, pricer)
+        assert got == {"input": 4300, "output": 1030, "cacheRead": 11000, "cacheCreation": 0, "requests": 2}
+        assert scan(tmp_path, led, pricer) == got
