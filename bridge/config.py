@@ -16,7 +16,13 @@ import platformdirs
 from bridge.errors import ConfigError
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "export": {"interval_seconds": (int, float), "include_session_id": bool, "prometheus_port": int, "otlp": bool},
+    "export": {
+        "interval_seconds": (int, float),
+        "include_session_id": bool,
+        "prometheus_port": int,
+        "otlp": bool,
+        "include_project": bool,
+    },
     "sources": {"enabled": list},
     "pricing": {"overrides": str},
     "terminal": {"patterns": list},
@@ -29,6 +35,7 @@ class Settings:
     config_path: Path | None = None
     interval_s: float = 60.0
     include_session_id: bool = False
+    include_project: bool = False  # the ``project`` metric attribute (cardinality: one per project)
     prometheus_port: int | None = None
     otlp: bool = True
     enabled_sources: tuple[str, ...] | None = None  # None: every source enabled by default
@@ -118,6 +125,7 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     if "interval_seconds" in export:
         s.interval_s = float(export["interval_seconds"])
     s.include_session_id = bool(export.get("include_session_id", False))
+    s.include_project = bool(export.get("include_project", False))
     s.prometheus_port = export.get("prometheus_port")
     s.otlp = bool(export.get("otlp", True))
     enabled = data.get("sources", {}).get("enabled")
@@ -147,6 +155,9 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     session = _bool_env(env, "TOKENBRIDGE_INCLUDE_SESSION_ID")
     if session is not None:
         s.include_session_id = session
+    project = _bool_env(env, "TOKENBRIDGE_INCLUDE_PROJECT")
+    if project is not None:
+        s.include_project = project
     prices_env = env.get("TOKENBRIDGE_PRICES_FILE")
     if prices_env:
         s.prices_path = Path(os.path.expanduser(prices_env))

@@ -148,6 +148,7 @@ class SeriesTotal:
     cost: Decimal
     requests: int
     unpriced: int
+    project: str = ""  # only in ``totals_by_project`` (the opt-in ``project`` attribute)
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +462,17 @@ class Ledger:
             "cost_pusd, requests, unpriced FROM totals ORDER BY source, provider, model, session_id"
         ).fetchall()
         return [_series_total(r) for r in rows]
+
+    def totals_by_project(self) -> list[SeriesTotal]:
+        """Cumulative totals per (source, provider, model, session, project), summed from the
+        rows: the running totals have no project, so this reads every row (opt-in export)."""
+        rows = self._db.execute(
+            "SELECT source, provider, model, COALESCE(session_id, ''), SUM(input), SUM(output), "
+            "SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
+            "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), COALESCE(project, '') FROM usage "
+            "GROUP BY 1, 2, 3, 4, 12 ORDER BY 1, 2, 3, 4, 12"
+        ).fetchall()
+        return [replace(_series_total(r), project=str(r[11])) for r in rows]
 
     def recomputed_totals(self) -> list[SeriesTotal]:
         """Totals recomputed from the rows: must always equal ``totals()`` (a consistency check)."""

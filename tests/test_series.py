@@ -100,3 +100,20 @@ def test_sync_beside_run_never_makes_the_daemon_export_a_lower_total(tmp_path, p
         daemon.shutdown()
         sent = [p.value for p in sink.points() if p.metric == TOKEN_METRIC and p.attrs.get("type") == "output"]
     assert sent == [25.0, 25.0], "the second writer must not send the stale total 10"
+
+
+def test_project_attribute_only_when_asked_and_sums_equal_the_plain_series(tmp_path, pricer):
+    from dataclasses import replace
+
+    def points(include_project: bool) -> dict[str | None, Decimal]:
+        with Ledger.open(tmp_path / ("p" if include_project else "plain")) as led:
+            a, b, c = rec("a", 5), rec("b", 7), rec("c", 1)
+            led.commit([replace(a, project="/shop"), replace(b, project="/blog"), c], pricer)
+            return {
+                dict(p.attrs).get("project"): p.value
+                for p in guarded_points(led, False, 1, include_project=include_project)
+                if p.metric == TOKEN_METRIC and ("type", "output") in p.attrs
+            }
+
+    assert points(False) == {None: 13}
+    assert points(True) == {"/shop": 5, "/blog": 7, None: 1}  # rows without a project: no attribute
