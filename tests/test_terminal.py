@@ -197,3 +197,51 @@ def test_shell_integration_wraps_the_named_commands(tmp_path):
     out = subprocess.run(["bash", "-c", script], env={**env, "TOKENBRIDGE_WRAP": "codex"}, capture_output=True,
                          text=True).stdout  # fmt: skip
     assert "wrap|" not in out  # claude is not wrapped when not listed
+
+
+def _interactive_wrap(cli_env, script: str):
+    """Run ``tokenbridge wrap -- sh -c script`` on a terminal of its own (as a user would)."""
+    import os
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe(sys.executable, [sys.executable, "-m", "bridge.cli", "wrap", "--", "sh", "-c", script], cli_env)
+    return pid, fd
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 20.0) -> bytes:
+    import os
+    import select
+    import time
+
+    buf, end = b"", time.monotonic() + timeout
+    while needle not in buf and time.monotonic() < end:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                buf += os.read(fd, 4096)
+            except OSError:
+                break
+    return buf
+
+
+def test_interactive_wrap_passes_ctrl_c_and_window_size(cli_env):
+    import fcntl
+    import os
+    import signal
+    import struct
+    import termios
+    import time
+
+    pid, fd = _interactive_wrap(cli_env, "echo ready; read x; stty size; sleep 30")
+    assert b"ready" in _read_until(fd, b"ready")
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))  # the user resizes
+    time.sleep(0.2)
+    os.kill(pid, signal.SIGWINCH)
+    time.sleep(0.3)
+    os.write(fd, b"go\r")
+    assert b"33 101" in _read_until(fd, b"33 101")
+    os.write(fd, b"\x03")  # Ctrl-C reaches the wrapped command through its terminal
+    _read_until(fd, b"\0", timeout=3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 130
