@@ -123,3 +123,18 @@ def test_a_wal_file_event_rereads_its_database(tmp_path, ledger, pricer):
     src = OpenCode([tmp_path], True)
     src.scan(ledger, pricer, paths=[db.with_name("opencode.db-wal")])
     assert ledger_sums(ledger) == ONE
+
+
+def test_unchanged_rows_are_not_merged_again_but_changed_ones_are(tmp_path, ledger, pricer, monkeypatch):
+    db = make_db(tmp_path, message("msg_1", output=100), message("msg_2", created=1772446601000))
+    src = OpenCode([tmp_path], True)
+    src.scan(ledger, pricer)
+    seen: list[int] = []
+    real = Ledger.commit
+    monkeypatch.setattr(
+        Ledger, "commit", lambda self, recs, *a, **kw: seen.append(len(recs)) or real(self, recs, *a, **kw)
+    )
+    make_db(tmp_path, message("msg_1", output=450))  # one row changed
+    src.scan(ledger, pricer, paths=[db])
+    assert seen == [1]
+    assert ledger_sums(ledger)["output"] == 900

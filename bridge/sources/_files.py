@@ -78,6 +78,9 @@ class WholeFileSource(BaseSource):
         """Whether a file named by a file event belongs to this source."""
         return path.name.endswith(self.suffixes) and any(_is_below(path, r) for r in self.roots)
 
+    def committed(self, path: Path) -> None:
+        """Called once the records ``parse`` gave for ``path`` are in the ledger."""
+
     def order(self, files: list[Path]) -> list[Path]:
         """The order files are committed in (a source whose files overlap picks the winner)."""
         return files
@@ -156,6 +159,7 @@ class WholeFileSource(BaseSource):
                 self.name, str(path), stamp.inode, stamp.size, stamp.size, b"", parsed.malformed, stamp.mtime_ns
             )
             result = ledger.commit(parsed.records, pricer, cursor)
+            self.committed(path)
             stats.files_read += 1
             stats.bytes_read += stamp.size
             stats.records += len(parsed.records)

@@ -23,6 +23,7 @@ Odd semantics (local-formats.md §5.2):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,7 +117,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
 
 
-def _parse_db(path: Path) -> Parsed:
+def _parse_db(path: Path, known: dict[str, bytes], fresh: dict[str, bytes]) -> Parsed:
+    """Records of the rows that changed since ``known`` (row id → digest of its data, as
+    committed by this process); ``fresh`` receives the digests of the rows read now."""
     out = Parsed()
     try:
         db = _connect(path)
@@ -131,6 +134,11 @@ def _parse_db(path: Path) -> Parsed:
         # Busy or corrupt: not stored as read, so the next pass tries again.
         raise OSError(f"cannot read the OpenCode database: {exc}") from exc
     for mid, sid, raw in rows:
+        blob = raw.encode() if isinstance(raw, str) else bytes(raw)
+        digest = hashlib.blake2b(blob + f"|{sid}".encode(), digest_size=16).digest()
+        if known.get(str(mid)) == digest:
+            continue  # unchanged since this process committed it: nothing to merge again
+        fresh[str(mid)] = digest
         try:
             data = orjson.loads(raw)
             if not isinstance(data, dict):
@@ -168,6 +176,10 @@ class OpenCode(WholeFileSource):
         super().__init__(roots, explicit)
         self._in_db: set[str] | None = None
         self._session_dirs: dict[str, str | None] = {}
+        # A database holds every session: in a long-running daemon, rows already committed are
+        # not parsed and merged again on each change (per database, in memory only).
+        self._digests: dict[str, dict[str, bytes]] = {}
+        self._fresh: dict[str, dict[str, bytes]] = {}
 
     def files(self) -> list[Path]:
         out: list[Path] = []
@@ -211,7 +223,10 @@ class OpenCode(WholeFileSource):
 
     def parse(self, path: Path) -> Parsed:
         if _is_db(path):
-            return _parse_db(path)
+            fresh: dict[str, bytes] = {}
+            parsed = _parse_db(path, self._digests.get(str(path), {}), fresh)
+            self._fresh[str(path)] = fresh
+            return parsed
         if self._in_db is None:
             self._in_db = set()
             for f in self.files():
@@ -234,6 +249,11 @@ class OpenCode(WholeFileSource):
         if rec is not None:
             out.records.append(rec)
         return out
+
+    def committed(self, path: Path) -> None:
+        fresh = self._fresh.pop(str(path), None)
+        if fresh:
+            self._digests.setdefault(str(path), {}).update(fresh)
 
     def _legacy_dir(self, path: Path, session: str | None) -> str | None:
         """The session's ``directory`` from ``storage/session/<projectHash>/<sessionID>.json``."""
