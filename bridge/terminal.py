@@ -20,8 +20,10 @@ The counting rule that matters: most tools print **session-cumulative** values, 
 again (``/cost`` twice, a TUI redraw, a scrollback captured twice). Such a print is never
 summed: each (session, pattern, model) is one ledger row holding the largest value printed, so
 a repeat adds nothing and a later, larger print adds only the difference. A value that drops
-starts a new epoch of that session (a reset). Lines the spec says are per request (Aider) are
-one row each, keyed by the line and its occurrence in the session. Rows are dated by their
+starts a new epoch of that session (a reset). Lines the spec says are per request (Aider), and
+Codex's exit line (printed once per Codex session, so two in one stream are two sessions), are
+one row each, keyed by the line and its occurrence in the stream: capturing the same
+scrollback again adds nothing. Rows are dated by their
 first print. Costs printed are kept as reported; without one the cost is estimated, and a
 line without a model (Codex's exit line) has an unknown cost, never $0.
 """
@@ -78,7 +80,8 @@ DEFAULT_PATTERNS: tuple[Pattern, ...] = (
        rf"(?:\s*\(\$(?P<cost>{_MONEY})\))?\s*$"),
     _p("claude_total", _LEAD + rf"Total cost:\s+\$(?P<cost>{_MONEY})\s*$", provider="anthropic", total_only=True),
     _p("codex", rf"Token usage: total=(?P<total_ignored>{_NUM}) input=(?P<input>{_NUM})"
-       rf"(?: \(\+ (?P<cache_read>{_NUM}) cached\))? output=(?P<output>{_NUM})", provider="openai"),
+       rf"(?: \(\+ (?P<cache_read>{_NUM}) cached\))? output=(?P<output>{_NUM})", provider="openai",
+       mode="request"),  # printed once, at the end of each session
     _p("aider", rf"Tokens: (?P<input>{_NUM}) sent(?:, (?P<cache_write>{_NUM}) cache write)?"
        rf"(?:, (?P<cache_read>{_NUM}) cache hit)?, (?P<output>{_NUM}) received\."
        rf"(?:\s+Cost: \$(?P<cost>{_MONEY}) message, \$(?P<session_cost>{_MONEY}) session\.)?",

@@ -245,3 +245,9 @@ def test_interactive_wrap_passes_ctrl_c_and_window_size(cli_env):
     _read_until(fd, b"\0", timeout=3)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 130
+
+
+def test_two_codex_sessions_in_one_stream_both_count(ledger, pricer):
+    second = "Token usage: total=1,000 input=800 output=200"
+    got = commit(ledger, pricer, run(tracker(), f"$ codex\n{CODEX}\n$ codex\n{second}\n"))
+    assert (got["input"], got["output"], got["requests"]) == (7300, 1100, 2)
