@@ -251,3 +251,25 @@ def test_two_codex_sessions_in_one_stream_both_count(ledger, pricer):
     second = "Token usage: total=1,000 input=800 output=200"
     got = commit(ledger, pricer, run(tracker(), f"$ codex\n{CODEX}\n$ codex\n{second}\n"))
     assert (got["input"], got["output"], got["requests"]) == (7300, 1100, 2)
+
+
+def test_wrap_keeps_working_when_the_ledger_cannot_be_opened(cli_env, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    env = {**cli_env, "TOKENBRIDGE_STATE_DIR": str(blocker / "state")}
+    out = cli(env, "wrap", "--", sys.executable, "-c", "print('Tokens: 5 input, 1 output'); raise SystemExit(4)")
+    assert out.returncode == 4
+    assert out.stdout == "Tokens: 5 input, 1 output\n"
+    assert "was not recorded" in out.stderr
+
+
+def test_bad_user_pattern_in_the_config_file_is_named(cli_env):
+    Path(cli_env["TOKENBRIDGE_CONFIG"]).write_text('[terminal]\npatterns = [{ name = "x", regex = "(unclosed" }]\n')
+    out = cli(cli_env, "parse", "Tokens: 5 input, 1 output")
+    assert out.returncode == 2
+    assert "no-config.toml: terminal.patterns[0].regex: not a valid regular expression" in out.stderr
+    Path(cli_env["TOKENBRIDGE_CONFIG"]).write_text(
+        '[terminal]\npatterns = [{ name = "mine", regex = \'spent (?P<input>[\\d,]+) tokens\', model = "gpt-5" }]\n'
+    )
+    out = cli(cli_env, "parse", "spent 1,200 tokens")
+    assert json.loads(out.stdout)["match"]["input"] == 1200
