@@ -8,12 +8,14 @@ give a price to rows that waited for one, and save the rate cache.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -231,10 +233,12 @@ def sync(
     since: datetime | None = None,
     export: bool = True,
     show_progress: bool = False,
+    trigger: str = "cli",
 ) -> SyncResult:
     """One ingest pass over the selected sources, then one export of the ledger's totals."""
     sources = select_sources(settings, only)
     out = SyncResult()
+    started = time.time()
     with Ledger.open(settings.state_dir) as ledger:
         pricer = LazyPricer(settings)
         out.stats = ingest(ledger, sources, pricer, since, show_progress=show_progress)
@@ -242,7 +246,39 @@ def sync(
         pricer.save()
         if export and settings.otlp:
             out.exported_to, out.export_ok = export_once(settings, ledger)
+        record_pass(ledger, trigger, started, out.stats, out.export_ok)
     return out
+
+
+SYNC_LOG_SIZE = 20
+
+
+def record_pass(
+    ledger: Ledger, trigger: str, started: float, stats: Sequence[ScanStats], export_ok: bool | None = None
+) -> None:
+    """Keep the last ``SYNC_LOG_SIZE`` passes in the ledger (readable by every process)."""
+    entry = {
+        "at": datetime.fromtimestamp(started, UTC).isoformat(),
+        "trigger": trigger,
+        "durationMs": round((time.time() - started) * 1000),
+        "sources": [s.source for s in stats],
+        "newRequests": sum(s.new_requests for s in stats),
+        "errors": [f"{s.source}: {e}" for s in stats for e in s.errors],
+        "exported": export_ok,
+    }
+    log_ = sync_log(ledger)
+    log_.insert(0, entry)
+    ledger.set_state("app", "sync_log", json.dumps(log_[:SYNC_LOG_SIZE]), bump=False)
+
+
+def sync_log(ledger: Ledger) -> list[dict[str, Any]]:
+    """The last passes, newest first."""
+    raw = ledger.state("app", "sync_log")
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
 
 
 def export_once(settings: config.Settings, ledger: Ledger) -> tuple[str, bool]:
@@ -306,7 +342,24 @@ def source_rows(settings: config.Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def _iso(ms: int | None) -> str | None:
-    from datetime import UTC
+def where_to_look(settings: config.Settings, only: Sequence[str] | None = None) -> list[str]:
+    """One line per selected source that found nothing: where it looked and the settings that
+    point it elsewhere (what a first run on a machine without data needs to read)."""
+    from bridge.sources import _registry
 
+    wanted = {s.name for s in select_sources(settings, only)}
+    lines = []
+    for spec in _registry.specs():
+        if spec.name not in wanted:
+            continue
+        st = spec.factory(settings).status()
+        if st.detected and st.files:
+            continue
+        looked = ", ".join(st.roots) if st.roots else "nowhere configured"
+        how = f"; set {' or '.join(spec.settings)}" if spec.settings else ""
+        lines.append(f"{spec.name}: no {spec.description} found (looked in {looked}){how}")
+    return lines
+
+
+def _iso(ms: int | None) -> str | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()

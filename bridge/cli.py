@@ -37,8 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     _export_flags(run)
     run.add_argument("--prometheus-port", type=int, help="also serve the series at http://HOST:PORT/metrics")
     run.add_argument("--prometheus-host", default="127.0.0.1")
-    run.add_argument("--interval", type=float, help="export interval in seconds")
+    run.add_argument("--interval", help="export interval in seconds (0.1 to 86400)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar on the first scan")
+    run.add_argument("--http-port", type=int, help="also serve the web view and API (see `serve`) on this port")
+    run.add_argument("--http-host", default="127.0.0.1", help="address for --http-port (non-loopback needs a token)")
+
+    srv = sub.add_parser("serve", help="web view and JSON API from the ledger (http://127.0.0.1:8765)")
+    srv.add_argument("--host", default="127.0.0.1", help="non-loopback needs TOKENBRIDGE_HTTP_TOKEN")
+    srv.add_argument("--port", type=int, default=8765)
 
     sync = sub.add_parser("sync", help="one ingest pass, one export, exit")
     sync.add_argument("--source", action="append", metavar="NAME", help="only this source or group (repeatable)")
@@ -93,9 +99,28 @@ def _export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-otlp", action="store_true", help="do not push OTLP (e.g. with --prometheus-port only)")
 
 
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (ESC, BEL, newlines, bidi overrides) shown as its
+    Python escape: names come from files and APIs and must never drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _cell(value: object) -> str:
+    """A table cell: printable and never read as Rich markup (``[/oops]`` would break the table)."""
+    from rich.markup import escape
+
+    return escape(printable(str(value)))
+
+
+def _err(text: str) -> None:
+    print(printable(text), file=sys.stderr)
+
+
 class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"tokenbridge: {record.levelname.lower()}: {record.getMessage()}"
+        return f"tokenbridge: {record.levelname.lower()}: {printable(record.getMessage())}"
 
 
 def _setup_logging(debug: bool) -> None:
@@ -117,9 +142,7 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         s.prometheus_port = args.prometheus_port
     interval = getattr(args, "interval", None)
     if interval is not None:
-        if not interval > 0:
-            raise ConfigError("--interval", f"must be > 0 seconds, got {interval}")
-        s.interval_s = interval
+        s.interval_s = config.seconds("--interval", interval)
     if getattr(args, "no_otlp", False):
         s.otlp = False
     return s
@@ -129,7 +152,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from bridge import app
 
     settings = _settings(args)
-    since = datetime.now(UTC) - timedelta(days=args.days) if args.days else None
+    since = _days_ago(args.days) if args.days is not None else None
     started = time.monotonic()
     result = app.sync(settings, args.source, since, export=not args.no_export, show_progress=not args.no_progress)
     elapsed = time.monotonic() - started
@@ -138,7 +161,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         raise failed[0].failure  # type: ignore[misc]
     if failed and len(failed) == len(result.stats):
         for r in failed:  # nothing was read: the errors are the whole story
-            print(f"tokenbridge: error: {_named(r.source, r.failure)}", file=sys.stderr)
+            _err(f"tokenbridge: error: {_named(r.source, r.failure)}")
         return 1
     mb = sum(r.bytes_read for r in result.stats) / 1e6
     files = sum(r.files_read for r in result.stats)
@@ -148,13 +171,36 @@ def cmd_sync(args: argparse.Namespace) -> int:
     )
     for r in result.stats:
         if r.failure is not None:
-            print(f"tokenbridge: error: {_named(r.source, r.failure)}", file=sys.stderr)
+            _err(f"tokenbridge: error: {_named(r.source, r.failure)}")
             continue
         for err in r.errors:
             log.warning("%s: %s", r.source, err)
     if result.export_ok:
-        print(f"exported totals to {result.exported_to}", file=sys.stderr)
+        _err(f"exported totals to {result.exported_to}")
+    if not result.new_requests:
+        _say_where_we_looked(settings, args.source)
     return 1 if failed else 0
+
+
+def _say_where_we_looked(settings: config.Settings, only: Sequence[str] | None) -> None:
+    """An empty ledger is not a result: say so, and where each source looked."""
+    from bridge import app
+
+    with Ledger.open(settings.state_dir) as ledger:
+        if ledger.request_count():
+            return
+    _err("tokenbridge: no usage found yet.")
+    for line in app.where_to_look(settings, only):
+        _err(f"  {line}")
+
+
+def _days_ago(days: int) -> datetime | None:
+    if days < 1:
+        raise ConfigError("--days", f"must be at least 1, got {days}")
+    try:
+        return datetime.now(UTC) - timedelta(days=days)
+    except OverflowError:  # before year 1: every file qualifies
+        return None
 
 
 def _named(source: str, exc: BaseException | None) -> str:
@@ -166,7 +212,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.daemon import run
 
     settings = _settings(args)
-    return run(settings, args.prometheus_host, show_progress=not args.no_progress)
+    http = None
+    if args.http_port is not None:
+        from bridge.web import WebServer
+
+        http = WebServer(settings, args.http_host, args.http_port)
+    return run(settings, args.prometheus_host, show_progress=not args.no_progress, http=http)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.web import WebServer
+
+    server = WebServer(_settings(args), args.host, args.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
 
 
 def _console() -> Any:
@@ -195,13 +259,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     until = parse_day(args.until, "--until") if args.until else None
     with Ledger.open(settings.state_dir) as ledger:
         rep = build(ledger, args.kind, tz, since, until, resolve_selection(args.source), args.by)
+        empty = not ledger.request_count()
+    if empty:
+        _err(f"tokenbridge: the ledger at {settings.state_dir} is empty: run `tokenbridge sync` first.")
     if args.json:
         print(json.dumps(rep.as_json(breakdown=True), indent=2))
         return 0
     from rich.table import Table
 
     title = {"session": "Sessions", "models": "Models"}.get(args.kind, args.kind.capitalize())
-    table = Table(title=f"Claude Code and AI usage — {title} ({rep.timezone})", show_footer=False)
+    table = Table(title=_cell(f"Claude Code and AI usage — {title} ({rep.timezone})"), show_footer=False)
     first = {"daily": "Date", "weekly": "Week of", "monthly": "Month", "session": "Session", "models": "Model"}
     table.add_column(first[args.kind])
     if args.kind != "models":
@@ -209,15 +276,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     for col in ("Input", "Output", "Cache create", "Cache read", "Total tokens", "Cost (USD)"):
         table.add_column(col, justify="right")
     for b in rep.buckets:
-        models = ", ".join(sorted({m for m, _ in b.models}))
-        row = [b.key] + ([models] if args.kind != "models" else [])
+        models = _cell(", ".join(sorted({m for m, _ in b.models})))
+        row = [_cell(b.key)] + ([models] if args.kind != "models" else [])
         table.add_row(*row, *_cells(b.line))
         if rep.by is not None:
             for value, line in sorted(b.by.items()):
                 table.add_row(f"  └ {value}", *([""] if args.kind != "models" else []), *_cells(line), style="dim")
         elif args.breakdown and args.kind != "models":
             for (model, _p), line in sorted(b.models.items()):
-                table.add_row(f"  └ {model}", "", *_cells(line), style="dim")
+                table.add_row(_cell(f"  └ {model}"), "", *_cells(line), style="dim")
     table.add_section()
     table.add_row("Total", *([""] if args.kind != "models" else []), *_cells(rep.totals), style="bold")
     _console().print(table)
@@ -257,14 +324,14 @@ def cmd_sources(args: argparse.Namespace) -> int:
         grid.add_column(style="bold")
         grid.add_column(overflow="fold")
         state = ("detected" if r["detected"] else "not detected") + (", enabled" if r["enabled"] else ", disabled")
-        grid.add_row(r["name"], state)
-        grid.add_row("roots", "\n".join(r["roots"]) or "-")
+        grid.add_row(_cell(r["name"]), state)
+        grid.add_row("roots", "\n".join(_cell(root) for root in r["roots"]) or "-")
         grid.add_row("files", str(r["files"]))
         grid.add_row("requests", _fmt_int(r["requests"]))
-        grid.add_row("last event", r["lastEvent"] or "-")
+        grid.add_row("last event", _cell(r["lastEvent"] or "-"))
         grid.add_row("skipped lines", str(r["skippedLines"]))
-        grid.add_row("unknown models", ", ".join(r["unknownModels"]) or "-")
-        grid.add_row("errors", "; ".join(r["errors"]) or "-")
+        grid.add_row("unknown models", _cell(", ".join(r["unknownModels"]) or "-"))
+        grid.add_row("errors", _cell("; ".join(r["errors"]) or "-"))
         console.print(grid)
         console.print()
     return 0
@@ -288,6 +355,7 @@ _COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
     "sources": cmd_sources,
+    "serve": cmd_serve,
     "wrap": _delegated("bridge.wrap:cmd_wrap"),
     "parse": _delegated("bridge.wrap:cmd_parse"),
     "capture": _delegated("bridge.wrap:cmd_capture"),
@@ -303,12 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         if args.debug:
             raise
-        print(f"tokenbridge: config error: {exc}", file=sys.stderr)
+        _err(f"tokenbridge: config error: {exc}")
         return 2
     except TokenbridgeError as exc:
         if args.debug:
             raise
-        print(f"tokenbridge: error: {exc}", file=sys.stderr)
+        _err(f"tokenbridge: error: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130
@@ -319,15 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        print(f"tokenbridge: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        _err(f"tokenbridge: error:{where}: {exc.strerror or exc}")
         return 1
     except Exception as exc:  # a bug: still one line, the traceback with --debug
         if args.debug:
             raise
-        print(
-            f"tokenbridge: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
-            file=sys.stderr,
-        )
+        _err(f"tokenbridge: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)")
         return 1
 
 

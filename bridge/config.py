@@ -5,6 +5,7 @@ Config errors fail fast with the exact key (``config.toml: export.interval_secon
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -79,17 +80,30 @@ def _bool_env(env: dict[str, str], key: str) -> bool | None:
     raise ConfigError(key, f"expected true/false, got {raw!r}")
 
 
+# Both intervals: at least 0.1 s (less spins the CPU and floods the collector; tests use 0.5 s), at most
+# a day (longer looks like a dead exporter to any alert on staleness).
+INTERVAL_RANGE = (0.1, 86400.0)
+
+
+def seconds(key: str, raw: object) -> float:
+    """An interval in seconds from a file, variable or flag: finite and within ``INTERVAL_RANGE``."""
+    if isinstance(raw, bool):  # TOML true is an int to Python
+        raise ConfigError(key, f"not a number of seconds: {raw!r}")
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"not a number of seconds: {raw!r}") from None
+    lo, hi = INTERVAL_RANGE
+    if not (math.isfinite(value) and lo <= value <= hi):  # also false for nan
+        raise ConfigError(key, f"must be a finite number from {lo:g} to {hi:g} seconds, got {raw}")
+    return value
+
+
 def _seconds_env(env: dict[str, str], key: str, default: float) -> float:
     raw = env.get(key)
     if not raw:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(key, f"not a number of seconds: {raw!r}") from None
-    if not value > 0:
-        raise ConfigError(key, f"must be > 0 seconds, got {raw!r}")
-    return value
+    return seconds(key, raw.strip())
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -123,7 +137,7 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     s = Settings(state_dir=state_dir or default_state_dir(env), config_path=cfg_path, env=env)
     export = data.get("export", {})
     if "interval_seconds" in export:
-        s.interval_s = float(export["interval_seconds"])
+        s.interval_s = seconds(f"{cfg_path.name}: export.interval_seconds", export["interval_seconds"])
     s.include_session_id = bool(export.get("include_session_id", False))
     s.include_project = bool(export.get("include_project", False))
     s.prometheus_port = export.get("prometheus_port")
@@ -148,8 +162,6 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
 
         load_patterns(patterns, f"{cfg_path.name}: terminal.patterns")  # fail fast, naming the entry
         s.terminal_patterns = patterns
-    if s.interval_s <= 0:
-        raise ConfigError(f"{cfg_path.name}: export.interval_seconds", "must be > 0")
     s.interval_s = _seconds_env(env, "TOKENBRIDGE_EXPORT_INTERVAL", s.interval_s)
     s.rescan_s = _seconds_env(env, "TOKENBRIDGE_RESCAN_INTERVAL", s.rescan_s)
     session = _bool_env(env, "TOKENBRIDGE_INCLUDE_SESSION_ID")

@@ -93,7 +93,8 @@ def _observer(sources: list[Source], wake: _Wakeup) -> Any:
     return obs
 
 
-def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: bool = True) -> int:
+def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: bool = True, http: Any = None) -> int:
+    """The daemon's loop; ``http`` (a ``bridge.web.WebServer``) is served beside it when given."""
     stop = threading.Event()
     wake = _Wakeup()
 
@@ -121,6 +122,8 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
             ledger_path=ledger.path,
         )
         rescan_s = settings.rescan_s
+        if http is not None:
+            http.start()
         try:
             observer = _observer(sources, wake)
         except OSError as exc:
@@ -155,6 +158,8 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
         finally:
             if observer is not None:
                 observer.stop()
+            if http is not None:
+                http.stop()
             exporter.flush()
             exporter.shutdown()
     return 0

@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import Counter, MeterProvider, ObservableCounter
@@ -154,12 +153,27 @@ class _StableStartExporter(MetricExporter):
         self._inner.shutdown(timeout_millis=timeout_millis)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def _redact(url: str) -> str:
-    """An endpoint for logs: never its credentials."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.rsplit("@", maxsplit=1)[-1]
+    """An endpoint for logs and messages: scheme, host, port and path, never credentials.
+
+    Userinfo, query and fragment are dropped, with or without a scheme (the OTLP SDK accepts
+    ``user:pass@host:4317``, where ``urlsplit`` would read ``user`` as the scheme). An ``@`` past
+    the authority means an unencoded ``/``, ``?`` or ``#`` in a password or a token in the query:
+    the split is then ambiguous, so nothing after the scheme is shown.
+    """
+    text = url.strip()
+    m = _SCHEME.match(text)
+    scheme = m.group(0) if m else ""
+    rest = text[len(scheme) :]
+    end = next((i for i, ch in enumerate(rest) if ch in "/?#"), len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in tail:
+        return f"{scheme}<redacted>"
+    path = re.split(r"[?#]", tail, maxsplit=1)[0]
+    return f"{scheme}{authority.rpartition('@')[2]}{path}"
 
 
 def otlp_protocol(env: dict[str, str]) -> str:

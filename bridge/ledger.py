@@ -597,8 +597,9 @@ class Ledger:
         r = self._db.execute("SELECT value FROM source_state WHERE source=? AND key=?", (source, key)).fetchone()
         return None if r is None else str(r[0])
 
-    def set_state(self, source: str, key: str, value: str) -> None:
-        with self._transaction() as db:
+    def set_state(self, source: str, key: str, value: str, bump: bool = True) -> None:
+        """``bump=False`` for bookkeeping that changes nothing exported (no export refresh)."""
+        with self._transaction(bump=bump) as db:
             db.execute("INSERT OR REPLACE INTO source_state VALUES (?,?,?)", (source, key, value))
 
     def record_series(self, values: dict[str, tuple[int, str]]) -> None:

@@ -7,16 +7,21 @@ requests; a bucket whose every request is unpriced has cost ``None``, never ``0`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge._rows import from_pusd
 from bridge.errors import ConfigError
 from bridge.ledger import Ledger
+
+log = logging.getLogger("tokenbridge.report")
 
 KINDS = ("daily", "weekly", "monthly", "session", "models")
 _LABEL = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId", "models": "model"}
@@ -108,13 +113,76 @@ class Report:
 
 
 def resolve_tz(name: str | None) -> tzinfo:
+    """``--timezone`` if given, else the system's zone with its rules (see ``system_tz``)."""
     if not name:
-        local = datetime.now().astimezone().tzinfo
-        return local if local is not None else UTC
+        return system_tz()
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
         raise ConfigError("--timezone", f"unknown IANA time zone {name!r}") from None
+
+
+def system_tz(
+    env: Mapping[str, str] | None = None,
+    localtime: Path = Path("/etc/localtime"),
+    timezone_file: Path = Path("/etc/timezone"),
+) -> tzinfo:
+    """The system's time zone *with its rules*, so days on both sides of a DST change are right.
+
+    ``TZ`` (an IANA name, ``:name`` or a zoneinfo file path) wins, as for the C library; else the
+    name under ``zoneinfo/`` that ``/etc/localtime`` links to, else ``/etc/timezone``, else the
+    rules in ``/etc/localtime`` itself. Today's fixed UTC offset is only the last resort.
+    """
+    env = os.environ if env is None else env
+    raw = env.get("TZ")
+    if raw is not None:
+        spec = raw.strip().removeprefix(":")
+        if not spec:
+            return UTC  # the C library reads an empty TZ as UTC
+        zone = _zone_from_path(Path(spec)) if spec.startswith("/") else _zone(spec)
+        if zone is not None:
+            return zone
+        log.warning("TZ=%r is not an IANA time zone name: using today's UTC offset (pass --timezone)", raw)
+        return _fixed_offset()
+    zone = _zone_from_path(localtime)
+    if zone is None:
+        try:
+            zone = _zone(timezone_file.read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError):
+            zone = None
+    return zone if zone is not None else _fixed_offset()
+
+
+def _zone(key: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(key) if key else None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def _zone_from_path(path: Path) -> ZoneInfo | None:
+    """A zone named by where ``path`` (a symlink into a zoneinfo tree) points, else its rules."""
+    try:
+        target = str(path.readlink()) if path.is_symlink() else str(path)
+    except OSError:
+        return None
+    _, sep, key = target.partition("zoneinfo/")
+    if sep:
+        for variant in ("posix/", "right/"):
+            key = key.removeprefix(variant)
+        zone = _zone(key)
+        if zone is not None:
+            return zone
+    try:
+        with path.open("rb") as fh:  # a copied zone file: its rules without a name
+            return ZoneInfo.from_file(fh, key="localtime")
+    except (OSError, ValueError):
+        return None
+
+
+def _fixed_offset() -> tzinfo:
+    local = datetime.now().astimezone().tzinfo
+    return local if local is not None else UTC
 
 
 def parse_day(value: str, flag: str) -> date:
@@ -126,8 +194,15 @@ def parse_day(value: str, flag: str) -> date:
     raise ConfigError(flag, f"expected YYYY-MM-DD or YYYYMMDD, got {value!r}")
 
 
-def _day_start_ms(d: date, tz: tzinfo) -> int:
-    return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
+def _day_start_ms(d: date, tz: tzinfo) -> int | None:
+    """Epoch ms of local midnight; None past either end of the calendar (year 1, year 9999).
+
+    Such a bound excludes nothing a timestamp can express, so no bound is the exact meaning.
+    """
+    try:
+        return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _bucket_key(kind: str, local: datetime) -> str:
@@ -153,8 +228,10 @@ def build(
         raise ConfigError("report", f"unknown report {kind!r} (one of {', '.join(KINDS)})")
     if by is not None and by not in BY:
         raise ConfigError("--by", f"unknown dimension {by!r} (one of {', '.join(BY)})")
+    if since and until and since > until:
+        raise ConfigError("--since/--until", f"--since {since.isoformat()} is after --until {until.isoformat()}")
     since_ms = _day_start_ms(since, tz) if since else None
-    until_ms = _day_start_ms(until + timedelta(days=1), tz) if until else None
+    until_ms = _day_start_ms(until + timedelta(days=1), tz) if until and until < date.max else None
     buckets: dict[str, Bucket] = {}
     totals = Line()
     group = "session" if kind == "session" else "quarter"

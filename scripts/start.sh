@@ -127,11 +127,12 @@ wait_http prometheus "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" 30 || ok=0
 
 # The bridge.
 missing=()
+bridge=()
 if [[ $with_bridge == 1 ]]; then
   if command -v tokenbridge >/dev/null 2>&1; then
-    bridge=(tokenbridge run)
+    bridge=(tokenbridge run --http-port "$WEB_PORT")
   elif (cd "$TB_ROOT" && "$(tb_python)" -c 'import bridge.cli' 2>/dev/null); then
-    bridge=("$(tb_python)" -m bridge.cli run)
+    bridge=("$(tb_python)" -m bridge.cli run --http-port "$WEB_PORT")
   else
     bridge=()
     missing+=("the bridge: tokenbridge is not installed (pip install -e $TB_ROOT), so local transcripts are not exported")
@@ -174,6 +175,7 @@ echo
 echo "  OTLP        grpc $TOKENBRIDGE_BIND:$OTLP_GRPC_PORT, http $TOKENBRIDGE_BIND:$OTLP_HTTP_PORT  -> source telemetry.sh"
 echo "  Prometheus  http://127.0.0.1:$PROMETHEUS_PORT"
 [[ -n "$grafana_bin" ]] && echo "  Grafana     http://127.0.0.1:$GRAFANA_PORT"
+((${#bridge[@]})) && echo "  Web view    http://127.0.0.1:$WEB_PORT  (./view.sh; the bridge's first scan may take a minute on a large history)"
 if ((${#missing[@]})); then
   echo
   echo "Missing:"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Open the dashboards: Grafana when it runs, else Prometheus (native mode without Grafana).
+# Open the dashboards: Grafana when it runs, else the bridge's web view, else Prometheus.
 set -euo pipefail
 # shellcheck source=scripts/_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
@@ -7,8 +7,11 @@ tb_defaults
 
 grafana="http://127.0.0.1:$GRAFANA_PORT"
 prom="http://127.0.0.1:$PROMETHEUS_PORT"
+web="http://127.0.0.1:$WEB_PORT"
 if tb_http_ok "$grafana/api/health"; then
   url="$grafana/d/tokenbridge-overview"
+elif tb_http_ok "$web/healthz"; then
+  url="$web/"
 elif tb_http_ok "$prom/-/ready"; then
   tb_log "Grafana is not answering at $grafana (native mode without Grafana? see scripts/start.sh output); opening Prometheus"
   url="$prom/query?g0.expr=sum%20by%20(source%2C%20model)%20(claude_code_token_usage_tokens_total)&g0.tab=table"

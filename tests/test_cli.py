@@ -97,7 +97,7 @@ def test_bad_config_key_fails_fast_with_the_key(cli_env, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "tokenbridge: config error: no-config.toml: export.interval_secnds: unknown key "
-        "(known: interval_seconds, include_session_id, prometheus_port, otlp)"
+        "(known: interval_seconds, include_session_id, prometheus_port, otlp, include_project)"
     ]
 
 
@@ -156,10 +156,12 @@ def test_long_first_scan_shows_a_progress_bar_on_a_terminal(cli_env, claude_home
 
 
 def test_bad_interval_is_a_config_error_not_a_traceback(cli_env):
-    for value in ("-1", "0"):
+    for value in ("-1", "0", "nan", "inf", "1e-9", "86401"):
         out = cli(cli_env, "run", "--interval", value)
         assert out.returncode == 2, out.stderr
-        assert out.stderr.strip() == f"tokenbridge: config error: --interval: must be > 0 seconds, got {float(value)}"
+        assert out.stderr.strip() == (
+            f"tokenbridge: config error: --interval: must be a finite number from 0.1 to 86400 seconds, got {value}"
+        )
 
 
 def test_prometheus_port_belongs_to_run_not_sync(cli_env):
@@ -174,3 +176,90 @@ def test_unwritable_state_dir_is_one_line(cli_env, tmp_path):
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "not-a-dir" in out.stderr
+
+
+def test_report_default_zone_is_the_tz_variables_zone_with_its_dst_rules(cli_env, claude_home):
+    main = claude_home.session_file()
+    for i, ts in enumerate(("2026-03-28T22:30:00.000Z", "2026-03-29T22:30:00.000Z", "2026-10-25T22:30:00.000Z")):
+        claude_home.append(main, assistant_line(f"msg_{i}", f"req_{i}", ts=ts))
+    env = {**cli_env, "TZ": "Europe/Berlin"}
+    assert cli(env, "sync", "--no-export").returncode == 0
+    out = cli(env, "report", "daily", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["timezone"] == "Europe/Berlin"
+    # 23:30 CET, 00:30 CEST the next night, 23:30 CET again after the autumn change.
+    assert [d["date"] for d in data["daily"]] == ["2026-03-28", "2026-03-30", "2026-10-25"]
+
+
+def test_report_dates_at_the_calendars_ends_and_an_inverted_range(cli_env, claude_home):
+    fill(claude_home)
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    ends = ("--since", "0001-01-01", "--until", "9999-12-31", "-z", "Asia/Tokyo")
+    out = cli(cli_env, "report", "daily", "--json", *ends)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["totals"]["requests"] == 4
+    out = cli(cli_env, "report", "daily", "--since", "2026-03-04", "--until", "2026-03-02")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "tokenbridge: config error: --since/--until: --since 2026-03-04 is after --until 2026-03-02"
+    )
+
+
+def test_sync_days_must_be_positive_and_a_huge_value_means_everything(cli_env, claude_home):
+    fill(claude_home)
+    for bad in ("0", "-3"):
+        out = cli(cli_env, "sync", "--no-export", "--days", bad)
+        assert out.returncode == 2
+        assert out.stderr.strip() == f"tokenbridge: config error: --days: must be at least 1, got {bad}"
+    out = cli(cli_env, "sync", "--no-export", "--days", "99999999")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(cli(cli_env, "report", "daily", "--json").stdout)["totals"]["requests"] == 4
+
+
+HOSTILE_MODEL = "[/oops]\x1b[31m"
+HOSTILE_SESSION = "[bold]s1\x1b]0;pwned\x07"
+HOSTILE_PROJECT = "/home/dev/[red]app\u202e\x1b[2J"
+
+
+def test_names_from_transcripts_are_shown_literally_never_as_markup_or_terminal_codes(cli_env, claude_home):
+    line = json.loads(assistant_line("msg_X", "req_X", model=HOSTILE_MODEL, session=HOSTILE_SESSION))
+    line["cwd"] = HOSTILE_PROJECT
+    claude_home.append(claude_home.session_file(), json.dumps(line))
+    synced = cli(cli_env, "sync", "--no-export")
+    assert synced.returncode == 0, synced.stderr
+    runs = [
+        cli(cli_env, "report", "daily", "--breakdown", "-z", "UTC"),
+        cli(cli_env, "report", "session", "-z", "UTC"),
+        cli(cli_env, "report", "models", "-z", "UTC"),
+        cli(cli_env, "sources"),
+    ]
+    for out in [synced, *runs]:
+        assert out.returncode == 0, out.stderr
+        for text in (out.stdout, out.stderr):
+            assert not any(ch in text for ch in "\x1b\x07\u202e"), repr(text)
+    daily, session, models, sources = (out.stdout for out in runs)
+    assert "[/oops]\\x1b[31m" in daily and "[/oops]\\x1b[31m" in models and "[/oops]\\x1b[31m" in sources
+    assert "[bold]s1\\x1b]0;pwned\\x07" in session
+    assert "[/oops]\\x1b[31m" in synced.stderr  # the unknown-model warning
+    # JSON keeps the exact value (escaped by JSON itself).
+    data = json.loads(cli(cli_env, "report", "session", "--json").stdout)
+    assert data["sessions"][0]["sessionId"] == HOSTILE_SESSION
+
+
+def test_no_data_anywhere_says_where_each_source_looked_and_exits_zero(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENBRIDGE_", "CLAUDE_", "XDG_"))}
+    env.update(
+        HOME=str(tmp_path / "empty-home"),
+        TOKENBRIDGE_STATE_DIR=str(tmp_path / "state"),
+        TOKENBRIDGE_CONFIG=str(tmp_path / "none.toml"),
+    )
+    out = cli(env, "sync", "--no-export")
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert "tokenbridge: no usage found yet." in lines
+    transcripts = next(line for line in lines if line.strip().startswith("claude_transcripts:"))
+    assert str(tmp_path / "empty-home" / ".claude") in transcripts and "set CLAUDE_CONFIG_DIR" in transcripts
+    rep = cli(env, "report", "daily", "--json")
+    assert rep.returncode == 0 and json.loads(rep.stdout)["totals"]["requests"] == 0
+    assert "is empty: run `tokenbridge sync` first" in rep.stderr

@@ -33,6 +33,7 @@ def test_file_then_environment(tmp_path):
     [
         ("[export]\ninterval_seconds = 0\n", {}, "config.toml: export.interval_seconds"),
         ("[export]\ninterval_seconds = 'x'\n", {}, "config.toml: export.interval_seconds"),
+        ("[export]\ninterval_seconds = true\n", {}, "config.toml: export.interval_seconds"),
         ("[exprt]\n", {}, "config.toml: exprt"),
         ("[sources]\nenabled = ['codex']\n", {}, "config.toml: sources.enabled"),
         ("not toml = = \n", {}, "config.toml"),
@@ -50,3 +51,28 @@ def test_bad_values_name_the_key(tmp_path, text, env, key):
 def test_missing_file_means_defaults(tmp_path):
     s = load({}, config=tmp_path / "absent.toml")
     assert s.interval_s == 60.0 and s.otlp and s.rescan_s == 600.0
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e-9", "0.05", "86401", "1e300"])
+def test_export_interval_outside_one_second_to_one_day_names_the_file_key(tmp_path, value):
+    cfg = write(tmp_path, f"[export]\ninterval_seconds = {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load({}, config=cfg)
+    assert err.value.key == "config.toml: export.interval_seconds"
+    assert "from 0.1 to 86400 seconds" in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["TOKENBRIDGE_EXPORT_INTERVAL", "TOKENBRIDGE_RESCAN_INTERVAL"])
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "Infinity", "1e-9", "0", "1e9"])
+def test_interval_variables_must_be_finite_and_in_range(tmp_path, key, value):
+    with pytest.raises(ConfigError) as err:
+        load({key: value}, config=tmp_path / "absent.toml")
+    assert err.value.key == key
+    assert "from 0.1 to 86400 seconds" in str(err.value)
+
+
+def test_interval_bounds_are_inclusive(tmp_path):
+    s = load({"TOKENBRIDGE_EXPORT_INTERVAL": "0.1", "TOKENBRIDGE_RESCAN_INTERVAL": "86400"}, config=tmp_path / "x")
+    assert (s.interval_s, s.rescan_s) == (0.1, 86400.0)
+    s = load({}, config=write(tmp_path, "[export]\ninterval_seconds = 86400\n"))
+    assert s.interval_s == 86400.0

@@ -417,3 +417,43 @@ def test_instance_id_is_the_ledgers_unless_the_user_sets_one(claude_home, cli_en
         assert sync({**env, "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=devbox,team=eng"})[0] == 0
         ids = {p.resource["service.instance.id"] for p in sink.latest().values()}
         assert ids == {"devbox"}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "shown"),
+    [
+        ("http://user:hunter2@collector:4317", "http://collector:4317"),
+        ("https://hunter2@collector:4318/v1/metrics", "https://collector:4318/v1/metrics"),
+        ("user:hunter2@collector:4317", "collector:4317"),
+        ("hunter2@collector:4317", "collector:4317"),
+        ("collector:4317?token=hunter2", "collector:4317"),
+        ("collector:4317/v1/metrics?token=hunter2&x=1", "collector:4317/v1/metrics"),
+        ("collector:4317#hunter2", "collector:4317"),
+        ("http://collector:4318/v1/metrics?api_key=hunter2#hunter2", "http://collector:4318/v1/metrics"),
+        ("http://user:p@hunter2@collector:4317", "http://collector:4317"),  # an unencoded @ in the password
+        ("http://[::1]:4317?token=hunter2", "http://[::1]:4317"),
+        ("user:hunter2@[::1]:4317", "[::1]:4317"),
+        ("localhost:4317", "localhost:4317"),
+        ("unix:///run/otel.sock", "unix:///run/otel.sock"),
+    ],
+)
+def test_redacted_endpoint_never_shows_userinfo_query_or_fragment(endpoint, shown):
+    from bridge.export import _redact
+
+    assert _redact(endpoint) == shown
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "user:hunt/er2@collector:4317",  # unencoded delimiters in a password: the authority is ambiguous
+        "user:hunt?er2@collector:4317",
+        "http://user:hunt#er2@collector:4317",
+        "collector:4317?token=hunter2@x",
+    ],
+)
+def test_ambiguous_endpoint_is_redacted_whole_rather_than_guessed(endpoint):
+    from bridge.export import _redact
+
+    out = _redact(endpoint)
+    assert "hunt" not in out and "er2" not in out and "user" not in out

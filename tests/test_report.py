@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import time
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from bridge.errors import ConfigError
 from bridge.record import Tokens, UsageRecord
-from bridge.report import build, parse_day, resolve_tz
+from bridge.report import build, parse_day, resolve_tz, system_tz
 
 
 def add(ledger, pricer, key, ts, model="claude-sonnet-4-5", out=100, session="s1", project="/p"):
@@ -123,3 +125,104 @@ def test_by_source_and_unknown_dimension(ledger, pricer):
     assert list(rep.buckets[0].by) == ["claude_transcripts"]
     with pytest.raises(ConfigError, match="--by"):
         build(ledger, "daily", UTC, by="colour")
+
+
+# Europe/Berlin: CET (+01:00) until 2026-03-29 01:00 UTC, CEST (+02:00) until 2026-10-25 01:00 UTC.
+DST_SIDES = {
+    "2026-03-28T22:30:00+00:00": "2026-03-28",  # 23:30 CET
+    "2026-03-29T22:30:00+00:00": "2026-03-30",  # 00:30 CEST
+    "2026-10-24T22:30:00+00:00": "2026-10-25",  # 00:30 CEST
+    "2026-10-25T22:30:00+00:00": "2026-10-25",  # 23:30 CET
+}
+
+
+@pytest.fixture
+def tz_env(monkeypatch):
+    """Set TZ for this process (and the C library) and restore both afterwards."""
+
+    def set_tz(value: str) -> None:
+        monkeypatch.setenv("TZ", value)
+        time.tzset()
+
+    yield set_tz
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_default_zone_uses_the_system_zones_rules_on_both_sides_of_dst(ledger, pricer, tz_env):
+    tz_env("Europe/Berlin")
+    for i, ts in enumerate(DST_SIDES):
+        add(ledger, pricer, str(i), ts)
+    rep = build(ledger, "daily", resolve_tz(None))
+    assert rep.timezone == "Europe/Berlin"
+    assert {b.key: b.line.requests for b in rep.buckets} == {"2026-03-28": 1, "2026-03-30": 1, "2026-10-25": 2}
+    # --since/--until are local days with the rules of that day too.
+    spring = build(ledger, "daily", resolve_tz(None), since=date(2026, 3, 30), until=date(2026, 3, 30))
+    assert spring.totals.requests == 1
+
+
+@pytest.mark.parametrize(
+    ("tz", "key"),
+    [
+        ("Europe/Berlin", "Europe/Berlin"),
+        (":Asia/Tokyo", "Asia/Tokyo"),
+        ("/usr/share/zoneinfo/Asia/Kolkata", "Asia/Kolkata"),
+    ],
+)
+def test_tz_variable_names_the_zone(tz, key):
+    assert system_tz({"TZ": tz}) == ZoneInfo(key)
+
+
+def test_empty_tz_is_utc_as_for_the_c_library():
+    assert system_tz({"TZ": ""}) is UTC
+
+
+def test_tz_that_is_no_zone_name_falls_back_to_an_offset_with_a_warning(caplog, tz_env):
+    tz_env("UTC")
+    with caplog.at_level("WARNING", logger="tokenbridge"):
+        zone = system_tz({"TZ": "CET-1CEST,M3.5.0,M10.5.0/3"})
+    assert zone.utcoffset(datetime(2026, 7, 1)) is not None and not isinstance(zone, ZoneInfo)
+    assert "TZ='CET-1CEST,M3.5.0,M10.5.0/3' is not an IANA time zone name" in caplog.text
+
+
+def test_localtime_symlink_names_the_zone(tmp_path):
+    zoneinfo = tmp_path / "usr" / "share" / "zoneinfo"
+    for key in ("America/New_York", "posix/Europe/Berlin"):
+        (zoneinfo / key).parent.mkdir(parents=True, exist_ok=True)
+        (zoneinfo / key).write_bytes(b"")  # only the link's name matters
+    absolute, relative, posix = tmp_path / "lt1", tmp_path / "etc" / "lt2", tmp_path / "lt3"
+    relative.parent.mkdir()
+    absolute.symlink_to(zoneinfo / "America/New_York")
+    relative.symlink_to("../usr/share/zoneinfo/America/New_York")
+    posix.symlink_to(zoneinfo / "posix/Europe/Berlin")
+    absent = tmp_path / "no-timezone"
+    assert system_tz({}, absolute, absent) == ZoneInfo("America/New_York")
+    assert system_tz({}, relative, absent) == ZoneInfo("America/New_York")
+    assert system_tz({}, posix, absent) == ZoneInfo("Europe/Berlin")
+
+
+def test_etc_timezone_then_the_rules_in_localtime_then_an_offset(tmp_path):
+    named = tmp_path / "timezone"
+    named.write_text("Asia/Kolkata\n")
+    assert system_tz({}, tmp_path / "absent", named) == ZoneInfo("Asia/Kolkata")
+    copied = tmp_path / "localtime"  # a copy, not a link: the rules without a name
+    copied.write_bytes(Path("/usr/share/zoneinfo/Europe/Berlin").read_bytes())
+    zone = system_tz({}, copied, tmp_path / "absent")
+    assert zone.utcoffset(datetime(2026, 1, 15)) == timedelta(hours=1)
+    assert zone.utcoffset(datetime(2026, 7, 15)) == timedelta(hours=2)
+    last = system_tz({}, tmp_path / "absent", tmp_path / "absent")
+    assert last.utcoffset(None) is not None
+
+
+def test_dates_at_the_ends_of_the_calendar_mean_no_bound(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-02T12:00:00+00:00")
+    for tz in (UTC, ZoneInfo("Asia/Tokyo"), ZoneInfo("America/Los_Angeles")):
+        rep = build(ledger, "daily", tz, since=date(1, 1, 1), until=date(9999, 12, 31))
+        assert rep.totals.requests == 1
+
+
+def test_since_after_until_is_a_config_error_naming_both(ledger):
+    with pytest.raises(ConfigError) as err:
+        build(ledger, "daily", UTC, since=date(2026, 3, 5), until=date(2026, 3, 1))
+    assert str(err.value) == "--since/--until: --since 2026-03-05 is after --until 2026-03-01"
+    assert build(ledger, "daily", UTC, since=date(2026, 3, 5), until=date(2026, 3, 5)).totals.requests == 0

@@ -185,6 +185,7 @@ def native(tmp_path):
             "OTELCOL_PROM_PORT",
             "OTELCOL_HEALTH_PORT",
             "OTELCOL_METRICS_PORT",
+            "WEB_PORT",
         )
     }
     home = write_claude_home(
@@ -243,6 +244,7 @@ def test_native_mode_lifecycle(native):
     assert "Missing:" in out and "Grafana: no Docker engine and no local Grafana" in out
     assert "https://grafana.com/grafana/download" in out and "GRAFANA_HOME" in out
     assert f"http://127.0.0.1:{p['PROMETHEUS_PORT']}" in out
+    assert f"Web view    http://127.0.0.1:{p['WEB_PORT']}" in out
 
     # A second start does not start duplicates.
     again = native(REPO / "start.sh")
@@ -320,8 +322,12 @@ def test_native_mode_lifecycle(native):
     logs = native(REPO / "scripts/logs.sh", "otel-collector")
     assert logs.returncode == 0 and "Everything is ready" in logs.stdout
 
+    # Without Grafana, view.sh opens the bridge's own page, which shows the same request.
     view = native(REPO / "scripts/view.sh")
-    assert view.returncode == 0 and view.stdout.startswith(prom)
+    web = f"http://127.0.0.1:{p['WEB_PORT']}"
+    assert view.returncode == 0 and view.stdout.strip() == f"{web}/"
+    code, body = http_get(f"{web}/api/usage/summary")
+    assert code == 200 and json.loads(body)["allTime"]["totalTokens"] == 49391
 
     stop = native(REPO / "scripts/stop.sh")
     assert stop.returncode == 0

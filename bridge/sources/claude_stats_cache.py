@@ -212,7 +212,7 @@ SPECS = (
         NAME,
         "snapshot",
         _build,
-        "Claude Code stats cache (stats-cache.json): only days the transcripts no longer cover",
+        "Claude Code stats cache (stats-cache.json; used for days the transcripts no longer cover)",
         group="claude",
         settings=("CLAUDE_CONFIG_DIR",),
         order=20,  # its rule depends on what the transcripts cover
