@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--project", help="project label (default: git root or working directory)")
     cap.add_argument("--all-patterns", action="store_true", help="also tools whose own files a source reads")
 
+    exp = sub.add_parser("export", help="write the totals for node_exporter's textfile collector (for cron)")
+    exp.add_argument("--textfile", required=True, metavar="PATH", help="e.g. /var/lib/node_exporter/tokenbridge.prom")
+
     man = sub.add_parser("log", help="record a manual usage entry (re-running it adds nothing)")
     for flag in ("--input", "--output", "--cache-read", "--cache-write"):
         man.add_argument(flag, type=int, metavar="N")
@@ -360,6 +363,7 @@ _COMMANDS = {
     "parse": _delegated("bridge.wrap:cmd_parse"),
     "capture": _delegated("bridge.wrap:cmd_capture"),
     "log": _delegated("bridge.manual:cmd_log"),
+    "export": _delegated("bridge.textfile:cmd_export"),
 }
 
 
