@@ -150,7 +150,7 @@ class _Recorder:
 
 
 def cmd_wrap(settings: Any, args: Any) -> int:
-    argv = [a for a in args.cmd if a != "--"] if args.cmd[:1] == ["--"] else list(args.cmd)
+    argv = list(args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)  # a later "--" is the command's
     if not argv:
         raise SourceError("wrap", "no command given (usage: tokenbridge wrap -- COMMAND [ARGS...])")
     patterns, notes = terminal.patterns_for(settings, keep_covered=args.all_patterns)

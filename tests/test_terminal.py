@@ -273,3 +273,8 @@ def test_bad_user_pattern_in_the_config_file_is_named(cli_env):
     )
     out = cli(cli_env, "parse", "spent 1,200 tokens")
     assert json.loads(out.stdout)["match"]["input"] == 1200
+
+
+def test_wrap_keeps_a_double_dash_that_belongs_to_the_command(cli_env):
+    out = cli(cli_env, "wrap", "--", sys.executable, "-c", "import sys; print(sys.argv[1:])", "--", "x")
+    assert out.returncode == 0 and out.stdout == "['--', 'x']\n"
