@@ -8,7 +8,8 @@ Odd semantics (local-formats.md §5.2):
 
 * One record per message id (``opencode:<id>``), whatever holds it: a database row and a legacy
   document of the same message count once, and the row wins (a legacy document whose id is in
-  a database is not read at all).
+  a database is not read at all; one counted before its row existed merges with the row,
+  field by field, so the pair still counts once).
 * Rows and documents are mutable (a message's tokens fill in as it completes): a changed
   database (its ``-wal`` file included) or document is read again, and the ledger's per-message
   max-register adds only the increase. This is a ``files`` source.
