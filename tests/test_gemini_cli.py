@@ -225,3 +225,33 @@ def test_crash_between_files_then_restart_gives_exact_totals(tmp_path, pricer, m
         got = scan(tmp_path, led, pricer)
         assert got == {"input": 4300, "output": 1030, "cacheRead": 11000, "cacheCreation": 0, "requests": 2}
         assert scan(tmp_path, led, pricer) == got
+
+
+def test_run_daemon_picks_up_appended_gemini_messages_from_file_events(cli_env, tmp_path):
+    """``tokenbridge run`` with only a Gemini chat: file events, no double count."""
+    from tests._otlp_sink import Daemon, running_sink
+
+    root = tmp_path / "gemini"
+    p = spec_chat(root)
+    with running_sink("grpc") as sink:
+        env = {**cli_env, **sink.env(), "TOKENBRIDGE_EXPORT_INTERVAL": "0.5", "GEMINI_DATA_DIR": str(root)}
+        daemon = Daemon(env)
+        try:
+            daemon.wait_ready()
+
+            def output(s) -> float:
+                return sum(
+                    pt.value
+                    for (metric, attrs), pt in s.latest().items()
+                    if metric == "claude_code.token.usage" and dict(attrs)["source"] == "gemini_cli"
+                    and dict(attrs)["type"] == "output"
+                )  # fmt: skip
+
+            sink.wait_until(lambda s: output(s) == 1000)
+            b = {"input": 100, "output": 10, "cached": 0, "thoughts": 0, "tool": 0, "total": 110}
+            write(p, msg(MSG_B, None), msg(MSG_B, b), msg(MSG_A, TOKENS_A))  # a re-append of A too
+            sink.wait_until(lambda s: output(s) == 1010)
+            assert daemon.stop() == 0, daemon.stderr()
+        finally:
+            daemon.close()
+    assert "Traceback" not in daemon.stderr()
