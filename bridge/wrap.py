@@ -79,9 +79,19 @@ def run_in_pty(argv: list[str], on_output: Callable[[bytes], None]) -> int:
             old_handlers[sig] = signal.signal(sig, forward)
     out_ok = True
     readers = [master, stdin_fd]
+    status: int | None = None
     try:
         while True:
             ready, _, _ = select.select(readers, [], [], 0.25)
+            if not ready and status is None:
+                done, st = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    # The command exited but something it started still holds the terminal:
+                    # what is already written was read above; do not wait for the straggler.
+                    status = st
+                    if not select.select([master], [], [], 0.1)[0]:
+                        break
+                continue
             if master in ready:
                 try:
                     data = os.read(master, 65536)
@@ -109,7 +119,8 @@ def run_in_pty(argv: list[str], on_output: Callable[[bytes], None]) -> int:
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
         os.close(master)
-    _, status = os.waitpid(pid, 0)
+    if status is None:
+        _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
 

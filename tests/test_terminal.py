@@ -278,3 +278,14 @@ def test_bad_user_pattern_in_the_config_file_is_named(cli_env):
 def test_wrap_keeps_a_double_dash_that_belongs_to_the_command(cli_env):
     out = cli(cli_env, "wrap", "--", sys.executable, "-c", "import sys; print(sys.argv[1:])", "--", "x")
     assert out.returncode == 0 and out.stdout == "['--', 'x']\n"
+
+
+def test_wrap_returns_when_the_command_exits_even_if_a_background_job_holds_the_terminal(cli_env):
+    import time
+
+    started = time.monotonic()
+    out = cli(
+        cli_env, "wrap", "--", "sh", "-c", "(trap '' HUP; exec sleep 30) & echo 'Tokens: 3 input, 1 output'; exit 5"
+    )
+    assert out.returncode == 5 and out.stdout == "Tokens: 3 input, 1 output\n"
+    assert time.monotonic() - started < 20
