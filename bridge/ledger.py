@@ -469,8 +469,8 @@ class Ledger:
         rows = self._db.execute(
             "SELECT source, provider, model, COALESCE(session_id, ''), SUM(input), SUM(output), "
             "SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
-            "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), COALESCE(project, '') FROM usage "
-            "GROUP BY 1, 2, 3, 4, 12 ORDER BY 1, 2, 3, 4, 12"
+            f"SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), {BY_COLUMNS['project']} "
+            f"FROM {_WITH_PROJECT} GROUP BY 1, 2, 3, 4, 12 ORDER BY 1, 2, 3, 4, 12"
         ).fetchall()
         return [replace(_series_total(r), project=str(r[11])) for r in rows]
 
@@ -507,7 +507,8 @@ class Ledger:
         else:
             raise ValueError(group)
         dim = "" if by is None else f", {BY_COLUMNS[by]}"
-        q = f"SELECT {head}{dim}, {_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3{', 5' if by else ''}"
+        table = _WITH_PROJECT if by == "project" else "usage"
+        q = f"SELECT {head}{dim}, {_SUMS} FROM {table} WHERE {where} GROUP BY 1, 2, 3{', 5' if by else ''}"
         return list(self._db.execute(q, params))
 
     def session_projects(
@@ -721,9 +722,17 @@ BY_COLUMNS = {
     "model": "model",
     "provider": "provider",
     "source": "source",
-    "project": "COALESCE(project, '')",
+    "project": "COALESCE(start_project, project, '')",
     "session": "COALESCE(session_id, '')",
 }
+
+# A session belongs to the project it started in (Claude Code may cd elsewhere mid-session):
+# every row of a session takes the project of the session's first row that has one.
+_WITH_PROJECT = (
+    "usage LEFT JOIN (SELECT session_id AS start_session, project AS start_project, MIN(ts_ms) AS start_ts "
+    "FROM usage WHERE session_id IS NOT NULL AND project IS NOT NULL GROUP BY session_id) "
+    "ON start_session = session_id"
+)
 
 _SUMS = (
     "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "

@@ -109,8 +109,8 @@ def test_session_project_is_where_the_session_started(ledger, pricer):
 
 def test_by_project_splits_each_day_and_sums_exactly(ledger, pricer):
     add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00", project="/shop", out=100)
-    add(ledger, pricer, "b", "2026-03-02T11:00:00+00:00", project="/blog", out=7)
-    add(ledger, pricer, "c", "2026-03-03T11:00:00+00:00", project=None, out=1)
+    add(ledger, pricer, "b", "2026-03-02T11:00:00+00:00", project="/blog", out=7, session="s2")
+    add(ledger, pricer, "c", "2026-03-03T11:00:00+00:00", project=None, out=1, session="s3")
     rep = build(ledger, "daily", UTC, by="project")
     got = {b.key: {k: v.output for k, v in b.by.items()} for b in rep.buckets}
     assert got == {"2026-03-02": {"/shop": 100, "/blog": 7}, "2026-03-03": {"(none)": 1}}
@@ -226,3 +226,11 @@ def test_since_after_until_is_a_config_error_naming_both(ledger):
         build(ledger, "daily", UTC, since=date(2026, 3, 5), until=date(2026, 3, 1))
     assert str(err.value) == "--since/--until: --since 2026-03-05 is after --until 2026-03-01"
     assert build(ledger, "daily", UTC, since=date(2026, 3, 5), until=date(2026, 3, 5)).totals.requests == 0
+
+
+def test_by_project_puts_a_whole_session_in_the_project_it_started_in(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00", project="/home/dev/app", out=10)
+    add(ledger, pricer, "b", "2026-03-02T11:00:00+00:00", project="/home/dev/app/sub", out=5)  # cd'ed
+    add(ledger, pricer, "c", "2026-03-02T12:00:00+00:00", project="/other", session="s2", out=1)
+    rep = build(ledger, "daily", UTC, by="project")
+    assert {k: v.output for k, v in rep.buckets[0].by.items()} == {"/home/dev/app": 15, "/other": 1}
