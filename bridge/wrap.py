@@ -42,7 +42,11 @@ def run_in_pty(argv: list[str], on_output: Callable[[bytes], None]) -> int:
     import termios
     import tty
 
-    stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
+    try:
+        stdin_fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):  # no stdin at all (e.g. closed by cron)
+        stdin_fd = os.open(os.devnull, os.O_RDONLY)
+    stdout_fd = sys.stdout.fileno()
     interactive = os.isatty(stdin_fd)
     attrs = termios.tcgetattr(stdin_fd) if interactive else None
     winsize = fcntl.ioctl(stdin_fd, termios.TIOCGWINSZ, b"\0" * 8) if interactive else None

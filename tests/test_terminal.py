@@ -289,3 +289,13 @@ def test_wrap_returns_when_the_command_exits_even_if_a_background_job_holds_the_
     )
     assert out.returncode == 5 and out.stdout == "Tokens: 3 input, 1 output\n"
     assert time.monotonic() - started < 20
+
+
+def test_wrap_without_any_stdin(cli_env):
+    import os
+    import subprocess
+
+    cmd = [sys.executable, "-m", "bridge.cli", "wrap", "--", "sh", "-c", "echo ok"]
+    close_stdin = lambda: os.close(0)  # noqa: E731 - runs in the child before exec
+    out = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, preexec_fn=close_stdin)
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
