@@ -133,17 +133,7 @@ def _lines(rep: report.Report, providers: tuple[str, ...] | None) -> list[tuple[
 
 
 def _add(into: report.Line, other: report.Line) -> None:
-    into.add(
-        (
-            other.input,
-            other.output,
-            other.cache_read,
-            other.cache_creation,
-            other.cost_pusd,
-            other.unpriced,
-            other.requests,
-        )
-    )
+    into.merge(other)  # sums, and the providers and sources each JSON row carries
 
 
 def _total(rep: report.Report, providers: tuple[str, ...] | None) -> report.Line:

@@ -20,7 +20,7 @@ from bridge import __version__, config
 from bridge.app import resolve_selection
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
-from bridge.report import BY, KINDS, build, parse_day, resolve_tz
+from bridge.report import BY, KINDS, Bucket, Report, build, parse_day, resolve_tz
 
 log = logging.getLogger("tokenbridge")
 
@@ -59,9 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--since", help="first day (YYYY-MM-DD), inclusive")
     rep.add_argument("--until", help="last day (YYYY-MM-DD), inclusive")
     rep.add_argument("--timezone", "-z", help="IANA zone for day buckets (default: system zone)")
-    rep.add_argument("--breakdown", action="store_true", help="a row per model under each period")
+    rep.add_argument("--breakdown", action="store_true", help="a row per model under each period (or group)")
+    rep.add_argument("--by", choices=BY, help="a row per provider, model, source, project or session in each period")
     rep.add_argument("--source", action="append", metavar="NAME", help="only these sources or groups (repeatable)")
-    rep.add_argument("--by", choices=BY, help="a row per project, provider, model, source or session in each period")
 
     src = sub.add_parser("sources", help="each source: detected, roots, files, last event, problems")
     src.add_argument("--json", action="store_true")
@@ -102,7 +102,7 @@ def _export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-otlp", action="store_true", help="do not push OTLP (e.g. with --prometheus-port only)")
 
 
-def printable(text: str) -> str:
+def _printable(text: str) -> str:
     """``text`` with every non-printable character (ESC, BEL, newlines, bidi overrides) shown as its
     Python escape: names come from files and APIs and must never drive the terminal."""
     if text.isprintable():
@@ -114,16 +114,16 @@ def _cell(value: object) -> str:
     """A table cell: printable and never read as Rich markup (``[/oops]`` would break the table)."""
     from rich.markup import escape
 
-    return escape(printable(str(value)))
+    return escape(_printable(str(value)))
 
 
 def _err(text: str) -> None:
-    print(printable(text), file=sys.stderr)
+    print(_printable(text), file=sys.stderr)
 
 
 class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"tokenbridge: {record.levelname.lower()}: {printable(record.getMessage())}"
+        return f"tokenbridge: {record.levelname.lower()}: {_printable(record.getMessage())}"
 
 
 def _setup_logging(debug: bool) -> None:
@@ -261,36 +261,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     since = parse_day(args.since, "--since") if args.since else None
     until = parse_day(args.until, "--until") if args.until else None
     with Ledger.open(settings.state_dir) as ledger:
-        rep = build(ledger, args.kind, tz, since, until, resolve_selection(args.source), args.by)
+        rep = build(ledger, args.kind, tz, since, until, resolve_selection(args.source), by=args.by)
         empty = not ledger.request_count()
     if empty:
         _err(f"tokenbridge: the ledger at {settings.state_dir} is empty: run `tokenbridge sync` first.")
     if args.json:
         print(json.dumps(rep.as_json(breakdown=True), indent=2))
         return 0
-    from rich.table import Table
-
-    title = {"session": "Sessions", "models": "Models"}.get(args.kind, args.kind.capitalize())
-    table = Table(title=_cell(f"Claude Code and AI usage — {title} ({rep.timezone})"), show_footer=False)
-    first = {"daily": "Date", "weekly": "Week of", "monthly": "Month", "session": "Session", "models": "Model"}
-    table.add_column(first[args.kind])
-    if args.kind != "models":
-        table.add_column("Models")
-    for col in ("Input", "Output", "Cache create", "Cache read", "Total tokens", "Cost (USD)"):
-        table.add_column(col, justify="right")
-    for b in rep.buckets:
-        models = _cell(", ".join(sorted({m for m, _ in b.models})))
-        row = [_cell(b.key)] + ([models] if args.kind != "models" else [])
-        table.add_row(*row, *_cells(b.line))
-        if rep.by is not None:
-            for value, line in sorted(b.by.items()):
-                table.add_row(f"  └ {value}", *([""] if args.kind != "models" else []), *_cells(line), style="dim")
-        elif args.breakdown and args.kind != "models":
-            for (model, _p), line in sorted(b.models.items()):
-                table.add_row(_cell(f"  └ {model}"), "", *_cells(line), style="dim")
-    table.add_section()
-    table.add_row("Total", *([""] if args.kind != "models" else []), *_cells(rep.totals), style="bold")
-    _console().print(table)
+    _console().print(_report_table(rep, args.breakdown))
     if rep.totals.unpriced:
         print(
             f"{rep.totals.unpriced} request(s) use a model without a known price: their cost is not included "
@@ -298,6 +276,47 @@ def cmd_report(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+_FIRST = {"daily": "Date", "weekly": "Week of", "monthly": "Month", "session": "Session", "models": "Model"}
+_BY_HEADER = {"provider": "Provider", "model": "Model", "source": "Source", "project": "Project", "session": "Session"}
+
+
+def _report_table(rep: Report, breakdown: bool) -> Any:
+    """One row per period. With ``--by``: a row per value under it, in the dimension's column (which
+    replaces "Models": both would not fit beside a session id); ``--breakdown`` adds a dim row per
+    model under the innermost row."""
+    from rich.table import Table
+
+    title = {"session": "Sessions", "models": "Models"}.get(rep.kind, rep.kind.capitalize())
+    table = Table(title=_cell(f"Claude Code and AI usage — {title} ({rep.timezone})"), show_footer=False)
+    # Names are folded, never cut short (a session id or a path is copied from here).
+    table.add_column(_FIRST[rep.kind], overflow="fold")
+    second = _BY_HEADER[rep.by] if rep.by else "Models" if rep.kind != "models" else None
+    if second:
+        table.add_column(second, overflow="fold")
+    for col in ("Input", "Output", "Cache create", "Cache read", "Total tokens", "Cost (USD)"):
+        table.add_column(col, justify="right", no_wrap=True)
+    pad = [""] if second else []
+
+    def model_rows(b: Bucket, lead: list[str]) -> None:
+        if breakdown and rep.kind != "models":
+            for (model, _p), line in sorted(b.models.items()):
+                table.add_row(*lead, _cell(f"  └ {model}"), *pad[len(lead) :], *_cells(line), style="dim")
+
+    for b in rep.buckets:
+        if rep.by:
+            table.add_row(_cell(b.key), "", *_cells(b.line))
+            for g in b.ordered_groups():
+                table.add_row("", _cell(g.key), *_cells(g.line))
+                model_rows(g, [""])
+        else:
+            models = [_cell(", ".join(sorted({m for m, _ in b.models})))] if second else []
+            table.add_row(_cell(b.key), *models, *_cells(b.line))
+            model_rows(b, [])
+    table.add_section()
+    table.add_row("Total", *pad, *_cells(rep.totals), style="bold")
+    return table
 
 
 def _cells(line: Any) -> list[str]:

@@ -133,7 +133,9 @@ class _StableStartExporter(MetricExporter):
         try:
             result = self._inner.export(metrics_data, timeout_millis=timeout_millis)
         except Exception as exc:  # the SDK must never take the bridge down
-            log.warning("export to %s failed: %s", self._target, exc)
+            log.warning(
+                "export to %s failed: %s", self._target, type(exc).__name__
+            )  # its text may hold the raw endpoint
             result = MetricExportResult.FAILURE
         if result is MetricExportResult.SUCCESS:
             self.successes += 1

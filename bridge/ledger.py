@@ -469,7 +469,7 @@ class Ledger:
         rows = self._db.execute(
             "SELECT source, provider, model, COALESCE(session_id, ''), SUM(input), SUM(output), "
             "SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
-            f"SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), {BY_COLUMNS['project']} "
+            f"SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), {_GROUP_COLUMNS['project']} "
             f"FROM {_WITH_PROJECT} GROUP BY 1, 2, 3, 4, 12 ORDER BY 1, 2, 3, 4, 12"
         ).fetchall()
         return [replace(_series_total(r), project=str(r[11])) for r in rows]
@@ -490,14 +490,15 @@ class Ledger:
         since_ms: int | None = None,
         until_ms: int | None = None,
         sources: Sequence[str] | None = None,
-        by: str | None = None,
+        extra: Sequence[str] = (),
     ) -> list[tuple[Any, ...]]:
         """Sums grouped by ``group`` ("quarter" = 15-minute bucket, or "session") and model.
 
         Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
-        cost_pusd, unpriced, requests). Every real time zone offset is a multiple of 15 minutes, so
-        quarter-hour buckets convert exactly to local days, weeks and months. With ``by`` (a key
-        of ``BY_COLUMNS``), rows are also grouped by that dimension, whose value follows ``extra``.
+        cost_pusd, unpriced, requests), then one value per column named in ``extra`` ("source",
+        "project", "session_id"; missing ones as ""), which also group. Every real time zone offset
+        is a multiple of 15 minutes, so quarter-hour buckets convert exactly to local days, weeks
+        and months.
         """
         where, params = _where(since_ms, until_ms, sources)
         if group == "quarter":
@@ -506,9 +507,11 @@ class Ledger:
             head = "COALESCE(session_id, ''), model, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
         else:
             raise ValueError(group)
-        dim = "" if by is None else f", {BY_COLUMNS[by]}"
-        table = _WITH_PROJECT if by == "project" else "usage"
-        q = f"SELECT {head}{dim}, {_SUMS} FROM {table} WHERE {where} GROUP BY 1, 2, 3{', 5' if by else ''}"
+        more = [_GROUP_COLUMNS[name] for name in extra]
+        tail = "".join(f", {col}" for col in more)
+        by = ", ".join(str(i) for i in [1, 2, 3, *range(12, 12 + len(more))])  # after 4 head + 7 sums
+        table = _WITH_PROJECT if "project" in extra else "usage"
+        q = f"SELECT {head}, {_SUMS}{tail} FROM {table} WHERE {where} GROUP BY {by}"
         return list(self._db.execute(q, params))
 
     def session_projects(
@@ -717,15 +720,6 @@ def _where(since_ms: int | None, until_ms: int | None, sources: Sequence[str] | 
     return " AND ".join(where), params
 
 
-# Report dimensions (``report --by``) → their column.
-BY_COLUMNS = {
-    "model": "model",
-    "provider": "provider",
-    "source": "source",
-    "project": "COALESCE(start_project, project, '')",
-    "session": "COALESCE(session_id, '')",
-}
-
 # A session belongs to the project it started in (Claude Code may cd elsewhere mid-session):
 # every row of a session takes the project of the session's first row that has one.
 _WITH_PROJECT = (
@@ -733,7 +727,11 @@ _WITH_PROJECT = (
     "FROM usage WHERE session_id IS NOT NULL AND project IS NOT NULL GROUP BY session_id) "
     "ON start_session = session_id"
 )
-
+_GROUP_COLUMNS = {
+    "source": "source",
+    "project": "COALESCE(start_project, project, '')",  # only with _WITH_PROJECT
+    "session_id": "COALESCE(session_id, '')",
+}
 _SUMS = (
     "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
     "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), SUM(requests)"

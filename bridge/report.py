@@ -7,31 +7,30 @@ requests; a bucket whose every request is unpriced has cost ``None``, never ``0`
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge._rows import from_pusd
+from bridge._tz import system_tz
 from bridge.errors import ConfigError
 from bridge.ledger import Ledger
 
-log = logging.getLogger("tokenbridge.report")
-
 KINDS = ("daily", "weekly", "monthly", "session", "models")
 _LABEL = {"daily": "date", "weekly": "week", "monthly": "month", "session": "sessionId", "models": "model"}
-BY = ("project", "provider", "model", "source", "session")
+# --by: the dimension's JSON label, and the ledger column it needs beyond model and provider.
+BY = ("provider", "model", "source", "project", "session")
+_BY_LABEL = {"provider": "provider", "model": "model", "source": "source", "project": "project", "session": "sessionId"}
+_BY_COLUMN = {"project": "project", "session": "session_id"}
 _LIST = {"daily": "daily", "weekly": "weekly", "monthly": "monthly", "session": "sessions", "models": "models"}
 
 
 @dataclass(slots=True)
 class Line:
-    """Token and cost sums of one bucket (or one model inside a bucket)."""
+    """Token and cost sums of one bucket (or one group or model inside a bucket)."""
 
     input: int = 0
     output: int = 0
@@ -40,8 +39,10 @@ class Line:
     cost_pusd: int = 0
     unpriced: int = 0
     requests: int = 0
+    providers: set[str] = field(default_factory=set)
+    sources: set[str] = field(default_factory=set)
 
-    def add(self, row: Sequence[Any]) -> None:
+    def add(self, row: Sequence[Any], provider: str | None = None, source: str | None = None) -> None:
         self.input += int(row[0])
         self.output += int(row[1])
         self.cache_read += int(row[2])
@@ -49,6 +50,17 @@ class Line:
         self.cost_pusd += int(row[4])
         self.unpriced += int(row[5])
         self.requests += int(row[6])
+        if provider is not None:
+            self.providers.add(provider)
+        if source is not None:
+            self.sources.add(source)
+
+    def merge(self, other: Line) -> None:
+        """Add ``other``'s sums, providers and sources."""
+        self.add((other.input, other.output, other.cache_read, other.cache_creation, other.cost_pusd,
+                  other.unpriced, other.requests))  # fmt: skip
+        self.providers |= other.providers
+        self.sources |= other.sources
 
     @property
     def total(self) -> int:
@@ -62,6 +74,8 @@ class Line:
     def as_json(self) -> dict[str, Any]:
         cost = self.cost
         return {
+            "provider": _one_or_list(self.providers),
+            "source": _one_or_list(self.sources),
             "inputTokens": self.input,
             "outputTokens": self.output,
             "cacheCreationTokens": self.cache_creation,
@@ -73,14 +87,39 @@ class Line:
         }
 
 
+def _one_or_list(values: set[str]) -> str | list[str] | None:
+    """One value as itself, several as a sorted list (a row spanning providers or sources)."""
+    if not values:
+        return None
+    return next(iter(values)) if len(values) == 1 else sorted(values)
+
+
 @dataclass(slots=True)
 class Bucket:
+    """A period, session or model; with ``--by``, ``groups`` splits it by that dimension."""
+
     key: str
     line: Line = field(default_factory=Line)
     models: dict[tuple[str, str], Line] = field(default_factory=dict)
+    groups: dict[str, Bucket] = field(default_factory=dict)
     project: str | None = None
     last_activity: datetime | None = None
-    by: dict[str, Line] = field(default_factory=dict)  # the ``--by`` breakdown
+
+    def add(self, sums: Sequence[Any], model: str, provider: str, source: str) -> None:
+        self.line.add(sums, provider, source)
+        self.models.setdefault((model, provider), Line()).add(sums, provider, source)
+
+    def ordered_groups(self) -> list[Bucket]:
+        """Largest first (total tokens), then by name: stable for scripts and snapshots."""
+        return sorted(self.groups.values(), key=lambda g: (-g.line.total, g.key))
+
+    def as_json(self, breakdown: bool) -> dict[str, Any]:
+        item: dict[str, Any] = {**self.line.as_json(), "modelsUsed": sorted({m for m, _ in self.models})}
+        if breakdown:
+            item["modelBreakdowns"] = [
+                {"modelName": m, **line.as_json()} for (m, _p), line in sorted(self.models.items())
+            ]
+        return item
 
 
 @dataclass(slots=True)
@@ -93,96 +132,32 @@ class Report:
 
     def as_json(self, breakdown: bool = True) -> dict[str, Any]:
         items = []
+        breakdown = breakdown and self.kind != "models"  # a models row is one model already
         for b in self.buckets:
-            item: dict[str, Any] = {_LABEL[self.kind]: b.key, **b.line.as_json()}
-            if self.kind != "models":
-                item["modelsUsed"] = sorted({m for m, _ in b.models})
+            item: dict[str, Any] = {_LABEL[self.kind]: b.key, **b.as_json(breakdown)}
+            if self.kind == "models":
+                del item["modelsUsed"]
             if self.kind == "session":
                 item["project"] = b.project
                 item["lastActivity"] = b.last_activity.isoformat() if b.last_activity else None
-            if breakdown and self.kind != "models":
-                item["modelBreakdowns"] = [
-                    {"modelName": m, "provider": p, **line.as_json()} for (m, p), line in sorted(b.models.items())
-                ]
-            if self.kind == "models":
-                item["provider"] = next(iter(b.models))[1] if b.models else None
             if self.by is not None:
-                item[f"{self.by}Breakdowns"] = [{self.by: k, **line.as_json()} for k, line in sorted(b.by.items())]
+                label = _BY_LABEL[self.by]
+                item["groups"] = [{label: g.key, **g.as_json(breakdown)} for g in b.ordered_groups()]
             items.append(item)
-        return {_LIST[self.kind]: items, "totals": self.totals.as_json(), "timezone": self.timezone}
+        out: dict[str, Any] = {_LIST[self.kind]: items, "totals": self.totals.as_json(), "timezone": self.timezone}
+        if self.by is not None:
+            out["by"] = self.by
+        return out
 
 
 def resolve_tz(name: str | None) -> tzinfo:
-    """``--timezone`` if given, else the system's zone with its rules (see ``system_tz``)."""
+    """``--timezone`` if given, else the system's zone with its rules (``bridge._tz.system_tz``)."""
     if not name:
         return system_tz()
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
         raise ConfigError("--timezone", f"unknown IANA time zone {name!r}") from None
-
-
-def system_tz(
-    env: Mapping[str, str] | None = None,
-    localtime: Path = Path("/etc/localtime"),
-    timezone_file: Path = Path("/etc/timezone"),
-) -> tzinfo:
-    """The system's time zone *with its rules*, so days on both sides of a DST change are right.
-
-    ``TZ`` (an IANA name, ``:name`` or a zoneinfo file path) wins, as for the C library; else the
-    name under ``zoneinfo/`` that ``/etc/localtime`` links to, else ``/etc/timezone``, else the
-    rules in ``/etc/localtime`` itself. Today's fixed UTC offset is only the last resort.
-    """
-    env = os.environ if env is None else env
-    raw = env.get("TZ")
-    if raw is not None:
-        spec = raw.strip().removeprefix(":")
-        if not spec:
-            return UTC  # the C library reads an empty TZ as UTC
-        zone = _zone_from_path(Path(spec)) if spec.startswith("/") else _zone(spec)
-        if zone is not None:
-            return zone
-        log.warning("TZ=%r is not an IANA time zone name: using today's UTC offset (pass --timezone)", raw)
-        return _fixed_offset()
-    zone = _zone_from_path(localtime)
-    if zone is None:
-        try:
-            zone = _zone(timezone_file.read_text(encoding="utf-8").strip())
-        except (OSError, UnicodeDecodeError):
-            zone = None
-    return zone if zone is not None else _fixed_offset()
-
-
-def _zone(key: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(key) if key else None
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return None
-
-
-def _zone_from_path(path: Path) -> ZoneInfo | None:
-    """A zone named by where ``path`` (a symlink into a zoneinfo tree) points, else its rules."""
-    try:
-        target = str(path.readlink()) if path.is_symlink() else str(path)
-    except OSError:
-        return None
-    _, sep, key = target.partition("zoneinfo/")
-    if sep:
-        for variant in ("posix/", "right/"):
-            key = key.removeprefix(variant)
-        zone = _zone(key)
-        if zone is not None:
-            return zone
-    try:
-        with path.open("rb") as fh:  # a copied zone file: its rules without a name
-            return ZoneInfo.from_file(fh, key="localtime")
-    except (OSError, ValueError):
-        return None
-
-
-def _fixed_offset() -> tzinfo:
-    local = datetime.now().astimezone().tzinfo
-    return local if local is not None else UTC
 
 
 def parse_day(value: str, flag: str) -> date:
@@ -222,12 +197,14 @@ def build(
     sources: Sequence[str] | None = None,
     by: str | None = None,
 ) -> Report:
-    """Aggregate the ledger into ``kind`` buckets in time zone ``tz`` (until is inclusive);
-    ``by`` (one of ``BY``) adds a breakdown of each bucket by that dimension."""
+    """Aggregate the ledger into ``kind`` buckets in time zone ``tz`` (until is inclusive), each
+    split by the ``by`` dimension when given."""
     if kind not in KINDS:
         raise ConfigError("report", f"unknown report {kind!r} (one of {', '.join(KINDS)})")
     if by is not None and by not in BY:
         raise ConfigError("--by", f"unknown dimension {by!r} (one of {', '.join(BY)})")
+    if (kind, by) in (("models", "model"), ("session", "session")):
+        raise ConfigError("--by", f"report {kind} already has a row per {by}")
     if since and until and since > until:
         raise ConfigError("--since/--until", f"--since {since.isoformat()} is after --until {until.isoformat()}")
     since_ms = _day_start_ms(since, tz) if since else None
@@ -235,9 +212,10 @@ def build(
     buckets: dict[str, Bucket] = {}
     totals = Line()
     group = "session" if kind == "session" else "quarter"
-    for row in ledger.aggregate(group, since_ms, until_ms, sources, by):
-        g, model, provider, extra = row[0], str(row[1]), str(row[2]), row[3]
-        sums = row[5:] if by else row[4:]
+    extra = ["source"] + ([_BY_COLUMN[by]] if by in _BY_COLUMN else [])
+    for row in ledger.aggregate(group, since_ms, until_ms, sources, extra):
+        g, model, provider, info, sums = row[0], str(row[1]), str(row[2]), row[3], row[4:11]
+        source = str(row[11])
         if kind == "session":
             key = str(g) or "(none)"
         elif kind == "models":
@@ -248,13 +226,17 @@ def build(
         b = buckets.get(key)
         if b is None:
             b = buckets[key] = Bucket(key)
-        b.line.add(sums)
-        b.models.setdefault((model, provider), Line()).add(sums)
-        totals.add(sums)
+        b.add(sums, model, provider, source)
+        totals.add(sums, provider, source)
         if by is not None:
-            b.by.setdefault(str(row[4]) or "(none)", Line()).add(sums)
-        if extra is not None:
-            last_ms, _, project = str(extra).partition("|")
+            value = str(row[12]) if by in _BY_COLUMN else {"provider": provider, "model": model, "source": source}[by]
+            value = value or "(none)"
+            sub = b.groups.get(value)
+            if sub is None:
+                sub = b.groups[value] = Bucket(value)
+            sub.add(sums, model, provider, source)
+        if info is not None:
+            last_ms, _, project = str(info).partition("|")
             last = datetime.fromtimestamp(int(last_ms) / 1000, UTC).astimezone(tz)
             if b.last_activity is None or last > b.last_activity:
                 b.last_activity, b.project = last, project or b.project

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -206,3 +207,16 @@ def cli_env(tmp_path: Path, claude_home: ClaudeHome) -> dict[str, str]:
         }
     )
     return env
+
+
+@pytest.fixture
+def tz_env(monkeypatch):
+    """Set TZ for this process (and the C library) and restore both afterwards."""
+
+    def set_tz(value: str) -> None:
+        monkeypatch.setenv("TZ", value)
+        time.tzset()
+
+    yield set_tz
+    monkeypatch.undo()
+    time.tzset()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +142,18 @@ def test_days_bucket_in_the_users_zone(claude_home, ledger, pricer):
     ClaudeStatsCache([claude_home.root], tz=tz).scan(ledger, pricer)
     rep = build(ledger, "daily", tz)
     assert [(b.key, b.line.total) for b in rep.buckets] == [("2026-02-27", 1000)]
+
+
+def test_default_zone_keeps_dst_rules_so_the_day_before_the_transcripts_is_kept(claude_home, ledger, pricer, tz_env):
+    # First transcript event: 00:30 CEST on 2026-07-02 in Berlin. Today's fixed offset in winter
+    # (+01:00) made that 23:30 on 07-01, so the stats cache's 07-01 was dropped as "covered".
+    tz_env("Europe/Berlin")
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A", ts="2026-07-01T22:30:00.000Z"))
+    write(claude_home, stats_doc({"2026-07-01": {SONNET: 1000}, "2026-07-02": {SONNET: 49391}}, last="2026-07-02"))
+    ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, pricer)
+    ledger.set_state(*TRANSCRIPTS_SCANNED, "1")
+    source = ClaudeStatsCache([claude_home.root])
+    for month, hours in ((1, 1), (7, 2)):
+        assert source.tz.utcoffset(datetime(2026, month, 15)) == timedelta(hours=hours)
+    source.scan(ledger, pricer)
+    assert by_day(ledger) == {f"stats:2026-07-01:{SONNET}": 1000}

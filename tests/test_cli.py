@@ -233,18 +233,76 @@ def test_names_from_transcripts_are_shown_literally_never_as_markup_or_terminal_
         cli(cli_env, "report", "session", "-z", "UTC"),
         cli(cli_env, "report", "models", "-z", "UTC"),
         cli(cli_env, "sources"),
+        cli(cli_env, "report", "weekly", "--by", "project", "--breakdown", "-z", "UTC"),
     ]
     for out in [synced, *runs]:
         assert out.returncode == 0, out.stderr
         for text in (out.stdout, out.stderr):
             assert not any(ch in text for ch in "\x1b\x07\u202e"), repr(text)
-    daily, session, models, sources = (out.stdout for out in runs)
+    daily, session, models, sources, by_project = (out.stdout for out in runs)
+    assert "/home/dev/[red]app\\u202e\\x1b[2J" in by_project and "[/oops]\\x1b[31m" in by_project
     assert "[/oops]\\x1b[31m" in daily and "[/oops]\\x1b[31m" in models and "[/oops]\\x1b[31m" in sources
     assert "[bold]s1\\x1b]0;pwned\\x07" in session
     assert "[/oops]\\x1b[31m" in synced.stderr  # the unknown-model warning
     # JSON keeps the exact value (escaped by JSON itself).
     data = json.loads(cli(cli_env, "report", "session", "--json").stdout)
     assert data["sessions"][0]["sessionId"] == HOSTILE_SESSION
+
+
+OTHER_SESSION = "0a1b2c3d-0000-4000-8000-000000000002"
+
+
+def fill_two_projects(home: ClaudeHome) -> None:
+    """``fill`` plus a second session in a second project on 2026-03-03."""
+    fill(home)
+    lines = []
+    for i, (model, out) in enumerate((("claude-sonnet-4-5-20250929", 900), ("claude-haiku-4-5-20251001", 40))):
+        line = json.loads(
+            assistant_line(f"msg_P{i}", f"req_P{i}", model=model, output=out, session=OTHER_SESSION,
+                           ts=f"2026-03-03T1{i}:00:00.000Z")
+        )  # fmt: skip
+        line["cwd"] = "/home/dev/api"
+        lines.append(json.dumps(line))
+    home.append(home.session_file(OTHER_SESSION, project="-home-dev-api"), *lines)
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("report_daily_by_project.txt", ("daily", "--by", "project")),
+        ("report_daily_by_session_breakdown.txt", ("daily", "--by", "session", "--breakdown")),
+        ("report_models_by_provider.txt", ("models", "--by", "provider")),
+    ],
+)
+def test_report_by_table_snapshots(cli_env, claude_home, name, args):
+    fill_two_projects(claude_home)
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    out = cli(cli_env, "report", *args, "--timezone", "UTC")
+    assert out.returncode == 0, out.stderr
+    check_snapshot(name, out.stdout, claude_home.root)
+
+
+def test_report_by_json_groups_carry_provider_and_source(cli_env, claude_home):
+    fill_two_projects(claude_home)
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    out = cli(cli_env, "report", "daily", "--by", "project", "--json", "-z", "UTC")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["by"] == "project"
+    day = next(d for d in data["daily"] if d["date"] == "2026-03-03")
+    groups = [(g["project"], g["outputTokens"]) for g in day["groups"]]
+    assert groups == [("/home/dev/api", 940), ("/home/dev/app", 392)]
+    for row in [day, *day["groups"], *day["modelBreakdowns"], data["totals"]]:
+        assert (row["provider"], row["source"]) == ("anthropic", "claude_transcripts")
+    assert sum(g["requests"] for g in day["groups"]) == day["requests"] == 4
+
+
+def test_report_by_that_adds_nothing_is_a_config_error(cli_env):
+    out = cli(cli_env, "report", "models", "--by", "model")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "tokenbridge: config error: --by: report models already has a row per model"
+    out = cli(cli_env, "report", "daily", "--by", "colour")
+    assert out.returncode == 2 and "invalid choice: 'colour'" in out.stderr
 
 
 def test_no_data_anywhere_says_where_each_source_looked_and_exits_zero(tmp_path):
@@ -263,3 +321,19 @@ def test_no_data_anywhere_says_where_each_source_looked_and_exits_zero(tmp_path)
     rep = cli(env, "report", "daily", "--json")
     assert rep.returncode == 0 and json.loads(rep.stdout)["totals"]["requests"] == 0
     assert "is empty: run `tokenbridge sync` first" in rep.stderr
+
+
+def test_report_by_source_with_the_stats_cache_filling_an_earlier_day(cli_env, claude_home):
+    from tests.test_claude_stats_cache import stats_doc, write
+
+    fill(claude_home)
+    write(claude_home, stats_doc({"2026-03-01": {"claude-sonnet-4-5-20250929": 1000}}, last="2026-03-01"))
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    data = json.loads(cli(cli_env, "report", "monthly", "--by", "source", "--json", "-z", "UTC").stdout)
+    (march,) = data["monthly"]
+    assert march["source"] == ["claude_stats_cache", "claude_transcripts"] and march["provider"] == "anthropic"
+    assert [(g["source"], g["totalTokens"]) for g in march["groups"]] == [
+        ("claude_transcripts", 151401),
+        ("claude_stats_cache", 1000),
+    ]
+    assert data["totals"]["source"] == ["claude_stats_cache", "claude_transcripts"]

@@ -55,6 +55,6 @@ def test_report_by_project_on_the_command_line(cli_env):
     cli(cli_env, "log", "--input", "3", "--model", "gpt-5", "--project", "blog", "--time", day)
     out = cli(cli_env, "report", "daily", "--json", "--by", "project")
     [d] = json.loads(out.stdout)["daily"]
-    assert [(p["project"], p["inputTokens"]) for p in d["projectBreakdowns"]] == [("blog", 3), ("shop", 10)]
+    assert [(g["project"], g["inputTokens"]) for g in d["groups"]] == [("shop", 10), ("blog", 3)]
     table = cli(cli_env, "report", "daily", "--by", "project", "--timezone", "UTC")
-    assert "└ shop" in table.stdout and "└ blog" in table.stdout
+    assert "shop" in table.stdout and "blog" in table.stdout

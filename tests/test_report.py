@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from bridge.errors import ConfigError
 from bridge.record import Tokens, UsageRecord
-from bridge.report import build, parse_day, resolve_tz, system_tz
+from bridge.report import build, parse_day, resolve_tz
 
 
-def add(ledger, pricer, key, ts, model="claude-sonnet-4-5", out=100, session="s1", project="/p"):
+def add(
+    ledger,
+    pricer,
+    key,
+    ts,
+    model="claude-sonnet-4-5",
+    out=100,
+    session="s1",
+    project="/p",
+    source="claude_transcripts",
+    provider="anthropic",
+):
     ledger.commit(
         [
             UsageRecord(
-                source="claude_transcripts",
-                provider="anthropic",
+                source=source,
+                provider=provider,
                 model=model,
                 timestamp=datetime.fromisoformat(ts),
                 dedup_key=key,
@@ -100,33 +109,6 @@ def test_bad_timezone_and_dates_name_the_flag():
     assert parse_day("20260302", "--until") == date(2026, 3, 2)
 
 
-def test_session_project_is_where_the_session_started(ledger, pricer):
-    add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00", project="/home/dev/app")
-    add(ledger, pricer, "b", "2026-03-02T11:00:00+00:00", project="/home/dev/app/sub")  # it cd'ed later
-    [s] = build(ledger, "session", UTC).buckets
-    assert s.project == "/home/dev/app"
-
-
-def test_by_project_splits_each_day_and_sums_exactly(ledger, pricer):
-    add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00", project="/shop", out=100)
-    add(ledger, pricer, "b", "2026-03-02T11:00:00+00:00", project="/blog", out=7, session="s2")
-    add(ledger, pricer, "c", "2026-03-03T11:00:00+00:00", project=None, out=1, session="s3")
-    rep = build(ledger, "daily", UTC, by="project")
-    got = {b.key: {k: v.output for k, v in b.by.items()} for b in rep.buckets}
-    assert got == {"2026-03-02": {"/shop": 100, "/blog": 7}, "2026-03-03": {"(none)": 1}}
-    item = rep.as_json()["daily"][0]
-    assert [(p["project"], p["outputTokens"]) for p in item["projectBreakdowns"]] == [("/blog", 7), ("/shop", 100)]
-    assert rep.totals.output == 108
-
-
-def test_by_source_and_unknown_dimension(ledger, pricer):
-    add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00")
-    rep = build(ledger, "monthly", UTC, by="source")
-    assert list(rep.buckets[0].by) == ["claude_transcripts"]
-    with pytest.raises(ConfigError, match="--by"):
-        build(ledger, "daily", UTC, by="colour")
-
-
 # Europe/Berlin: CET (+01:00) until 2026-03-29 01:00 UTC, CEST (+02:00) until 2026-10-25 01:00 UTC.
 DST_SIDES = {
     "2026-03-28T22:30:00+00:00": "2026-03-28",  # 23:30 CET
@@ -134,19 +116,6 @@ DST_SIDES = {
     "2026-10-24T22:30:00+00:00": "2026-10-25",  # 00:30 CEST
     "2026-10-25T22:30:00+00:00": "2026-10-25",  # 23:30 CET
 }
-
-
-@pytest.fixture
-def tz_env(monkeypatch):
-    """Set TZ for this process (and the C library) and restore both afterwards."""
-
-    def set_tz(value: str) -> None:
-        monkeypatch.setenv("TZ", value)
-        time.tzset()
-
-    yield set_tz
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_default_zone_uses_the_system_zones_rules_on_both_sides_of_dst(ledger, pricer, tz_env):
@@ -159,59 +128,6 @@ def test_default_zone_uses_the_system_zones_rules_on_both_sides_of_dst(ledger, p
     # --since/--until are local days with the rules of that day too.
     spring = build(ledger, "daily", resolve_tz(None), since=date(2026, 3, 30), until=date(2026, 3, 30))
     assert spring.totals.requests == 1
-
-
-@pytest.mark.parametrize(
-    ("tz", "key"),
-    [
-        ("Europe/Berlin", "Europe/Berlin"),
-        (":Asia/Tokyo", "Asia/Tokyo"),
-        ("/usr/share/zoneinfo/Asia/Kolkata", "Asia/Kolkata"),
-    ],
-)
-def test_tz_variable_names_the_zone(tz, key):
-    assert system_tz({"TZ": tz}) == ZoneInfo(key)
-
-
-def test_empty_tz_is_utc_as_for_the_c_library():
-    assert system_tz({"TZ": ""}) is UTC
-
-
-def test_tz_that_is_no_zone_name_falls_back_to_an_offset_with_a_warning(caplog, tz_env):
-    tz_env("UTC")
-    with caplog.at_level("WARNING", logger="tokenbridge"):
-        zone = system_tz({"TZ": "CET-1CEST,M3.5.0,M10.5.0/3"})
-    assert zone.utcoffset(datetime(2026, 7, 1)) is not None and not isinstance(zone, ZoneInfo)
-    assert "TZ='CET-1CEST,M3.5.0,M10.5.0/3' is not an IANA time zone name" in caplog.text
-
-
-def test_localtime_symlink_names_the_zone(tmp_path):
-    zoneinfo = tmp_path / "usr" / "share" / "zoneinfo"
-    for key in ("America/New_York", "posix/Europe/Berlin"):
-        (zoneinfo / key).parent.mkdir(parents=True, exist_ok=True)
-        (zoneinfo / key).write_bytes(b"")  # only the link's name matters
-    absolute, relative, posix = tmp_path / "lt1", tmp_path / "etc" / "lt2", tmp_path / "lt3"
-    relative.parent.mkdir()
-    absolute.symlink_to(zoneinfo / "America/New_York")
-    relative.symlink_to("../usr/share/zoneinfo/America/New_York")
-    posix.symlink_to(zoneinfo / "posix/Europe/Berlin")
-    absent = tmp_path / "no-timezone"
-    assert system_tz({}, absolute, absent) == ZoneInfo("America/New_York")
-    assert system_tz({}, relative, absent) == ZoneInfo("America/New_York")
-    assert system_tz({}, posix, absent) == ZoneInfo("Europe/Berlin")
-
-
-def test_etc_timezone_then_the_rules_in_localtime_then_an_offset(tmp_path):
-    named = tmp_path / "timezone"
-    named.write_text("Asia/Kolkata\n")
-    assert system_tz({}, tmp_path / "absent", named) == ZoneInfo("Asia/Kolkata")
-    copied = tmp_path / "localtime"  # a copy, not a link: the rules without a name
-    copied.write_bytes(Path("/usr/share/zoneinfo/Europe/Berlin").read_bytes())
-    zone = system_tz({}, copied, tmp_path / "absent")
-    assert zone.utcoffset(datetime(2026, 1, 15)) == timedelta(hours=1)
-    assert zone.utcoffset(datetime(2026, 7, 15)) == timedelta(hours=2)
-    last = system_tz({}, tmp_path / "absent", tmp_path / "absent")
-    assert last.utcoffset(None) is not None
 
 
 def test_dates_at_the_ends_of_the_calendar_mean_no_bound(ledger, pricer):
@@ -228,9 +144,93 @@ def test_since_after_until_is_a_config_error_naming_both(ledger):
     assert build(ledger, "daily", UTC, since=date(2026, 3, 5), until=date(2026, 3, 5)).totals.requests == 0
 
 
+def mixed(ledger, pricer):
+    """Two days; day one spans two sources, two providers, two projects and two sessions."""
+    add(ledger, pricer, "a", "2026-03-02T09:00:00+00:00", out=100, session="s1", project="/a")
+    add(
+        ledger,
+        pricer,
+        "b",
+        "2026-03-02T10:00:00+00:00",
+        out=300,
+        session="s2",
+        project="/b",
+        model="gpt-5",
+        source="codex",
+        provider="openai",
+    )
+    add(ledger, pricer, "c", "2026-03-02T11:00:00+00:00", out=50, session="s1", project="/a", model="claude-haiku-4-5")
+    add(ledger, pricer, "d", "2026-03-03T09:00:00+00:00", out=10, session=None, project=None)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("by", "day_one"),
+    [
+        ("source", {"codex": 310, "claude_transcripts": 170}),
+        ("provider", {"openai": 310, "anthropic": 170}),
+        ("model", {"gpt-5": 310, "claude-sonnet-4-5": 110, "claude-haiku-4-5": 60}),
+        ("project", {"/b": 310, "/a": 170}),
+        ("session", {"s2": 310, "s1": 170}),
+    ],
+)
+def test_by_splits_each_period_by_the_dimension_largest_first(ledger, pricer, by, day_one):
+    mixed(ledger, pricer)
+    rep = build(ledger, "daily", UTC, by=by)
+    first, second = rep.buckets
+    assert [(g.key, g.line.total) for g in first.ordered_groups()] == list(day_one.items())
+    assert sum(g.line.requests for g in first.groups.values()) == first.line.requests == 3
+    assert len(second.groups) == 1 and second.line.total == 20
+    if by in ("project", "session"):
+        assert list(second.groups) == ["(none)"]  # a missing value is a group of its own, not dropped
+    assert rep.totals.requests == 4
+
+
+def test_every_json_row_carries_provider_and_source_lists_when_spanning_several(ledger, pricer):
+    mixed(ledger, pricer)
+    data = build(ledger, "daily", UTC, by="project").as_json()
+    assert data["by"] == "project"
+    day_one, day_two = data["daily"]
+    assert (day_one["provider"], day_one["source"]) == (["anthropic", "openai"], ["claude_transcripts", "codex"])
+    assert (day_two["provider"], day_two["source"]) == ("anthropic", "claude_transcripts")
+    assert [(g["project"], g["provider"], g["source"], g["outputTokens"]) for g in day_one["groups"]] == [
+        ("/b", "openai", "codex", 300),
+        ("/a", "anthropic", "claude_transcripts", 150),
+    ]
+    for row in [*day_one["groups"], *day_one["modelBreakdowns"], data["totals"]]:
+        assert "provider" in row and "source" in row
+    assert data["totals"]["source"] == ["claude_transcripts", "codex"]
+    models = build(ledger, "models", UTC, by="source").as_json()
+    assert {m["model"]: m["source"] for m in models["models"]}["gpt-5"] == "codex"
+    assert all("modelBreakdowns" not in g for m in models["models"] for g in m["groups"])
+    assert "by" not in build(ledger, "daily", UTC).as_json()
+
+
+def test_by_works_for_every_report_kind(ledger, pricer):
+    mixed(ledger, pricer)
+    for kind in ("weekly", "monthly", "session", "models"):
+        rep = build(ledger, kind, UTC, by="source" if kind != "models" else "provider")
+        assert sum(g.line.requests for b in rep.buckets for g in b.groups.values()) == 4
+    sessions = build(ledger, "session", UTC, by="model")
+    s1 = next(b for b in sessions.buckets if b.key == "s1")
+    assert sorted(s1.groups) == ["claude-haiku-4-5", "claude-sonnet-4-5"] and s1.project == "/a"
+
+
+@pytest.mark.parametrize(("kind", "by"), [("models", "model"), ("session", "session"), ("daily", "colour")])
+def test_by_that_adds_nothing_or_is_unknown_names_the_flag(ledger, kind, by):
+    with pytest.raises(ConfigError, match=r"^--by: "):
+        build(ledger, kind, UTC, by=by)
+
+
+def test_session_project_is_where_the_session_started(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00", project="/home/dev/app")
+    add(ledger, pricer, "b", "2026-03-02T11:00:00+00:00", project="/home/dev/app/sub")  # it cd'ed later
+    [s] = build(ledger, "session", UTC).buckets
+    assert s.project == "/home/dev/app"
+
+
 def test_by_project_puts_a_whole_session_in_the_project_it_started_in(ledger, pricer):
     add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00", project="/home/dev/app", out=10)
     add(ledger, pricer, "b", "2026-03-02T11:00:00+00:00", project="/home/dev/app/sub", out=5)  # cd'ed
     add(ledger, pricer, "c", "2026-03-02T12:00:00+00:00", project="/other", session="s2", out=1)
     rep = build(ledger, "daily", UTC, by="project")
-    assert {k: v.output for k, v in rep.buckets[0].by.items()} == {"/home/dev/app": 15, "/other": 1}
+    assert {k: g.line.output for k, g in rep.buckets[0].groups.items()} == {"/home/dev/app": 15, "/other": 1}

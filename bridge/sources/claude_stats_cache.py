@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from bridge._tz import system_tz
 from bridge.ledger import CostFunction, Ledger
 from bridge.record import Tokens, UsageRecord
 from bridge.sources._base import BaseSource, ProgressHook, ScanStats, SourceStatus, Watch, infer_provider, log
@@ -82,7 +83,7 @@ class ClaudeStatsCache(BaseSource):
     def __init__(self, roots: list[Path], explicit: bool = False, tz: Any = None) -> None:
         self.roots = roots
         self.explicit = explicit
-        self.tz = tz if tz is not None else datetime.now().astimezone().tzinfo
+        self.tz = tz if tz is not None else system_tz()  # the zone Claude Code's dates are in, with DST
         self._warned_versions: set[object] = set()
 
     def files(self) -> list[Path]:
