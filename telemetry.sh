@@ -9,9 +9,14 @@
 #
 # Then start `claude` from this shell. Ports default to OTLP_HTTP_PORT / OTLP_GRPC_PORT from the environment or
 # from the .env next to this file, else 14318 / 14317.
+#
+# Each sourcing adds a unique service.instance.id to OTEL_RESOURCE_ATTRIBUTES (other keys are kept). Several
+# Claude Code processes resumed from one session share session.id; without a distinct instance their series
+# have identical labels and collide in the collector (one overwrites the other). Source this script in each
+# shell (e.g. from ~/.bashrc), not once before starting tmux: shells that inherit one id share it.
 
 _tb_telemetry_main() {
-  local protocol="http/protobuf" host="" port="" do_unset=0 arg here envfile line key val
+  local protocol="http/protobuf" host="" port="" do_unset=0 arg here envfile line key val rest item attrs=""
   local http_port="${OTLP_HTTP_PORT:-}" grpc_port="${OTLP_GRPC_PORT:-}"
 
   for arg in "$@"; do
@@ -31,7 +36,19 @@ _tb_telemetry_main() {
     esac
   done
 
+  # OTEL_RESOURCE_ATTRIBUTES without a service.instance.id this script set before (other keys are the user's).
+  rest="${OTEL_RESOURCE_ATTRIBUTES:-}"
+  while [ -n "$rest" ]; do
+    item="${rest%%,*}"
+    if [ "$item" = "$rest" ]; then rest=""; else rest="${rest#*,}"; fi
+    case "$item" in
+      service.instance.id=tb-*| '') ;;
+      *) attrs="${attrs:+$attrs,}$item" ;;
+    esac
+  done
+
   if [ "$do_unset" = 1 ]; then
+    if [ -n "$attrs" ]; then export OTEL_RESOURCE_ATTRIBUTES="$attrs"; else unset OTEL_RESOURCE_ATTRIBUTES; fi
     unset CLAUDE_CODE_ENABLE_TELEMETRY OTEL_METRICS_EXPORTER OTEL_LOGS_EXPORTER OTEL_EXPORTER_OTLP_PROTOCOL \
       OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE OTEL_METRIC_EXPORT_INTERVAL \
       OTEL_LOGS_EXPORT_INTERVAL
@@ -69,6 +86,14 @@ _tb_telemetry_main() {
   export OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=cumulative
   export OTEL_METRIC_EXPORT_INTERVAL=10000
   export OTEL_LOGS_EXPORT_INTERVAL=5000
+  # One id per shell: host, shell pid, time and a random number (only [A-Za-z0-9.-], no percent-encoding needed).
+  case "$attrs" in
+    service.instance.id=* | *,service.instance.id=*) ;;  # the user's own id wins
+    *)
+      item="tb-$(printf '%s' "${HOSTNAME:-${HOST:-host}}" | tr -c 'A-Za-z0-9.-' '-')-$$-$(date +%s)-${RANDOM:-0}${RANDOM:-0}"
+      attrs="${attrs:+$attrs,}service.instance.id=$item" ;;
+  esac
+  export OTEL_RESOURCE_ATTRIBUTES="$attrs"
 
   # Per-signal settings would silently override the ones above.
   local v cleared=""
@@ -86,6 +111,7 @@ _tb_telemetry_main() {
   echo "  OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=$OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
   echo "  OTEL_METRIC_EXPORT_INTERVAL=$OTEL_METRIC_EXPORT_INTERVAL"
   echo "  OTEL_LOGS_EXPORT_INTERVAL=$OTEL_LOGS_EXPORT_INTERVAL"
+  echo "  OTEL_RESOURCE_ATTRIBUTES=$OTEL_RESOURCE_ATTRIBUTES"
   if [ -n "$cleared" ]; then echo "  unset (would override the above):$cleared"; fi
   echo "Start claude from this shell. Undo with: source telemetry.sh --unset"
 }

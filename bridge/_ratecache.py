@@ -22,7 +22,7 @@ from bridge.record import Tokens
 
 log = logging.getLogger("tokenbridge.pricing")
 
-RULES_VERSION = "1"  # bump when pricing rules change, so cached costs are recomputed
+RULES_VERSION = "2"  # bump when pricing rules change, so cached costs are recomputed (2: fast mode, server tools)
 PlainRates = tuple[int, int, tuple[int, ...], tuple[tuple[int, ...], ...]]  # exp, first_tier, thresholds, tables
 
 

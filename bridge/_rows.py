@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from bridge.record import CostOrigin, Tokens, UsageRecord
+from bridge.surcharges import Extras
 
 _PICO = Decimal(10) ** 12
 MAX_PUSD = 2**62  # SQLite INTEGER is 64-bit; keep sums of many rows in range
@@ -35,6 +36,9 @@ class Row:
     cost_pusd: int | None
     cost_origin: str
     requests: int = 1
+    speed: str | None = None
+    web_search: int = 0
+    web_fetch: int = 0
 
     @classmethod
     def from_db(cls, r: Any) -> Row:
@@ -53,6 +57,9 @@ class Row:
             None if r[15] is None else int(r[15]),
             str(r[16]),
             int(r[17]),
+            None if r[18] is None else str(r[18]),
+            int(r[19]),
+            int(r[20]),
         )
 
     def as_params(self) -> tuple[object, ...]:
@@ -76,7 +83,16 @@ class Row:
             self.cost_pusd,
             self.cost_origin,
             self.requests,
+            self.speed,
+            self.web_search,
+            self.web_fetch,
         )
+
+    def extras(self) -> Extras | None:
+        """What is priced on top of the tokens, or None when nothing is (the plain path)."""
+        if self.speed is None and not self.web_search and not self.web_fetch:
+            return None
+        return Extras(self.speed, self.web_search, self.web_fetch)
 
 
 def to_pusd(amount: Decimal) -> int:
@@ -98,6 +114,7 @@ def merge_record(old: Row | None, rec: UsageRecord) -> Row:
     new = Row(
         rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
         rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, origin.value, rec.requests,
+        rec.speed, rec.web_search_requests, rec.web_fetch_requests,
     )  # fmt: skip
     if rec.replace:
         return new  # a bucket's latest state: replaces the stored one, up or down
@@ -109,7 +126,7 @@ def merge_record(old: Row | None, rec: UsageRecord) -> Row:
 def identity_and_usage(r: Row) -> tuple[object, ...]:
     return (
         r.tokens, r.reported_pusd, r.sidechain, r.ts_ms, r.session_id, r.project, r.model, r.source, r.requests,
-        r.cost_origin == CostOrigin.EXTERNAL.value,
+        r.cost_origin == CostOrigin.EXTERNAL.value, r.speed, r.web_search, r.web_fetch,
     )  # fmt: skip
 
 
@@ -120,6 +137,8 @@ def fold(base: Row, other: Row) -> Row:
         base.project, base.sidechain, base.tokens.merge_max(other.tokens),
         max_opt_int(base.reported_pusd, other.reported_pusd), base.cost_pusd, base.cost_origin,
         max(base.requests, other.requests),
+        base.speed if base.speed is not None else other.speed,  # the first stated speed stays
+        max(base.web_search, other.web_search), max(base.web_fetch, other.web_fetch),
     )  # fmt: skip
 
 

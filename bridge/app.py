@@ -40,6 +40,7 @@ class LazyPricer:
         self._settings = settings
         self._pricer: Any = None
         self._cache: Any = None
+        self._surcharges: Any = None
         self._warned: set[tuple[str, str]] = set()
 
     def _get(self) -> Any:
@@ -63,7 +64,19 @@ class LazyPricer:
     def warm(self) -> None:
         self._get()
 
-    def cost(self, provider: str, model: str, tokens: Any, at: Any = None) -> Any:
+    def cost(self, provider: str, model: str, tokens: Any, at: Any = None, extras: Any = None) -> Any:
+        base = self._base_cost(provider, model, tokens, at)
+        if extras is None:
+            return base
+        # Fast mode and server tools on top of the standard cost, the same rule as the price
+        # table's own path (the rate cache holds standard rates only).
+        if self._surcharges is None:
+            from bridge import surcharges
+
+            self._surcharges = surcharges.load(self.overrides_path())
+        return self._surcharges.apply(base, model, extras)
+
+    def _base_cost(self, provider: str, model: str, tokens: Any, at: Any) -> Any:
         from bridge._ratecache import tokens_cost
 
         hit, rates = self._rates().get(provider, model)

@@ -44,6 +44,7 @@ from bridge._rows import (
 )
 from bridge.errors import LedgerError
 from bridge.record import CostOrigin, Tokens, UsageRecord, collapse
+from bridge.surcharges import Extras
 
 log = logging.getLogger("tokenbridge.ledger")
 
@@ -66,9 +67,19 @@ CREATE TABLE IF NOT EXISTS usage (
     reported_pusd INTEGER,
     cost_pusd INTEGER,
     cost_origin TEXT NOT NULL,
-    requests INTEGER NOT NULL DEFAULT 1
+    requests INTEGER NOT NULL DEFAULT 1,
+    speed TEXT,
+    web_search INTEGER NOT NULL DEFAULT 0,
+    web_fetch INTEGER NOT NULL DEFAULT 0
 );
 """
+# Columns added to schema 3 after its first release (fast mode, server tools): a schema-3 ledger
+# without them gets them on open. Their defaults are exact for every older row (nothing stated).
+_EXTRA_COLUMNS = (
+    ("speed", "TEXT"),
+    ("web_search", "INTEGER NOT NULL DEFAULT 0"),
+    ("web_fetch", "INTEGER NOT NULL DEFAULT 0"),
+)
 _USAGE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS usage_group ON usage (group_key) WHERE group_key IS NOT NULL;",
     "CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts_ms);",
@@ -113,13 +124,28 @@ _COLS_V2 = (
     "dedup_key, group_key, source, provider, model, ts_ms, session_id, project, sidechain, "
     "input, output, cache_read, cache_creation, cache_creation_1h, reported_pusd, cost_pusd, cost_origin"
 )
-_COLS = _COLS_V2 + ", requests"
+_COLS = _COLS_V2 + ", requests, speed, web_search, web_fetch"
+_NCOLS = _COLS.count(",") + 1
+
+
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    have = {str(r[1]) for r in db.execute("PRAGMA table_info(usage)")}
+    return [(n, t) for n, t in _EXTRA_COLUMNS if n not in have]
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> list[str]:
+    missing = _missing_columns(db)
+    for name, typ in missing:
+        db.execute(f"ALTER TABLE usage ADD COLUMN {name} {typ}")
+    return [n for n, _ in missing]
 
 
 class CostFunction(Protocol):
     """What the ledger needs from pricing: exact cost or None when the model has no price."""
 
-    def cost(self, provider: str, model: str, tokens: Tokens, at: datetime | None = None) -> Decimal | None: ...
+    def cost(
+        self, provider: str, model: str, tokens: Tokens, at: datetime | None = None, extras: Extras | None = None
+    ) -> Decimal | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +310,14 @@ class Ledger:
             raise LedgerError(f"ledger {self.path} has schema {row[0]}, newer than this tokenbridge ({SCHEMA_VERSION})")
         elif int(row[0]) < SCHEMA_VERSION:
             self._migrate(int(row[0]))
+        else:
+            self._add_extra_columns()
+
+    def _add_extra_columns(self) -> None:
+        if _missing_columns(self._db):
+            with self._transaction() as db:
+                names = _add_missing_columns(db)
+            log.info("ledger %s: added column(s) %s", self.path, ", ".join(names))
 
     def _migrate(self, version: int) -> None:
         """Upgrade an older ledger in one transaction (its rows and totals are kept as they are)."""
@@ -298,6 +332,7 @@ class Ledger:
             elif version == 2:
                 # Every schema-2 row is one Claude request: the default of 1 is exact.
                 db.execute("ALTER TABLE usage ADD COLUMN requests INTEGER NOT NULL DEFAULT 1")
+            _add_missing_columns(db)
             db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         log.info("ledger %s upgraded from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
@@ -408,7 +443,7 @@ class Ledger:
             result.tokens_added += row.tokens.total
             writes.append(row.as_params())
         if writes:
-            db.executemany(f"INSERT OR REPLACE INTO usage ({_COLS}) VALUES ({','.join('?' * 18)})", writes)
+            db.executemany(f"INSERT OR REPLACE INTO usage ({_COLS}) VALUES ({','.join('?' * _NCOLS)})", writes)
         self._apply_deltas(db, deltas)
 
     @staticmethod
@@ -422,7 +457,11 @@ class Ledger:
             row.cost_pusd = 0  # the provider's billing source carries this cost
             return
         at = datetime.fromtimestamp(row.ts_ms / 1000, UTC)
-        cost = pricer.cost(row.provider, row.model, row.tokens, at)
+        extras = row.extras()
+        if extras is None:  # the common case: the plain four-argument call every pricer has
+            cost = pricer.cost(row.provider, row.model, row.tokens, at)
+        else:
+            cost = pricer.cost(row.provider, row.model, row.tokens, at, extras=extras)
         pusd = None if cost is None else to_pusd(cost)
         if pusd is not None and not 0 <= pusd < MAX_PUSD:
             log.warning("cost of %s (%s) is out of range; kept as unknown", row.dedup_key, cost)
@@ -501,10 +540,12 @@ class Ledger:
         and months.
         """
         where, params = _where(since_ms, until_ms, sources)
+        # Fast-mode requests are their own line ("claude-opus-4-6 (fast)"): a multiple of the price.
+        model = "model || CASE WHEN speed = 'fast' THEN ' (fast)' ELSE '' END"
         if group == "quarter":
-            head = "ts_ms / 900000, model, provider, NULL"
+            head = f"ts_ms / 900000, {model}, provider, NULL"
         elif group == "session":
-            head = "COALESCE(session_id, ''), model, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
+            head = f"COALESCE(session_id, ''), {model}, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
         else:
             raise ValueError(group)
         more = [_GROUP_COLUMNS[name] for name in extra]

@@ -59,6 +59,9 @@ from bridge._ratecache import RULES_VERSION, PlainRates, tokens_cost
 from bridge.config import default_overrides_path
 from bridge.errors import ConfigError
 from bridge.record import Tokens
+from bridge.surcharges import TOML_KEYS as SURCHARGE_KEYS
+from bridge.surcharges import Extras, Surcharges
+from bridge.surcharges import parse as parse_surcharges
 
 __all__ = ["Pricer", "default_overrides_path"]
 
@@ -195,11 +198,15 @@ class Pricer:
             except OSError as exc:
                 raise ConfigError(str(overrides_path), f"cannot read price overrides: {exc}") from exc
         self._overrides = _parse_overrides(overrides_path, raw) if raw else []
+        self._surcharges = parse_surcharges(overrides_path, raw) if raw else Surcharges(hint=str(self._hint))
         digest = hashlib.sha256(f"{genai_prices.__version__}\0{_RULES_VERSION}\0".encode() + raw)
         self._fingerprint = digest.hexdigest()[:16]
 
-    def cost(self, provider: str, model: str, tokens: Tokens, at: datetime | None = None) -> Decimal | None:
-        """USD cost, exact Decimal; None when the model has no known price (never 0 for unknown)."""
+    def cost(
+        self, provider: str, model: str, tokens: Tokens, at: datetime | None = None, extras: Extras | None = None
+    ) -> Decimal | None:
+        """USD cost, exact Decimal; None when the model has no known price (never 0 for unknown).
+        ``extras`` (fast mode, server tools) are priced on top by ``bridge.surcharges``."""
         try:
             entry = self._entries[(provider, model)]
         except KeyError:
@@ -207,7 +214,8 @@ class Pricer:
         if entry is None:
             return None
         rates = entry.rates_at(at) if isinstance(entry, _Conditional) else entry
-        return tokens_cost((rates.exp, rates.first_tier, rates.thresholds, rates.tables), tokens)
+        base = tokens_cost((rates.exp, rates.first_tier, rates.thresholds, rates.tables), tokens)
+        return base if extras is None else self._surcharges.apply(base, model, extras)
 
     def plain_rates(self, provider: str, model: str) -> tuple[bool, PlainRates | None]:
         """(cacheable, rates) of an already priced model: time-dependent prices are not cacheable."""
@@ -295,8 +303,8 @@ def _parse_overrides(path: Path | None, raw: bytes) -> list[_Override]:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(where, f"invalid TOML: {exc}") from exc
     for key in doc:
-        if key != "model":
-            raise ConfigError(f"{where}: {key}", "unknown key (expected [[model]] tables)")
+        if key != "model" and key not in SURCHARGE_KEYS:  # fast_mode / server_tools: bridge.surcharges
+            raise ConfigError(f"{where}: {key}", "unknown key (expected [[model]], [[fast_mode]] or [server_tools])")
     tables = doc.get("model", [])
     if not isinstance(tables, list):
         raise ConfigError(f"{where}: model", "must be an array of tables ([[model]])")

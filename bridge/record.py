@@ -110,6 +110,11 @@ class UsageRecord:
     # the record is the latest state of a bucket (a provider's hour or day, re-polled): it
     # replaces the stored row, up or down, and the totals move by the difference.
     replace: bool = False
+    # Priced on top of the tokens (see bridge/surcharges.py): ``usage.speed`` as written ("fast"
+    # costs a per-model multiple; None = not stated) and ``usage.server_tool_use`` request counts.
+    speed: str | None = None
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
 
     def __post_init__(self) -> None:
         t = self.tokens
@@ -127,6 +132,8 @@ class UsageRecord:
             raise ValueError("a record without cost must have cost_origin=unknown or external")
         if not 0 <= self.requests <= MAX_TOKENS:
             raise ValueError(f"request count out of range: {self.requests}")
+        if not (0 <= self.web_search_requests <= MAX_TOKENS and 0 <= self.web_fetch_requests <= MAX_TOKENS):
+            raise ValueError(f"server tool counts out of range: {self.web_search_requests}, {self.web_fetch_requests}")
 
     @property
     def timestamp_ms(self) -> int:
@@ -140,6 +147,7 @@ def record_to_tuple(r: UsageRecord) -> tuple[object, ...]:
         r.source, r.provider, r.model, r.timestamp, r.dedup_key,
         t.input, t.output, t.cache_read, t.cache_creation, t.cache_creation_1h,
         r.cost, r.cost_origin.value, r.session_id, r.project, r.group_key, r.is_sidechain, r.requests, r.replace,
+        r.speed, r.web_search_requests, r.web_fetch_requests,
     )  # fmt: skip
 
 
@@ -149,6 +157,7 @@ def record_from_tuple(v: tuple[Any, ...]) -> UsageRecord:
         tokens=Tokens(v[5], v[6], v[7], v[8], v[9]),
         cost=v[10], cost_origin=CostOrigin(v[11]), session_id=v[12], project=v[13], group_key=v[14],
         is_sidechain=v[15], requests=v[16], replace=v[17],
+        speed=v[18], web_search_requests=v[19], web_fetch_requests=v[20],
     )  # fmt: skip
 
 
@@ -161,7 +170,14 @@ def _merge_into(base: UsageRecord, other: UsageRecord) -> UsageRecord:
     a, b = _reported(base), _reported(other)
     cost = a if b is None else b if a is None else max(a, b)
     tokens = base.tokens.merge_max(other.tokens)
-    if tokens == base.tokens and cost == _reported(base):
+    speed = base.speed if base.speed is not None else other.speed
+    search = max(base.web_search_requests, other.web_search_requests)
+    fetch = max(base.web_fetch_requests, other.web_fetch_requests)
+    if (
+        tokens == base.tokens
+        and cost == _reported(base)
+        and (speed, search, fetch) == (base.speed, base.web_search_requests, base.web_fetch_requests)
+    ):
         return base
     if cost is not None:
         origin = CostOrigin.REPORTED
@@ -172,6 +188,7 @@ def _merge_into(base: UsageRecord, other: UsageRecord) -> UsageRecord:
     return UsageRecord(
         base.source, base.provider, base.model, base.timestamp, base.dedup_key, tokens, cost, origin,
         base.session_id, base.project, base.group_key, base.is_sidechain, base.extra, base.requests, base.replace,
+        speed, search, fetch,
     )  # fmt: skip
 
 

@@ -322,7 +322,11 @@ def variable(name: str, label: str, metric: str = TOKENS) -> dict:
     }
 
 
-def dashboard(uid: str, title: str, desc: str, panels: list[dict], tags: list[str]) -> dict:
+def dashboard(
+    uid: str, title: str, desc: str, panels: list[dict], tags: list[str], variables: list[dict] | None = None
+) -> dict:
+    if variables is None:
+        variables = [variable("provider", "Provider"), variable("model", "Model"), variable("source", "Source")]
     return {
         "id": None,
         "uid": uid,
@@ -353,9 +357,7 @@ def dashboard(uid: str, title: str, desc: str, panels: list[dict], tags: list[st
                 }
             ]
         },
-        "templating": {
-            "list": [variable("provider", "Provider"), variable("model", "Model"), variable("source", "Source")]
-        },
+        "templating": {"list": variables},
         "links": [
             {
                 "title": "tokenbridge dashboards",
@@ -622,10 +624,151 @@ def overview() -> dict:
     )
 
 
+# --- Claude Code activity: metrics the collector derives from Claude Code's events (docs/events.md) -------------
+
+REQUESTS = "claude_code_api_request_count_total"
+LATENCY = "claude_code_api_request_duration_milliseconds_bucket"
+ERRORS = "claude_code_api_error_count_total"
+TOOLS = "claude_code_tool_result_count_total"
+TOOL_LATENCY = "claude_code_tool_result_duration_milliseconds_bucket"
+PROMPTS = "claude_code_user_prompt_count_total"
+SESSIONS = "claude_code_session_count_total"
+# Request attributes Claude Code sets only where they apply (absent labels match ".*", so "All" keeps them).
+ACTIVITY_VARS = ("model", "speed", "query_source", "effort", "agent_name", "skill_name")
+REQ_F = ",".join(f'{v}=~"${v}"' for v in ACTIVITY_VARS)
+ERR_F = 'model=~"$model",speed=~"$speed",query_source=~"$query_source"'
+
+ACTIVITY_TEXT = (
+    "Request, error and tool metrics come from Claude Code's **events** (`OTEL_LOGS_EXPORTER=otlp`), turned into "
+    "exact counters and latency histograms by the collector (docs/events.md). They exist only for sessions that "
+    "export events to this collector; usage from transcripts alone has no latency or errors. *Cost per request* "
+    "divides Claude Code's own cost metric by its request events (both native), so it is not the deduplicated "
+    "cost of the other dashboards. Variables list only the values that occur: `speed`, `effort`, `agent_name` and "
+    "`skill_name` are set by newer Claude Code versions where they apply."
+)
+
+
+def _inc(metric: str, sel: str, rng: str, by: str = "") -> str:
+    head = f"sum by ({by}) " if by else "sum "
+    return f"{head}(increase({metric}{{{sel}}}[{rng}]))"
+
+
+def _quantile(q: str, metric: str, sel: str, rng: str, by: str, fn: str = "increase") -> str:
+    return f"histogram_quantile({q}, sum by (le, {by}) ({fn}({metric}{{{sel}}}[{rng}])))"
+
+
+def activity() -> dict:
+    lay = Layout()
+    p: list[dict] = []
+    p.append(text(lay, "Where these numbers come from", ACTIVITY_TEXT, h=4))
+    p.append(row(lay, "Requests in the selected time range"))
+    req, err = _inc(REQUESTS, REQ_F, R), _inc(ERRORS, ERR_F, R)
+    p.append(stat(lay, "API requests", f"{req} or vector(0)", "short"))
+    p.append(stat(lay, "API errors", f"{err} or vector(0)", "short", desc="api_error events (after retries)."))
+    p.append(
+        stat(
+            lay,
+            "Error rate",
+            f"({err} or vector(0)) / (({req} or vector(0)) + ({err} or vector(0)))",
+            "percentunit",
+            decimals=1,
+            desc="Failed requests / (successful + failed). Each failure is one api_error event after retries.",
+        )
+    )
+    fast = _inc(REQUESTS, REQ_F + ',speed="fast"', R)
+    # Claude Code's own cost for the requests its events count (both native), with the request filters.
+    native_cost = _inc(COST, 'source="claude_code_otel",' + REQ_F, R)
+    p.append(stat(lay, "Fast-mode share", f"({fast} or vector(0)) / {req}", "percentunit", decimals=1))
+    p.append(
+        stat(
+            lay,
+            "Cost per request",
+            f"{native_cost} / {req}",
+            "currencyUSD",
+            decimals=4,
+            desc="Claude Code's own cost metric / its api_request events (both native telemetry).",
+        )
+    )
+    p.append(
+        stat(
+            lay,
+            "Prompts per session",
+            f"sum(increase({PROMPTS}[$__range])) / sum(increase({SESSIONS}[$__range]))",
+            "short",
+            decimals=1,
+            desc="user_prompt events / sessions started (claude_code.session.count) in the range.",
+        )
+    )
+    p.append(
+        bars(
+            lay,
+            "p90 request latency by model",
+            _quantile("0.9", LATENCY, REQ_F, R, "model"),
+            "{{model}}",
+            "ms",
+        )
+    )
+    p.append(bars(lay, "Requests by model", _inc(REQUESTS, REQ_F, R, "model"), "{{model}}", "short"))
+    p.append(
+        bars(lay, "Requests by query source", _inc(REQUESTS, REQ_F, R, "query_source"), "{{query_source}}", "short")
+    )
+
+    p.append(row(lay, "Latency over time"))
+    lat = timeseries(
+        lay,
+        "Request latency percentiles by model",
+        _quantile("0.5", LATENCY, REQ_F, "$__rate_interval", "model", "rate"),
+        "p50 {{model}}",
+        "ms",
+        w=24,
+        stack=False,
+        draw="line",
+    )
+    lat["targets"] += [
+        target(_quantile(q, LATENCY, REQ_F, "$__rate_interval", "model", "rate"), ref, f"p{q[2:]} {{{{model}}}}")
+        for q, ref in (("0.90", "B"), ("0.99", "C"))
+    ]
+    p.append(lat)
+
+    p.append(row(lay, "Errors"))
+    p.append(bars(lay, "Errors by status code", _inc(ERRORS, ERR_F, R, "status_code"), "{{status_code}}", "short"))
+    p.append(
+        timeseries(
+            lay,
+            "Errors by model and status code",
+            _inc(ERRORS, ERR_F, IV, "model, status_code"),
+            "{{model}} {{status_code}}",
+            "short",
+            w=16,
+        )
+    )
+
+    p.append(row(lay, "Tools"))
+    p.append(bars(lay, "Tool calls by tool", _inc(TOOLS, "", R, "tool_name"), "{{tool_name}}", "short"))
+    p.append(
+        bars(lay, "Tool failures by tool", _inc(TOOLS, 'success="false"', R, "tool_name"), "{{tool_name}}", "short")
+    )
+    p.append(
+        bars(
+            lay, "p90 tool duration by tool", _quantile("0.9", TOOL_LATENCY, "", R, "tool_name"), "{{tool_name}}", "ms"
+        )
+    )
+    variables = [variable(v, v.replace("_", " ").capitalize(), REQUESTS) for v in ACTIVITY_VARS]
+    return dashboard(
+        "tokenbridge-claude-code-activity",
+        "Claude Code activity",
+        "Requests, latency, errors, tools and fast mode from Claude Code's events.",
+        p,
+        ["tokenbridge", "claude-code"],
+        variables,
+    )
+
+
 def render() -> dict[str, str]:
     return {
         "claude-code.json": json.dumps(claude_code(), indent=2) + "\n",
         "ai-usage-overview.json": json.dumps(overview(), indent=2) + "\n",
+        "claude-code-activity.json": json.dumps(activity(), indent=2) + "\n",
     }
 
 

@@ -37,6 +37,9 @@ def assistant_line(
     cost_usd: float | None = None,
     version: str = "2.1.40",
     uuid: str = "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+    server_tool_use: dict[str, Any] | None = None,
+    speed: str | None = None,
+    usage_extra: dict[str, Any] | None = None,
 ) -> str:
     """An assistant line in Claude Code's own field order (local-formats.md §1.3, Example A)."""
     usage: dict[str, Any] = {
@@ -47,7 +50,12 @@ def assistant_line(
     if split:
         usage["cache_creation"] = {"ephemeral_5m_input_tokens": cache_5m, "ephemeral_1h_input_tokens": cache_1h}
     usage["output_tokens"] = output
+    if server_tool_use is not None:
+        usage["server_tool_use"] = server_tool_use
     usage["service_tier"] = "standard"
+    if speed is not None:
+        usage["speed"] = speed
+    usage.update(usage_extra or {})
     line: dict[str, Any] = {
         "parentUuid": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
         "isSidechain": sidechain,
@@ -176,7 +184,7 @@ class FlatPricer:
     Lets ledger tests check cost bookkeeping without depending on the price table.
     """
 
-    def cost(self, provider: str, model: str, tokens: Tokens, at: Any = None) -> Decimal | None:
+    def cost(self, provider: str, model: str, tokens: Tokens, at: Any = None, extras: Any = None) -> Decimal | None:
         if model.startswith("unknown-") or model == "<synthetic>":
             return None
         return Decimal(tokens.total) / Decimal(1_000_000)
@@ -196,7 +204,9 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 @pytest.fixture
 def cli_env(tmp_path: Path, claude_home: ClaudeHome) -> dict[str, str]:
     """Environment for running the CLI against the fixture home only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENBRIDGE_", "CLAUDE_"))}
+    # Other agents' homes from the developer's environment must not leak into the fixtures.
+    skip = ("OTEL_", "TOKENBRIDGE_", "CLAUDE_", "CODEX_", "OPENCLAW_", "GEMINI_", "OPENCODE_", "AMP_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     env.update(
         {
             "HOME": str(tmp_path / "home"),

@@ -257,3 +257,86 @@ def test_claude_config_dir_without_projects_is_a_clear_error(tmp_path):
     with pytest.raises(SourceError, match="CLAUDE_CONFIG_DIR"):
         src.files()
     assert "CLAUDE_CONFIG_DIR" in src.status().notes[0]
+
+
+# --- fast mode, server tools, thinking tokens (priced with the real price table) ---------------------
+
+
+def _costs(ledger: Ledger) -> dict[str, Decimal | None]:
+    rows = ledger._db.execute("SELECT dedup_key, cost_pusd FROM usage").fetchall()
+    return {k: None if c is None else Decimal(c) / Decimal(10**12) for k, c in rows}
+
+
+def test_fast_mode_and_web_search_lines_are_priced_to_the_cent(claude_home, ledger):
+    from bridge.pricing import Pricer
+
+    f = claude_home.session_file()
+    opus = {"input": 1000, "output": 2000, "cache_read": 10_000, "cache_5m": 0}  # $0.06 at standard speed
+    claude_home.append(
+        f,
+        assistant_line("msg_F6", "req_F6", model="claude-opus-4-6", speed="fast", **opus),  # x6 = $0.36
+        assistant_line("msg_F5", "req_F5", model="claude-opus-5", speed="fast", **opus),  # x2 = $0.12
+        assistant_line("msg_S6", "req_S6", model="claude-opus-4-6", speed="standard", **opus),  # $0.06
+        # Sonnet 4.6: 100 in $0.0003 + 500 out $0.0075 + 3 searches $0.03 = $0.0378.
+        assistant_line(
+            "msg_W", "req_W", model="claude-sonnet-4-6", input=100, output=500, cache_read=0, cache_5m=0,
+            server_tool_use={"web_search_requests": 3, "web_fetch_requests": 0},
+        ),
+        # A web fetch has no known price: unknown, never $0 and never only the tokens.
+        assistant_line(
+            "msg_X", "req_X", model="claude-sonnet-4-6", input=100, output=500, cache_read=0, cache_5m=0,
+            server_tool_use={"web_search_requests": 0, "web_fetch_requests": 1},
+        ),
+    )  # fmt: skip
+    ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, Pricer())
+    assert _costs(ledger) == {
+        "cc:msg_F6:req_F6": Decimal("0.36"),
+        "cc:msg_F5:req_F5": Decimal("0.12"),
+        "cc:msg_S6:req_S6": Decimal("0.06"),
+        "cc:msg_W:req_W": Decimal("0.0378"),
+        "cc:msg_X:req_X": None,
+    }
+    stored = ledger._db.execute("SELECT dedup_key, speed, web_search, web_fetch FROM usage ORDER BY 1").fetchall()
+    assert stored[0] == ("cc:msg_F5:req_F5", "fast", 0, 0)
+    assert ("cc:msg_W:req_W", None, 3, 0) in stored
+    assert sum(t.cost for t in ledger.totals()) == Decimal("0.5778")
+    assert sum(t.unpriced for t in ledger.totals()) == 1
+
+
+def test_streamed_lines_keep_the_first_speed_and_the_most_searches(claude_home, ledger):
+    from bridge.pricing import Pricer
+
+    f = claude_home.session_file()
+    kw = {"model": "claude-opus-4-6", "input": 1000, "cache_read": 10_000, "cache_5m": 0}
+    claude_home.append(f, assistant_line("msg_A", "req_A", output=5, stop_reason=None, speed="fast", **kw))
+    ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, Pricer())
+    claude_home.append(
+        f,
+        assistant_line("msg_A", "req_A", output=2000, server_tool_use={"web_search_requests": 2}, **kw),
+        assistant_line("msg_A", "req_A", output=2000, server_tool_use={"web_search_requests": 1}, **kw),
+    )
+    ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, Pricer())
+    # One request: ($0.005 + $0.05 + $0.005) x 6 + 2 x $0.01 = $0.38, the totals moved by the difference only.
+    assert _costs(ledger) == {"cc:msg_A:req_A": Decimal("0.38")}
+    assert ledger.totals()[0].cost == Decimal("0.38") and ledger.totals()[0].requests == 1
+    assert ledger.totals() == ledger.recomputed_totals()
+
+
+def test_thinking_tokens_are_part_of_output_never_added_twice(claude_home, ledger, pricer):
+    claude_home.append(
+        claude_home.session_file(),
+        assistant_line("msg_T", "req_T", output=900, usage_extra={"output_tokens_details": {"thinking_tokens": 600}}),
+    )
+    scan(claude_home, ledger, pricer)
+    assert totals(ledger)["output"] == 900
+
+
+def test_bad_server_tool_count_is_a_malformed_line_and_the_rest_counts(claude_home, ledger, pricer):
+    claude_home.append(
+        claude_home.session_file(),
+        assistant_line("msg_B", "req_B", server_tool_use={"web_search_requests": "many"}),
+        assistant_line("msg_C", "req_C"),
+    )
+    scan(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert ledger.source_summary("claude_transcripts")["skipped"] == 1

@@ -23,7 +23,9 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def check_snapshot(name: str, text: str, home: Path) -> None:
-    text = "\n".join(line.rstrip() for line in text.replace(str(home), "<CLAUDE_HOME>").splitlines()) + "\n"
+    # Other sources' default roots live under the test's HOME, beside the Claude home.
+    text = text.replace(str(home), "<CLAUDE_HOME>").replace(str(home.parent), "<TMP>")
+    text = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
     path = SNAPSHOTS / name
     if os.environ.get("UPDATE_SNAPSHOTS") == "1" or not path.exists():
         if os.environ.get("CI") == "true" and not path.exists():
@@ -76,7 +78,7 @@ def test_sources_snapshot(cli_env, claude_home):
     cli(cli_env, "sync", "--no-export")
     out = cli(cli_env, "sources")
     assert out.returncode == 0, out.stderr
-    check_snapshot("sources.txt", out.stdout.replace(cli_env["HOME"], "<HOME>"), claude_home.root)
+    check_snapshot("sources.txt", out.stdout, claude_home.root)
     data = json.loads(cli(cli_env, "sources", "--json").stdout)["sources"][0]
     assert data["skippedLines"] == 1
     assert data["unknownModels"] == ["claude-experimental-x"]
@@ -176,6 +178,27 @@ def test_unwritable_state_dir_is_one_line(cli_env, tmp_path):
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "not-a-dir" in out.stderr
+
+
+def test_report_breakdown_shows_fast_mode_as_its_own_priced_line(cli_env, claude_home):
+    f = claude_home.session_file()
+    opus = {"model": "claude-opus-4-6", "input": 1000, "output": 2000, "cache_read": 10_000, "cache_5m": 0}
+    claude_home.append(
+        f,
+        assistant_line("msg_F", "req_F", speed="fast", **opus),  # $0.06 x 6 = $0.36
+        assistant_line("msg_S", "req_S", **opus),  # $0.06
+    )
+    assert cli(cli_env, "sync", "--no-export").returncode == 0
+    out = cli(cli_env, "report", "daily", "--timezone", "UTC", "--breakdown")
+    assert out.returncode == 0, out.stderr
+    rows = [ln for ln in out.stdout.splitlines() if "└ claude-opus-4-6" in ln]
+    assert len(rows) == 2, out.stdout
+    fast = next(r for r in rows if "claude-opus-4-6 (fast)" in r)
+    standard = next(r for r in rows if "(fast)" not in r)
+    assert "$0.36" in fast and "$0.06" in standard, out.stdout
+    data = json.loads(cli(cli_env, "report", "models", "--json").stdout)
+    costs = {m["model"]: m["totalCost"] for m in data["models"]}
+    assert costs == {"claude-opus-4-6 (fast)": "0.36", "claude-opus-4-6": "0.06"}
 
 
 def test_report_default_zone_is_the_tz_variables_zone_with_its_dst_rules(cli_env, claude_home):

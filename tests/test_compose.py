@@ -60,7 +60,29 @@ def test_collector_manifest_matches_compose_and_build_script():
     }
     have = {mod.split()[0].rsplit("/", 1)[1] for mod in mods}
     assert needed <= have
-    assert set(cfg["processors"]) == {"memory_limiter", "transform/claude_code_labels", "delta_to_cumulative", "batch"}
+    assert set(cfg["processors"]) == {
+        "memory_limiter",
+        "transform/claude_code_labels",
+        "transform/event_metrics_start",
+        "transform/claude_code_events",
+        "delta_to_cumulative",
+        "batch",
+    }
+
+
+def test_event_connector_is_in_the_manifest_at_the_version_the_proxy_has():
+    # The one documented exception to "same version everywhere": the Go module proxy has no v0.159.0 of
+    # signaltometricsconnector, so the build pins v0.158.0 (the Docker image ships its own 0.159.0 build).
+    m = _manifest()
+    connectors = [e["gomod"] for e in m["connectors"]]
+    assert connectors == [
+        "github.com/open-telemetry/opentelemetry-collector-contrib/connector/signaltometricsconnector v0.158.0"
+    ]
+    cfg = yaml.safe_load((REPO / "otel-collector-config.yml").read_text())
+    assert set(cfg["connectors"]) == {"signal_to_metrics"}
+    pipes = cfg["service"]["pipelines"]
+    assert "signal_to_metrics" in pipes["logs"]["exporters"]
+    assert "signal_to_metrics" in pipes["metrics"]["receivers"]
 
 
 def test_ports_bound_to_loopback_by_default_and_configurable():

@@ -35,7 +35,7 @@ def test_file_then_environment(tmp_path):
         ("[export]\ninterval_seconds = 'x'\n", {}, "config.toml: export.interval_seconds"),
         ("[export]\ninterval_seconds = true\n", {}, "config.toml: export.interval_seconds"),
         ("[exprt]\n", {}, "config.toml: exprt"),
-        ("[sources]\nenabled = ['codex']\n", {}, "config.toml: sources.enabled"),
+        ("[sources]\nenabled = ['no_such_tool']\n", {}, "config.toml: sources.enabled"),
         ("not toml = = \n", {}, "config.toml"),
         ("", {"TOKENBRIDGE_RESCAN_INTERVAL": "-1"}, "TOKENBRIDGE_RESCAN_INTERVAL"),
         ("", {"TOKENBRIDGE_INCLUDE_SESSION_ID": "maybe"}, "TOKENBRIDGE_INCLUDE_SESSION_ID"),

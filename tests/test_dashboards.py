@@ -13,6 +13,10 @@ import yaml
 from tests._stack import NATIVE_SERIES, REPO, compose, dashboards, expand, iter_panels, promtool_bin
 
 DS_UID = "tokenbridge-prometheus"
+# Token and cost dashboards (provider/model/source variables, the no-double-counting rule). The activity dashboard
+# reads the metrics made from Claude Code's events (docs/events.md) and has its own variables.
+USAGE_DASHBOARDS = ["ai-usage-overview.json", "claude-code.json"]
+ACTIVITY = "claude-code-activity.json"
 TOKEN_OR_COST = re.compile(r"claude_code_(token_usage_tokens|cost_usage_USD)_total")
 
 
@@ -72,10 +76,11 @@ def test_dashboard_is_raw_provisionable_json(name):
 
 def test_dashboard_uids_are_unique():
     uids = [d["uid"] for d in dashboards().values()]
-    assert len(uids) == len(set(uids)) == 2
+    assert len(uids) == len(set(uids)) == 3
+    assert sorted(dashboards()) == sorted([*USAGE_DASHBOARDS, ACTIVITY])
 
 
-@pytest.mark.parametrize("name", sorted(dashboards()))
+@pytest.mark.parametrize("name", USAGE_DASHBOARDS)
 def test_variables_provider_model_source(name):
     vars_ = {v["name"]: v for v in dashboards()[name]["templating"]["list"]}
     assert set(vars_) == {"provider", "model", "source"}
@@ -86,7 +91,7 @@ def test_variables_provider_model_source(name):
         assert v["current"]["value"] == ["$__all"]
 
 
-@pytest.mark.parametrize("name", sorted(dashboards()))
+@pytest.mark.parametrize("name", USAGE_DASHBOARDS)
 def test_token_and_cost_panels_use_the_no_double_counting_rule(name):
     d = dashboards()[name]
     texts = [p["options"]["content"] for p in iter_panels(d["panels"]) if p["type"] == "text"]
@@ -130,13 +135,39 @@ def test_overview_dashboard_panels_exist():
     } <= titles
 
 
+def test_activity_dashboard_variables_and_panels():
+    d = dashboards()[ACTIVITY]
+    vars_ = {v["name"]: v for v in d["templating"]["list"]}
+    assert list(vars_) == ["model", "speed", "query_source", "effort", "agent_name", "skill_name"]
+    for n, v in vars_.items():
+        assert v["includeAll"] and v["multi"] and v["allValue"] == ".*"
+        assert v["definition"] == f"label_values(claude_code_api_request_count_total, {n})"
+    titles = {p["title"] for p in iter_panels(d["panels"])}
+    assert {
+        "Request latency percentiles by model",
+        "Error rate",
+        "Errors by status code",
+        "Tool calls by tool",
+        "Tool failures by tool",
+        "Prompts per session",
+        "Cost per request",
+        "Fast-mode share",
+    } <= titles
+    # Cost per request pairs native cost with native request events: never a bridge source.
+    for p in iter_panels(d["panels"]):
+        for t in p.get("targets", []):
+            if TOKEN_OR_COST.search(t["expr"]):
+                assert 'source="claude_code_otel"' in t["expr"], p["title"]
+
+
 def test_every_query_is_valid_promql(tmp_path):
     """All expressions, macros and variables expanded, go through promtool's parser as recording rules."""
     rules = []
     for d in dashboards().values():
         for p in iter_panels(d["panels"]):
             for t in p.get("targets", []):
-                expr = expand(t["expr"], {"provider": ".*", "model": ".*", "source": ".*"}, 3600, 60, 60)
+                variables = {v["name"]: ".*" for v in d["templating"]["list"]}
+                expr = expand(t["expr"], variables, 3600, 60, 60)
                 rules.append({"record": f"tokenbridge:check:{len(rules)}", "expr": expr})
     path = tmp_path / "panels.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))

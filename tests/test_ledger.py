@@ -325,6 +325,25 @@ def test_schema_2_ledger_is_upgraded_in_place_counting_one_request_per_row(tmp_p
         assert led.gauges()[0].value == Decimal("4.5")
 
 
+def test_schema_3_ledger_without_the_speed_columns_gets_them_and_keeps_its_rows(tmp_path, pricer):
+    import sqlite3
+
+    with Ledger.open(tmp_path) as led:
+        led.commit([rec("a", 7), rec("b", 9)], pricer)
+        before = led.totals()
+    con = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    con.executescript("ALTER TABLE usage DROP COLUMN speed; ALTER TABLE usage DROP COLUMN web_search; "
+                      "ALTER TABLE usage DROP COLUMN web_fetch;")  # fmt: skip
+    con.close()
+    with Ledger.open(tmp_path) as led:
+        assert led.totals() == before == led.recomputed_totals()
+        fast = rec("c", 5)
+        fast.speed, fast.web_search_requests = "fast", 2
+        led.commit([fast, rec("a", 7)], pricer)
+        stored = led._db.execute("SELECT dedup_key, speed, web_search, web_fetch FROM usage ORDER BY 1").fetchall()
+        assert stored == [("a", None, 0, 0), ("b", None, 0, 0), ("c", "fast", 2, 0)]
+
+
 def test_gauges_keep_the_latest_value_per_label_set(ledger):
     ledger.set_gauges(
         "deepseek_api", [Gauge("tokenbridge.balance", {"provider": "deepseek", "currency": "USD"}, Decimal("9.10"), 5)]

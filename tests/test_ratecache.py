@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from decimal import Decimal
 
 import pytest
 
@@ -98,3 +99,26 @@ def test_incremental_sync_prices_from_the_cache_without_loading_the_table(cli_en
     claude_home.append(f, assistant_line("msg_C", "req_C"))
     third = _sync({**cli_env, "TOKENBRIDGE_PRICES_FILE": str(prices)})
     assert "loading the price table" in third.stderr
+
+
+def test_fast_mode_and_web_search_are_priced_the_same_from_the_cache(cli_env, claude_home: ClaudeHome, tmp_path):
+    # Opus 4.5 ($5 / $25 / $0.50 per MTok) has fixed prices, so its rates are cached (Opus 4.6's depend on the
+    # date and are not); its fast multiplier comes from the prices file, which the cached path must read too.
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[[fast_mode]]\nmatch = "claude-opus-4-5*"\nmultiplier = "6"\n')
+    cli_env = {**cli_env, "TOKENBRIDGE_PRICES_FILE": str(prices)}
+    f = claude_home.session_file()
+    opus = {"model": "claude-opus-4-5-20251101", "input": 1000, "output": 2000, "cache_read": 10_000, "cache_5m": 0}
+    claude_home.append(f, assistant_line("msg_A", "req_A", **opus))  # $0.06, resolves the model's rates
+    assert _sync(cli_env).returncode == 0
+    claude_home.append(
+        f,
+        assistant_line("msg_B", "req_B", speed="fast", **opus),  # x6 = $0.36
+        assistant_line("msg_C", "req_C", server_tool_use={"web_search_requests": 4}, **opus),  # + $0.04 = $0.10
+    )
+    second = _sync(cli_env)
+    assert second.returncode == 0 and "loading the price table" not in second.stderr
+    assert Decimal(_cost(cli_env)) == Decimal("0.52")
+    fresh = {**cli_env, "TOKENBRIDGE_STATE_DIR": str(tmp_path / "fresh")}
+    assert _sync(fresh).returncode == 0
+    assert Decimal(_cost(fresh)) == Decimal("0.52"), "the price table's path gives the same"

@@ -71,3 +71,13 @@ def test_out_of_range_and_naive_records_are_refused():
 def test_worker_codec_round_trips():
     r = rec("k", 7, side=True, cost=Decimal("0.5"), cost_origin=CostOrigin.REPORTED, session_id="s", project="/p")
     assert record_from_tuple(record_to_tuple(r)) == r
+    r.speed, r.web_search_requests, r.web_fetch_requests = "fast", 3, 1
+    assert record_from_tuple(record_to_tuple(r)) == r
+
+
+def test_collapse_keeps_the_first_stated_speed_and_the_most_server_tool_requests():
+    a, b, c = rec("k", 1), rec("k", 5), rec("k", 3)
+    b.speed, b.web_search_requests = "fast", 2
+    c.speed, c.web_search_requests, c.web_fetch_requests = "standard", 1, 4
+    out = collapse([a, b, c])["k"]
+    assert (out.speed, out.web_search_requests, out.web_fetch_requests) == ("fast", 2, 4)

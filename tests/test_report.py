@@ -24,6 +24,7 @@ def add(
     project="/p",
     source="claude_transcripts",
     provider="anthropic",
+    speed=None,
 ):
     ledger.commit(
         [
@@ -36,6 +37,7 @@ def add(
                 tokens=Tokens(input=10, output=out),
                 session_id=session,
                 project=project,
+                speed=speed,
             )
         ],
         pricer,
@@ -88,6 +90,19 @@ def test_sessions_and_models(ledger, pricer):
     assert sessions.buckets[1].last_activity == datetime(2026, 3, 3, 12, tzinfo=UTC)
     models = build(ledger, "models", UTC)
     assert [(b.key, b.line.output) for b in models.buckets] == [("claude-sonnet-4-5", 1100), ("claude-haiku-4-5", 100)]
+
+
+def test_fast_mode_requests_are_their_own_model_line(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-01T12:00:00+00:00", model="claude-opus-4-6", speed="fast", out=300)
+    add(ledger, pricer, "b", "2026-03-01T13:00:00+00:00", model="claude-opus-4-6", speed="standard")
+    add(ledger, pricer, "c", "2026-03-01T14:00:00+00:00", model="claude-opus-4-6")
+    models = build(ledger, "models", UTC)
+    assert {b.key: (b.line.requests, b.line.output) for b in models.buckets} == {
+        "claude-opus-4-6 (fast)": (1, 300),
+        "claude-opus-4-6": (2, 200),
+    }
+    day = build(ledger, "daily", UTC).as_json()["daily"][0]
+    assert [m["modelName"] for m in day["modelBreakdowns"]] == ["claude-opus-4-6", "claude-opus-4-6 (fast)"]
 
 
 def test_unknown_cost_is_null_never_zero(ledger, pricer):

@@ -4,6 +4,7 @@ That a client configured only by these variables reaches the collector is in tes
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -22,6 +23,7 @@ VARS = (
     "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
     "OTEL_METRIC_EXPORT_INTERVAL",
     "OTEL_LOGS_EXPORT_INTERVAL",
+    "OTEL_RESOURCE_ATTRIBUTES",
 )
 
 
@@ -61,6 +63,8 @@ def _vars_after(shell: str, source_cmd: str, **env: str) -> tuple[subprocess.Com
 def test_default_is_http_protobuf_to_14318(shell):
     proc, v = _vars_after(shell, f"source {TELEMETRY}")
     assert v.pop("__RC") == "0", proc.stderr
+    assert re.fullmatch(r"service\.instance\.id=tb-[A-Za-z0-9.-]+", v["OTEL_RESOURCE_ATTRIBUTES"])
+    assert f"OTEL_RESOURCE_ATTRIBUTES={v.pop('OTEL_RESOURCE_ATTRIBUTES')}" in proc.stdout
     assert v == {
         "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
         "OTEL_METRICS_EXPORTER": "otlp",
@@ -113,6 +117,22 @@ def test_ports_from_dotenv_next_to_the_script(tmp_path):
 def test_unset_removes_everything(shell):
     _, v = _vars_after(shell, f"source {TELEMETRY} >/dev/null; source {TELEMETRY} --unset")
     assert v == {"__RC": "0"}
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_each_shell_gets_its_own_instance_id_and_the_users_attributes_stay(shell):
+    ids = {_vars_after(shell, f"source {TELEMETRY}")[1]["OTEL_RESOURCE_ATTRIBUTES"] for _ in range(3)}
+    assert len(ids) == 3, ids
+    _, v = _vars_after(shell, f"source {TELEMETRY} >/dev/null; source {TELEMETRY}", OTEL_RESOURCE_ATTRIBUTES="team=eng")
+    attrs = v["OTEL_RESOURCE_ATTRIBUTES"].split(",")
+    assert attrs[0] == "team=eng" and len(attrs) == 2, "re-sourcing replaces its own id, never adds a second"
+    assert attrs[1].startswith("service.instance.id=tb-")
+    _, v = _vars_after(
+        shell, f"source {TELEMETRY} >/dev/null; source {TELEMETRY} --unset", OTEL_RESOURCE_ATTRIBUTES="team=eng"
+    )
+    assert v["OTEL_RESOURCE_ATTRIBUTES"] == "team=eng"
+    _, v = _vars_after(shell, f"source {TELEMETRY}", OTEL_RESOURCE_ATTRIBUTES="service.instance.id=mine")
+    assert v["OTEL_RESOURCE_ATTRIBUTES"] == "service.instance.id=mine", "a user-set id wins"
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])

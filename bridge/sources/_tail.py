@@ -54,12 +54,23 @@ class Batch:
         self.ledger, self.pricer = ledger, pricer
         self.records: list[UsageRecord] = []
         self.cursors: dict[str, Cursor] = {}
+        self.state: dict[tuple[str, str], str] = {}
         self.bytes = 0
         self.new_requests = 0
 
-    def add(self, records: Sequence[UsageRecord], cursor: Cursor, nbytes: int) -> None:
+    def add(
+        self,
+        records: Sequence[UsageRecord],
+        cursor: Cursor,
+        nbytes: int,
+        state: dict[tuple[str, str], str] | None = None,
+    ) -> None:
+        """``state``: per-source values that belong to this cursor position (a parser's running
+        totals), committed in the same transaction as the cursor."""
         self.records.extend(records)
         self.cursors[cursor.path] = cursor
+        if state:
+            self.state.update(state)
         self.bytes += nbytes
         if len(self.records) >= self.MAX_RECORDS or self.bytes >= self.MAX_BYTES:
             self.flush()
@@ -67,9 +78,9 @@ class Batch:
     def flush(self) -> None:
         if not self.records and not self.cursors:
             return
-        result = self.ledger.commit(self.records, self.pricer, list(self.cursors.values()))
+        result = self.ledger.commit(self.records, self.pricer, list(self.cursors.values()), self.state or None)
         self.new_requests += result.new_requests
-        self.records, self.cursors, self.bytes = [], {}, 0
+        self.records, self.cursors, self.state, self.bytes = [], {}, {}, 0
 
 
 @dataclass(slots=True)
@@ -174,8 +185,10 @@ def apply_read(
     plan: ReadPlan,
     outcomes: Iterable[ChunkOutcome],
     on_bytes: Callable[[int], None] | None = None,
+    state_of: Callable[[], dict[tuple[str, str], str]] | None = None,
 ) -> FileScan:
-    """Add each chunk's records with the cursor just past it, in order."""
+    """Add each chunk's records with the cursor just past it, in order. ``state_of`` (a stateful
+    parser's state after the chunk it just parsed) travels with that cursor."""
     scan = FileScan(restarted=plan.touch_only)
     if plan.touch_only:
         batch.add([], plan.cursor(plan.start, plan.malformed), 0)
@@ -190,7 +203,7 @@ def apply_read(
             malformed += result.malformed
             scan.malformed += result.malformed
         offset += out.consumed
-        batch.add(result.records, plan.cursor(offset, malformed), out.consumed)
+        batch.add(result.records, plan.cursor(offset, malformed), out.consumed, state_of() if state_of else None)
         scan.records += len(result.records)
         scan.bytes_read += out.consumed
         if on_bytes is not None:

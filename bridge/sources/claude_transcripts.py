@@ -215,6 +215,8 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
             cost = None
     session = obj.get("sessionId")
     cwd = obj.get("cwd")
+    speed = usage.get("speed")
+    search, fetch = _server_tools(usage.get("server_tool_use"))
     return UsageRecord(
         NAME,
         infer_provider(model),
@@ -228,7 +230,28 @@ def parse_line(obj: Any, ctx: _FileContext, line: bytes) -> UsageRecord | None:
         cwd if type(cwd) is str and cwd else ctx.project,
         group,
         obj.get("isSidechain") is True,
+        speed=speed if type(speed) is str and speed else None,
+        web_search_requests=search,
+        web_fetch_requests=fetch,
     )
+
+
+def _server_tools(stu: Any) -> tuple[int, int]:
+    """(web search, web fetch) request counts of ``usage.server_tool_use``; a count that is not a
+    non-negative integer makes the line malformed (it would be priced)."""
+    if stu is None:
+        return 0, 0
+    if type(stu) is not dict:
+        raise ValueError("usage.server_tool_use is not an object")
+    out = []
+    for name in ("web_search_requests", "web_fetch_requests"):
+        n = stu.get(name, 0)
+        if n is None:
+            n = 0
+        if type(n) is not int or n < 0:
+            raise ValueError(f"usage.server_tool_use.{name} is not a count: {n!r}")
+        out.append(n)
+    return out[0], out[1]
 
 
 # Every usage object has "output_tokens"; a 15-byte needle is found several times faster than
