@@ -146,8 +146,10 @@ def resolve_groups(rows: dict[str, Row], groups: set[str]) -> None:
     """Fold sidechain rows into their group's one canonical row (in place).
 
     A group is a ``message.id``. Non-sidechain rows are separate requests (a gateway may reuse
-    one id); every sidechain row of the group is a replay: it folds into the first
-    non-sidechain row, or, with none yet, all replays fold into one.
+    one id); every sidechain row of the group is a replay. With a non-sidechain row present the
+    replays are dropped: a replay is another API call re-sending the parent's conversation, so
+    its usage says nothing about the parent's, which keeps its own values. With none yet, all
+    replays fold into one (field-wise max) that stands in until the parent is read.
     """
     if not groups:
         return
@@ -159,11 +161,12 @@ def resolve_groups(rows: dict[str, Row], groups: set[str]) -> None:
         side = sorted(k for k in keys if rows[k].sidechain)
         if not side:
             continue
-        parents = sorted(k for k in keys if not rows[k].sidechain)
-        target = parents[0] if parents else side[0]
-        for k in side:
-            if k != target:
-                rows[target] = fold(rows[target], rows.pop(k))
+        if any(not rows[k].sidechain for k in keys):
+            for k in side:
+                del rows[k]
+            continue
+        for k in side[1:]:
+            rows[side[0]] = fold(rows[side[0]], rows.pop(k))
 
 
 def max_opt_int(a: int | None, b: int | None) -> int | None:

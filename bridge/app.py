@@ -23,6 +23,7 @@ from bridge import config
 from bridge.errors import ConfigError, LedgerError, TokenbridgeError
 from bridge.ledger import Ledger
 from bridge.sources import ScanStats, Source, build_sources
+from bridge.sources._tail import SKIPPED_NOTE
 
 log = logging.getLogger("tokenbridge")
 _PROGRESS_MIN_BYTES = 64 * 1024 * 1024
@@ -327,6 +328,10 @@ def source_rows(settings: config.Settings) -> list[dict[str, Any]]:
             st = source.status()
             info = ledger.source_summary(spec.name)
             h = health.get(spec.name)
+            notes = list(st.notes)
+            skipped = ledger.state(spec.name, SKIPPED_NOTE) if info["skipped"] else None
+            if skipped:
+                notes.append(f"last skipped line: {skipped}")
             rows.append(
                 {
                     "name": st.name,
@@ -340,7 +345,7 @@ def source_rows(settings: config.Settings) -> list[dict[str, Any]]:
                     "requests": info["requests"],
                     "skippedLines": info["skipped"],
                     "unknownModels": info["unknown_models"],
-                    "errors": st.notes,
+                    "errors": notes,
                     "health": None
                     if h is None
                     else {

@@ -197,8 +197,9 @@ def collapse(records: Iterable[UsageRecord]) -> dict[str, UsageRecord]:
 
     Same ``dedup_key`` (streamed lines, copies): field-wise max; the first line keeps the
     identity (time, session), unless it is a sidechain line and a non-sidechain one follows.
-    Same ``group_key`` with another key (a sidechain replay of a parent message): folded into
-    the non-sidechain record. Reported costs are kept (max); estimated costs are the ledger's job.
+    Same ``group_key`` with another key (a sidechain replay of a parent message): dropped when
+    the non-sidechain record is there, which keeps its own values (as ``_rows.resolve_groups``).
+    Reported costs are kept (max); estimated costs are the ledger's job.
     """
     out: dict[str, UsageRecord] = {}
     for rec in records:
@@ -214,6 +215,5 @@ def collapse(records: Iterable[UsageRecord]) -> dict[str, UsageRecord]:
         if rec.group_key and not rec.is_sidechain:
             parents.setdefault(rec.group_key, key)
     for key in [k for k, r in out.items() if r.is_sidechain and r.group_key in parents]:
-        parent = parents[out[key].group_key or ""]
-        out[parent] = _merge_into(out[parent], out.pop(key))
+        del out[key]
     return out

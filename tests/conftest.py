@@ -40,6 +40,7 @@ def assistant_line(
     server_tool_use: dict[str, Any] | None = None,
     speed: str | None = None,
     usage_extra: dict[str, Any] | None = None,
+    cwd: str = "/home/dev/app",
 ) -> str:
     """An assistant line in Claude Code's own field order (local-formats.md §1.3, Example A)."""
     usage: dict[str, Any] = {
@@ -60,7 +61,7 @@ def assistant_line(
         "parentUuid": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
         "isSidechain": sidechain,
         "userType": "external",
-        "cwd": "/home/dev/app",
+        "cwd": cwd,
         "sessionId": session,
         "version": version,
         "gitBranch": "main",
@@ -83,14 +84,16 @@ def assistant_line(
     return json.dumps(line, separators=(",", ":"))
 
 
-def user_tool_result(text: str, ts: str = "2026-03-02T10:15:05.000Z", session: str = SESSION) -> str:
+def user_tool_result(
+    text: str, ts: str = "2026-03-02T10:15:05.000Z", session: str = SESSION, cwd: str = "/home/dev/app"
+) -> str:
     """A user line carrying a tool result: most real transcript bytes look like this."""
     return json.dumps(
         {
             "parentUuid": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
             "isSidechain": False,
             "userType": "external",
-            "cwd": "/home/dev/app",
+            "cwd": cwd,
             "sessionId": session,
             "version": "2.1.40",
             "type": "user",
@@ -100,6 +103,47 @@ def user_tool_result(text: str, ts: str = "2026-03-02T10:15:05.000Z", session: s
             },
             "uuid": "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
             "timestamp": ts,
+        },
+        separators=(",", ":"),
+    )
+
+
+def agent_progress_line(subagent_line: str, session: str = SESSION, agent_id: str = "a1b2c3") -> str:
+    """A ``progress`` line of the parent session mirroring one line of a running subagent.
+
+    Not in local-formats.md; this is Claude Code's own shape as observed in public transcripts
+    and parsers: ``data.type == "agent_progress"``, the subagent's line under ``data.message``
+    (``type``, ``message`` with ``id``/``model``/``usage``, ``requestId``, ``uuid``,
+    ``timestamp``); the outer line carries the parent's ``sessionId`` and ``cwd``.
+    """
+    inner = json.loads(subagent_line)
+    return json.dumps(
+        {
+            "parentUuid": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+            "isSidechain": False,
+            "userType": "external",
+            "cwd": "/home/dev/app",
+            "sessionId": session,
+            "version": "2.1.40",
+            "gitBranch": "main",
+            "type": "progress",
+            "data": {
+                "type": "agent_progress",
+                "agentId": agent_id,
+                "prompt": "Find the failing test",
+                "message": {
+                    "type": "assistant",
+                    "message": inner["message"],
+                    "requestId": inner.get("requestId"),
+                    "uuid": inner["uuid"],
+                    "timestamp": inner["timestamp"],
+                },
+                "normalizedMessages": [],
+            },
+            "toolUseID": f"agent_msg_{agent_id}",
+            "parentToolUseID": "toolu_01Example",
+            "uuid": "8b9c0d1e-2f3a-4b4c-9d5e-6f7a8b9c0d1e",
+            "timestamp": "2026-03-02T10:15:06.000Z",
         },
         separators=(",", ":"),
     )

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridge.errors import SourceError
 from bridge.ledger import Ledger
 from bridge.sources.claude_transcripts import ClaudeTranscripts, default_roots
-from tests.conftest import ClaudeHome, FlatPricer, assistant_line, synthetic_line, user_tool_result
+from tests.conftest import (
+    ClaudeHome,
+    FlatPricer,
+    agent_progress_line,
+    assistant_line,
+    synthetic_line,
+    user_tool_result,
+)
 from tests.conftest import ledger_sums as totals
 
 
@@ -340,3 +349,399 @@ def test_bad_server_tool_count_is_a_malformed_line_and_the_rest_counts(claude_ho
     scan(claude_home, ledger, pricer)
     assert totals(ledger)["requests"] == 1
     assert ledger.source_summary("claude_transcripts")["skipped"] == 1
+
+
+# -- partial passes and bad filesystem entries (issue 6) ---------------------------------------
+
+
+def _scan_pass(home: ClaudeHome, ledger: Ledger, pricer: FlatPricer):  # type: ignore[no-untyped-def]
+    """One full pass through the application core, which marks "scanned" only after a complete one."""
+    from bridge.app import scan_one
+
+    return scan_one(ledger, ClaudeTranscripts(roots=[home.root]), pricer)
+
+
+def test_symlink_loop_is_skipped_reported_and_the_rest_is_counted(claude_home, ledger, pricer):
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    loop = claude_home.root / "projects" / "-home-dev-app" / "loop.jsonl"
+    loop.symlink_to(loop)
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert stats.failure is None and not stats.complete
+    assert any(str(loop) in e for e in stats.errors)
+    assert ledger.state("claude_transcripts", "scanned") is None
+    assert any(str(loop) in n for n in ClaudeTranscripts(roots=[claude_home.root]).status().notes)
+
+
+def test_projects_dir_that_is_a_symlink_loop_is_reported_not_ignored(claude_home, ledger, pricer, tmp_path):
+    looped = ClaudeHome(tmp_path / "second")
+    looped.root.mkdir()
+    (looped.root / "projects").symlink_to(looped.root / "projects")
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    src = ClaudeTranscripts(roots=[claude_home.root, looped.root])
+    stats = src.scan(ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert not stats.complete and any(str(looped.root / "projects") in e for e in stats.errors)
+    assert any(str(looped.root / "projects") in n for n in src.status().notes)
+
+
+def _deny(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
+    """What the kernel answers a non-root user for a mode-000 directory (tests may run as root,
+    who can read anything): listing it fails with EACCES."""
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path) == str(denied):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_unreadable_directory_is_reported_and_the_pass_is_not_complete(claude_home, ledger, pricer, monkeypatch):
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    other = claude_home.session_file(project="-home-dev-secret")
+    claude_home.append(other, assistant_line("msg_B", "req_B"))
+    _deny(monkeypatch, other.parent)
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert not stats.complete and any(str(other.parent) in e and "Permission denied" in e for e in stats.errors)
+    assert ledger.state("claude_transcripts", "scanned") is None
+    assert any(str(other.parent) in n for n in ClaudeTranscripts(roots=[claude_home.root]).status().notes)
+    monkeypatch.undo()  # readable again: the next pass reads it and is complete
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 2 and stats.complete and not stats.errors
+    assert ledger.state("claude_transcripts", "scanned") == "1"
+
+
+def test_file_that_cannot_be_stat_ed_does_not_abort_the_scan(claude_home, ledger, pricer, monkeypatch):
+    """A directory with read but no search permission lists its names, but stat() of each
+    fails with EACCES: that file is reported, every other file still counts."""
+    good = claude_home.session_file()
+    claude_home.append(good, assistant_line("msg_A", "req_A"))
+    bad = claude_home.session_file(project="-home-dev-other")
+    claude_home.append(bad, assistant_line("msg_B", "req_B"))
+    real = Path.stat
+
+    def stat(self: Path, **kw: Any) -> os.stat_result:
+        if self == bad:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, **kw)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert stats.failure is None and not stats.complete and any(str(bad) in e for e in stats.errors)
+
+
+def _rerun_without_dac_capabilities(request: pytest.FixtureRequest) -> None:
+    """Root reads mode-000 entries (CAP_DAC_OVERRIDE): run this very test again in a pytest that
+    has dropped every capability, so the real permission check happens (never a skip)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if os.environ.get("TOKENBRIDGE_NO_CAPS") == "1":
+        pytest.fail("mode-000 entries are still readable without capabilities")
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to drop root's capabilities for this test"
+    out = subprocess.run(
+        [setpriv, "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m", "pytest", "-q",
+         "-p", "no:cacheprovider", request.node.nodeid],
+        cwd=Path(__file__).resolve().parents[1], env={**os.environ, "TOKENBRIDGE_NO_CAPS": "1"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]
+
+
+def test_mode_000_directory_is_reported_not_skipped_silently(claude_home, ledger, pricer, request):
+    """The real thing (not emulated). Root ignores permissions: as root the test re-runs itself
+    without the DAC capabilities (``setpriv --inh-caps=-all --bounding-set=-all``)."""
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    other = claude_home.session_file(project="-home-dev-secret")
+    claude_home.append(other, assistant_line("msg_B", "req_B"))
+    other.parent.chmod(0)
+    if os.access(other.parent, os.R_OK):
+        other.parent.chmod(0o755)
+        _rerun_without_dac_capabilities(request)
+        return
+    try:
+        stats = _scan_pass(claude_home, ledger, pricer)
+    finally:
+        other.parent.chmod(0o755)
+    assert totals(ledger)["requests"] == 1
+    assert not stats.complete and any(str(other.parent) in e for e in stats.errors)
+
+
+def test_mode_000_file_is_reported_and_the_rest_counts(claude_home, ledger, pricer, request):
+    """Real permissions, like the directory test above (re-run without capabilities as root)."""
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    locked = claude_home.session_file(project="-home-dev-locked")
+    claude_home.append(locked, assistant_line("msg_B", "req_B"))
+    locked.chmod(0)
+    if os.access(locked, os.R_OK):
+        locked.chmod(0o644)
+        _rerun_without_dac_capabilities(request)
+        return
+    try:
+        stats = _scan_pass(claude_home, ledger, pricer)
+    finally:
+        locked.chmod(0o644)
+    assert totals(ledger)["requests"] == 1
+    assert not stats.complete and any(str(locked) in e and "Permission denied" in e for e in stats.errors)
+    stats = _scan_pass(claude_home, ledger, pricer)  # readable again: read, and the pass complete
+    assert totals(ledger)["requests"] == 2 and stats.complete
+
+
+def test_fifo_named_jsonl_is_skipped_not_opened(claude_home, ledger, pricer):
+    """Opening a FIFO blocks until a writer comes: the scan would hang forever."""
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    fifo = claude_home.root / "projects" / "-home-dev-app" / "pipe.jsonl"
+    os.mkfifo(fifo)
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert any(str(fifo) in e for e in stats.errors)
+
+
+def test_file_vanishing_during_the_pass_leaves_it_incomplete(claude_home, ledger, pricer, monkeypatch):
+    import bridge.sources.claude_transcripts as ct
+
+    keep, gone = claude_home.session_file(), claude_home.session_file(project="-home-dev-gone")
+    claude_home.append(keep, assistant_line("msg_A", "req_A"))
+    claude_home.append(gone, assistant_line("msg_B", "req_B"))
+    real = ct.plan_read
+
+    def plan_read(source: str, path: Path, cursor: Any) -> Any:
+        if path == gone:
+            path.unlink()  # e.g. the 30-day cleanup runs while we scan
+        return real(source, path, cursor)
+
+    monkeypatch.setattr(ct, "plan_read", plan_read)
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1
+    assert not stats.complete and ledger.state("claude_transcripts", "scanned") is None
+
+
+def _dead_worker(items: list[object]) -> list[object]:
+    os._exit(1)  # e.g. the OOM killer
+
+
+def test_pass_whose_parse_worker_died_is_not_complete(claude_home, ledger, pricer, monkeypatch):
+    import bridge.sources.claude_transcripts as ct
+
+    monkeypatch.setenv("TOKENBRIDGE_PARALLEL_MIN_BYTES", "0")
+    monkeypatch.setattr(ct, "_read_files", _dead_worker)
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A"))
+    stats = _scan_pass(claude_home, ledger, pricer)
+    assert totals(ledger)["requests"] == 1, "the files are read in this process instead"
+    assert not stats.complete and ledger.state("claude_transcripts", "scanned") is None
+
+
+# -- poison lines (issue 6) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("poison", "reason"),
+    [
+        ({"ts": "0001-01-01T00:00:00.000Z"}, "timestamp"),
+        ({"ts": "9999-12-31T23:59:59.999Z"}, "timestamp"),
+        ({"ts": "1999-12-31T23:59:59.999Z"}, "timestamp"),
+        ({"ts": "2100-01-01T00:00:00.000Z"}, "timestamp"),
+        ({"cost_usd": -5.0}, "costUSD"),
+        ({"cost_usd": 1e300}, "costUSD"),
+        ({"cost_usd": 10_000.01}, "costUSD"),
+    ],
+)
+def test_poison_line_is_dropped_counted_and_noted_while_the_rest_counts(cli_env, claude_home, poison, reason):
+    from zoneinfo import ZoneInfo
+
+    from bridge import app, config
+    from bridge.report import build
+
+    f = claude_home.session_file()
+    claude_home.append(
+        f,
+        assistant_line("msg_A", "req_A"),
+        assistant_line("msg_bad", "req_bad", **poison),
+        assistant_line("msg_B", "req_B", output=5, cost_usd=0.25),
+    )
+    settings = config.load(env=cli_env)
+    [stats, *_] = app.sync(settings, only=["claude_transcripts"], export=False).stats
+    assert stats.malformed == 1 and stats.complete and not stats.errors
+    with Ledger.open(settings.state_dir) as ledger:
+        assert totals(ledger) == {"input": 8, "output": 192, "cacheRead": 96000, "cacheCreation": 2400, "requests": 2}
+        assert not ledger.tokens_for(["cc:msg_bad:req_bad"])
+        assert ledger.state("claude_transcripts", "scanned") == "1", "a dropped line is not a failed pass"
+        # A report over everything (any zone) still works: nothing out of range was stored.
+        build(ledger, "daily", ZoneInfo("Pacific/Kiritimati"))
+        build(ledger, "daily", ZoneInfo("Pacific/Pago_Pago"))
+    [row] = [r for r in app.source_rows(settings) if r["name"] == "claude_transcripts"]
+    assert row["skippedLines"] == 1
+    assert any(str(f) in n and reason in n for n in row["errors"]), row["errors"]
+    # Later passes neither re-read nor re-report the line; new lines still count.
+    claude_home.append(f, assistant_line("msg_C", "req_C", output=1))
+    [again] = app.sync(settings, only=["claude_transcripts"], export=False).stats
+    assert again.malformed == 0 and again.new_requests == 1
+
+
+# -- sidechain replays, missing models, agent_progress mirrors, project (issue 6) -----------
+
+
+@pytest.mark.parametrize("order", ["parent_first", "replay_first", "same_batch", "replays_before_and_after"])
+def test_sidechain_replay_keeps_the_parents_values(claude_home, ledger, pricer, order):
+    """A replay is another API call re-sending the parent's conversation: its usage is not the
+    parent's, so the parent row keeps the parent's own values, not a field-wise max."""
+    parent, replay = claude_home.session_file(), claude_home.session_file(sub="a1b2c3")
+    p = assistant_line("msg_P", "req_parent", input=4, output=187, cache_read=48000)
+    r1 = assistant_line("msg_P", "req_replay1", sidechain=True, input=900, output=999, cache_read=70000, cost_usd=9.0)
+    r2 = assistant_line("msg_P", "req_replay2", sidechain=True, input=901, output=1999, cache_5m=5000)
+    if order == "parent_first":
+        claude_home.append(parent, p)
+        scan(claude_home, ledger, pricer)
+        claude_home.append(replay, r1)
+    elif order == "replay_first":
+        claude_home.append(replay, r1)
+        scan(claude_home, ledger, pricer)
+        claude_home.append(parent, p)
+    elif order == "same_batch":
+        claude_home.append(parent, r1, p)
+    else:
+        claude_home.append(replay, r1)
+        scan(claude_home, ledger, pricer)
+        claude_home.append(parent, p)
+        scan(claude_home, ledger, pricer)
+        claude_home.append(replay, r2)
+    scan(claude_home, ledger, pricer)
+    assert totals(ledger) == {"input": 4, "output": 187, "cacheRead": 48000, "cacheCreation": 1200, "requests": 1}
+    [t] = ledger.totals()
+    assert t.cost == Decimal("0.049391"), "priced from the parent's tokens, not the replay's costUSD"
+
+
+def test_streamed_parent_lines_still_merge_to_the_final_count_beside_a_replay(claude_home, ledger, pricer):
+    parent, replay = claude_home.session_file(), claude_home.session_file(sub="a1b2c3")
+    claude_home.append(parent, assistant_line("msg_P", "req_parent", output=3, stop_reason=None))
+    claude_home.append(replay, assistant_line("msg_P", "req_replay", sidechain=True, output=500))
+    scan(claude_home, ledger, pricer)
+    claude_home.append(parent, assistant_line("msg_P", "req_parent", output=187))
+    scan(claude_home, ledger, pricer)
+    assert totals(ledger)["output"] == 187 and totals(ledger)["requests"] == 1
+
+
+def _without_model(msg_id: str, req_id: str, model: Any) -> str:
+    obj = json.loads(assistant_line(msg_id, req_id))
+    if model is _ABSENT:
+        del obj["message"]["model"]
+    else:
+        obj["message"]["model"] = model
+    return json.dumps(obj, separators=(",", ":"))
+
+
+_ABSENT = object()
+
+
+@pytest.mark.parametrize("model", [_ABSENT, None, ""], ids=["absent", "null", "empty"])
+def test_line_without_a_model_keeps_its_tokens_under_model_unknown(cli_env, claude_home, model):
+    """Real price table: "unknown" has no price, so the cost is unknown (never $0)."""
+    from bridge import app, config
+
+    claude_home.append(claude_home.session_file(), _without_model("msg_N", "req_N", model))
+    settings = config.load(env=cli_env)
+    [stats, *_] = app.sync(settings, only=["claude_transcripts"], export=False).stats
+    assert stats.malformed == 0
+    with Ledger.open(settings.state_dir) as ledger:
+        [t] = ledger.totals()
+        assert t.model == "unknown" and t.tokens["output"] == 187 and t.tokens["cacheRead"] == 48000
+        assert t.unpriced == 1 and t.cost == 0
+        assert ledger.source_summary("claude_transcripts")["unknown_models"] == ["unknown"]
+
+
+def test_agent_progress_mirror_counts_when_the_subagent_file_is_gone(claude_home, ledger, pricer):
+    sub = assistant_line("msg_S", "req_S", sidechain=True, output=42, ts="2026-03-02T10:15:05.500Z")
+    claude_home.append(claude_home.session_file(), assistant_line("msg_P", "req_P"), agent_progress_line(sub))
+    stats = ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, pricer)
+    assert stats.malformed == 0
+    assert totals(ledger) == {"input": 8, "output": 229, "cacheRead": 96000, "cacheCreation": 2400, "requests": 2}
+    [(side, ts_ms)] = ledger._db.execute("SELECT sidechain, ts_ms FROM usage WHERE dedup_key='cc:msg_S:req_S'")
+    assert side == 1, "a subagent's request"
+    assert ts_ms == 1772446505500, "the mirrored line's own time"
+
+
+@pytest.mark.parametrize("order", ["mirror_first", "subagent_first", "same_pass"])
+def test_agent_progress_mirror_and_the_subagent_line_count_once(claude_home, ledger, pricer, order):
+    partial = assistant_line("msg_S", "req_S", sidechain=True, output=5, stop_reason=None)
+    final = assistant_line("msg_S", "req_S", sidechain=True, output=42)
+    parent, subagent = claude_home.session_file(), claude_home.session_file(sub="a1b2c3")
+    if order == "mirror_first":
+        claude_home.append(parent, agent_progress_line(partial), agent_progress_line(final))
+        scan(claude_home, ledger, pricer)
+        claude_home.append(subagent, partial, final)
+    elif order == "subagent_first":
+        claude_home.append(subagent, partial, final)
+        scan(claude_home, ledger, pricer)
+        claude_home.append(parent, agent_progress_line(partial))
+    else:
+        claude_home.append(subagent, partial, final)
+        claude_home.append(parent, agent_progress_line(final))
+    scan(claude_home, ledger, pricer)
+    assert totals(ledger) == {"input": 4, "output": 42, "cacheRead": 48000, "cacheCreation": 1200, "requests": 1}
+
+
+def test_progress_lines_without_a_mirrored_api_call_are_ignored(claude_home, ledger, pricer):
+    user = json.loads(agent_progress_line(assistant_line("msg_S", "req_S", sidechain=True)))
+    user["data"]["message"] = {"type": "user", "message": {"role": "user", "content": "output_tokens"}}
+    other = json.loads(agent_progress_line(assistant_line("msg_T", "req_T", sidechain=True)))
+    other["data"]["type"] = "bash_progress"
+    # Without message.id a mirror cannot be matched with the subagent's own line (keyed by its
+    # bytes): counting it would count that call twice whenever the subagent file exists.
+    no_id = json.loads(agent_progress_line(assistant_line("msg_U", "req_U", sidechain=True)))
+    del no_id["data"]["message"]["message"]["id"]
+    claude_home.append(claude_home.session_file(), json.dumps(user), json.dumps(other), json.dumps(no_id))
+    stats = ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, pricer)
+    assert stats.malformed == 0 and totals(ledger)["requests"] == 0
+
+
+def _projects(ledger: Ledger) -> dict[str, str]:
+    return {str(k): str(p) for k, p in ledger._db.execute("SELECT dedup_key, project FROM usage")}
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_project_is_the_sessions_starting_cwd_even_after_cd(claude_home, ledger, pricer, monkeypatch, parallel):
+    if parallel:
+        monkeypatch.setenv("TOKENBRIDGE_PARALLEL_MIN_BYTES", "0")
+    main = claude_home.session_file(project="-home-dev-app")
+    claude_home.append(
+        main,
+        '{"type":"summary","summary":"Fix the failing test","leafUuid":"2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e"}',
+        user_tool_result("ok", cwd="/home/dev/app"),
+        assistant_line("msg_A", "req_A", cwd="/home/dev/app"),
+        assistant_line("msg_B", "req_B", cwd="/home/dev/app/packages/web"),  # the user cd'd
+    )
+    sub = claude_home.session_file(project="-home-dev-app", sub="a1b2c3")
+    claude_home.append(sub, assistant_line("msg_S", "req_S", sidechain=True, cwd="/home/dev/app/packages/web"))
+    scan(claude_home, ledger, pricer)
+    claude_home.append(main, assistant_line("msg_C", "req_C", cwd="/tmp/elsewhere"))  # read from the cursor on
+    scan(claude_home, ledger, pricer)
+    assert _projects(ledger) == dict.fromkeys(
+        ["cc:msg_A:req_A", "cc:msg_B:req_B", "cc:msg_S:req_S", "cc:msg_C:req_C"], "/home/dev/app"
+    )
+
+
+def test_project_of_a_subagent_whose_session_file_is_gone_is_its_own_first_cwd(claude_home, ledger, pricer):
+    sub = claude_home.session_file(project="-home-dev-app", sub="a1b2c3")
+    claude_home.append(
+        sub,
+        assistant_line("msg_S", "req_S", sidechain=True, cwd="/home/dev/app/lib"),
+        assistant_line("msg_T", "req_T", sidechain=True, cwd="/home/dev/app/lib/x"),
+    )
+    scan(claude_home, ledger, pricer)
+    assert set(_projects(ledger).values()) == {"/home/dev/app/lib"}
+
+
+def test_claude_config_dir_whose_projects_cannot_be_looked_at_names_why(tmp_path):
+    root = tmp_path / "claude"
+    root.mkdir()
+    (root / "projects").symlink_to(root / "projects")
+    src = ClaudeTranscripts(env={"CLAUDE_CONFIG_DIR": str(root)})
+    with pytest.raises(SourceError, match="Too many levels of symbolic links"):
+        src.files()
+    assert str(root / "projects") in src.status().notes[0]

@@ -49,15 +49,15 @@ def test_two_sidechain_replays_before_parent_are_both_folded(claude_home, ledger
 
 def test_two_replays_folding_into_one_stored_parent_in_one_batch_keep_totals_equal_to_rows(claude_home, ledger, pricer):
     """Parent msg_P was stored from a streamed intermediate line (output 3). Next pass, two
-    sidechain replays (different requestIds) carrying the final count (187) land in one batch.
-    Both fold into the parent; _merge computes both against the same stale `old` row, so the
-    totals get -old+row twice while the row is written once: totals drift above the rows."""
+    sidechain replays (different requestIds) land in one batch. Both meet the same stored
+    parent; computing both against one stale `old` row once made the totals drift above the
+    rows. A replay never changes the parent's values (issue 6): the parent keeps its own 3."""
     claude_home.append(claude_home.session_file(), assistant_line("msg_P", "req_parent", output=3, stop_reason=None))
     scan(claude_home, ledger, pricer)
     claude_home.append(claude_home.session_file(sub="btw1"), assistant_line("msg_P", "req_r1", sidechain=True))
     claude_home.append(claude_home.session_file(sub="btw2"), assistant_line("msg_P", "req_r2", sidechain=True))
     scan(claude_home, ledger, pricer)
-    assert sums(ledger)["output"] == 187  # actual: 371 (= 2*187 - 3)
+    assert sums(ledger)["output"] == 3 and sums(ledger)["requests"] == 1
     assert ledger.totals() == ledger.recomputed_totals()
 
 

@@ -42,10 +42,10 @@ def test_streamed_lines_collapse_to_max_with_first_identity():
     assert out["k"].timestamp == T0, "a later line must not move the request in time"
 
 
-def test_non_sidechain_identity_wins_and_replays_fold_into_the_parent():
+def test_non_sidechain_identity_wins_and_replays_are_dropped_beside_the_parent():
     out = collapse([rec("replay", 187, side=True), rec("parent", 100)])
     assert list(out) == ["parent"]
-    assert out["parent"].tokens.output == 187 and not out["parent"].is_sidechain
+    assert out["parent"].tokens.output == 100 and not out["parent"].is_sidechain, "the parent keeps its values"
     same_key = collapse([rec("k", 5, T0, side=True), rec("k", 6, T1)])
     assert same_key["k"].timestamp == T1 and not same_key["k"].is_sidechain
 

@@ -10,7 +10,13 @@ saves.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -23,19 +29,48 @@ from bridge.sources._tail import ChunkOutcome, ChunkResult, ReadPlan
 
 _AHEAD_BYTES = 256 * 1024 * 1024  # file bytes submitted ahead; results held are ~1% of that
 
-# What a worker returns per chunk: consumed bytes, malformed count, first malformed offset,
-# records as tuples (tuples pickle several times faster than dataclasses).
-EncodedChunk = tuple[int, int, int | None, list[tuple[Any, ...]]]
+# What a worker returns per chunk: consumed bytes, malformed count, first malformed offset and
+# why, the mark at the chunk's end, records as tuples (tuples pickle several times faster than
+# dataclasses).
+EncodedChunk = tuple[int, int, int | None, str | None, bytes | None, list[tuple[Any, ...]]]
 # A worker reads a task of several files: (path, start, context) each; it returns, per file,
 # its encoded chunks or the OSError that reading it raised.
 Worker = Callable[[list[tuple[str, int, Any]]], list[list[EncodedChunk] | OSError]]
 _TASK_BYTES = 16 * 1024 * 1024  # files per task: few round trips, the worker never starves
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_WATCH_SECONDS = 1.0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker start-up: end this worker when the process that started it dies, even by SIGKILL.
+
+    A killed ``sync`` or ``run`` would otherwise leave the worker blocked for ever (writing
+    results into a pipe nobody reads) and, through the descriptor it holds, multiprocessing's
+    resource tracker too. Linux delivers SIGKILL on the parent's death (prctl); a watchdog
+    thread covers other systems and the moment before the prctl took effect.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no usable libc: the watchdog alone
+            pass
+    if os.getppid() != parent:  # the parent died before the prctl
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watchdog", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(_WATCH_SECONDS)
+        if os.getppid() != parent:  # re-parented: the parent is gone
+            os._exit(1)
 
 
 def _decode(chunks: list[EncodedChunk]) -> list[ChunkOutcome]:
     return [
-        ChunkOutcome(ChunkResult([record_from_tuple(t) for t in recs], malformed, first), consumed)
-        for consumed, malformed, first, recs in chunks
+        ChunkOutcome(ChunkResult([record_from_tuple(t) for t in recs], malformed, first, reason), consumed, mark)
+        for consumed, malformed, first, reason, mark, recs in chunks
     ]
 
 
@@ -54,13 +89,22 @@ def _tasks(plans: Iterable[ReadPlan]) -> Iterator[list[ReadPlan]]:
 
 
 def read_in_worker(
-    plans: Iterable[ReadPlan], work: Worker, context: Callable[[ReadPlan], Any]
+    plans: Iterable[ReadPlan],
+    work: Worker,
+    context: Callable[[ReadPlan], Any],
+    on_worker_death: Callable[[], None] | None = None,
 ) -> Iterator[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]]:
     """Yield each plan with its parsed chunks, the OSError reading it raised, or None when the
-    worker is gone and the caller must read the plan itself; in order."""
+    worker is gone and the caller must read the plan itself; in order. ``on_worker_death`` is
+    called once if the worker dies."""
     log.debug("parsing files in a worker process")
     # spawn, not fork: the daemon has threads (exporter, file watcher) and forking them is unsafe.
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         queue: deque[tuple[list[ReadPlan], Future[list[list[EncodedChunk] | OSError]]]] = deque()
         tasks = _tasks(plans)
         in_flight = 0
@@ -86,6 +130,8 @@ def read_in_worker(
                 # The worker died (e.g. killed for memory). Nothing of these plans was
                 # committed: the caller reads them and every later plan in its own process.
                 log.warning("parse worker died; reading the remaining files in this process")
+                if on_worker_death is not None:
+                    on_worker_death()
                 for rest in [task, *(t for t, _ in queue), *tasks]:
                     for plan in rest:
                         yield plan, None

@@ -4,13 +4,16 @@ A file is read by byte offset through its last newline only: a partial last line
 still streaming) is left for the next pass, never half-parsed. Each chunk's records and the
 advanced cursor are committed together, so a crash loses nothing and repeats nothing.
 
-Truncation and replacement are detected from the inode, a shrinking size, or a changed head
-(the first bytes of the file as last seen). The file is then re-read from the start; the
-ledger's per-request max-registers make the re-read add only what is really new.
+Truncation and replacement are detected from the inode, a shrinking size, a changed head (the
+first bytes of the file as last seen) or a changed mark (a hash of the bytes just before the
+cursor: an in-place rewrite that keeps the head and grows changes them). The file is then
+re-read from the start; the ledger's per-request max-registers make the re-read add only what
+is really new.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,6 +27,14 @@ from bridge.record import UsageRecord
 log = logging.getLogger("tokenbridge.sources")
 
 _HEAD_BYTES = 256
+_MARK_BYTES = 4096  # hashed just before the cursor: where a rewrite that keeps the head shows
+# A cursor's ``head`` blob: the tag, the mark, then the head bytes. Cursors stored before the mark
+# existed hold the bare head (a JSON line never starts with NUL), and still load.
+_MARK_TAG = b"\x00mark1"
+_MARK_LEN = 16
+# source_state key (per source) of the last skipped line's "<path> byte <n>: <why>"; shown in
+# `tokenbridge sources` next to the skipped-line count.
+SKIPPED_NOTE = "last_skipped"
 CHUNK_BYTES = 8 * 1024 * 1024
 
 
@@ -34,6 +45,7 @@ class ChunkResult:
     records: list[UsageRecord]
     malformed: int = 0
     first_malformed_at: int | None = None  # byte offset inside the chunk
+    malformed_reason: str | None = None  # why the first malformed line was skipped
 
 
 ChunkParser = Callable[[bytes], ChunkResult]
@@ -92,11 +104,35 @@ class FileScan:
     new_requests: int = 0
     malformed: int = 0
     restarted: bool = False
+    malformed_note: str | None = None  # "<path> byte <n>: <why>" of the first line skipped
 
 
 def _head(fh: BinaryIO, size: int) -> bytes:
     fh.seek(0)
     return fh.read(min(size, _HEAD_BYTES))
+
+
+def fingerprint(before: bytes) -> bytes:
+    """The mark of a cursor: a hash of the last ``_MARK_BYTES`` of the bytes before it."""
+    return hashlib.blake2b(before[-_MARK_BYTES:], digest_size=_MARK_LEN).digest()
+
+
+def _mark_at(fh: BinaryIO, offset: int) -> bytes:
+    back = max(0, offset - _MARK_BYTES)
+    fh.seek(back)
+    return fingerprint(fh.read(offset - back))
+
+
+def _encode_head(head: bytes, mark: bytes | None) -> bytes:
+    return head if mark is None else _MARK_TAG + mark + head
+
+
+def _decode_head(blob: bytes) -> tuple[bytes, bytes | None]:
+    """(head, mark) of a stored cursor; mark None for a cursor of the older format."""
+    if blob.startswith(_MARK_TAG):
+        rest = blob[len(_MARK_TAG) :]
+        return rest[_MARK_LEN:], rest[:_MARK_LEN]
+    return blob, None
 
 
 def needs_read(cursor: Cursor | None, st: os.stat_result) -> bool:
@@ -119,32 +155,46 @@ class ReadPlan:
     head: bytes
     malformed: int
     touch_only: bool  # nothing to read, but the cursor must record a rewrite or a new mtime
+    mark: bytes | None = None  # fingerprint of the bytes before ``start``
 
-    def cursor(self, offset: int, malformed: int) -> Cursor:
-        return Cursor(self.source, self.path, self.inode, self.size, offset, self.head, malformed, self.mtime_ns)
+    def cursor(self, offset: int, malformed: int, mark: bytes | None = None) -> Cursor:
+        """The cursor at ``offset``; ``mark`` is the fingerprint there (this plan's own at
+        ``start``). Without one the cursor only has the head to detect rewrites with."""
+        if mark is None and offset == self.start:
+            mark = self.mark
+        blob = _encode_head(self.head, mark)
+        return Cursor(self.source, self.path, self.inode, self.size, offset, blob, malformed, self.mtime_ns)
 
 
 def plan_read(source: str, path: Path, cursor: Cursor | None) -> ReadPlan | None:
     """Compare the file with its cursor: read on from the cursor, or from 0 after a rewrite."""
+    start, malformed, restarted, mark = 0, 0, False, fingerprint(b"")
     try:
         with path.open("rb") as fh:
             st = os.fstat(fh.fileno())
             head = _head(fh, st.st_size)
+            if cursor is not None:
+                old_head, old_mark = _decode_head(cursor.head)
+                same_file = (
+                    cursor.inode == st.st_ino
+                    and st.st_size >= cursor.offset
+                    and head[: len(old_head)] == old_head
+                    # Same size as when the cursor was stored but touched since: an append always
+                    # grows the file, so this is an in-place rewrite (even if a partial last line
+                    # was pending).
+                    and not (st.st_size == cursor.size and st.st_mtime_ns != cursor.mtime_ns)
+                )
+                if same_file and cursor.offset > 0:
+                    here = _mark_at(fh, cursor.offset)
+                    same_file = old_mark is None or here == old_mark  # None: an older cursor
+                    mark = here
     except FileNotFoundError:
         return None
-    start, malformed, restarted = 0, 0, False
     if cursor is not None:
-        same_file = (
-            cursor.inode == st.st_ino
-            and st.st_size >= cursor.offset
-            and head[: len(cursor.head)] == cursor.head
-            # Same size as when the cursor was stored but touched since: an append always grows
-            # the file, so this is an in-place rewrite (even if a partial last line was pending).
-            and not (st.st_size == cursor.size and st.st_mtime_ns != cursor.mtime_ns)
-        )
         if same_file:
             start, malformed = cursor.offset, cursor.malformed
         else:
+            mark = fingerprint(b"")
             restarted = True
             log.info("%s was truncated or replaced; re-reading it from the start (nothing is counted twice)", path)
     if start >= st.st_size:
@@ -153,12 +203,16 @@ def plan_read(source: str, path: Path, cursor: Cursor | None) -> ReadPlan | None
             return None
     else:
         touch = False
-    return ReadPlan(source, str(path), start, st.st_ino, st.st_size, st.st_mtime_ns, head, malformed, touch)
+    return ReadPlan(source, str(path), start, st.st_ino, st.st_size, st.st_mtime_ns, head, malformed, touch, mark)
 
 
 def read_chunks(path: str, start: int, parse: ChunkParser, chunk_bytes: int = CHUNK_BYTES) -> Iterator[ChunkOutcome]:
-    """Parse complete lines from ``start`` on, chunk by chunk; a partial last line is left unread."""
+    """Parse complete lines from ``start`` on, chunk by chunk; a partial last line is left unread.
+    Each outcome carries the mark (``fingerprint``) of the bytes up to its end."""
     with open(path, "rb") as fh:  # noqa: PTH123 - plain open: also runs in worker processes
+        back = max(0, start - _MARK_BYTES)
+        fh.seek(back)
+        before = fh.read(start - back)
         fh.seek(start)
         carry = b""
         while True:
@@ -171,13 +225,15 @@ def read_chunks(path: str, start: int, parse: ChunkParser, chunk_bytes: int = CH
                 carry = data
                 continue
             complete, carry = data[: cut + 1], data[cut + 1 :]
-            yield ChunkOutcome(parse(complete), len(complete))
+            before = complete[-_MARK_BYTES:] if len(complete) >= _MARK_BYTES else (before + complete)[-_MARK_BYTES:]
+            yield ChunkOutcome(parse(complete), len(complete), fingerprint(before))
 
 
 @dataclass(slots=True)
 class ChunkOutcome:
     result: ChunkResult
     consumed: int
+    mark: bytes | None = None  # fingerprint of the file's bytes up to the end of this chunk
 
 
 def apply_read(
@@ -197,13 +253,17 @@ def apply_read(
     for out in outcomes:
         result = out.result
         if result.malformed:
-            if malformed == 0:
+            if scan.malformed_note is None:
                 at = offset + (result.first_malformed_at or 0)
-                log.warning("%s: malformed line(s) skipped, first at byte %d", plan.path, at)
+                scan.malformed_note = f"{plan.path} byte {at}: {result.malformed_reason or 'malformed'}"
+                if malformed == 0:  # once per file, not once per pass
+                    log.warning("malformed line(s) skipped, first: %s", scan.malformed_note)
             malformed += result.malformed
             scan.malformed += result.malformed
         offset += out.consumed
-        batch.add(result.records, plan.cursor(offset, malformed), out.consumed, state_of() if state_of else None)
+        batch.add(
+            result.records, plan.cursor(offset, malformed, out.mark), out.consumed, state_of() if state_of else None
+        )
         scan.records += len(result.records)
         scan.bytes_read += out.consumed
         if on_bytes is not None:
@@ -211,12 +271,19 @@ def apply_read(
     return scan
 
 
-def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects") -> list[Path]:
+def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects", errors: list[str] | None = None) -> list[Path]:
     """Every ``*.jsonl`` below ``root/pattern_dir`` for each root, recursively.
 
     Roots that are the same directory (a symlink, or listed twice) are walked once; the walk
-    does not follow links, so no file is listed twice within a root.
+    does not follow links, so no file is listed twice within a root. A directory that cannot be
+    listed (no permission, a symlink loop) is skipped and named in ``errors``, never silently;
+    one that vanished during the walk held nothing left to read.
     """
+
+    def unlistable(exc: OSError) -> None:
+        if errors is not None and not isinstance(exc, FileNotFoundError):
+            errors.append(f"{exc.filename}: {exc.strerror or exc}")
+
     seen_roots: set[str] = set()
     out: list[Path] = []
     for root in roots:
@@ -225,7 +292,7 @@ def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects") -> list[Pat
         if real in seen_roots:
             continue
         seen_roots.add(real)
-        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        for dirpath, dirnames, filenames in os.walk(base, onerror=unlistable, followlinks=False):
             dirnames.sort()
             out.extend(Path(dirpath) / name for name in sorted(filenames) if name.endswith(".jsonl"))
     return out

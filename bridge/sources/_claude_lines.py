@@ -1,0 +1,280 @@
+"""One Claude Code transcript line → a usage record (local-formats.md §1.3–1.5).
+
+Only assistant lines that carry ``message.usage`` count, and ``agent_progress`` lines that
+mirror a subagent's assistant line. Per line:
+
+* ``<synthetic>`` lines are app-made (zero usage) and skipped; lines without usage tokens too.
+* A line without ``message.model`` keeps its tokens under model ``unknown`` (no price: its cost
+  is unknown, never $0).
+* Cache writes: when ``usage.cache_creation`` exists, writes are its 5m + 1h parts (the 1h part
+  is priced at its own rate); else ``cache_creation_input_tokens``.
+* Old (< 1.0.9) lines with ``costUSD`` keep their reported cost.
+* Poison: a timestamp outside 2000..2100 or a ``costUSD`` that is negative, NaN, not a number or
+  above 10,000 USD makes the line malformed: dropped, counted and reported, never stored (one
+  such line would otherwise break every report and export after it).
+* A line without ``message.id`` cannot be matched with its copies; it is keyed by its bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from bridge.record import CostOrigin, Tokens, UsageRecord
+from bridge.sources._base import infer_provider, log
+from bridge.sources._claude_session import FileContext
+from bridge.sources._tail import ChunkResult
+
+SOURCE = "claude_transcripts"
+# Lines outside these bounds are corrupt (no Claude Code before 2000 or after 2100).
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+_MAX_REQUEST_USD = 10_000
+UNKNOWN_MODEL = "unknown"  # for lines without message.model
+
+
+def _int(usage: dict[str, Any], key: str) -> int:
+    v = usage.get(key, 0)
+    if type(v) is int and v >= 0:  # the hot path: one type check
+        return v
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"usage.{key} is not a non-negative integer: {v!r}")
+    return v
+
+
+def _tokens_checked(usage: dict[str, Any]) -> Tokens:
+    """The careful path: every field validated, with the name of the bad one."""
+    cache_creation = _int(usage, "cache_creation_input_tokens")
+    one_hour = 0
+    split = usage.get("cache_creation")
+    if isinstance(split, dict):
+        five = _int(split, "ephemeral_5m_input_tokens")
+        one_hour = _int(split, "ephemeral_1h_input_tokens")
+        cache_creation = five + one_hour
+    return Tokens(
+        _int(usage, "input_tokens"),
+        _int(usage, "output_tokens"),
+        _int(usage, "cache_read_input_tokens"),
+        cache_creation,
+        one_hour,
+    )
+
+
+def _tokens(usage: dict[str, Any]) -> Tokens:
+    """Token counts of a usage object; the common all-integers case costs a few lookups."""
+    g = usage.get
+    inp, out, read, write = (
+        g("input_tokens", 0),
+        g("output_tokens", 0),
+        g("cache_read_input_tokens", 0),
+        (g("cache_creation_input_tokens", 0)),
+    )
+    split = g("cache_creation")
+    one_hour = 0
+    if split is not None:
+        if type(split) is not dict:
+            return _tokens_checked(usage)
+        five, one_hour = split.get("ephemeral_5m_input_tokens", 0), split.get("ephemeral_1h_input_tokens", 0)
+        if type(five) is not int or type(one_hour) is not int or five < 0 or one_hour < 0:
+            return _tokens_checked(usage)
+        write = five + one_hour
+    if (
+        type(inp) is not int
+        or type(out) is not int
+        or type(read) is not int
+        or type(write) is not int
+        or inp < 0
+        or out < 0
+        or read < 0
+        or write < 0
+    ):
+        return _tokens_checked(usage)
+    return Tokens(inp, out, read, write, one_hour)
+
+
+def parse_line(obj: Any, ctx: FileContext, line: bytes) -> UsageRecord | None:
+    """One transcript line → a record, or None when the line carries no countable usage.
+
+    Raises ``ValueError`` for a line that claims usage but is not well-formed.
+    """
+    if type(obj) is not dict:
+        return None
+    entry, sidechain = obj, obj.get("isSidechain") is True
+    kind = obj.get("type")
+    if kind != "assistant":
+        mirrored = _mirrored_call(obj) if kind == "progress" else None
+        if mirrored is None:
+            return None
+        entry, sidechain = mirrored, True  # a subagent's API call
+    message = entry.get("message")
+    if type(message) is not dict:
+        return None
+    usage = message.get("usage")
+    if type(usage) is not dict:
+        return None
+    model = message.get("model")
+    if model == "<synthetic>":
+        return None
+    if type(model) is not str or not model:
+        # The tokens were still used: count them under a model with no price (cost unknown).
+        model = UNKNOWN_MODEL
+    tokens = _tokens(usage)
+    if tokens.input == tokens.output == tokens.cache_read == tokens.cache_creation == 0:
+        return None
+    ts_raw = entry.get("timestamp")
+    if type(ts_raw) is not str and entry is not obj:
+        ts_raw = obj.get("timestamp")
+    if type(ts_raw) is not str:
+        raise ValueError("assistant line with usage has no timestamp")
+    ts = datetime.fromisoformat(ts_raw)
+    if ts.tzinfo is None:
+        raise ValueError(f"timestamp without timezone: {ts_raw!r}")
+    if not _EARLIEST <= ts < _LATEST:
+        # A year-1 or year-9999 time would break every later report and export (date overflow
+        # in local time, OTLP start times): the line is dropped and counted, never stored.
+        raise ValueError(f"timestamp {ts_raw!r} is outside 2000-01-01..2100-01-01")
+    msg_id = message.get("id")
+    req_id = entry.get("requestId")
+    if type(msg_id) is str and msg_id:
+        key = f"cc:{msg_id}:{req_id if type(req_id) is str else ''}"
+        group: str | None = msg_id
+    elif entry is not obj:
+        return None  # a mirror without message.id cannot be matched with the subagent's own line
+    else:
+        key = "cc-line:" + hashlib.sha1(line, usedforsecurity=False).hexdigest()
+        group = None
+    cost: Decimal | None = None
+    origin = CostOrigin.UNKNOWN
+    raw_cost = entry.get("costUSD")
+    if raw_cost is not None:
+        # One request never costs more than this; a negative, NaN or huge amount is corruption
+        # that would swamp (or overflow) every total it is added to.
+        if type(raw_cost) not in (int, float) or not 0 <= raw_cost <= _MAX_REQUEST_USD:
+            raise ValueError(f"costUSD {raw_cost!r} is not an amount between 0 and {_MAX_REQUEST_USD} USD")
+        cost, origin = Decimal(str(raw_cost)), CostOrigin.REPORTED
+    session = obj.get("sessionId")
+    cwd = obj.get("cwd")
+    speed = usage.get("speed")
+    search, fetch = _server_tools(usage.get("server_tool_use"))
+    return UsageRecord(
+        SOURCE,
+        infer_provider(model),
+        model,
+        ts,
+        key,
+        tokens,
+        cost,
+        origin,
+        session if type(session) is str and session else ctx.session_id,
+        ctx.start_cwd or (cwd if type(cwd) is str and cwd else ctx.slug),
+        group,
+        sidechain,
+        speed=speed if type(speed) is str and speed else None,
+        web_search_requests=search,
+        web_fetch_requests=fetch,
+    )
+
+
+def _server_tools(stu: Any) -> tuple[int, int]:
+    """(web search, web fetch) request counts of ``usage.server_tool_use``; a count that is not a
+    non-negative integer makes the line malformed (it would be priced)."""
+    if stu is None:
+        return 0, 0
+    if type(stu) is not dict:
+        raise ValueError("usage.server_tool_use is not an object")
+    out = []
+    for name in ("web_search_requests", "web_fetch_requests"):
+        n = stu.get(name, 0)
+        if n is None:
+            n = 0
+        if type(n) is not int or n < 0:
+            raise ValueError(f"usage.server_tool_use.{name} is not a count: {n!r}")
+        out.append(n)
+    return out[0], out[1]
+
+
+def _mirrored_call(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The subagent line an ``agent_progress`` line of the parent session mirrors, or None.
+
+    local-formats.md does not describe these lines; this is Claude Code's own shape as observed:
+    ``{"type": "progress", "data": {"type": "agent_progress", "agentId": …, "message": {"type":
+    "assistant", "message": {"id", "model", "usage", …}, "requestId", "uuid", "timestamp"}}}``.
+    The mirrored call has the subagent line's key (message.id + requestId): it counts once
+    with that line, and alone when the subagent's file is gone.
+    """
+    data = obj.get("data")
+    if type(data) is not dict or data.get("type") != "agent_progress":
+        return None
+    inner = data.get("message")
+    if type(inner) is not dict or inner.get("type") != "assistant":
+        return None
+    return inner
+
+
+# Every usage object has "output_tokens"; a 15-byte needle is found several times faster than
+# '"usage"' by CPython's fast search, and the hit lands inside the line we want.
+_NEEDLE = b'"output_tokens"'
+_CLOSE = ord("}")
+
+
+def chunk_parser(ctx: FileContext) -> Any:
+    def parse(buf: bytes) -> ChunkResult:
+        out = ChunkResult(records=[])
+        find, rfind = buf.find, buf.rfind
+        pos, n = 0, len(buf)
+        while True:
+            # Only lines that carry usage can count; most bytes (tool results) are skipped at
+            # fast-search speed without being parsed.
+            i = find(_NEEDLE, pos)
+            if i < 0:
+                break
+            start = rfind(b"\n", 0, i) + 1
+            end = find(b"\n", i)
+            end = n if end < 0 else end
+            pos = end + 1
+            line = buf[start:end]
+            if b'"assistant"' not in line:
+                continue
+            try:
+                rec = parse_line(orjson.loads(line), ctx, line)
+            except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+                log.debug("malformed transcript line at chunk byte %d: %s", start, exc)
+                if line.rstrip().endswith(b"}"):  # cut lines are counted by _count_cut_lines
+                    _note_malformed(out, start, str(exc))
+                continue
+            if rec is not None:
+                out.records.append(rec)
+        _count_cut_lines(buf, out)
+        return out
+
+    return parse
+
+
+def _note_malformed(out: ChunkResult, at: int, reason: str) -> None:
+    if out.first_malformed_at is None or at < out.first_malformed_at:
+        out.first_malformed_at, out.malformed_reason = at, reason[:200]
+    out.malformed += 1
+
+
+def _count_cut_lines(buf: bytes, out: ChunkResult) -> None:
+    """Count lines that cannot be JSON objects because they do not end with ``}`` (a crash cut
+    them short), without parsing the lines that carry no usage.
+
+    Lines are long (tool results), so hopping from newline to newline with ``find`` (memchr)
+    and looking at one byte costs little.
+    """
+    find = buf.find
+    prev, end = 0, find(b"\n")
+    while end >= 0:
+        last = end - 1
+        while last >= prev and buf[last] in b" \t\r":
+            last -= 1
+        if last >= prev and buf[last] != _CLOSE:
+            _note_malformed(out, prev, "line cut short (not a whole JSON object)")
+        prev, end = end + 1, find(b"\n", end + 1)
