@@ -16,11 +16,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, config
+from bridge import __version__, backfill, config
 from bridge.app import resolve_selection
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
 from bridge.report import BY, KINDS, Bucket, Report, build, parse_day, resolve_tz
+from bridge.status import cmd_status
+from bridge.statusline import cmd_statusline
 
 log = logging.getLogger("tokenbridge")
 
@@ -65,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
 
     src = sub.add_parser("sources", help="each source: detected, roots, files, last event, problems")
     src.add_argument("--json", action="store_true")
+
+    bf = sub.add_parser("backfill", help="write the ledger's history into Prometheus at its true timestamps")
+    bf.add_argument("--days", type=float, default=30, help="how far back (default 30; capped by Prometheus' limits)")
+    bf.add_argument("--source", action="append", metavar="NAME", help="only these sources or groups (repeatable)")
+    bf.add_argument("--prometheus-url", help="Prometheus (env TOKENBRIDGE_PROMETHEUS_URL, default localhost:9090)")
+    bf.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser("statusline", help="Claude Code status-line command: JSON on stdin, one line out, quota gauges")
+    st = sub.add_parser("status", help="spend today/this week/this month, burn rate, budgets, balances, quotas")
+    st.add_argument("--json", action="store_true", help="JSON with stable keys")
 
     wrap = sub.add_parser("wrap", help="run a command in a terminal, recording the usage it prints")
     wrap.add_argument("--session", help="session id of this run (default: a new one)")
@@ -378,6 +389,9 @@ _COMMANDS = {
     "report": cmd_report,
     "sources": cmd_sources,
     "serve": cmd_serve,
+    "backfill": backfill.cmd,
+    "statusline": cmd_statusline,
+    "status": cmd_status,
     "wrap": _delegated("bridge.wrap:cmd_wrap"),
     "parse": _delegated("bridge.wrap:cmd_parse"),
     "capture": _delegated("bridge.wrap:cmd_capture"),

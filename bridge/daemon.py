@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bridge import backfill
 from bridge.app import LazyPricer, ingest, reprice_if_needed, scan_one
 from bridge.config import Settings
 from bridge.export import BridgeExporter
@@ -106,6 +107,7 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     sources = build_sources(settings)
+    auto = backfill.Auto(settings.env, settings.include_session_id)
     with Ledger.open(settings.state_dir, check=True) as ledger:
         pricer = LazyPricer(settings)
         pricer.warm()  # a long-lived process: load the price table now, not on the first new line
@@ -135,6 +137,9 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
                 _report(ingest(ledger, sources, pricer, show_progress=show_progress))
             except Exception as exc:  # keep watching: the next pass retries what failed
                 log.warning("first ingest failed: %s; retrying on the next pass", exc)
+            # History Prometheus lacks, at its true timestamps, before the first export claims a
+            # start time for a new series (bridge/backfill.py: the seam).
+            auto.at_start(ledger)
             exporter.refresh(ledger)
             log.info("watching %d source(s); exporting every %gs", len(sources), settings.interval_s)
             last_full = time.monotonic()
@@ -153,8 +158,8 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
                 else:
                     now = time.time()
                     todo = [s for s in sources if s.name in dirty or _is_due(s.due_in(ledger, now))]
-                _pass(ledger, todo, pricer, exporter, {} if full else dirty)
-            _pass(ledger, sources, pricer, exporter)
+                _pass(ledger, todo, pricer, exporter, {} if full else dirty, auto)
+            _pass(ledger, sources, pricer, exporter, None, auto)
         finally:
             if observer is not None:
                 observer.stop()
@@ -186,6 +191,7 @@ def _pass(
     pricer: Any,
     exporter: BridgeExporter,
     paths: dict[str, set[Path] | None] | None = None,
+    auto: backfill.Auto | None = None,
 ) -> None:
     """Ingest ``sources`` (only the changed files where events named them), then refresh the export."""
     before = ledger.generation
@@ -195,6 +201,8 @@ def _pass(
         except Exception as exc:  # one bad source never stops the others
             log.warning("%s: scan failed: %s", s.name, exc)
     if ledger.generation != before:
+        if auto is not None:  # a new series' history at its true time, before its first export
+            auto.new_series(ledger)
         exporter.refresh(ledger)
         pricer.save()
 

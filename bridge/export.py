@@ -243,6 +243,19 @@ def _otlp_exporter(env: dict[str, str]) -> tuple[MetricExporter, str]:
     return Http(endpoint=endpoint, preferred_temporality=_CUMULATIVE), _redact(endpoint)
 
 
+def bridge_resource(env: dict[str, str], instance_id: str | None) -> Resource:
+    """The OTLP resource of the bridge's series (its ``service.name`` and ``service.instance.id``
+    become the ``job`` and ``instance`` labels: the backfill writes the same ones)."""
+    attrs = {"service.name": "tokenbridge", "service.version": __version__}
+    user_attrs = env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    if instance_id and "service.instance.id=" not in user_attrs.replace(" ", ""):
+        # The SDK would draw a random service.instance.id per process; it becomes the
+        # `instance` label, so every restart would start a second copy of each series.
+        # An id the user set in OTEL_RESOURCE_ATTRIBUTES wins over the ledger's.
+        attrs["service.instance.id"] = instance_id
+    return Resource.create(attrs)
+
+
 class BridgeExporter:
     """Owns the MeterProvider, its readers and the snapshot they read."""
 
@@ -285,14 +298,7 @@ class BridgeExporter:
                 ) from exc
             readers.append(PrometheusMetricReader())
             log.info("serving Prometheus metrics on http://%s:%d/metrics", prometheus_host, prometheus_port)
-        attrs = {"service.name": "tokenbridge", "service.version": __version__}
-        user_attrs = env.get("OTEL_RESOURCE_ATTRIBUTES", "")
-        if instance_id and "service.instance.id=" not in user_attrs.replace(" ", ""):
-            # The SDK would draw a random service.instance.id per process; it becomes the
-            # `instance` label, so every restart would start a second copy of each series.
-            # An id the user set in OTEL_RESOURCE_ATTRIBUTES wins over the ledger's.
-            attrs["service.instance.id"] = instance_id
-        resource = Resource.create(attrs)
+        resource = bridge_resource(env, instance_id)
         self.provider = MeterProvider(resource=resource, metric_readers=readers)
         meter = self.provider.get_meter("tokenbridge", __version__)
         meter.create_observable_counter(

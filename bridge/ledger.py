@@ -214,17 +214,21 @@ class BatchResult:
 class Ledger:
     """The bridge's single source of truth. Not thread-safe: one ``Ledger`` per thread."""
 
-    def __init__(self, path: Path, check: bool = False) -> None:
+    def __init__(self, path: Path, check: bool = False, fast: bool = False) -> None:
+        """``fast``: for commands that must answer at once (the status line runs on every refresh):
+        a busy ledger fails within a fraction of a second instead of 30 s, and the daily integrity
+        check is left to the other commands."""
         self.path = path
         self.generation = 0  # bumped by every commit: lets readers skip work when nothing changed
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LedgerError(f"cannot create the ledger directory {path.parent}: {exc.strerror or exc}") from exc
-        deadline = time.monotonic() + _OPEN_TIMEOUT_S
+        busy_s = _FAST_TIMEOUT_S if fast else _OPEN_TIMEOUT_S
+        deadline = time.monotonic() + busy_s
         while True:
             try:
-                self._db = self._connect(path)
+                self._db = self._connect(path, busy_s)
                 break
             except sqlite3.OperationalError as exc:
                 # Two processes creating a new ledger at once: switching to WAL and creating the
@@ -235,7 +239,7 @@ class Ledger:
             except sqlite3.DatabaseError as exc:
                 raise LedgerError(_explain(path, exc)) from exc
         try:
-            if check or self._check_due():
+            if check or (not fast and self._check_due()):
                 self.check()
             self._check_version()
         except sqlite3.DatabaseError as exc:
@@ -246,10 +250,10 @@ class Ledger:
             raise
 
     @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    def _connect(path: Path, busy_s: float = 30.0) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=busy_s, isolation_level=None)
         try:
-            db.execute("PRAGMA busy_timeout=30000")
+            db.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA cache_size=-16384")  # 16 MiB: hot B-tree pages stay in memory
@@ -280,8 +284,8 @@ class Ledger:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('checked_ms', ?)", (str(int(time.time() * 1000)),))
 
     @classmethod
-    def open(cls, state_dir: Path, check: bool = False) -> Ledger:
-        return cls(state_dir / "ledger.sqlite3", check=check)
+    def open(cls, state_dir: Path, check: bool = False, fast: bool = False) -> Ledger:
+        return cls(state_dir / "ledger.sqlite3", check=check, fast=fast)
 
     def instance_id(self) -> str:
         """A stable id of this ledger: the exporter's ``service.instance.id`` across restarts."""
@@ -568,6 +572,23 @@ class Ledger:
         )
         return {str(r[0]): str(r[1]) for r in self._db.execute(q, params)}
 
+    def history(
+        self, bucket_ms: int, sources: Sequence[str] | None = None, by_session: bool = True
+    ) -> Iterator[tuple[int, SeriesTotal]]:
+        """Sums per time bucket (``ts_ms // bucket_ms``) and (source, provider, model, session),
+        oldest bucket first: the same groups as ``totals()`` (the session '' unless
+        ``by_session``), so they add up to it exactly."""
+        where, params = _where(None, None, sources)
+        session = "COALESCE(session_id, '')" if by_session else "''"
+        q = (
+            f"SELECT source, provider, model, {session}, SUM(input), SUM(output), SUM(cache_read), "
+            "SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
+            f"SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), ts_ms / ? FROM usage WHERE {where} "
+            "GROUP BY 12, 1, 2, 3, 4 ORDER BY 12, 1, 2, 3, 4"
+        )
+        for r in self._db.execute(q, [bucket_ms, *params]):  # streamed: a long history never sits in memory
+            yield int(r[11]), _series_total(r)
+
     def tokens_for(self, keys: list[str]) -> dict[str, Tokens]:
         """Stored tokens of the given dedup keys (missing keys are absent)."""
         return {k: row.tokens for k, row in self._load(self._db, "dedup_key", keys).items()}
@@ -652,6 +673,11 @@ class Ledger:
         with self._transaction() as db:
             db.executemany("INSERT OR REPLACE INTO series VALUES (?,?,?)", [(k, s, v) for k, (s, v) in values.items()])
 
+    def forget_series(self, keys: Sequence[str]) -> None:
+        """Drop series' start and last value (a backfill that could not deliver them undoes its claim)."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM series WHERE series_key=?", [(k,) for k in keys])
+
     def all_series(self) -> dict[str, tuple[int, str]]:
         return {str(r[0]): (int(r[1]), str(r[2])) for r in self._db.execute("SELECT * FROM series")}
 
@@ -715,6 +741,7 @@ def _series_total(r: Any) -> SeriesTotal:
 
 
 _OPEN_TIMEOUT_S = 30.0
+_FAST_TIMEOUT_S = 0.3
 _CHECK_EVERY_MS = 24 * 3600 * 1000
 
 

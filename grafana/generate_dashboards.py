@@ -12,6 +12,10 @@ No double counting: Claude Code usage can reach Prometheus twice, from Claude Co
 or Claude Code's stats cache (source="claude_stats_cache"; the bridge never lets it overlap transcripts). Every
 token and cost panel therefore prefers, per model, the bridge's local Claude Code sources and falls back to native
 telemetry only for models the bridge has no series for; all other sources (provider APIs, other tools) are added.
+
+Exact numbers: every increase() uses an `anchored` range (Prometheus 3 with
+--enable-feature=promql-extended-range-selectors): the value at the range's end minus the value at its start, no
+extrapolation to the window edges (which read 3-6 % high and gave fractional counts). Counts show no decimals.
 """
 
 from __future__ import annotations
@@ -47,13 +51,28 @@ def _join(labels: list[str]) -> str:
     return ", ".join(labels)
 
 
-def dedup(metric: str, by: list[str], rng: str, fn: str = "increase", extra: str = "") -> str:
-    """Sum `fn(metric[rng])` by `by`, counting Claude Code usage once (see module docstring)."""
+def dedup(
+    metric: str,
+    by: list[str],
+    rng: str,
+    fn: str = "increase",
+    extra: str = "",
+    filters: str = FILTERS,
+    exact: bool = True,
+) -> str:
+    """Sum `fn(metric[rng])` by `by`, counting Claude Code usage once (see module docstring).
+
+    `filters` are the dashboard variables; prometheus/generate_rules.py passes "" to build its recording rules
+    from this same rule, and `exact=False`: promtool's rule unit tests cannot enable the `anchored` modifier
+    (`promtool test rules` rejects it even with --enable-feature), so the rules keep plain increase()."""
     inner_by = _join([*by, "model", "source"])
-    sel = FILTERS + (f",{extra}" if extra else "")
+    sel = ",".join(m for m in (filters, extra) if m)
+
+    anchored = " anchored" if fn == "increase" and exact else ""
 
     def part(src_matcher: str) -> str:
-        return f"sum by ({inner_by}) ({fn}({metric}{{{sel},{src_matcher}}}[{rng}]))"
+        matchers = f"{sel},{src_matcher}" if sel else src_matcher
+        return f"sum by ({inner_by}) ({fn}({metric}{{{matchers}}}[{rng}]{anchored}))"
 
     preferred = part('source=~"' + PREFERRED + '"')
     fallback = part('source="' + FALLBACK + '"')
@@ -165,9 +184,16 @@ def stat(
             "orientation": "auto",
         },
     }
+    if decimals is None and unit == "short":
+        decimals = 0  # counts (tokens, sessions, commits) are whole numbers
     if decimals is not None:
         p["fieldConfig"]["defaults"]["decimals"] = decimals
     return p
+
+
+def _whole(unit: str) -> dict:
+    """Counts are whole numbers: never show 1.26 sessions."""
+    return {"decimals": 0} if unit == "short" else {}
 
 
 def bars(lay: Layout, title: str, expr: str, legend: str, unit: str, w: int = 8, h: int = 8, desc: str = "") -> dict:
@@ -179,7 +205,10 @@ def bars(lay: Layout, title: str, expr: str, legend: str, unit: str, w: int = 8,
         "datasource": DS,
         "gridPos": lay.pos(w, h),
         "targets": [target(expr, legend=legend, instant=True)],
-        "fieldConfig": {"defaults": {"unit": unit, "min": 0, "color": {"mode": "palette-classic"}}, "overrides": []},
+        "fieldConfig": {
+            "defaults": {"unit": unit, "min": 0, "color": {"mode": "palette-classic"}, **_whole(unit)},
+            "overrides": [],
+        },
         "options": {
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
             "orientation": "horizontal",
@@ -409,7 +438,7 @@ def claude_code() -> dict:
         stat(
             lay,
             "Sessions",
-            "sum(increase(claude_code_session_count_total[$__range]))",
+            "sum(increase(claude_code_session_count_total[$__range] anchored))",
             "short",
             desc="Claude Code sessions started (native telemetry: claude_code.session.count).",
         )
@@ -418,18 +447,20 @@ def claude_code() -> dict:
         stat(
             lay,
             "Active time",
-            "sum(increase(claude_code_active_time_seconds_total[$__range]))",
+            "sum(increase(claude_code_active_time_seconds_total[$__range] anchored))",
             "s",
             desc="claude_code.active_time.total: user (keyboard) and cli (tools, responses) time.",
         )
     )
-    p.append(stat(lay, "Commits", "sum(increase(claude_code_commit_count_total[$__range]))", "short"))
-    p.append(stat(lay, "Pull requests", "sum(increase(claude_code_pull_request_count_total[$__range]))", "short"))
+    p.append(stat(lay, "Commits", "sum(increase(claude_code_commit_count_total[$__range] anchored))", "short"))
+    p.append(
+        stat(lay, "Pull requests", "sum(increase(claude_code_pull_request_count_total[$__range] anchored))", "short")
+    )
     p.append(
         bars(
             lay,
             "Lines of code",
-            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__range]))",
+            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__range] anchored))",
             "{{type}}",
             "short",
             w=6,
@@ -440,7 +471,7 @@ def claude_code() -> dict:
         bars(
             lay,
             "Edit tool decisions",
-            "sum by (decision) (increase(claude_code_code_edit_tool_decision_total[$__range]))",
+            "sum by (decision) (increase(claude_code_code_edit_tool_decision_total[$__range] anchored))",
             "{{decision}}",
             "short",
             w=6,
@@ -452,7 +483,7 @@ def claude_code() -> dict:
         bars(
             lay,
             "Edit decisions by source",
-            "sum by (source) (increase(claude_code_code_edit_tool_decision_total[$__range]))",
+            "sum by (source) (increase(claude_code_code_edit_tool_decision_total[$__range] anchored))",
             "{{source}}",
             "short",
             w=6,
@@ -488,7 +519,7 @@ def claude_code() -> dict:
         timeseries(
             lay,
             "Sessions and activity",
-            "sum by (type) (increase(claude_code_active_time_seconds_total[$__interval]))",
+            "sum by (type) (increase(claude_code_active_time_seconds_total[$__interval] anchored))",
             "active {{type}}",
             "s",
             stack=False,
@@ -498,7 +529,7 @@ def claude_code() -> dict:
         timeseries(
             lay,
             "Lines of code",
-            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__interval]))",
+            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__interval] anchored))",
             "{{type}}",
             "short",
         )
@@ -510,8 +541,8 @@ def claude_code() -> dict:
             lay,
             "Tokens and cost per source",
             [
-                table_target(f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__range]))", "A"),
-                table_target(f"sum by (source) (increase({COST}{{{FILTERS}}}[$__range]))", "B"),
+                table_target(f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__range] anchored))", "A"),
+                table_target(f"sum by (source) (increase({COST}{{{FILTERS}}}[$__range] anchored))", "B"),
             ],
             units={"Value #A": "short", "Value #B": "currencyUSD"},
             desc="Each source's own count. Sources can carry the same usage: do not add these rows.",
@@ -521,7 +552,7 @@ def claude_code() -> dict:
         timeseries(
             lay,
             "Tokens per source",
-            f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__interval]))",
+            f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__interval] anchored))",
             "{{source}}",
             "short",
             stack=False,
@@ -561,7 +592,7 @@ def overview() -> dict:
         stat(
             lay,
             "Unpriced requests",
-            f"sum(increase({UNPRICED}{{{FILTERS}}}[$__range])) or vector(0)",
+            f"sum(increase({UNPRICED}{{{FILTERS}}}[$__range] anchored)) or vector(0)",
             "short",
             w=6,
             desc="Requests whose model has no known price: their cost is missing above.",
@@ -595,7 +626,7 @@ def overview() -> dict:
         timeseries(
             lay,
             "Unpriced requests",
-            f"sum by (provider, model) (increase({UNPRICED}{{{FILTERS}}}[$__interval]))",
+            f"sum by (provider, model) (increase({UNPRICED}{{{FILTERS}}}[$__interval] anchored))",
             "{{provider}} {{model}}",
             "short",
         )
@@ -607,8 +638,8 @@ def overview() -> dict:
             lay,
             "Tokens and cost per source",
             [
-                table_target(f"sum by (provider, source) (increase({TOKENS}{{{FILTERS}}}[$__range]))", "A"),
-                table_target(f"sum by (provider, source) (increase({COST}{{{FILTERS}}}[$__range]))", "B"),
+                table_target(f"sum by (provider, source) (increase({TOKENS}{{{FILTERS}}}[$__range] anchored))", "A"),
+                table_target(f"sum by (provider, source) (increase({COST}{{{FILTERS}}}[$__range] anchored))", "B"),
             ],
             w=24,
             units={"Value #A": "short", "Value #B": "currencyUSD"},
@@ -650,11 +681,12 @@ ACTIVITY_TEXT = (
 
 def _inc(metric: str, sel: str, rng: str, by: str = "") -> str:
     head = f"sum by ({by}) " if by else "sum "
-    return f"{head}(increase({metric}{{{sel}}}[{rng}]))"
+    return f"{head}(increase({metric}{{{sel}}}[{rng}] anchored))"
 
 
 def _quantile(q: str, metric: str, sel: str, rng: str, by: str, fn: str = "increase") -> str:
-    return f"histogram_quantile({q}, sum by (le, {by}) ({fn}({metric}{{{sel}}}[{rng}])))"
+    anchored = " anchored" if fn == "increase" else ""
+    return f"histogram_quantile({q}, sum by (le, {by}) ({fn}({metric}{{{sel}}}[{rng}]{anchored})))"
 
 
 def activity() -> dict:
@@ -693,7 +725,7 @@ def activity() -> dict:
         stat(
             lay,
             "Prompts per session",
-            f"sum(increase({PROMPTS}[$__range])) / sum(increase({SESSIONS}[$__range]))",
+            f"sum(increase({PROMPTS}[$__range] anchored)) / sum(increase({SESSIONS}[$__range] anchored))",
             "short",
             decimals=1,
             desc="user_prompt events / sessions started (claude_code.session.count) in the range.",
@@ -764,10 +796,18 @@ def activity() -> dict:
     )
 
 
+def _spend_dashboard() -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from spend_dashboard import spend
+
+    return spend(sys.modules[__name__])
+
+
 def render() -> dict[str, str]:
     return {
         "claude-code.json": json.dumps(claude_code(), indent=2) + "\n",
         "ai-usage-overview.json": json.dumps(overview(), indent=2) + "\n",
+        "spend-control.json": json.dumps(_spend_dashboard(), indent=2) + "\n",
         "claude-code-activity.json": json.dumps(activity(), indent=2) + "\n",
     }
 

@@ -12,6 +12,8 @@ TB_OTELCOL_VERSION="0.159.0"
 TB_OCB_VERSION="v0.159.0"
 # shellcheck disable=SC2034
 TB_PROMETHEUS_VERSION="3.14.0"
+# shellcheck disable=SC2034
+TB_ALERTMANAGER_VERSION="0.35.0"
 
 tb_log() { printf '%s\n' "$*" >&2; }
 tb_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -48,13 +50,14 @@ tb_defaults() {
   : "${OTLP_HTTP_PORT:=14318}"
   : "${PROMETHEUS_PORT:=9090}"
   : "${GRAFANA_PORT:=3000}"
+  : "${ALERTMANAGER_PORT:=9093}"
   : "${OTELCOL_PROM_PORT:=18889}"     # collector's Prometheus exporter (scraped by Prometheus)
   : "${OTELCOL_HEALTH_PORT:=13133}"
   : "${OTELCOL_METRICS_PORT:=18888}"  # collector's own telemetry
   : "${WEB_PORT:=8765}"               # the bridge's web view and HTTP API (native mode, loopback)
   : "${PROMETHEUS_RETENTION:=90d}"
   : "${TOKENBRIDGE_NATIVE_DIR:=${XDG_STATE_HOME:-$HOME/.local/state}/tokenbridge/native}"
-  export TOKENBRIDGE_BIND OTLP_GRPC_PORT OTLP_HTTP_PORT PROMETHEUS_PORT GRAFANA_PORT OTELCOL_PROM_PORT \
+  export TOKENBRIDGE_BIND OTLP_GRPC_PORT OTLP_HTTP_PORT PROMETHEUS_PORT GRAFANA_PORT ALERTMANAGER_PORT OTELCOL_PROM_PORT \
     OTELCOL_HEALTH_PORT OTELCOL_METRICS_PORT WEB_PORT PROMETHEUS_RETENTION TOKENBRIDGE_NATIVE_DIR
 }
 
@@ -83,6 +86,7 @@ tb_prometheus_flags() {
   printf '%s\n' \
     "--storage.tsdb.retention.time=${PROMETHEUS_RETENTION:-90d}" \
     "--enable-feature=created-timestamp-zero-ingestion" \
+    "--enable-feature=promql-extended-range-selectors" \
     "--web.enable-otlp-receiver" \
     "--web.enable-remote-write-receiver" \
     "--web.enable-lifecycle"
@@ -116,4 +120,14 @@ tb_python() {
   if command -v python3 >/dev/null 2>&1; then echo python3
   elif command -v python >/dev/null 2>&1; then echo python
   else tb_die "python3 not found on PATH; install Python 3.11+"; fi
+}
+
+# Alert thresholds (prometheus/rules/thresholds.yml) and the Alertmanager config (alertmanager/alertmanager.yml)
+# from .env and the environment; both git-ignored. A bad value stops the start with the key named.
+tb_alert_config() {
+  local py; py="$(tb_python)"
+  "$py" "$TB_ROOT/prometheus/generate_rules.py" --thresholds --env-file "$TB_ROOT/.env" \
+    || tb_die "fix the alert threshold in .env named above"
+  "$py" "$TB_ROOT/scripts/alertmanager_config.py" --env-file "$TB_ROOT/.env" \
+    || tb_die "fix the alert setting in .env named above"
 }

@@ -25,10 +25,12 @@ if [[ $force_native == 0 ]] && tb_have_docker; then
   [[ -f "$TB_ROOT/.env" ]] || "$TB_ROOT/scripts/init.sh"
   tb_load_env "$TB_ROOT/.env"
   [[ -n "${GRAFANA_ADMIN_PASSWORD:-}" ]] || tb_die "GRAFANA_ADMIN_PASSWORD is not set in $TB_ROOT/.env (run scripts/init.sh)"
+  tb_alert_config
   (cd "$TB_ROOT" && docker compose up -d --build)
   echo "tokenbridge stack started with Docker Compose."
   echo "  Grafana     http://127.0.0.1:$GRAFANA_PORT  (user ${GRAFANA_ADMIN_USER:-admin}, password in .env)"
   echo "  Prometheus  http://127.0.0.1:$PROMETHEUS_PORT"
+  echo "  Alerts      http://127.0.0.1:$ALERTMANAGER_PORT  (webhook: TOKENBRIDGE_ALERT_WEBHOOK_URL in .env)"
   echo "  OTLP        grpc 127.0.0.1:$OTLP_GRPC_PORT, http 127.0.0.1:$OTLP_HTTP_PORT  -> source telemetry.sh"
   echo "Check it with scripts/status.sh"
   exit 0
@@ -42,7 +44,7 @@ if [[ $force_native == 0 ]]; then
     tb_log "docker not found: native mode."
   fi
 fi
-mkdir -p "$TOKENBRIDGE_NATIVE_DIR"/{run,logs,config,prometheus-data,grafana}
+mkdir -p "$TOKENBRIDGE_NATIVE_DIR"/{run,logs,config,prometheus-data,grafana,alertmanager-data}
 
 find_collector() {
   if [[ -n "${TOKENBRIDGE_OTELCOL_BIN:-}" ]]; then
@@ -72,6 +74,22 @@ find_prometheus() {
   "$TB_ROOT/scripts/build-prometheus.sh" | tail -n1
 }
 
+# Alertmanager is optional in native mode: used when a binary is at hand (never built implicitly: it takes minutes).
+find_alertmanager() {
+  if [[ -n "${TOKENBRIDGE_ALERTMANAGER_BIN:-}" ]]; then
+    [[ -x "$TOKENBRIDGE_ALERTMANAGER_BIN" ]] || tb_die "TOKENBRIDGE_ALERTMANAGER_BIN=$TOKENBRIDGE_ALERTMANAGER_BIN is not executable"
+    echo "$TOKENBRIDGE_ALERTMANAGER_BIN"; return
+  fi
+  local c
+  for c in alertmanager prometheus-alertmanager; do
+    if command -v "$c" >/dev/null 2>&1; then command -v "$c"; return; fi
+  done
+  for c in "$TB_CACHE_DIR"/bin/alertmanager-"$TB_ALERTMANAGER_VERSION"-*/alertmanager; do
+    if [[ -x "$c" ]]; then echo "$c"; return; fi
+  done
+  return 0  # none: start without it
+}
+
 # spawn NAME LOG CMD... : start in the background, record "pid binary" in the pid file
 spawn() {
   local name="$1"; shift
@@ -96,8 +114,11 @@ wait_http() { # wait_http NAME URL SECONDS
   return 1
 }
 
+optional=()
 otelcol="$(find_collector)"
 prometheus="$(find_prometheus)"
+alertmanager="$(find_alertmanager)"
+tb_alert_config
 echo "tokenbridge native mode (state: $TOKENBRIDGE_NATIVE_DIR)"
 
 # Collector: the repo's config, ports from env.
@@ -113,6 +134,7 @@ cfgdir="$TOKENBRIDGE_NATIVE_DIR/config"
 sed -e "s|\"otel-collector:8889\"|\"127.0.0.1:$OTELCOL_PROM_PORT\"|" \
     -e "s|\"otel-collector:8888\"|\"127.0.0.1:$OTELCOL_METRICS_PORT\"|" \
     -e "s|\"localhost:9090\"|\"127.0.0.1:$PROMETHEUS_PORT\"|" \
+    -e "s|\"alertmanager:9093\"|\"127.0.0.1:$ALERTMANAGER_PORT\"|" \
     "$TB_ROOT/prometheus.yml" >"$cfgdir/prometheus.yml"
 rm -rf "$cfgdir/prometheus"
 cp -R "$TB_ROOT/prometheus" "$cfgdir/prometheus"
@@ -121,9 +143,20 @@ spawn prometheus "$prometheus" "--config.file=$cfgdir/prometheus.yml" \
   "--storage.tsdb.path=$TOKENBRIDGE_NATIVE_DIR/prometheus-data" \
   "--web.listen-address=$TOKENBRIDGE_BIND:$PROMETHEUS_PORT" "${pflags[@]}"
 
+if [[ -n "$alertmanager" ]]; then
+  spawn alertmanager "$alertmanager" "--config.file=$TB_ROOT/alertmanager/alertmanager.yml" \
+    "--storage.path=$TOKENBRIDGE_NATIVE_DIR/alertmanager-data" \
+    "--web.listen-address=$TOKENBRIDGE_BIND:$ALERTMANAGER_PORT" "--cluster.listen-address="
+fi
+
 ok=1
 wait_http otel-collector "http://127.0.0.1:$OTELCOL_HEALTH_PORT/" 30 || ok=0
 wait_http prometheus "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" 30 || ok=0
+if [[ -n "$alertmanager" ]]; then
+  wait_http alertmanager "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" 30 || ok=0
+else
+  optional+=("Alertmanager: alerts are evaluated by Prometheus (see its /alerts page) but not sent. Build it with scripts/build-alertmanager.sh (Go), install Debian's prometheus-alertmanager, or set TOKENBRIDGE_ALERTMANAGER_BIN; then run ./start.sh again")
+fi
 
 # The bridge.
 missing=()
@@ -145,7 +178,8 @@ if [[ $with_bridge == 1 ]]; then
       resattrs="${resattrs:+$resattrs,}service.instance.id=${TOKENBRIDGE_INSTANCE_ID:-tokenbridge@$(hostname 2>/dev/null || echo local)}"
     fi
     (cd "$TB_ROOT" && OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_GRPC_PORT" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
-      OTEL_RESOURCE_ATTRIBUTES="$resattrs" spawn tokenbridge "${bridge[@]}")
+      OTEL_RESOURCE_ATTRIBUTES="$resattrs" \
+      TOKENBRIDGE_PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT" spawn tokenbridge "${bridge[@]}")
   fi
 fi
 
@@ -174,12 +208,18 @@ fi
 echo
 echo "  OTLP        grpc $TOKENBRIDGE_BIND:$OTLP_GRPC_PORT, http $TOKENBRIDGE_BIND:$OTLP_HTTP_PORT  -> source telemetry.sh"
 echo "  Prometheus  http://127.0.0.1:$PROMETHEUS_PORT"
+[[ -n "$alertmanager" ]] && echo "  Alerts      http://127.0.0.1:$ALERTMANAGER_PORT"
 [[ -n "$grafana_bin" ]] && echo "  Grafana     http://127.0.0.1:$GRAFANA_PORT"
 ((${#bridge[@]})) && echo "  Web view    http://127.0.0.1:$WEB_PORT  (./view.sh; the bridge's first scan may take a minute on a large history)"
 if ((${#missing[@]})); then
   echo
   echo "Missing:"
   printf '  - %s\n' "${missing[@]}"
+fi
+if ((${#optional[@]})); then
+  echo
+  echo "Optional, not running:"
+  printf '  - %s\n' "${optional[@]}"
 fi
 echo "Stop with scripts/stop.sh; check with scripts/status.sh."
 [[ $ok == 1 ]] || exit 1

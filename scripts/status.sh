@@ -25,6 +25,18 @@ check "prometheus" "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
 if tb_http_ok "http://127.0.0.1:$GRAFANA_PORT/api/health"; then ok "grafana (http://127.0.0.1:$GRAFANA_PORT)"
 elif [[ $mode == native ]]; then warn "grafana not running (native mode runs it only with GRAFANA_HOME; see scripts/start.sh)"
 else bad "grafana not answering http://127.0.0.1:$GRAFANA_PORT/api/health"; fi
+if tb_http_ok "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready"; then
+  ok "alertmanager (http://127.0.0.1:$ALERTMANAGER_PORT)"
+  firing="$("$py" - "http://127.0.0.1:$ALERTMANAGER_PORT" <<'PY' 2>/dev/null || echo "?"
+import json, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1] + "/api/v2/alerts?active=true&silenced=false&inhibited=false", timeout=5) as r:
+    alerts = json.load(r)
+print(", ".join(sorted({a["labels"].get("alertname", "?") for a in alerts})) or "none")
+PY
+)"
+  if [[ "$firing" == none ]]; then ok "no alerts firing"; else warn "alerts firing: $firing"; fi
+elif [[ $mode == native ]]; then warn "alertmanager not running (native mode runs it when a binary is available; see scripts/start.sh)"
+else bad "alertmanager not answering http://127.0.0.1:$ALERTMANAGER_PORT/-/ready"; fi
 if [[ $mode == native ]]; then
   if pid="$(tb_native_pid tokenbridge)"; then ok "tokenbridge run (pid $pid)"
   else bad "tokenbridge run is not running (log: $(tb_logfile tokenbridge))"; fi

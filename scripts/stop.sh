@@ -12,7 +12,7 @@ if [[ "${1:-}" != "--native" ]] && ! tb_native_mode_active && tb_have_docker; th
 fi
 
 stopped=0
-for name in tokenbridge grafana prometheus otel-collector; do
+for name in tokenbridge grafana prometheus alertmanager otel-collector; do
   if pid="$(tb_native_pid "$name")"; then
     kill -TERM "$pid"
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done

@@ -60,6 +60,10 @@ def prometheus_bin() -> str:
     return _binary("TOKENBRIDGE_PROMETHEUS_BIN", "build-prometheus.sh")
 
 
+def alertmanager_bin() -> str:
+    return _binary("TOKENBRIDGE_ALERTMANAGER_BIN", "build-alertmanager.sh")
+
+
 def promtool_bin() -> str:
     return str(Path(prometheus_bin()).with_name("promtool"))
 

@@ -10,7 +10,7 @@ import yaml
 
 from tests._stack import REPO, collector_env, compose, otelcol_bin, promtool_bin
 
-SERVICES = {"otel-collector", "prometheus", "grafana", "tokenbridge"}
+SERVICES = {"otel-collector", "prometheus", "grafana", "tokenbridge", "alertmanager"}
 
 
 def _manifest() -> dict:
@@ -29,6 +29,7 @@ def test_services_and_pinned_images():
     images = {n: s.get("image") for n, s in c["services"].items()}
     assert images["otel-collector"] == f"otel/opentelemetry-collector-contrib:{_manifest()['dist']['version']}"
     assert images["prometheus"] == f"prom/prometheus:v{_lib_var('TB_PROMETHEUS_VERSION')}"
+    assert images["alertmanager"] == f"prom/alertmanager:v{_lib_var('TB_ALERTMANAGER_VERSION')}"
     assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", images["grafana"])
     assert c["services"]["tokenbridge"]["build"] == "."
     for img in images.values():
@@ -103,12 +104,12 @@ def test_ports_bound_to_loopback_by_default_and_configurable():
 
 def test_volumes_retention_healthchecks_and_password():
     c = compose()
-    assert set(c["volumes"]) == {"prometheus_data", "grafana_data", "tokenbridge_state"}
+    assert set(c["volumes"]) == {"prometheus_data", "grafana_data", "tokenbridge_state", "alertmanager_data"}
     s = c["services"]
     assert "prometheus_data:/prometheus" in s["prometheus"]["volumes"]
     assert "grafana_data:/var/lib/grafana" in s["grafana"]["volumes"]
     assert "--storage.tsdb.retention.time=${PROMETHEUS_RETENTION:-90d}" in s["prometheus"]["command"]
-    for svc in ("prometheus", "grafana", "tokenbridge"):
+    for svc in ("prometheus", "grafana", "tokenbridge", "alertmanager"):
         assert s[svc]["healthcheck"]["test"][0] == "CMD", svc
     env = s["grafana"]["environment"]
     assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
@@ -120,6 +121,7 @@ def test_prometheus_flags_enable_the_chosen_delivery_path():
     cmd = compose()["services"]["prometheus"]["command"]
     for flag in (
         "--enable-feature=created-timestamp-zero-ingestion",
+        "--enable-feature=promql-extended-range-selectors",
         "--web.enable-otlp-receiver",
         "--web.enable-remote-write-receiver",
         "--config.file=/etc/prometheus/prometheus.yml",
@@ -228,5 +230,18 @@ def test_prometheus_config_is_valid_for_promtool():
     assert jobs["otel-collector"]["static_configs"][0]["targets"] == ["otel-collector:8889"]
     assert jobs["otel-collector"]["honor_labels"] is True
     assert p["global"]["scrape_protocols"][0] == "PrometheusProto"
-    assert p["storage"]["tsdb"]["out_of_order_time_window"] == "30d"
+    assert p["storage"]["tsdb"]["out_of_order_time_window"] == "31d"
     assert p["rule_files"] == ["prometheus/rules/*.yml"]
+
+
+def test_alertmanager_receives_prometheus_alerts_and_reads_its_generated_config():
+    p = yaml.safe_load((REPO / "prometheus.yml").read_text())
+    (am,) = p["alerting"]["alertmanagers"]
+    assert am["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    s = compose()["services"]["alertmanager"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in s["command"]
+    assert "./alertmanager:/etc/alertmanager:ro" in s["volumes"]
+    assert s["ports"] == ["${TOKENBRIDGE_BIND:-127.0.0.1}:${ALERTMANAGER_PORT:-9093}:9093"]
+    # The generated config holds the webhook URL: never committed.
+    assert "alertmanager/alertmanager.yml" in (REPO / ".gitignore").read_text().split()
+    assert (REPO / "alertmanager/templates/tokenbridge.tmpl").is_file()

@@ -17,6 +17,7 @@ DS_UID = "tokenbridge-prometheus"
 # reads the metrics made from Claude Code's events (docs/events.md) and has its own variables.
 USAGE_DASHBOARDS = ["ai-usage-overview.json", "claude-code.json"]
 ACTIVITY = "claude-code-activity.json"
+SPEND = "spend-control.json"  # reads the recording rules (test_spend_dashboard_reads_the_rules_and_gauges)
 TOKEN_OR_COST = re.compile(r"claude_code_(token_usage_tokens|cost_usage_USD)_total")
 
 
@@ -76,8 +77,8 @@ def test_dashboard_is_raw_provisionable_json(name):
 
 def test_dashboard_uids_are_unique():
     uids = [d["uid"] for d in dashboards().values()]
-    assert len(uids) == len(set(uids)) == 3
-    assert sorted(dashboards()) == sorted([*USAGE_DASHBOARDS, ACTIVITY])
+    assert len(uids) == len(set(uids)) == 4
+    assert sorted(dashboards()) == sorted([*USAGE_DASHBOARDS, ACTIVITY, SPEND])
 
 
 @pytest.mark.parametrize("name", USAGE_DASHBOARDS)
@@ -171,6 +172,37 @@ def test_every_query_is_valid_promql(tmp_path):
                 rules.append({"record": f"tokenbridge:check:{len(rules)}", "expr": expr})
     path = tmp_path / "panels.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
-    proc = subprocess.run([promtool_bin(), "check", "rules", str(path)], capture_output=True, text=True)
+    # The same feature flags as the shipped Prometheus (`anchored` ranges need promql-extended-range-selectors).
+    features = [a for a in compose()["services"]["prometheus"]["command"] if a.startswith("--enable-feature=")]
+    proc = subprocess.run([promtool_bin(), "check", "rules", *features, str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{len(rules)} rules found" in proc.stdout
+
+
+def test_totals_are_exact_and_counts_whole():
+    """increase() without extrapolation (`anchored`), so a dashboard total equals the ledger's; counts without
+    decimals (no "1.26 sessions")."""
+    checked = 0
+    for d in dashboards().values():
+        for p in iter_panels(d["panels"]):
+            for t in p.get("targets", []):
+                for m in re.finditer(r"increase\([^()]*\[([^\]]+)\]( anchored)?\)", t["expr"]):
+                    assert m.group(2), (p["title"], m.group(0))
+                    checked += 1
+            ratio = any(" / " in t["expr"] for t in p.get("targets", []))  # e.g. prompts per session
+            if p["type"] in ("stat", "bargauge") and p["fieldConfig"]["defaults"]["unit"] == "short" and not ratio:
+                assert p["fieldConfig"]["defaults"]["decimals"] == 0, p["title"]
+    assert checked >= 30
+
+
+def test_spend_dashboard_reads_the_rules_and_gauges():
+    """No raw counters (the single-counting rule lives in the rules); every recorded series it shows exists."""
+    rules = yaml.safe_load((REPO / "prometheus/rules/spend.yml").read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    exprs = [t["expr"] for p in iter_panels(dashboards()["spend-control.json"]["panels"]) for t in p.get("targets", [])]
+    assert exprs and not any(TOKEN_OR_COST.search(e) for e in exprs)
+    used = {m for e in exprs for m in re.findall(r"[a-z_]+:[a-z_0-9]+:[a-z_0-9]+", e)}
+    assert used and used <= recorded, used - recorded
+    joined = " ".join(exprs)
+    for gauge in ("tokenbridge_balance", "tokenbridge_quota_used_percent", 'ALERTS{alertstate="firing"}'):
+        assert gauge in joined

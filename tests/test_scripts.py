@@ -19,6 +19,7 @@ import yaml
 from tests._stack import (
     IN_CI,
     REPO,
+    alertmanager_bin,
     compose,
     free_port,
     http_get,
@@ -187,6 +188,7 @@ def native(tmp_path):
             "OTELCOL_PROM_PORT",
             "OTELCOL_HEALTH_PORT",
             "OTELCOL_METRICS_PORT",
+            "ALERTMANAGER_PORT",
             "WEB_PORT",
         )
     }
@@ -209,6 +211,7 @@ def native(tmp_path):
             "TOKENBRIDGE_MODE": "native",
             "TOKENBRIDGE_OTELCOL_BIN": otelcol_bin(),
             "TOKENBRIDGE_PROMETHEUS_BIN": prometheus_bin(),
+            "TOKENBRIDGE_ALERTMANAGER_BIN": alertmanager_bin(),
             "CLAUDE_CONFIG_DIR": str(home),
             "TOKENBRIDGE_STATE_DIR": str(tmp_path / "ledger"),
             "TOKENBRIDGE_EXPORT_INTERVAL": "1",
@@ -240,7 +243,7 @@ def test_native_mode_lifecycle(native):
     assert start.returncode == 0, start.stdout + start.stderr
     out = start.stdout
     assert "tokenbridge native mode" in out
-    for name in ("otel-collector", "prometheus", "tokenbridge"):
+    for name in ("otel-collector", "prometheus", "alertmanager", "tokenbridge"):
         assert re.search(rf"  {name} started \(pid \d+, log ", out), name
     # It says exactly what is missing and how to get it.
     assert "Missing:" in out and "Grafana: no Docker engine and no local Grafana" in out
@@ -261,6 +264,11 @@ def test_native_mode_lifecycle(native):
         return code == 200 and b'"4"' in body
 
     wait_until(has_bridge_series, 60, "the bridge's series in Prometheus (native mode)")
+    # Prometheus sends its alerts to the native Alertmanager.
+    code, body = http_get(f"{prom}/api/v1/alertmanagers")
+    assert code == 200 and f"127.0.0.1:{p['ALERTMANAGER_PORT']}" in body.decode()
+    status = native(REPO / "scripts/status.sh")
+    assert f"ok    alertmanager (http://127.0.0.1:{p['ALERTMANAGER_PORT']})" in status.stdout, status.stdout
     code, body = http_get(f"{prom}/api/v1/label/instance/values?match[]=claude_code_token_usage_tokens_total")
     assert code == 200 and json.loads(body)["data"] == ["tokenbridge@e2e-host"]
 
@@ -333,7 +341,7 @@ def test_native_mode_lifecycle(native):
 
     stop = native(REPO / "scripts/stop.sh")
     assert stop.returncode == 0
-    for name in ("tokenbridge", "prometheus", "otel-collector"):
+    for name in ("tokenbridge", "prometheus", "alertmanager", "otel-collector"):
         assert f"stopped {name} (pid" in stop.stdout
     assert not _port_open(int(p["PROMETHEUS_PORT"])) and not _port_open(int(p["OTELCOL_HEALTH_PORT"]))
     assert not list((Path(native.env["TOKENBRIDGE_NATIVE_DIR"]) / "run").glob("*.pid"))
