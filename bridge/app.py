@@ -306,6 +306,7 @@ def export_once(settings: config.Settings, ledger: Ledger) -> tuple[str, bool]:
         prometheus_port=None,
         interval_s=3600,
         include_session_id=settings.include_session_id,
+        include_project=settings.include_project,
         env=settings.env,
         instance_id=ledger.instance_id(),
         ledger_path=ledger.path,

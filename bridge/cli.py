@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,36 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("statusline", help="Claude Code status-line command: JSON on stdin, one line out, quota gauges")
     st = sub.add_parser("status", help="spend today/this week/this month, burn rate, budgets, balances, quotas")
     st.add_argument("--json", action="store_true", help="JSON with stable keys")
+
+    wrap = sub.add_parser("wrap", help="run a command in a terminal, recording the usage it prints")
+    wrap.add_argument("--session", help="session id of this run (default: a new one)")
+    wrap.add_argument("--project", help="project label (default: git root or working directory)")
+    wrap.add_argument("--all-patterns", action="store_true", help="also tools whose own files a source reads")
+    wrap.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+
+    parse = sub.add_parser("parse", help="show what a printed line would record (records nothing)")
+    parse.add_argument("line")
+
+    cap = sub.add_parser("capture", help="record usage printed in a tmux pane's scrollback or a file")
+    cap.add_argument("--pane", help="tmux pane (e.g. %%3 or session:0.1)")
+    cap.add_argument("--file", help="a text file of terminal output ('-' = stdin)")
+    cap.add_argument("--session", help="session id (default: from the pane or file)")
+    cap.add_argument("--project", help="project label (default: git root or working directory)")
+    cap.add_argument("--all-patterns", action="store_true", help="also tools whose own files a source reads")
+
+    exp = sub.add_parser("export", help="write the totals for node_exporter's textfile collector (for cron)")
+    exp.add_argument("--textfile", required=True, metavar="PATH", help="e.g. /var/lib/node_exporter/tokenbridge.prom")
+
+    man = sub.add_parser("log", help="record a manual usage entry (re-running it adds nothing)")
+    for flag in ("--input", "--output", "--cache-read", "--cache-write"):
+        man.add_argument(flag, type=int, metavar="N")
+    man.add_argument("--cost", help="USD, kept as reported (default: estimated from the price table)")
+    man.add_argument("--model")
+    man.add_argument("--provider", help="default: from the model name")
+    man.add_argument("--project", help="default: git root or working directory")
+    man.add_argument("--session")
+    man.add_argument("--time", help="ISO-8601 time with zone (default: now)")
+    man.add_argument("--key", help="idempotency key (default: a digest of the entry)")
     return p
 
 
@@ -379,6 +409,19 @@ def _polled_rows(grid: Any, r: dict[str, Any], poll: dict[str, Any]) -> None:
     grid.add_row("notes", _cell("; ".join(notes) or "-"))
 
 
+def _delegated(target: str) -> Callable[[argparse.Namespace], int]:
+    """A command implemented in its own module as ``cmd(settings, args)``."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        module, func = target.split(":")
+        command: Callable[[config.Settings, argparse.Namespace], int] = getattr(importlib.import_module(module), func)
+        return command(_settings(args), args)
+
+    return run
+
+
 _COMMANDS = {
     "sync": cmd_sync,
     "run": cmd_run,
@@ -388,6 +431,11 @@ _COMMANDS = {
     "backfill": backfill.cmd,
     "statusline": cmd_statusline,
     "status": cmd_status,
+    "wrap": _delegated("bridge.wrap:cmd_wrap"),
+    "parse": _delegated("bridge.wrap:cmd_parse"),
+    "capture": _delegated("bridge.wrap:cmd_capture"),
+    "log": _delegated("bridge.manual:cmd_log"),
+    "export": _delegated("bridge.textfile:cmd_export"),
 }
 
 

@@ -18,7 +18,13 @@ from bridge.errors import ConfigError
 
 _PROVIDERS = ("openai", "anthropic", "openrouter", "moonshot", "deepseek")
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "export": {"interval_seconds": (int, float), "include_session_id": bool, "prometheus_port": int, "otlp": bool},
+    "export": {
+        "interval_seconds": (int, float),
+        "include_session_id": bool,
+        "prometheus_port": int,
+        "otlp": bool,
+        "include_project": bool,
+    },
     "sources": {"enabled": list},
     "pricing": {"overrides": str},
     # Provider APIs: base URLs, poll intervals, and the *name* of the environment variable that
@@ -29,6 +35,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "openrouter_management_key_env": str,
         "moonshot_currency": str,
     },
+    "terminal": {"patterns": list},
 }
 
 
@@ -38,6 +45,7 @@ class Settings:
     config_path: Path | None = None
     interval_s: float = 60.0
     include_session_id: bool = False
+    include_project: bool = False  # the ``project`` metric attribute (cardinality: one per project)
     prometheus_port: int | None = None
     otlp: bool = True
     enabled_sources: tuple[str, ...] | None = None  # None: every source enabled by default
@@ -45,6 +53,7 @@ class Settings:
     rescan_s: float = 600.0
     env: dict[str, str] = field(default_factory=dict)
     providers: dict[str, Any] = field(default_factory=dict)  # the config file's [providers] table
+    terminal_patterns: list[Any] = field(default_factory=list)  # user patterns (bridge.terminal)
 
 
 def default_state_dir(env: dict[str, str]) -> Path:
@@ -144,6 +153,7 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     if "interval_seconds" in export:
         s.interval_s = seconds(f"{cfg_path.name}: export.interval_seconds", export["interval_seconds"])
     s.include_session_id = bool(export.get("include_session_id", False))
+    s.include_project = bool(export.get("include_project", False))
     s.prometheus_port = export.get("prometheus_port")
     s.otlp = bool(export.get("otlp", True))
     enabled = data.get("sources", {}).get("enabled")
@@ -164,11 +174,20 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     overrides = data.get("pricing", {}).get("overrides")
     if overrides:
         s.prices_path = Path(os.path.expanduser(overrides))
+    patterns = data.get("terminal", {}).get("patterns")
+    if patterns:
+        from bridge.terminal import load_patterns
+
+        load_patterns(patterns, f"{cfg_path.name}: terminal.patterns")  # fail fast, naming the entry
+        s.terminal_patterns = patterns
     s.interval_s = _seconds_env(env, "TOKENBRIDGE_EXPORT_INTERVAL", s.interval_s)
     s.rescan_s = _seconds_env(env, "TOKENBRIDGE_RESCAN_INTERVAL", s.rescan_s)
     session = _bool_env(env, "TOKENBRIDGE_INCLUDE_SESSION_ID")
     if session is not None:
         s.include_session_id = session
+    project = _bool_env(env, "TOKENBRIDGE_INCLUDE_PROJECT")
+    if project is not None:
+        s.include_project = project
     prices_env = env.get("TOKENBRIDGE_PRICES_FILE")
     if prices_env:
         s.prices_path = Path(os.path.expanduser(prices_env))

@@ -118,6 +118,7 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
             prometheus_host=prometheus_host,
             interval_s=settings.interval_s,
             include_session_id=settings.include_session_id,
+            include_project=settings.include_project,
             env=settings.env,
             instance_id=ledger.instance_id(),
             ledger_path=ledger.path,

@@ -280,12 +280,14 @@ class BridgeExporter:
         prometheus_host: str = "127.0.0.1",
         interval_s: float = 60.0,
         include_session_id: bool = False,
+        include_project: bool = False,
         env: dict[str, str] | None = None,
         instance_id: str | None = None,
         ledger_path: Path | None = None,
     ) -> None:
         env = dict(os.environ) if env is None else env
         self.include_session_id = include_session_id
+        self.include_project = include_project
         self.snapshot = _Snapshot([])
         self._starts: dict[str, int] = {}
         self._ledger_path = ledger_path
@@ -342,7 +344,7 @@ class BridgeExporter:
         self.snapshot = self._snapshot(ledger)
 
     def _snapshot(self, ledger: Ledger) -> _Snapshot:
-        points = guarded_points(ledger, self.include_session_id, time.time_ns())
+        points = guarded_points(ledger, self.include_session_id, time.time_ns(), self.include_project)
         self._starts.update({p.key: p.start_ns for p in points})
         return _Snapshot(points, dict(self._starts), list(gauge_values(ledger)))
 

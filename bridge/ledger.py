@@ -174,6 +174,7 @@ class SeriesTotal:
     cost: Decimal
     requests: int
     unpriced: int
+    project: str = ""  # only in ``totals_by_project`` (the opt-in ``project`` attribute)
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,6 +506,17 @@ class Ledger:
         ).fetchall()
         return [_series_total(r) for r in rows]
 
+    def totals_by_project(self) -> list[SeriesTotal]:
+        """Cumulative totals per (source, provider, model, session, project), summed from the
+        rows: the running totals have no project, so this reads every row (opt-in export)."""
+        rows = self._db.execute(
+            "SELECT source, provider, model, COALESCE(session_id, ''), SUM(input), SUM(output), "
+            "SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
+            f"SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), {_GROUP_COLUMNS['project']} "
+            f"FROM {_WITH_PROJECT} GROUP BY 1, 2, 3, 4, 12 ORDER BY 1, 2, 3, 4, 12"
+        ).fetchall()
+        return [replace(_series_total(r), project=str(r[11])) for r in rows]
+
     def recomputed_totals(self) -> list[SeriesTotal]:
         """Totals recomputed from the rows: must always equal ``totals()`` (a consistency check)."""
         rows = self._db.execute(
@@ -548,8 +560,22 @@ class Ledger:
         more = [_GROUP_COLUMNS[name] for name in extra]
         tail = "".join(f", {col}" for col in more)
         by = ", ".join(str(i) for i in [1, 2, 3, *range(12, 12 + len(more))])  # after 4 head + 7 sums
-        q = f"SELECT {head}, {_SUMS}{tail} FROM usage WHERE {where} GROUP BY {by}"
+        table = _WITH_PROJECT if "project" in extra else "usage"
+        q = f"SELECT {head}, {_SUMS}{tail} FROM {table} WHERE {where} GROUP BY {by}"
         return list(self._db.execute(q, params))
+
+    def session_projects(
+        self, since_ms: int | None = None, until_ms: int | None = None, sources: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        """Each session's project as of its first row (a session that moves to another
+        directory stays attributed to the one it started in)."""
+        where, params = _where(since_ms, until_ms, sources)
+        # SQLite: with MIN() as the only aggregate, a bare column comes from the row holding it.
+        q = (
+            "SELECT COALESCE(session_id, ''), project, MIN(ts_ms) FROM usage "
+            f"WHERE {where} AND project IS NOT NULL GROUP BY 1"
+        )
+        return {str(r[0]): str(r[1]) for r in self._db.execute(q, params)}
 
     def history(
         self, bucket_ms: int, sources: Sequence[str] | None = None, by_session: bool = True
@@ -780,7 +806,18 @@ def _where(since_ms: int | None, until_ms: int | None, sources: Sequence[str] | 
     return " AND ".join(where), params
 
 
-_GROUP_COLUMNS = {"source": "source", "project": "COALESCE(project, '')", "session_id": "COALESCE(session_id, '')"}
+# A session belongs to the project it started in (Claude Code may cd elsewhere mid-session):
+# every row of a session takes the project of the session's first row that has one.
+_WITH_PROJECT = (
+    "usage LEFT JOIN (SELECT session_id AS start_session, project AS start_project, MIN(ts_ms) AS start_ts "
+    "FROM usage WHERE session_id IS NOT NULL AND project IS NOT NULL GROUP BY session_id) "
+    "ON start_session = session_id"
+)
+_GROUP_COLUMNS = {
+    "source": "source",
+    "project": "COALESCE(start_project, project, '')",  # only with _WITH_PROJECT
+    "session_id": "COALESCE(session_id, '')",
+}
 _SUMS = (
     "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
     "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), SUM(requests)"

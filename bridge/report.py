@@ -242,6 +242,10 @@ def build(
             last = datetime.fromtimestamp(int(last_ms) / 1000, UTC).astimezone(tz)
             if b.last_activity is None or last > b.last_activity:
                 b.last_activity, b.project = last, project or b.project
+    if kind == "session":
+        for sid, project in ledger.session_projects(since_ms, until_ms, sources).items():
+            if (sid or "(none)") in buckets:
+                buckets[sid or "(none)"].project = project  # where the session started
     ordered = sorted(buckets.values(), key=lambda b: (b.last_activity or datetime.min.replace(tzinfo=UTC), b.key))
     if kind not in ("session", "models"):
         ordered = sorted(buckets.values(), key=lambda b: b.key)

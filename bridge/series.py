@@ -69,9 +69,12 @@ def attrs_of(mapping: dict[str, object]) -> Attrs:
     return tuple(sorted((str(k), str(v)) for k, v in mapping.items()))
 
 
-def values(totals: Iterable[SeriesTotal], include_session_id: bool) -> Iterator[tuple[str, Attrs, Decimal]]:
+def values(
+    totals: Iterable[SeriesTotal], include_session_id: bool, include_project: bool = False
+) -> Iterator[tuple[str, Attrs, Decimal]]:
     """The ledger's totals as (metric, attributes, cumulative value), in Claude Code's schema:
-    ``model``, ``type`` for tokens, plus ``provider`` and ``source`` (``session.id`` opt-in)."""
+    ``model``, ``type`` for tokens, plus ``provider`` and ``source`` (``session.id`` and
+    ``project`` opt-in)."""
     tokens: dict[Attrs, Decimal] = {}
     cost: dict[Attrs, Decimal] = {}
     unpriced: dict[Attrs, Decimal] = {}
@@ -82,6 +85,8 @@ def values(totals: Iterable[SeriesTotal], include_session_id: bool) -> Iterator[
         base = {"model": t.model, "provider": t.provider, "source": t.source}
         if include_session_id and t.session_id:
             base["session.id"] = t.session_id
+        if include_project and t.project:
+            base["project"] = t.project
         attrs = tuple(sorted(base.items()))
         for typ, _column in TOKEN_TYPES:
             k = tuple(sorted((*attrs, ("type", typ))))
@@ -135,11 +140,12 @@ class SeriesBook:
             self.pending = {}
 
 
-def guarded_points(ledger: Ledger, include_session_id: bool, now_ns: int) -> list[Point]:
+def guarded_points(ledger: Ledger, include_session_id: bool, now_ns: int, include_project: bool = False) -> list[Point]:
     """Every series' point from the ledger's current totals, guarded against every earlier
     export (of this process or another) and recorded as exported."""
     book = SeriesBook(ledger.all_series())
-    points = [book.admit(m, a, v, now_ns) for m, a, v in values(ledger.totals(), include_session_id)]
+    totals = ledger.totals_by_project() if include_project else ledger.totals()
+    points = [book.admit(m, a, v, now_ns) for m, a, v in values(totals, include_session_id, include_project)]
     book.save(ledger)
     return points
 

@@ -257,7 +257,7 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 def cli_env(tmp_path: Path, claude_home: ClaudeHome) -> dict[str, str]:
     """Environment for running the CLI against the fixture home only."""
     # Other agents' homes from the developer's environment must not leak into the fixtures.
-    skip = ("OTEL_", "TOKENBRIDGE_", "CLAUDE_", "CODEX_", "OPENCLAW_")
+    skip = ("OTEL_", "TOKENBRIDGE_", "CLAUDE_", "CODEX_", "OPENCLAW_", "GEMINI_", "OPENCODE_", "AMP_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     for key in PROVIDER_KEYS:  # tests never reach a real provider with the developer's keys
         env.pop(key, None)

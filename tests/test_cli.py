@@ -99,7 +99,7 @@ def test_bad_config_key_fails_fast_with_the_key(cli_env, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "tokenbridge: config error: no-config.toml: export.interval_secnds: unknown key "
-        "(known: interval_seconds, include_session_id, prometheus_port, otlp)"
+        "(known: interval_seconds, include_session_id, prometheus_port, otlp, include_project)"
     ]
 
 

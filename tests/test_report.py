@@ -234,3 +234,18 @@ def test_by_works_for_every_report_kind(ledger, pricer):
 def test_by_that_adds_nothing_or_is_unknown_names_the_flag(ledger, kind, by):
     with pytest.raises(ConfigError, match=r"^--by: "):
         build(ledger, kind, UTC, by=by)
+
+
+def test_session_project_is_where_the_session_started(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00", project="/home/dev/app")
+    add(ledger, pricer, "b", "2026-03-02T11:00:00+00:00", project="/home/dev/app/sub")  # it cd'ed later
+    [s] = build(ledger, "session", UTC).buckets
+    assert s.project == "/home/dev/app"
+
+
+def test_by_project_puts_a_whole_session_in_the_project_it_started_in(ledger, pricer):
+    add(ledger, pricer, "a", "2026-03-02T10:00:00+00:00", project="/home/dev/app", out=10)
+    add(ledger, pricer, "b", "2026-03-02T11:00:00+00:00", project="/home/dev/app/sub", out=5)  # cd'ed
+    add(ledger, pricer, "c", "2026-03-02T12:00:00+00:00", project="/other", session="s2", out=1)
+    rep = build(ledger, "daily", UTC, by="project")
+    assert {k: g.line.output for k, g in rep.buckets[0].groups.items()} == {"/home/dev/app": 15, "/other": 1}

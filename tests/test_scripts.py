@@ -58,7 +58,9 @@ def test_shellcheck_clean():
         if IN_CI:
             pytest.fail("shellcheck is not installed (apt-get install -y shellcheck)")
         pytest.skip("shellcheck not installed (never skipped in CI)")
-    files = [str(p) for p in SCRIPTS] + [str(REPO / "telemetry.sh"), str(REPO / "telemetry-grpc.sh")]
+    files = [str(p) for p in SCRIPTS] + [
+        str(REPO / f) for f in ("telemetry.sh", "telemetry-grpc.sh", "shell/tokenbridge.sh")
+    ]
     proc = subprocess.run([sc, "-x", "-s", "bash", *files], capture_output=True, text=True, cwd=str(REPO))
     assert proc.returncode == 0, proc.stdout
 

@@ -144,3 +144,20 @@ def test_balances_and_source_health_are_exported_as_otlp_gauges(tmp_path: Path, 
     assert got[("tokenbridge.source.consecutive_failures", fails)] == 1
     ok = got[("tokenbridge.source.last_success", (("source", "deepseek_balance_api"),))]
     assert abs(ok - time.time()) < 60
+
+
+def test_project_attribute_only_when_asked_and_sums_equal_the_plain_series(tmp_path, pricer):
+    from dataclasses import replace
+
+    def points(include_project: bool) -> dict[str | None, Decimal]:
+        with Ledger.open(tmp_path / ("p" if include_project else "plain")) as led:
+            a, b, c = rec("a", 5), rec("b", 7), rec("c", 1)
+            led.commit([replace(a, project="/shop"), replace(b, project="/blog"), c], pricer)
+            return {
+                dict(p.attrs).get("project"): p.value
+                for p in guarded_points(led, False, 1, include_project=include_project)
+                if p.metric == TOKEN_METRIC and ("type", "output") in p.attrs
+            }
+
+    assert points(False) == {None: 13}
+    assert points(True) == {"/shop": 5, "/blog": 7, None: 1}  # rows without a project: no attribute
