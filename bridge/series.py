@@ -44,6 +44,9 @@ GAUGE_METRICS: dict[str, tuple[str, str]] = {
     "tokenbridge.key.spend": ("", "Spend of an API key in the current period (period, kind: credits or byok)"),
     "tokenbridge.source.last_success": ("s", "Unix time of the source's last successful pass"),
     "tokenbridge.source.consecutive_failures": ("", "Failed passes of the source since its last success"),
+    # Claude plan quota windows, from `tokenbridge statusline` (labels provider, window).
+    "tokenbridge.quota.used_percent": ("", "Share of a plan quota window used, in percent"),
+    "tokenbridge.quota.resets_at": ("", "Unix time at which a plan quota window resets"),
 }
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import calendar
 import time
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -48,8 +48,8 @@ def budgets(env: Mapping[str, str]) -> dict[str, Decimal]:
     return out
 
 
-def _period_starts(now: datetime) -> dict[str, datetime]:
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+def _period_starts(now: datetime) -> dict[str, date]:
+    today = now.date()
     return {"today": today, "week": today - timedelta(days=today.weekday()), "month": today.replace(day=1)}
 
 
@@ -57,23 +57,31 @@ def _empty() -> dict[str, Any]:
     return {"cost": Decimal(0), "tokens": 0, "requests": 0, "unpriced": 0}
 
 
-def build(ledger: Ledger, env: Mapping[str, str], now: float | None = None) -> dict[str, Any]:
+def build(ledger: Ledger, env: Mapping[str, str], now: float | None = None, tz: tzinfo | None = None) -> dict[str, Any]:
+    """Periods are whole local days computed by the report code (same zone rules, same
+    single-count exclusions), so ``status`` and ``report`` agree to the token and the cent."""
+    from bridge import report
+    from bridge._tz import system_tz
+    from bridge.views import default_exclusions
+
     now = time.time() if now is None else now
-    local_now = datetime.fromtimestamp(now).astimezone()
+    tz = tz or system_tz()
+    local_now = datetime.fromtimestamp(now, tz)
     starts = _period_starts(local_now)
     now_ms = int(now * 1000) + 1
-    first = min(starts.values())
-    periods: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in starts}
-    for r in ledger.aggregate("quarter", since_ms=int(first.timestamp() * 1000), until_ms=now_ms):
-        bucket_ms = int(r[0]) * _Q
-        for period, start in starts.items():
-            if bucket_ms < start.timestamp() * 1000:
-                continue
-            line = periods[period].setdefault(str(r[2]), _empty())
-            line["cost"] += from_pusd(int(r[8]))
-            line["tokens"] += int(r[4]) + int(r[5]) + int(r[6]) + int(r[7])
-            line["unpriced"] += int(r[9])
-            line["requests"] += int(r[10])
+    exclude = default_exclusions(ledger)
+    periods: dict[str, dict[str, dict[str, Any]]] = {}
+    for period, first in starts.items():
+        rep = report.build(ledger, "daily", tz, first, starts["today"], exclude=exclude)
+        lines: dict[str, dict[str, Any]] = {}
+        for b in rep.buckets:
+            for (_model, provider), sub in b.models.items():
+                line = lines.setdefault(provider, _empty())
+                line["cost"] += from_pusd(sub.cost_pusd)
+                line["tokens"] += sub.total
+                line["unpriced"] += sub.unpriced
+                line["requests"] += sub.requests
+        periods[period] = lines
     for lines in periods.values():
         total = _empty()
         for line in list(lines.values()):
@@ -82,12 +90,14 @@ def build(ledger: Ledger, env: Mapping[str, str], now: float | None = None) -> d
         lines["total"] = total
 
     def cost_since(ms: int) -> Decimal:
-        return from_pusd(sum(int(r[8]) for r in ledger.aggregate("quarter", since_ms=ms, until_ms=now_ms)))
+        rows = ledger.aggregate("quarter", since_ms=ms, until_ms=now_ms, exclude=exclude)
+        return from_pusd(sum(int(r[8]) for r in rows))
 
     burn = cost_since(now_ms - 1 - 3600_000)
     day_rate = cost_since(now_ms - 1 - 86400_000) / 24
     days = calendar.monthrange(local_now.year, local_now.month)[1]
-    month_end = starts["month"] + timedelta(days=days)
+    first = starts["month"]
+    month_end = datetime(first.year, first.month, 1, tzinfo=tz) + timedelta(days=days)
     hours_left = Decimal(str(max(0.0, (month_end - local_now).total_seconds()) / 3600))
     month_cost = periods["month"]["total"]["cost"]
     projected = month_cost + day_rate * hours_left

@@ -50,7 +50,7 @@ def ledger(tmp_path):
                 _rec("c", datetime(2026, 3, 9, 8, 0, tzinfo=UTC), provider="openai", model="gpt-5"),  # Monday
                 _rec("d", datetime(2026, 3, 8, 20, 0, tzinfo=UTC), provider="openai", model="gpt-5"),  # last week
                 _rec("e", datetime(2026, 2, 28, 12, 0, tzinfo=UTC)),  # last month
-                _rec("f", datetime(2026, 3, 11, 12, 5, tzinfo=UTC)),  # after "now": not counted
+                _rec("f", datetime(2026, 3, 12, 0, 5, tzinfo=UTC)),  # tomorrow: not counted (whole local days)
             ],
             _Price(),
         )
@@ -144,3 +144,33 @@ def test_cli_status_json_and_bad_budget(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TOKENBRIDGE_BUDGET_DAILY_USD", "lots")
     assert main(["--state-dir", str(tmp_path), "status"]) == 2
     assert "TOKENBRIDGE_BUDGET_DAILY_USD" in capsys.readouterr().err
+
+
+def test_status_agrees_with_report_for_whole_days_across_a_dst_change(tmp_path):
+    """Periods are local days with the zone's rules (Berlin moved to summer time on 2026-03-29): the month
+    and the week equal `report daily` over the same days, to the token and the cent."""
+    from zoneinfo import ZoneInfo
+
+    from bridge import report
+    from bridge._rows import from_pusd
+
+    berlin = ZoneInfo("Europe/Berlin")
+    now = datetime(2026, 3, 31, 12, 0, tzinfo=berlin)
+    times = [  # around both local midnights of the DST day and of the week's and month's first days
+        datetime(2026, 2, 28, 22, 30, tzinfo=UTC),  # 02-28 23:30 in Berlin (winter time): last month
+        datetime(2026, 2, 28, 23, 30, tzinfo=UTC),  # 03-01 00:30 in Berlin: this month
+        datetime(2026, 3, 28, 23, 30, tzinfo=UTC),  # 03-29 00:30 in Berlin
+        datetime(2026, 3, 29, 22, 30, tzinfo=UTC),  # 03-30 00:30 (summer time): this week
+        datetime(2026, 3, 29, 21, 30, tzinfo=UTC),  # 03-29 23:30: last week
+        datetime(2026, 3, 31, 9, 0, tzinfo=UTC),  # today
+    ]
+    with Ledger.open(tmp_path) as led:
+        led.commit([_rec(f"k{i}", t) for i, t in enumerate(times)], _Price())
+        data = build(led, {}, now=now.timestamp(), tz=berlin)
+        for period, first in (("month", "2026-03-01"), ("week", "2026-03-30"), ("today", "2026-03-31")):
+            rep = report.build(led, "daily", berlin, datetime.fromisoformat(first).date(), now.date())
+            got = data[period]["total"]
+            assert (got["tokens"], got["requests"]) == (rep.totals.total, rep.totals.requests), period
+            assert got["cost"] == from_pusd(rep.totals.cost_pusd), period
+        assert data["month"]["total"]["requests"] == 5
+        assert data["week"]["total"]["requests"] == 2
