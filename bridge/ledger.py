@@ -308,7 +308,8 @@ class Ledger:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             now = str(time.time_ns())
-            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            # OR IGNORE: another process creating the same new ledger may have written it first.
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('created_ns', ?)", (now,))
         elif int(row[0]) > SCHEMA_VERSION:
             raise LedgerError(f"ledger {self.path} has schema {row[0]}, newer than this tokenbridge ({SCHEMA_VERSION})")
