@@ -123,7 +123,7 @@ def build(ledger: Ledger, env: Mapping[str, str], now: float | None = None, tz: 
         "projected_month_usd": projected,
         "budgets": budget_rows,
         "balances": [
-            {**g.labels, "value": g.value, "at": datetime.fromtimestamp(g.ts_ms / 1000).astimezone().isoformat()}
+            {**g.labels, "amount": g.value, "at": datetime.fromtimestamp(g.ts_ms / 1000).astimezone().isoformat()}
             for g in ledger.gauges(BALANCE)
         ],
         "quotas": quotas,
@@ -188,7 +188,7 @@ def render(data: dict[str, Any]) -> str:
         proj = f", projected {money(b['projected'])}" if "projected" in b else ""
         out.append(f"Budget {name}: {money(b['spent'])} of {money(b['budget'])}{pct}{proj}")
     for bal in data["balances"]:
-        out.append(f"Balance {bal.get('provider', '?')}: {bal['value']:,.2f} {bal.get('currency', '')}".rstrip())
+        out.append(f"Balance {bal.get('provider', '?')}: {bal['amount']:,.2f} {bal.get('currency', '')}".rstrip())
     for window, q in sorted(data["quotas"].items()):
         reset = ""
         if "resets_at" in q:

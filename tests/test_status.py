@@ -101,7 +101,7 @@ def test_balances_quotas_and_source_health(ledger):
     data = to_json(build(ledger, {}, now=NOW.timestamp()))
     assert data["budgets"] == {}
     (bal,) = data["balances"]
-    assert bal["provider"] == "openrouter" and bal["currency"] == "USD" and bal["value"] == "7.25"
+    assert bal["provider"] == "openrouter" and bal["currency"] == "USD" and bal["amount"] == "7.25"
     assert data["quotas"] == {"five_hour": {"used_percent": "42.5", "resets_at": int(NOW.timestamp()) + 7200}}
     assert data["sources"]["openai_api"]["consecutive_failures"] == 1
     assert data["sources"]["openai_api"]["last_error_kind"] == "http_401"
