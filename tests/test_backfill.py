@@ -394,9 +394,10 @@ class _Stack:
 
 @pytest.fixture(scope="module")
 def bstack(tmp_path_factory: pytest.TempPathFactory):
+    import yaml  # noqa: F401 - a dev dependency: fail, never skip, when it is missing
+
     from tests._stack import start_collector, start_prometheus
 
-    pytest.importorskip("yaml")
     w = tmp_path_factory.mktemp("backfill")
     st = _Stack()
     col = start_collector(w)
