@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 from bridge import config
 from bridge.errors import PollError
 from bridge.ledger import CostFunction, Gauge, Ledger
-from bridge.record import UsageRecord
+from bridge.record import CostOrigin, UsageRecord
 from bridge.sources._base import BaseSource, ProgressHook, ScanStats, SourceStatus
 
 if TYPE_CHECKING:
@@ -425,6 +425,23 @@ class PolledSource(BaseSource):
         if since is not None:
             start = min(start, since.timestamp())
         return int(start // width_s * width_s)
+
+
+class BilledUsagePolledSource(PolledSource):
+    """A provider's token usage API beside its cost API (``cost_source``): while the cost source is
+    enabled, usage rows carry ``cost_origin=external`` so the billed cost is never added to an
+    estimate of itself; without it, their cost is estimated from the price table."""
+
+    cost_source: str
+
+    def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
+        super().__init__(settings, client)
+        enabled = settings.enabled_sources
+        self.billed = enabled is None or self.cost_source in enabled
+
+    @property
+    def usage_cost_origin(self) -> CostOrigin:
+        return CostOrigin.EXTERNAL if self.billed else CostOrigin.UNKNOWN
 
 
 def _key_setting(env_name: str, provider: str) -> str:

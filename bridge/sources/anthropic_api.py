@@ -37,6 +37,7 @@ from bridge.sources._poll import (
     HOUR,
     Api,
     Batch,
+    BilledUsagePolledSource,
     Http,
     PolledSource,
     count,
@@ -48,9 +49,7 @@ from bridge.sources._poll import (
 from bridge.sources._registry import SourceSpec
 
 if TYPE_CHECKING:
-    import httpx
-
-    from bridge.config import Settings
+    pass
 
 log = logging.getLogger("tokenbridge.sources.anthropic")
 
@@ -87,16 +86,12 @@ def _bucket_start(bucket: dict[str, Any], width: int) -> int:
     return parse_time(bucket["starting_at"]) // width * width
 
 
-class AnthropicUsage(PolledSource):
+class AnthropicUsage(BilledUsagePolledSource):
     name = USAGE
     api = API
     default_interval_s = 300.0
     notes = (NO_BALANCE,)
-
-    def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
-        super().__init__(settings, client)
-        enabled = settings.enabled_sources
-        self.billed = enabled is None or COSTS in enabled
+    cost_source = COSTS
 
     def poll(self, http: Http, ledger: Ledger, since: datetime | None, now: float) -> Iterator[Batch]:
         start = self.window_start(ledger, "messages", since, now, HOUR, 2 * DAY)
@@ -113,7 +108,7 @@ class AnthropicUsage(PolledSource):
         return UsageRecord(
             source=USAGE, provider="anthropic", model=model, timestamp=utc(at),
             dedup_key=f"anthropic:messages:{at}:{model}", tokens=message_tokens(r),
-            cost_origin=CostOrigin.EXTERNAL if self.billed else CostOrigin.UNKNOWN, requests=0, replace=True,
+            cost_origin=self.usage_cost_origin, requests=0, replace=True,
         )  # fmt: skip
 
 

@@ -35,13 +35,24 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.ledger import Ledger
 from bridge.record import CostOrigin, Tokens, UsageRecord
-from bridge.sources._poll import DAY, HOUR, Api, Batch, Http, PolledSource, bearer, count, parse_time, synced_state, utc
+from bridge.sources._poll import (
+    DAY,
+    HOUR,
+    Api,
+    Batch,
+    BilledUsagePolledSource,
+    Http,
+    PolledSource,
+    bearer,
+    count,
+    parse_time,
+    synced_state,
+    utc,
+)
 from bridge.sources._registry import SourceSpec
 
 if TYPE_CHECKING:
-    import httpx
-
-    from bridge.config import Settings
+    pass
 
 log = logging.getLogger("tokenbridge.sources.openai")
 
@@ -67,16 +78,12 @@ def completion_tokens(r: dict[str, Any]) -> Tokens:
     )  # fmt: skip
 
 
-class OpenAIUsage(PolledSource):
+class OpenAIUsage(BilledUsagePolledSource):
     name = USAGE
     api = API
     default_interval_s = 300.0
     notes = (NO_BALANCE,)
-
-    def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
-        super().__init__(settings, client)
-        enabled = settings.enabled_sources
-        self.billed = enabled is None or COSTS in enabled
+    cost_source = COSTS
 
     def poll(self, http: Http, ledger: Ledger, since: datetime | None, now: float) -> Iterator[Batch]:
         for endpoint in _USAGE_ENDPOINTS:
@@ -96,7 +103,7 @@ class OpenAIUsage(PolledSource):
         return UsageRecord(
             source=USAGE, provider="openai", model=str(model), timestamp=utc(at),
             dedup_key=f"openai:{endpoint}:{at}:{model}", tokens=tokens,
-            cost_origin=CostOrigin.EXTERNAL if self.billed else CostOrigin.UNKNOWN,
+            cost_origin=self.usage_cost_origin,
             requests=count(r.get("num_model_requests")), replace=True, extra={"endpoint": endpoint},
         )  # fmt: skip
 
