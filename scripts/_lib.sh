@@ -131,3 +131,21 @@ tb_alert_config() {
   "$py" "$TB_ROOT/scripts/alertmanager_config.py" --env-file "$TB_ROOT/.env" \
     || tb_die "fix the alert setting in .env named above"
 }
+
+# Download a Go module and copy its source into a writable build directory: sets $work ($work/src holds the
+# source; the directory is removed at exit). The module's go.work is dropped: it names directories absent from
+# the module zip (build with GOWORK=off). Used by the build scripts of Prometheus and Alertmanager.
+# Args: label module version mktemp-prefix.
+tb_go_module_src() {
+  local label="$1" module="$2" version="$3" prefix="$4" moddir
+  tb_need go "install Go >= 1.25 from https://go.dev/dl/"
+  tb_log "$label: downloading module $module@$version"
+  moddir="$(GOFLAGS=-mod=mod go mod download -json "$module@$version" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [[ -n "$moddir" && -d "$moddir" ]] || tb_die "go mod download of $module@$version gave no directory"
+  work="$(mktemp -d "${TMPDIR:-/tmp}/$prefix.XXXXXX")"
+  trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+  cp -R "$moddir/." "$work/src"
+  chmod -R u+w "$work/src"
+  rm -f "$work/src/go.work" "$work/src/go.work.sum"
+}

@@ -21,17 +21,7 @@ if [[ -x "$bin" && -x "$outdir/amtool" && "${1:-}" != "--force" ]]; then
   exit 0
 fi
 
-tb_need go "install Go >= 1.25 from https://go.dev/dl/"
-tb_log "alertmanager $version: downloading module github.com/prometheus/alertmanager@$module_version"
-moddir="$(GOFLAGS=-mod=mod go mod download -json "github.com/prometheus/alertmanager@$module_version" \
-  | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-[[ -n "$moddir" && -d "$moddir" ]] || tb_die "go mod download of github.com/prometheus/alertmanager@$module_version gave no directory"
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/tb-am-build.XXXXXX")"
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-cp -R "$moddir/." "$work/src"
-chmod -R u+w "$work/src"
-rm -f "$work/src/go.work" "$work/src/go.work.sum"
+tb_go_module_src "alertmanager $version" github.com/prometheus/alertmanager "$module_version" tb-am-build
 # The module ships the web UI's sources, not its compiled assets (ui/app/dist, built with npm in a release). The
 # binary embeds that directory: give it a one-page placeholder. The API (/api/v2), routing and receivers are all
 # in Go and unaffected; the compose image has the full UI.

@@ -27,17 +27,7 @@ if [[ -x "$bin" && -x "$outdir/promtool" && "${1:-}" != "--force" ]]; then
   exit 0
 fi
 
-tb_need go "install Go >= 1.25 from https://go.dev/dl/"
-tb_log "prometheus $version: downloading module github.com/prometheus/prometheus@$module_version"
-moddir="$(GOFLAGS=-mod=mod go mod download -json "github.com/prometheus/prometheus@$module_version" \
-  | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-[[ -n "$moddir" && -d "$moddir" ]] || tb_die "go mod download of github.com/prometheus/prometheus@$module_version gave no directory"
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/tb-prom-build.XXXXXX")"
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-cp -R "$moddir/." "$work/src"
-chmod -R u+w "$work/src"
-rm -f "$work/src/go.work" "$work/src/go.work.sum"
+tb_go_module_src "prometheus $version" github.com/prometheus/prometheus "$module_version" tb-prom-build
 
 tb_log "prometheus $version: compiling (tags: $tags); this takes a few minutes on a cold Go cache"
 mkdir -p "$work/out"
