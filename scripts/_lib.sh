@@ -14,6 +14,8 @@ TB_OCB_VERSION="v0.159.0"
 TB_PROMETHEUS_VERSION="3.14.0"
 # shellcheck disable=SC2034
 TB_ALERTMANAGER_VERSION="0.35.0"
+# shellcheck disable=SC2034
+TB_VICTORIAMETRICS_VERSION="1.151.0"
 
 tb_log() { printf '%s\n' "$*" >&2; }
 tb_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
