@@ -20,6 +20,7 @@ from bridge import __version__, backfill, config
 from bridge.app import resolve_selection
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
+from bridge.plans import PLANS
 from bridge.report import BY, KINDS, Bucket, Report, build, parse_day, resolve_tz
 from bridge.status import cmd_status
 from bridge.statusline import cmd_statusline
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     _export_flags(sync)
 
     rep = sub.add_parser("report", help="usage tables from the ledger")
-    rep.add_argument("kind", choices=KINDS)
+    rep.add_argument("kind", choices=(*KINDS, "blocks"), help="blocks: Claude's 5-hour session blocks")
     rep.add_argument("--json", action="store_true", help="JSON for scripts")
     rep.add_argument("--since", help="first day (YYYY-MM-DD), inclusive")
     rep.add_argument("--until", help="last day (YYYY-MM-DD), inclusive")
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--breakdown", action="store_true", help="a row per model under each period (or group)")
     rep.add_argument("--by", choices=BY, help="a row per provider, model, source, project or session in each period")
     rep.add_argument("--source", action="append", metavar="NAME", help="only these sources or groups (repeatable)")
+    rep.add_argument("--plan", choices=PLANS, help="compare the Claude usage at API list prices with this plan's price")
 
     src = sub.add_parser("sources", help="each source: detected, roots, files, last event, problems")
     src.add_argument("--json", action="store_true")
@@ -273,11 +275,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     since = parse_day(args.since, "--since") if args.since else None
     until = parse_day(args.until, "--until") if args.until else None
     selected = resolve_selection(args.source)
+    if args.kind == "blocks" and (args.by or args.breakdown):
+        raise ConfigError("--by" if args.by else "--breakdown", "report blocks has a row per block only")
     with Ledger.open(settings.state_dir) as ledger:
         # Default totals count each request once: a provider's billing API, where it has data,
         # stands for its local sources' rows (bridge.views); --source shows any source as it is.
         exclude = [] if selected else default_exclusions(ledger)
-        rep = build(ledger, args.kind, tz, since, until, selected, by=args.by, exclude=exclude)
+        if args.kind == "blocks":
+            from bridge import blocks
+
+            rep: Any = blocks.build(ledger, tz, since, until, selected)
+            exclude = []  # blocks read named sources only (claude_transcripts unless --source)
+        else:
+            rep = build(ledger, args.kind, tz, since, until, selected, by=args.by, exclude=exclude)
+        plan = _plan(settings, args, ledger, tz, since, until, selected, exclude) if args.plan else None
         empty = not ledger.request_count()
     if empty:
         _err(f"tokenbridge: the ledger at {settings.state_dir} is empty: run `tokenbridge sync` first.")
@@ -289,9 +300,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         _err(f"{source}: {why} (see it alone with --source {source})")
     if args.json:
-        print(json.dumps(rep.as_json(breakdown=True), indent=2))
+        data = rep.as_json(tz) if args.kind == "blocks" else rep.as_json(breakdown=True)
+        if plan is not None:
+            data["plan"] = plan.as_json()
+        print(json.dumps(data, indent=2))
         return 0
-    _console().print(_report_table(rep, args.breakdown))
+    if args.kind == "blocks":
+        from bridge import blocks
+
+        _console().print(blocks.table(rep, tz, _cell, _cells))
+        print("\n".join(blocks.active_summary(rep, tz)))
+    else:
+        _console().print(_report_table(rep, args.breakdown))
+    if plan is not None:
+        from bridge.plans import explain
+
+        print("\n".join(explain(plan)))
     if rep.totals.unpriced:
         print(
             f"{rep.totals.unpriced} request(s) use a model without a known price: their cost is not included "
@@ -299,6 +323,20 @@ def cmd_report(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _plan(settings: config.Settings, args: argparse.Namespace, ledger: Ledger, tz: Any, *window: Any) -> Any:
+    """The --plan comparison over the report's days, sources and exclusions (``bridge.plans``)."""
+    from bridge import plans
+
+    since, until, selected, exclude = window
+    if args.kind == "blocks" and not selected:
+        from bridge.blocks import DEFAULT_SOURCES
+
+        selected = DEFAULT_SOURCES  # the same rows as the blocks
+    daily = build(ledger, "daily", tz, since, until, selected, exclude=exclude)
+    monthly = plans.prices(settings.plan_prices)[args.plan]
+    return plans.compare(args.plan, monthly, plans.usage_of(daily), since, until, datetime.now(tz).date())
 
 
 _FIRST = {"daily": "Date", "weekly": "Week of", "monthly": "Month", "session": "Session", "models": "Model"}

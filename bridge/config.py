@@ -9,11 +9,13 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
+from bridge import alerts
 from bridge.errors import ConfigError
 
 _PROVIDERS = ("openai", "anthropic", "openrouter", "moonshot", "deepseek")
@@ -36,6 +38,9 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "moonshot_currency": str,
     },
     "terminal": {"patterns": list},
+    # Budgets, alert levels and the webhook (values checked by bridge.alerts); plan prices (bridge.plans).
+    **alerts.schema(),
+    "plans": {"pro": (int, float), "max5": (int, float), "max20": (int, float)},
 }
 
 
@@ -54,6 +59,9 @@ class Settings:
     env: dict[str, str] = field(default_factory=dict)
     providers: dict[str, Any] = field(default_factory=dict)  # the config file's [providers] table
     terminal_patterns: list[Any] = field(default_factory=list)  # user patterns (bridge.terminal)
+    # Budgets and alert settings by environment variable name, file values under the environment's (bridge.alerts).
+    alert_values: dict[str, str] = field(default_factory=dict)
+    plan_prices: dict[str, Decimal] = field(default_factory=dict)  # [plans]: USD per month (bridge.plans)
 
 
 def default_state_dir(env: dict[str, str]) -> Path:
@@ -72,10 +80,7 @@ def default_overrides_path() -> Path:
 
 
 def default_config_path(env: dict[str, str]) -> Path:
-    explicit = env.get("TOKENBRIDGE_CONFIG", "").strip()
-    if explicit:
-        return Path(os.path.expanduser(explicit))
-    return Path(platformdirs.user_config_dir("tokenbridge")) / "config.toml"
+    return alerts.default_config_path(env)  # the scripts find the file the same way
 
 
 def _bool_env(env: dict[str, str], key: str) -> bool | None:
@@ -188,6 +193,11 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     project = _bool_env(env, "TOKENBRIDGE_INCLUDE_PROJECT")
     if project is not None:
         s.include_project = project
+    s.alert_values = alerts.merged(env, data, cfg_path)
+    for plan, price in data.get("plans", {}).items():
+        if not (math.isfinite(price) and price > 0):
+            raise ConfigError(f"{cfg_path}: plans.{plan}", f"must be a price in USD per month > 0, got {price}")
+        s.plan_prices[plan] = Decimal(str(price))
     prices_env = env.get("TOKENBRIDGE_PRICES_FILE")
     if prices_env:
         s.prices_path = Path(os.path.expanduser(prices_env))

@@ -537,7 +537,7 @@ class Ledger:
         extra: Sequence[str] = (),
         exclude: Sequence[tuple[str, str, int]] = (),
     ) -> list[tuple[Any, ...]]:
-        """Sums grouped by ``group`` ("quarter" = 15-minute bucket, or "session") and model.
+        """Sums grouped by ``group`` ("quarter" = 15-minute bucket, "ms" = the exact time, or "session") and model.
 
         Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
         cost_pusd, unpriced, requests), then one value per column named in ``extra`` ("source",
@@ -554,6 +554,8 @@ class Ledger:
         model = "model || CASE WHEN speed = 'fast' THEN ' (fast)' ELSE '' END"
         if group == "quarter":
             head = f"ts_ms / 900000, {model}, provider, NULL"
+        elif group == "ms":  # five-hour blocks need each request's time (bridge.blocks)
+            head = f"ts_ms, {model}, provider, NULL"
         elif group == "session":
             head = f"COALESCE(session_id, ''), {model}, provider, MAX(ts_ms) || '|' || COALESCE(MAX(project), '')"
         else:

@@ -169,7 +169,7 @@ def parse_day(value: str, flag: str) -> date:
     raise ConfigError(flag, f"expected YYYY-MM-DD or YYYYMMDD, got {value!r}")
 
 
-def _day_start_ms(d: date, tz: tzinfo) -> int | None:
+def day_start_ms(d: date, tz: tzinfo) -> int | None:
     """Epoch ms of local midnight; None past either end of the calendar (year 1, year 9999).
 
     Such a bound excludes nothing a timestamp can express, so no bound is the exact meaning.
@@ -209,8 +209,8 @@ def build(
         raise ConfigError("--by", f"report {kind} already has a row per {by}")
     if since and until and since > until:
         raise ConfigError("--since/--until", f"--since {since.isoformat()} is after --until {until.isoformat()}")
-    since_ms = _day_start_ms(since, tz) if since else None
-    until_ms = _day_start_ms(until + timedelta(days=1), tz) if until and until < date.max else None
+    since_ms = day_start_ms(since, tz) if since else None
+    until_ms = day_start_ms(until + timedelta(days=1), tz) if until and until < date.max else None
     buckets: dict[str, Bucket] = {}
     totals = Line()
     group = "session" if kind == "session" else "quarter"

@@ -2,9 +2,10 @@
 
 Periods are calendar periods in the local time zone (today from midnight, the week from Monday, the month from
 the 1st). The burn rate is the last hour's cost; the month-end projection adds the last 24 hours' average rate
-for the rest of the month. Budgets are the same settings as the alerts (``TOKENBRIDGE_BUDGET_DAILY_USD``,
-``TOKENBRIDGE_BUDGET_MONTHLY_USD``). Balances and plan quota windows are the ledger's gauges. Costs of requests
-without a known price are unknown, not $0: they are counted and flagged.
+for the rest of the month. Budgets are the same settings as the alerts (config file ``[budgets] daily_usd`` and
+``monthly_usd``, ``TOKENBRIDGE_BUDGET_DAILY_USD``/``…_MONTHLY_USD`` over them: ``bridge.alerts``). Balances and plan
+quota windows are the ledger's gauges. Costs of requests without a known price are unknown, not $0: they are
+counted and flagged.
 
 JSON keys are stable: ``today``, ``week``, ``month`` (each ``{provider: {cost, tokens, requests, unpriced}}``
 plus ``total``), ``burn_rate_usd_per_hour``, ``projected_month_usd``, ``budgets``, ``balances``, ``quotas``,
@@ -157,13 +158,12 @@ def to_json(data: Any) -> Any:
 def cmd_status(args: Any) -> int:
     """CLI entry (``tokenbridge status [--json]``)."""
     import json
-    import os
 
     from bridge import config
 
     settings = config.load(state_dir=args.state_dir, config=args.config)
     with Ledger.open(settings.state_dir) as ledger:
-        data = build(ledger, settings.env or os.environ)
+        data = build(ledger, settings.alert_values)  # config file, environment over it (bridge.alerts)
     print(json.dumps(to_json(data), indent=2) if args.json else render(data))
     return 0
 

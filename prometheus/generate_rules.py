@@ -3,8 +3,8 @@
 
     python3 prometheus/generate_rules.py               # rewrite prometheus/rules/spend.yml
     python3 prometheus/generate_rules.py --check       # exit 1 if the committed spend.yml is stale
-    python3 prometheus/generate_rules.py --thresholds [--env-file .env]
-                                                       # write prometheus/rules/thresholds.yml from the environment
+    python3 prometheus/generate_rules.py --thresholds [--env-file .env] [--config PATH]
+                                                       # write prometheus/rules/thresholds.yml from the settings
 
 Why generated: the PromQL that counts Claude Code usage once (bridge transcripts/stats cache preferred per model,
 native telemetry as fallback, every other source added) lives in grafana/generate_dashboards.py; the rules import
@@ -12,7 +12,9 @@ it so dashboards and rules can never disagree.
 
 Thresholds: every alert compares against a recorded series ``tokenbridge:threshold:<name>``. Its value is the
 configured one (``tokenbridge:threshold_config:<name>``, recorded by the generated, git-ignored thresholds.yml) or
-the default written into spend.yml, so the alerts work with no configuration at all. Budgets have no default: no
+the default written into spend.yml, so the alerts work with no configuration at all. The configured values come
+from the config file's [budgets]/[alerts], then .env, then the environment (bridge/alerts.py, shared with
+`tokenbridge status` and scripts/alertmanager_config.py). Budgets have no default: no
 budget configured, no budget alert. Prometheus has no time zones: today/week/month are UTC calendar periods (weeks
 start on Monday); they lag the present by at most one 5-minute step.
 """
@@ -22,9 +24,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import re
 import sys
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,11 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))  # bridge.alerts, with the system Python too (standard library only)
+
+from bridge import alerts  # noqa: E402
+from bridge.errors import ConfigError  # noqa: E402
+
 OUT = HERE / "rules" / "spend.yml"
 THRESHOLDS_OUT = HERE / "rules" / "thresholds.yml"
 
@@ -57,7 +63,7 @@ SOURCE_FAILURES = "tokenbridge_source_consecutive_failures"
 SOURCE_LAST_SUCCESS = "tokenbridge_source_last_success_seconds"
 
 
-# name -> (env var, default or None, help). Values are plain non-negative numbers.
+# name -> (env var, default or None, help). Values are plain non-negative numbers (checked by bridge.alerts).
 THRESHOLDS: dict[str, tuple[str, str | None, str]] = {
     "budget_daily_usd": ("TOKENBRIDGE_BUDGET_DAILY_USD", None, "daily budget in USD (UTC day); unset: no alert"),
     "budget_monthly_usd": ("TOKENBRIDGE_BUDGET_MONTHLY_USD", None, "monthly budget in USD; unset: no alert"),
@@ -68,7 +74,7 @@ THRESHOLDS: dict[str, tuple[str, str | None, str]] = {
     "source_silent_seconds": ("TOKENBRIDGE_SOURCE_SILENT_HOURS", "6", "hours without a successful pass"),
     "source_failures": ("TOKENBRIDGE_SOURCE_FAILURES", "3", "consecutive failed passes"),
 }
-BALANCE_PREFIX = "TOKENBRIDGE_BALANCE_LOW_"  # TOKENBRIDGE_BALANCE_LOW_OPENROUTER=10: per provider
+BALANCE_PREFIX = alerts.BALANCE_PREFIX  # TOKENBRIDGE_BALANCE_LOW_OPENROUTER=10: per provider
 
 
 class _Block(str):
@@ -331,33 +337,6 @@ def render() -> str:
 # ------------------------------------------------------------------ thresholds from the environment
 
 
-class ThresholdError(ValueError):
-    pass
-
-
-def _number(key: str, raw: str) -> Decimal:
-    try:
-        v = Decimal(raw.strip())
-    except InvalidOperation:
-        raise ThresholdError(f"{key}: not a number: {raw!r}") from None
-    if not v.is_finite() or v < 0:
-        raise ThresholdError(f"{key}: must be a number >= 0, got {raw!r}")
-    return v
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a .env file (comments, blanks and `export ` prefixes allowed; quotes stripped)."""
-    out: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip().removeprefix("export ")
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if sep:
-            out[key.strip()] = value.strip().strip("'\"")
-    return out
-
-
 def thresholds(env: dict[str, str]) -> str:
     """The thresholds.yml recording the configured values (only the configured ones)."""
     rules = []
@@ -365,19 +344,18 @@ def thresholds(env: dict[str, str]) -> str:
         raw = env.get(key, "").strip()
         if not raw:
             continue
-        v = _number(key, raw)
+        v = alerts.number(key, raw)
         if name == "source_silent_seconds":
             v = v * 3600
         rules.append(rec(f"tokenbridge:threshold_config:{name}", f"vector({v})"))
     for key in sorted(env):
         if not key.startswith(BALANCE_PREFIX) or not env[key].strip():
             continue
+        alerts.check(key, env[key])  # the provider part, then the number
         provider = key.removeprefix(BALANCE_PREFIX).lower()
-        if not re.fullmatch(r"[a-z0-9_]+", provider):
-            raise ThresholdError(f"{key}: the provider part must be letters, digits or _")
-        v = _number(key, env[key])
+        v = alerts.number(key, env[key])
         rules.append(rec("tokenbridge:threshold_config:balance_low", f"vector({v})", {"provider": provider}))
-    header = "# GENERATED from the environment / .env by prometheus/generate_rules.py --thresholds (not in git).\n"
+    header = "# GENERATED from config.toml / .env / the environment by generate_rules.py --thresholds (not in git).\n"
     return header + yaml.safe_dump(
         {"groups": [{"name": "tokenbridge-threshold-config", "interval": "1m", "rules": rules}]}, sort_keys=False
     )
@@ -386,16 +364,15 @@ def thresholds(env: dict[str, str]) -> str:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="exit 1 if the committed spend.yml is stale")
-    ap.add_argument("--thresholds", action="store_true", help="write rules/thresholds.yml from the environment")
+    ap.add_argument("--thresholds", action="store_true", help="write rules/thresholds.yml from the settings")
     ap.add_argument("--env-file", type=Path, help="read KEY=VALUE lines from this file (the environment wins)")
+    ap.add_argument("--config", type=Path, help="tokenbridge config file (default: $TOKENBRIDGE_CONFIG or the user's)")
     ap.add_argument("--out", type=Path, help="output path (default: prometheus/rules/spend.yml or thresholds.yml)")
     args = ap.parse_args(argv)
     if args.thresholds:
-        env = read_env_file(args.env_file) if args.env_file and args.env_file.exists() else {}
-        env.update({k: v for k, v in os.environ.items() if k.startswith("TOKENBRIDGE_")})
         try:
-            text = thresholds(env)
-        except ThresholdError as exc:
+            text = thresholds(alerts.for_scripts(os.environ, args.env_file, args.config))
+        except ConfigError as exc:
             print(f"generate_rules: config error: {exc}", file=sys.stderr)
             return 2
         (args.out or THRESHOLDS_OUT).write_text(text)

@@ -125,13 +125,14 @@ tb_python() {
 }
 
 # Alert thresholds (prometheus/rules/thresholds.yml) and the Alertmanager config (alertmanager/alertmanager.yml)
-# from .env and the environment; both git-ignored. A bad value stops the start with the key named.
+# from the tokenbridge config file's [budgets]/[alerts] ($TOKENBRIDGE_CONFIG, else the user's config.toml), then
+# .env, then the environment; both git-ignored. A bad value stops the start with the file key or variable named.
 tb_alert_config() {
   local py; py="$(tb_python)"
   "$py" "$TB_ROOT/prometheus/generate_rules.py" --thresholds --env-file "$TB_ROOT/.env" \
-    || tb_die "fix the alert threshold in .env named above"
+    || tb_die "fix the alert threshold named above (config file or .env)"
   "$py" "$TB_ROOT/scripts/alertmanager_config.py" --env-file "$TB_ROOT/.env" \
-    || tb_die "fix the alert setting in .env named above"
+    || tb_die "fix the alert setting named above (config file or .env)"
 }
 
 # Download a Go module and copy its source into a writable build directory: sets $work ($work/src holds the
