@@ -168,7 +168,7 @@ def table(rep: BlocksReport, tz: tzinfo, cell: Any, cells: Any) -> Any:
     """The blocks as a Rich table; ``cell``/``cells`` are the report table's escaping and number formatting."""
     from rich.table import Table
 
-    t = Table(title=cell(f"Claude usage — 5-hour blocks ({rep.timezone})"))
+    t = Table(title=cell(f"5-hour blocks ({rep.timezone}) of {', '.join(rep.sources)}"))
     t.add_column("Block start", no_wrap=True)
     t.add_column("Status", no_wrap=True)
     t.add_column("Models", overflow="fold")
@@ -190,7 +190,9 @@ def active_summary(rep: BlocksReport, tz: tzinfo) -> list[str]:
     """Lines under the table: the active block's burn rate and projection (or that there is none)."""
     b = rep.active()
     if b is None:
-        return ["No active block: no request in the last five hours' block."]
+        ended = [x for x in rep.blocks if not x.gap]
+        last = f": the last one ended {_local(ended[-1].end_ms, tz)}" if ended else ""
+        return [f"No active block (no request in the five hours' block that contains now){last}."]
     rate = f"{b.tokens_per_minute:,.0f} tokens/min"
     cost = "cost unknown (no known price)" if b.cost_per_hour is None else f"${b.cost_per_hour:,.2f}/h"
     proj_cost = "unknown" if b.projected_cost is None else f"${b.projected_cost:,.2f}"

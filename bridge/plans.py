@@ -26,7 +26,7 @@ PLANS: dict[str, tuple[str, Decimal | None]] = {
     "max20": ("Claude Max 20x", Decimal(200)),
     "api": ("API, pay as you go", None),
 }
-PRICE_SOURCE = "Anthropic's pricing page, https://www.anthropic.com/pricing (monthly billing, USD, before tax)"
+PRICE_SOURCE = "Anthropic's pricing page https://www.anthropic.com/pricing: monthly billing, USD, before tax"
 PROVIDER = "anthropic"
 _CENT = Decimal("0.01")
 
@@ -138,6 +138,15 @@ def usage_of(daily: Any) -> Usage:
     return u
 
 
+def _months(months: list[tuple[str, int, int, Decimal]]) -> list[str]:
+    """Partial months one by one ("2026-03: 30 of 31 days = $19.35"), whole months counted together."""
+    whole = [usd for _m, d, n, usd in months if d == n]
+    out = [f"{m}: {d} of {n} days = ${usd.quantize(_CENT):,.2f}" for m, d, n, usd in months if d != n]
+    if whole:
+        out.insert(1 if months[0][1] != months[0][2] else 0, f"{len(whole)} whole month(s) = ${sum(whole):,.2f}")
+    return out
+
+
 def explain(c: Comparison) -> list[str]:
     """What the comparison means, in a few lines under the report."""
     name = PLANS[c.plan][0]
@@ -151,9 +160,9 @@ def explain(c: Comparison) -> list[str]:
         return [f"Plan {name}: you pay the API list price.", usage_line]
     assert c.since and c.until and c.plan_cost is not None
     lines = [
-        f"Plan {name}: ${c.monthly:,.2f}/month ({PRICE_SOURCE}; override in the config file's [plans]).",
+        f"Plan {name}: ${c.monthly:,.2f}/month (from {PRICE_SOURCE}; override in the config file's [plans]).",
         f"Period {c.since.isoformat()} to {c.until.isoformat()}, the plan's price pro-rated by day: "
-        + "; ".join(f"{m}: {d} of {n} days = ${usd.quantize(_CENT):,.2f}" for m, d, n, usd in c.months)
+        + "; ".join(_months(c.months))
         + f"; together ${c.plan_cost.quantize(_CENT):,.2f}.",
         usage_line,
     ]

@@ -81,7 +81,8 @@ class Line:
             "cacheCreationTokens": self.cache_creation,
             "cacheReadTokens": self.cache_read,
             "totalTokens": self.total,
-            "totalCost": None if cost is None else str(cost.normalize() if cost else Decimal(0)),
+            # "f": a whole number of dollars is "80", never normalize()'s "8E+1".
+            "totalCost": None if cost is None else format(cost.normalize(), "f") if cost else "0",
             "unpricedRequests": self.unpriced,
             "requests": self.requests,
         }
