@@ -16,11 +16,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, backfill, config
+from bridge import __version__, backfill, blocks, config, plans
 from bridge.app import resolve_selection
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
-from bridge.plans import PLANS
 from bridge.report import BY, KINDS, Bucket, Report, build, parse_day, resolve_tz
 from bridge.status import cmd_status
 from bridge.statusline import cmd_statusline
@@ -66,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--breakdown", action="store_true", help="a row per model under each period (or group)")
     rep.add_argument("--by", choices=BY, help="a row per provider, model, source, project or session in each period")
     rep.add_argument("--source", action="append", metavar="NAME", help="only these sources or groups (repeatable)")
-    rep.add_argument("--plan", choices=PLANS, help="compare the Claude usage at API list prices with this plan's price")
+    rep.add_argument("--plan", choices=plans.PLANS, help="Claude usage at API list prices vs this plan's price")
 
     src = sub.add_parser("sources", help="each source: detected, roots, files, last event, problems")
     src.add_argument("--json", action="store_true")
@@ -280,15 +279,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     with Ledger.open(settings.state_dir) as ledger:
         # Default totals count each request once: a provider's billing API, where it has data,
         # stands for its local sources' rows (bridge.views); --source shows any source as it is.
-        exclude = [] if selected else default_exclusions(ledger)
+        # Blocks read named sources only (claude_transcripts unless --source): nothing to leave out.
+        exclude = [] if selected or args.kind == "blocks" else default_exclusions(ledger)
         if args.kind == "blocks":
-            from bridge import blocks
-
             rep: Any = blocks.build(ledger, tz, since, until, selected)
-            exclude = []  # blocks read named sources only (claude_transcripts unless --source)
         else:
             rep = build(ledger, args.kind, tz, since, until, selected, by=args.by, exclude=exclude)
-        plan = _plan(settings, args, ledger, tz, since, until, selected, exclude) if args.plan else None
+        plan = None
+        if args.plan:  # over the same days and rows as the report
+            rows = selected or (rep.sources if args.kind == "blocks" else None)
+            plan = plans.for_report(ledger, args.plan, settings.plan_prices, tz, (since, until), rows, exclude)
         empty = not ledger.request_count()
     if empty:
         _err(f"tokenbridge: the ledger at {settings.state_dir} is empty: run `tokenbridge sync` first.")
@@ -306,16 +306,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     if args.kind == "blocks":
-        from bridge import blocks
-
         _console().print(blocks.table(rep, tz, _cell, _cells))
         print("\n".join(blocks.active_summary(rep, tz)))
     else:
         _console().print(_report_table(rep, args.breakdown))
     if plan is not None:
-        from bridge.plans import explain
-
-        print("\n".join(explain(plan)))
+        print("\n".join(plans.explain(plan)))
     if rep.totals.unpriced:
         print(
             f"{rep.totals.unpriced} request(s) use a model without a known price: their cost is not included "
@@ -323,20 +319,6 @@ def cmd_report(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _plan(settings: config.Settings, args: argparse.Namespace, ledger: Ledger, tz: Any, *window: Any) -> Any:
-    """The --plan comparison over the report's days, sources and exclusions (``bridge.plans``)."""
-    from bridge import plans
-
-    since, until, selected, exclude = window
-    if args.kind == "blocks" and not selected:
-        from bridge.blocks import DEFAULT_SOURCES
-
-        selected = DEFAULT_SOURCES  # the same rows as the blocks
-    daily = build(ledger, "daily", tz, since, until, selected, exclude=exclude)
-    monthly = plans.prices(settings.plan_prices)[args.plan]
-    return plans.compare(args.plan, monthly, plans.usage_of(daily), since, until, datetime.now(tz).date())
 
 
 _FIRST = {"daily": "Date", "weekly": "Week of", "monthly": "Month", "session": "Session", "models": "Model"}

@@ -11,13 +11,16 @@ sum and are counted, and when none has a price the comparison says it cannot be 
 from __future__ import annotations
 
 import calendar
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
+from bridge import report
 from bridge._rows import from_pusd
 from bridge.errors import ConfigError
+from bridge.ledger import Ledger
 
 # Monthly prices in USD, monthly billing, before tax (annual Pro billing is cheaper; not modelled).
 PLANS: dict[str, tuple[str, Decimal | None]] = {
@@ -123,7 +126,22 @@ def compare(
     return cmp
 
 
-def usage_of(daily: Any) -> Usage:
+def for_report(
+    ledger: Ledger,
+    plan: str,
+    overrides: dict[str, Decimal],
+    tz: tzinfo,
+    days: tuple[date | None, date | None],
+    sources: Sequence[str] | None,
+    exclude: Sequence[tuple[str, str, int]],
+) -> Comparison:
+    """The comparison for a report over ``days`` (since, until) of ``sources`` without ``exclude``."""
+    since, until = days
+    daily = report.build(ledger, "daily", tz, since, until, sources, exclude=exclude)
+    return compare(plan, prices(overrides).get(plan), usage_of(daily), since, until, datetime.now(tz).date())
+
+
+def usage_of(daily: report.Report) -> Usage:
     """Claude usage (provider ``anthropic``) of a ``bridge.report`` daily report."""
     u = Usage()
     for b in daily.buckets:
