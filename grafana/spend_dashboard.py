@@ -22,7 +22,8 @@ def spend(g: Any) -> dict:
             "How these numbers are counted",
             g.DEDUP_TEXT + "\n\nThese panels read Prometheus recording rules (`prometheus/rules/spend.yml`): "
             "today / this week / this month are **UTC** calendar periods, burn rates are USD per hour. Budgets and "
-            "alert levels come from `.env` (`TOKENBRIDGE_BUDGET_*`, `TOKENBRIDGE_BALANCE_LOW*`).",
+            "alert levels come from the config file's `[budgets]`/`[alerts]` or `.env` (`TOKENBRIDGE_BUDGET_*`, "
+            "`TOKENBRIDGE_BALANCE_LOW*`).",
             h=5,
         )
     )
