@@ -362,6 +362,9 @@ def source_rows(settings: config.Settings) -> list[dict[str, Any]]:
             poll_info = getattr(source, "poll_info", None)
             if spec.kind == "polled" and poll_info is not None:
                 rows[-1]["poll"] = _poll_row(poll_info(ledger), h, ledger, spec.name)
+            view_info = getattr(source, "view_info", None)
+            if view_info is not None:  # other views of the same usage, never added (OpenClaw's gateway)
+                rows[-1]["views"] = view_info(ledger)
     return rows
 
 
