@@ -45,7 +45,6 @@ from bridge.errors import SourceError
 from bridge.record import CostOrigin, UsageRecord
 from bridge.sources import _openclaw_log, _openclaw_view
 from bridge.sources._base import SourceStatus, Watch, expand_dir_list, log
-from bridge.sources._openclaw_gateway import without_credentials
 from bridge.sources._openclaw_log import LOG_PREFIX
 from bridge.sources._openclaw_usage import cost_of, provider_for, tokens_of
 from bridge.sources._registry import SourceSpec
@@ -270,11 +269,6 @@ class OpenClaw(StatefulTailSource):
         notes += log_notes
         if logs:
             notes.append(f"{len(logs)} gateway log file(s): read only for sessions without a transcript")
-        if self.gateway_url:
-            notes.append(
-                f"gateway {without_credentials(self.gateway_url)} is configured: its usage RPC is shown as a view "
-                "beside the transcripts (never added on top)"
-            )
         shown = [str(r) for r in (roots or self.roots)]
         return SourceStatus(NAME, bool(roots) or bool(logs), True, shown, transcripts + len(logs), notes)
 
