@@ -454,8 +454,8 @@ class Ledger:
     def _fallback_rows(db: sqlite3.Connection, source: str, prefix: str, session: str) -> list[Row]:
         lo = f"{prefix}{session}:"
         hi = f"{prefix}{session};"  # ';' sorts right after ':'
-        q = f"SELECT {_COLS} FROM usage WHERE dedup_key >= ? AND dedup_key < ? AND source=?"
-        return [Row.from_db(r) for r in db.execute(q, (lo, hi, source))]
+        q = f"SELECT {_COLS} FROM usage WHERE dedup_key >= ? AND dedup_key < ? AND source=? AND session_id=?"
+        return [Row.from_db(r) for r in db.execute(q, (lo, hi, source, session))]
 
     @staticmethod
     def _index_primaries(db: sqlite3.Connection, sources: set[str], prefix: str) -> None:

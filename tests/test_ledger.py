@@ -471,6 +471,12 @@ def test_fallback_rows_give_way_to_primary_rows_of_their_session_in_either_order
     assert {s: t.requests for s, t in ledger.fallback_sums("s", "fb:").items()} == {"b": 1}
 
 
+def test_a_primary_session_retracts_only_its_own_fallback_rows(ledger, pricer):
+    ledger.commit([_session_rec("fb:a:1", "a", 5), _session_rec("fb:a:b:1", "a:b", 6)], pricer, fallback="fb:")
+    ledger.commit([_session_rec("a-1", "a", 1)], pricer, fallback="fb:")
+    assert {t.session_id: t.tokens["output"] for t in ledger.totals()} == {"a": 1, "a:b": 6}
+
+
 def test_sessions_stored_before_the_fallback_rule_are_known_as_primary(ledger, pricer):
     ledger.commit([_session_rec("a-1", "a", 30)], pricer)  # an older bridge: no fallback rule yet
     ledger.commit([_session_rec("fb:a:1", "a", 50), _session_rec("fb:c:1", "c", 5)], pricer, fallback="fb:")

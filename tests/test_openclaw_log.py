@@ -5,6 +5,7 @@ session's log rows; rotated copies count once."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +17,7 @@ from bridge.ledger import Ledger
 from bridge.series import TOKEN_METRIC, guarded_points
 from bridge.sources._openclaw_log import LOG_PREFIX, log_files
 from bridge.sources.openclaw import OpenClaw
+from tests._otlp_sink import Daemon, daily_report, wait_for
 from tests.conftest import ledger_sums as totals
 from tests.test_openclaw import LINES, SID, TWO, ClawHome
 
@@ -223,3 +225,29 @@ def test_exported_counter_holds_when_a_transcript_replaces_a_larger_log_count(cl
     claw.append(claw.transcript(), LINES[-1].replace("d4e5f6a7", "e5f6a7b8").replace("01:05:10", "01:06:10"))
     scan(claw, logs, ledger, pricer)
     assert totals(ledger)["output"] == 540 and exported_output() == 540
+
+
+def test_run_follows_a_log_and_the_transcript_that_replaces_it(claw, tmp_path):
+    """``tokenbridge run`` watches the gateway log directory: a run is counted when it is logged,
+    then replaced by its session's transcript when that appears (exact totals in the report)."""
+    logs = Logs(tmp_path / "tmp")
+    claw.sessions()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENBRIDGE_", "CLAUDE_", "OTEL_", "OPENCLAW_"))}
+    env.update({"HOME": str(tmp_path / "home"), "OPENCLAW_DIR": str(claw.root), "TZ": "UTC", "TMPDIR": str(logs.tmp),
+                "TOKENBRIDGE_STATE_DIR": str(tmp_path / "state"),
+                "TOKENBRIDGE_CONFIG": str(tmp_path / "none.toml")})  # fmt: skip
+
+    def report() -> dict[str, Any]:
+        return dict(daily_report(env)["totals"])
+
+    daemon = Daemon(env, "--no-otlp")
+    try:
+        daemon.wait_ready()
+        logs.write(DAY_LOG, SID_RUN, ONLY_RUN)
+        wait_for(lambda: report()["requests"] == 2, what="logged runs ingested")
+        assert report()["outputTokens"] == 500 + 50
+        claw.append(claw.transcript(), *LINES)
+        wait_for(lambda: report()["requests"] == 3, what="transcript replaced the logged run of its session")
+    finally:
+        assert daemon.stop() == 0
+    assert report()["outputTokens"] == 440 + 50

@@ -99,11 +99,6 @@ def log_files(roots: list[Path], tmp: Path | None) -> tuple[list[Path], list[str
     return sorted(unique.values()), notes
 
 
-def is_log(path: Path, roots: list[Path], tmp: Path | None) -> bool:
-    """Whether a path named by a file event is one of the gateway logs."""
-    return path in log_files(roots, tmp)[0]
-
-
 def _run_meta(value: Any) -> dict[str, Any] | None:
     """The ``agentMeta`` object of a run result (``{meta: {agentMeta: …}}`` or ``{agentMeta: …}``)."""
     if isinstance(value, str):

@@ -1,4 +1,4 @@
-"""OpenClaw agent session transcripts: ``<root>/agents/<agentId>/sessions/*.jsonl*``.
+"""OpenClaw agent session transcripts (``<root>/agents/<agentId>/sessions/*.jsonl*``) and gateway logs.
 
 Where: ``OPENCLAW_DIR`` (comma list) replaces the defaults ``~/.openclaw`` and the legacy roots
 ``~/.clawdbot``, ``~/.moltbot``, ``~/.moldbot``. Every transcript form of a sessions directory is
@@ -23,8 +23,12 @@ How usage parses (local-formats.md §4.1). Odd semantics, all handled here:
 * The provider comes from the entry (aliases normalised: ``kimi``/``moonshotai`` → moonshot,
   ``google-*``/``gemini`` → google, …) or, without one, from the model name.
 
-Known limits: the gateway log and the gateway's usage RPC are not read (``tokenbridge sources``
-notes a configured gateway, ``OPENCLAW_GATEWAY_URL`` with ``OPENCLAW_GATEWAY_TOKEN``, without the token).
+The gateway log (``_openclaw_log``) is a fallback: its run results count only for sessions
+without a transcript; the ledger's fallback rule (``fallback_prefix``) retracts a session's log
+rows in the transaction that adds its transcript rows. The gateway's usage RPC
+(``_openclaw_gateway``, ``OPENCLAW_GATEWAY_URL`` with ``OPENCLAW_GATEWAY_TOKEN``) is a view:
+``tokenbridge sources`` shows it reconciled against the transcripts (``_openclaw_view``); it is
+never added.
 
 What it yields: ``UsageRecord(source="openclaw")``.
 """
