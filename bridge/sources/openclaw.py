@@ -291,9 +291,11 @@ SPECS = (
         NAME,
         "tailed",
         _build,
-        "OpenClaw agent session transcripts (agents/*/sessions/*.jsonl, reset/deleted archives, copies)",
+        "OpenClaw agent session transcripts (agents/*/sessions/*.jsonl, reset/deleted archives, copies) or "
+        "gateway logs",
         group="openclaw",
-        settings=("OPENCLAW_DIR",),  # where transcripts are; the gateway settings only add a note
+        # Where transcripts are; the gateway settings (OPENCLAW_GATEWAY_URL/TOKEN) only add a view.
+        settings=("OPENCLAW_DIR",),
         order=32,
     ),
 )
