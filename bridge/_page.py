@@ -29,7 +29,7 @@ def render(settings: config.Settings, params: dict[str, list[str]]) -> str:
         models = _api.by_model(led, q)
         savings = _api.cache_savings(led, q, settings)
         gauges = led.gauges()
-    sources = app.source_rows(settings)
+    sources = app.source_rows(settings, views=False)  # no gateway call per page view
     body = [
         _cards(summary),
         _section(f"Cost per day by provider (USD, {len(by_provider['days'])} days)", _bars(by_provider, "totalCost")),

@@ -317,8 +317,10 @@ def export_once(settings: config.Settings, ledger: Ledger) -> tuple[str, bool]:
     return exporter.target, ok
 
 
-def source_rows(settings: config.Settings) -> list[dict[str, Any]]:
-    """What ``tokenbridge sources`` shows: each registered source's state, from the ledger too."""
+def source_rows(settings: config.Settings, views: bool = True) -> list[dict[str, Any]]:
+    """What ``tokenbridge sources`` shows: each registered source's state, from the ledger too.
+    ``views``: also each source's other views of its usage (OpenClaw's gateway RPC, read live:
+    a network call, left out of the web page)."""
     from bridge.sources import _registry
 
     rows = []
@@ -362,6 +364,9 @@ def source_rows(settings: config.Settings) -> list[dict[str, Any]]:
             poll_info = getattr(source, "poll_info", None)
             if spec.kind == "polled" and poll_info is not None:
                 rows[-1]["poll"] = _poll_row(poll_info(ledger), h, ledger, spec.name)
+            view_info = getattr(source, "view_info", None)
+            if views and view_info is not None:  # other views of the same usage, never added
+                rows[-1]["views"] = view_info(ledger)
     return rows
 
 

@@ -403,9 +403,41 @@ def cmd_sources(args: argparse.Namespace) -> int:
         grid.add_row("skipped lines", str(r["skippedLines"]))
         grid.add_row("unknown models", _cell(", ".join(r["unknownModels"]) or "-"))
         grid.add_row("errors", _cell("; ".join(r["errors"]) or "-"))
+        if r.get("views"):
+            _view_rows(grid, r["views"])
         console.print(grid)
         console.print()
     return 0
+
+
+def _view_rows(grid: Any, views: dict[str, Any]) -> None:
+    """OpenClaw's other views of its usage: the gateway-log fallback and the gateway's RPC totals
+    beside the transcripts' (shown for reconciliation, never added)."""
+    fb = views.get("logFallback")
+    if fb is not None:
+        grid.add_row("log fallback", f"{_fmt_int(fb['requests'])} run(s), {_fmt_int(fb['tokens'])} tokens in "
+                     f"{fb['sessions']} session(s) without a transcript")  # fmt: skip
+    gw = views.get("gateway")
+    if gw is None:
+        return
+    where = f" ({_cell(gw['url'])})" if gw.get("url") else ""
+    grid.add_row("gateway view", _cell(gw["state"]) + where)
+    if gw.get("error"):
+        grid.add_row("gateway error", _cell(gw["error"]))
+    if gw["state"] != "ok":
+        return
+    names = ("input", "output", "cacheRead", "cacheWrite", "totalTokens")
+
+    def line(d: dict[str, Any]) -> str:
+        return ", ".join(f"{n} {_fmt_int(d[n])}" for n in names)
+
+    grid.add_row("gateway totals", line(gw["totals"]) + f", cost {gw['totals']['totalCost']}")
+    grid.add_row("transcripts", line(gw["transcripts"]) + f", cost {gw['transcripts']['totalCost']}")
+    grid.add_row("difference", ", ".join(f"{n} {gw['difference'][n]:+,}" for n in names))
+    s = gw["sessions"]
+    grid.add_row("sessions", f"{s['gateway']} at the gateway, {s['differing']} differ")
+    for d in gw["differingSessions"]:
+        grid.add_row("", _cell(f"{d['session']}: gateway {d['gateway']:,}, transcripts {d['transcripts']:,}"))
 
 
 def _polled_rows(grid: Any, r: dict[str, Any], poll: dict[str, Any]) -> None:

@@ -387,12 +387,18 @@ class Ledger:
         pricer: CostFunction,
         cursor: Cursor | Sequence[Cursor] | None = None,
         state: dict[tuple[str, str], str] | None = None,
+        fallback: str | None = None,
     ) -> BatchResult:
-        """Merge ``records`` and store the cursor(s) and ``state`` in one transaction."""
+        """Merge ``records`` and store the cursor(s) and ``state`` in one transaction.
+
+        ``fallback``: a dedup-key prefix (``<prefix><session>:…``) of records that only stand in
+        for sessions of their source that have no other rows (see ``_supersede``)."""
         result = BatchResult()
         cursors = [] if cursor is None else [cursor] if isinstance(cursor, Cursor) else list(cursor)
         now_ms = int(time.time() * 1000)
         with self._transaction() as db:
+            if fallback is not None:
+                records = self._supersede(db, records, fallback, result)
             if records:
                 self._merge(db, records, pricer, result)
             db.executemany(
@@ -405,6 +411,79 @@ class Ledger:
             for (source, key), value in (state or {}).items():
                 db.execute("INSERT OR REPLACE INTO source_state VALUES (?,?,?)", (source, key, value))
         return result
+
+    def _supersede(
+        self, db: sqlite3.Connection, records: Sequence[UsageRecord], prefix: str, result: BatchResult
+    ) -> list[UsageRecord]:
+        """Apply the fallback rule inside the commit's transaction: a session with primary rows
+        (keys without ``prefix``) never keeps fallback rows. A primary record retracts its
+        session's stored fallback rows (keys ``<prefix><session>:``, an index range) and a
+        fallback record of a session known to have primary rows is dropped. Known sessions are
+        markers in ``source_state`` (``primary:<session>``), so the rule holds in both arrival
+        orders and across restarts; done in the transaction that adds the primary rows, no
+        reader ever sees a session counted twice."""
+        self._index_primaries(db, {r.source for r in records}, prefix)
+        primary: set[tuple[str, str]] = set()
+        for r in records:
+            if r.session_id and not r.dedup_key.startswith(prefix):
+                primary.add((r.source, r.session_id))
+        deltas: Deltas = {}
+        for source, session in sorted(primary):
+            if db.execute(
+                "INSERT OR IGNORE INTO source_state VALUES (?,?,'1')", (source, f"{_PRIMARY}{session}")
+            ).rowcount:
+                for row in self._fallback_rows(db, source, prefix, session):
+                    add_delta(deltas, row, -1)
+                    result.tokens_added -= row.tokens.total
+                    db.execute("DELETE FROM usage WHERE dedup_key=?", (row.dedup_key,))
+        self._apply_deltas(db, deltas)
+        keep = []
+        for rec in records:
+            if rec.dedup_key.startswith(prefix) and (
+                not rec.session_id
+                or (rec.source, rec.session_id) in primary
+                or db.execute(
+                    "SELECT 1 FROM source_state WHERE source=? AND key=?", (rec.source, f"{_PRIMARY}{rec.session_id}")
+                ).fetchone()
+            ):
+                continue  # the session's transcript counts instead
+            keep.append(rec)
+        return keep
+
+    @staticmethod
+    def _fallback_rows(db: sqlite3.Connection, source: str, prefix: str, session: str) -> list[Row]:
+        lo = f"{prefix}{session}:"
+        hi = f"{prefix}{session};"  # ';' sorts right after ':'
+        q = f"SELECT {_COLS} FROM usage WHERE dedup_key >= ? AND dedup_key < ? AND source=? AND session_id=?"
+        return [Row.from_db(r) for r in db.execute(q, (lo, hi, source, session))]
+
+    @staticmethod
+    def _index_primaries(db: sqlite3.Connection, sources: set[str], prefix: str) -> None:
+        """Once per source: a marker for every session that had rows before the fallback rule
+        was first applied (all of them primary: no fallback row can predate the rule)."""
+        for source in sorted(sources):
+            done = f"fallback-indexed:{prefix}"
+            if db.execute("SELECT 1 FROM source_state WHERE source=? AND key=?", (source, done)).fetchone():
+                continue
+            db.execute(
+                "INSERT OR IGNORE INTO source_state SELECT DISTINCT source, ? || session_id, '1' FROM totals "
+                "WHERE source=? AND session_id != '' AND requests > 0",
+                (_PRIMARY, source),
+            )
+            db.execute("INSERT INTO source_state VALUES (?,?,'1')", (source, done))
+
+    def fallback_sums(self, source: str, prefix: str) -> dict[str, SeriesTotal]:
+        """Sums of ``source``'s fallback rows (keys starting with ``prefix``) per session (an
+        index range of the keys: no scan of the other rows)."""
+        hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = self._db.execute(
+            "SELECT source, provider, '', COALESCE(session_id, ''), SUM(input), SUM(output), SUM(cache_read), "
+            "SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
+            "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END) FROM usage "
+            "WHERE dedup_key >= ? AND dedup_key < ? AND source=? GROUP BY 4",
+            (prefix, hi, source),
+        )
+        return {str(r[3]): _series_total(r) for r in rows}
 
     def _merge(
         self,
@@ -762,6 +841,7 @@ def _series_total(r: Any) -> SeriesTotal:
 
 
 _OPEN_TIMEOUT_S = 30.0
+_PRIMARY = "primary:"  # source_state key prefix: a session with primary (non-fallback) rows
 _FAST_TIMEOUT_S = 0.3
 _CHECK_EVERY_MS = 24 * 3600 * 1000
 

@@ -71,7 +71,7 @@ def _timeline(r: _Request) -> tuple[int, Any]:
 
 
 def _providers(r: _Request) -> tuple[int, Any]:
-    return 200, {"sources": app.source_rows(r.settings)}
+    return 200, {"sources": app.source_rows(r.settings, views=False)}  # no live gateway call per request
 
 
 def _sync_log(r: _Request) -> tuple[int, Any]:

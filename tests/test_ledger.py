@@ -453,3 +453,31 @@ def test_disk_full_is_one_error_naming_the_ledger_and_the_batch_is_not_half_writ
         assert str(tmp_path / "ledger.sqlite3") in str(err.value) and "full" in str(err.value)
         assert led.request_count() == 1
         assert led.totals() == led.recomputed_totals()
+
+
+def _session_rec(key: str, session: str, out: int) -> UsageRecord:
+    return UsageRecord("s", "anthropic", "m", datetime(2026, 1, 1, tzinfo=UTC), key, Tokens(0, out, 0, 0, 0),
+                       session_id=session)  # fmt: skip
+
+
+def test_fallback_rows_give_way_to_primary_rows_of_their_session_in_either_order(ledger, pricer):
+    res = ledger.commit([_session_rec("fb:a:1", "a", 50), _session_rec("fb:b:1", "b", 7)], pricer, fallback="fb:")
+    assert res.new_requests == 2
+    res = ledger.commit([_session_rec("a-1", "a", 30)], pricer, fallback="fb:")
+    assert res.tokens_added == 30 - 50  # the fallback row of session a went in the same transaction
+    ledger.commit([_session_rec("fb:a:2", "a", 99)], pricer, fallback="fb:")  # a has primary rows now
+    assert {t.session_id: t.tokens["output"] for t in ledger.totals()} == {"a": 30, "b": 7}
+    assert ledger.totals() == ledger.recomputed_totals()
+    assert {s: t.requests for s, t in ledger.fallback_sums("s", "fb:").items()} == {"b": 1}
+
+
+def test_a_primary_session_retracts_only_its_own_fallback_rows(ledger, pricer):
+    ledger.commit([_session_rec("fb:a:1", "a", 5), _session_rec("fb:a:b:1", "a:b", 6)], pricer, fallback="fb:")
+    ledger.commit([_session_rec("a-1", "a", 1)], pricer, fallback="fb:")
+    assert {t.session_id: t.tokens["output"] for t in ledger.totals()} == {"a": 1, "a:b": 6}
+
+
+def test_sessions_stored_before_the_fallback_rule_are_known_as_primary(ledger, pricer):
+    ledger.commit([_session_rec("a-1", "a", 30)], pricer)  # an older bridge: no fallback rule yet
+    ledger.commit([_session_rec("fb:a:1", "a", 50), _session_rec("fb:c:1", "c", 5)], pricer, fallback="fb:")
+    assert {t.session_id: t.tokens["output"] for t in ledger.totals()} == {"a": 30, "c": 5}

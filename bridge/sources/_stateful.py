@@ -39,6 +39,8 @@ class StatefulTailSource(BaseSource):
     """A tailed source: ``files()`` lists its files, ``parser()`` builds a file's parser."""
 
     name: str
+    # Dedup-key prefix of records that stand in for sessions without primary rows (Ledger.commit).
+    fallback_prefix: str | None = None
 
     def files(self) -> list[Path]:
         raise NotImplementedError
@@ -96,7 +98,7 @@ class StatefulTailSource(BaseSource):
         stats = ScanStats(self.name)
         todo, _pending = self._todo(ledger, since, paths)
         stats.files_seen = len(todo)
-        batch = Batch(ledger, pricer)
+        batch = Batch(ledger, pricer, self.fallback_prefix)
         for path, cur in todo:
             try:
                 plan = plan_read(self.name, path, cur)

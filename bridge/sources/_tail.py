@@ -62,8 +62,9 @@ class Batch:
     MAX_RECORDS = 50_000
     MAX_BYTES = 64 * 1024 * 1024
 
-    def __init__(self, ledger: Ledger, pricer: CostFunction) -> None:
-        self.ledger, self.pricer = ledger, pricer
+    def __init__(self, ledger: Ledger, pricer: CostFunction, fallback: str | None = None) -> None:
+        """``fallback``: the dedup-key prefix of the source's fallback records (``Ledger.commit``)."""
+        self.ledger, self.pricer, self.fallback = ledger, pricer, fallback
         self.records: list[UsageRecord] = []
         self.cursors: dict[str, Cursor] = {}
         self.state: dict[tuple[str, str], str] = {}
@@ -90,7 +91,9 @@ class Batch:
     def flush(self) -> None:
         if not self.records and not self.cursors:
             return
-        result = self.ledger.commit(self.records, self.pricer, list(self.cursors.values()), self.state or None)
+        result = self.ledger.commit(
+            self.records, self.pricer, list(self.cursors.values()), self.state or None, self.fallback
+        )
         self.new_requests += result.new_requests
         self.records, self.cursors, self.state, self.bytes = [], {}, {}, 0
 

@@ -1,4 +1,4 @@
-"""OpenClaw agent session transcripts: ``<root>/agents/<agentId>/sessions/*.jsonl*``.
+"""OpenClaw agent session transcripts (``<root>/agents/<agentId>/sessions/*.jsonl*``) and gateway logs.
 
 Where: ``OPENCLAW_DIR`` (comma list) replaces the defaults ``~/.openclaw`` and the legacy roots
 ``~/.clawdbot``, ``~/.moltbot``, ``~/.moldbot``. Every transcript form of a sessions directory is
@@ -23,8 +23,12 @@ How usage parses (local-formats.md §4.1). Odd semantics, all handled here:
 * The provider comes from the entry (aliases normalised: ``kimi``/``moonshotai`` → moonshot,
   ``google-*``/``gemini`` → google, …) or, without one, from the model name.
 
-Known limits: the gateway log and the gateway's usage RPC are not read (``tokenbridge sources``
-notes a configured gateway, ``OPENCLAW_GATEWAY_URL`` with ``OPENCLAW_GATEWAY_TOKEN``, without the token).
+The gateway log (``_openclaw_log``) is a fallback: its run results count only for sessions
+without a transcript; the ledger's fallback rule (``fallback_prefix``) retracts a session's log
+rows in the transaction that adds its transcript rows. The gateway's usage RPC
+(``_openclaw_gateway``, ``OPENCLAW_GATEWAY_URL`` with ``OPENCLAW_GATEWAY_TOKEN``) is a view:
+``tokenbridge sources`` shows it reconciled against the transcripts (``_openclaw_view``); it is
+never added.
 
 What it yields: ``UsageRecord(source="openclaw")``.
 """
@@ -33,50 +37,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from bridge.errors import SourceError
-from bridge.record import CostOrigin, Tokens, UsageRecord
+from bridge.record import CostOrigin, UsageRecord
+from bridge.sources import _openclaw_log, _openclaw_view
 from bridge.sources._base import SourceStatus, Watch, expand_dir_list, log
+from bridge.sources._openclaw_log import LOG_PREFIX
+from bridge.sources._openclaw_usage import cost_of, provider_for, tokens_of
 from bridge.sources._registry import SourceSpec
 from bridge.sources._stateful import StatefulTailSource, candidate_lines, count_cut_lines, note_malformed, walk
 from bridge.sources._tail import ChunkResult
 
 if TYPE_CHECKING:
     from bridge.config import Settings
+    from bridge.ledger import Ledger
 
 NAME = "openclaw"
 UNKNOWN_MODEL = "unknown"
 LEGACY_ROOTS = (".openclaw", ".clawdbot", ".moltbot", ".moldbot")
 _NEEDLES = (b'"message"', b'"model_change"', b'"session"', b'"model-snapshot"')
-# normalizeUsage's accepted names, first match wins (local-formats.md §4.1).
-_INPUT = ("input", "inputTokens", "input_tokens", "promptTokens", "prompt_tokens")
-_OUTPUT = ("output", "outputTokens", "output_tokens", "completionTokens", "completion_tokens")
-_CACHE_READ = ("cacheRead", "cache_read", "cache_read_input_tokens", "cached_tokens")
-_CACHE_WRITE = ("cacheWrite", "cache_write", "cache_creation_input_tokens")
-_PROVIDER_ALIASES = {
-    "kimi": "moonshot",
-    "kimi-coding": "moonshot",
-    "moonshotai": "moonshot",
-    "google-gemini": "google",
-    "google-gemini-cli": "google",
-    "google-vertex": "google",
-    "gemini": "google",
-    "vertex": "google",
-    "openai-codex": "openai",
-    "x-ai": "xai",
-    "grok": "xai",
-    "anthropic-vertex": "anthropic",
-    "claude": "anthropic",
-}
 
 
 def default_roots(env: dict[str, str] | None = None) -> tuple[list[Path], bool]:
@@ -92,69 +78,6 @@ def default_roots(env: dict[str, str] | None = None) -> tuple[list[Path], bool]:
 def is_transcript(name: str) -> bool:
     """A transcript or one of its archives and copies (not ``sessions.json``, locks, temp files)."""
     return ".jsonl" in name and not name.endswith((".lock", ".tmp"))
-
-
-def provider_for(provider: Any, model: str) -> str:
-    if isinstance(provider, str) and provider.strip():
-        p = provider.strip().lower()
-        return _PROVIDER_ALIASES.get(p, p)
-    m = model.lower()
-    if m.startswith("claude"):
-        return "anthropic"
-    if m.startswith(("gpt-", "o1", "o3", "o4", "codex")):
-        return "openai"
-    if m.startswith(("gemini", "gemma")):
-        return "google"
-    if m.startswith(("kimi", "moonshot")):
-        return "moonshot"
-    if m.startswith("deepseek"):
-        return "deepseek"
-    if m.startswith("grok"):
-        return "xai"
-    if "/" in m:
-        return "openrouter"
-    return "unknown"
-
-
-def _first_count(usage: dict[str, Any], names: tuple[str, ...], clamp: bool = False) -> int:
-    for name in names:
-        if name in usage and usage[name] is not None:
-            v = usage[name]
-            if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
-                raise ValueError(f"usage.{name} is not a number: {v!r}")
-            if v < 0:
-                if clamp:
-                    return 0
-                raise ValueError(f"usage.{name} is negative: {v!r}")
-            return int(v)
-    return 0
-
-
-def tokens_of(usage: dict[str, Any]) -> Tokens:
-    """Token counts of one usage object; input and cache are separate counts in OpenClaw."""
-    cache_read = _first_count(usage, _CACHE_READ)
-    details = usage.get("prompt_tokens_details")
-    if not cache_read and isinstance(details, dict):
-        cache_read = _first_count(details, ("cached_tokens",))
-    return Tokens(
-        _first_count(usage, _INPUT, clamp=True),
-        _first_count(usage, _OUTPUT),
-        cache_read,
-        _first_count(usage, _CACHE_WRITE),
-        0,
-    )
-
-
-def _cost(usage: dict[str, Any]) -> Decimal | None:
-    """The stored cost when positive; 0, absent or odd means unknown (estimated later)."""
-    cost = usage.get("cost")
-    total = cost.get("total") if isinstance(cost, dict) else cost
-    if isinstance(total, bool) or not isinstance(total, int | float) or not total > 0:
-        return None
-    try:
-        return Decimal(str(total))
-    except InvalidOperation:
-        return None
 
 
 def _timestamp(obj: dict[str, Any], message: dict[str, Any]) -> tuple[datetime, str]:
@@ -248,7 +171,7 @@ class _Parser:
             key = f"openclaw:{entry_id}:{ts_raw}"
         else:
             key = "openclaw-line:" + hashlib.sha1(line.strip(), usedforsecurity=False).hexdigest()
-        cost = _cost(usage)
+        cost = cost_of(usage)
         return UsageRecord(
             NAME,
             provider_for(provider, str(model)),
@@ -264,19 +187,28 @@ class _Parser:
 
 
 class OpenClaw(StatefulTailSource):
-    """The OpenClaw session transcripts source."""
+    """The OpenClaw source: session transcripts, and gateway logs for sessions without one."""
 
     name = NAME
+    fallback_prefix = LOG_PREFIX
 
-    def __init__(self, roots: list[Path] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, roots: list[Path] | None = None, env: dict[str, str] | None = None, log_tmp: Path | None = None
+    ) -> None:
+        """``log_tmp``: the temp directory whose ``openclaw/`` holds the dated gateway logs
+        (default with ``env``: ``TMPDIR``, else ``/tmp``)."""
         if roots is None:
             roots, explicit = default_roots(env)
         else:
             explicit = True
         self.roots, self.explicit = roots, explicit
+        if log_tmp is None and env is not None:
+            log_tmp = Path(env.get("TMPDIR") or "/tmp")  # noqa: S108 - where OpenClaw writes its log
+        self.log_tmp = log_tmp
         env = env or {}
-        # Only whether a gateway is configured is kept: its token is a secret, never shown.
-        self.gateway_url = env.get("OPENCLAW_GATEWAY_URL", "").strip() if env.get("OPENCLAW_GATEWAY_TOKEN") else ""
+        token = env.get("OPENCLAW_GATEWAY_TOKEN", "").strip()
+        self.gateway_url = env.get("OPENCLAW_GATEWAY_URL", "").strip() if token else ""
+        self._gateway_token = token  # a secret: only ever sent to the gateway in its connect frame
 
     def existing_roots(self) -> list[Path]:
         found, seen = [], set()
@@ -300,10 +232,16 @@ class OpenClaw(StatefulTailSource):
             out.extend(a / "sessions" for a in agents if (a / "sessions").is_dir())
         return out
 
-    def files(self) -> list[Path]:
-        return [f for d in self.session_dirs() for f in walk(d, False, is_transcript)]
+    def log_files(self) -> tuple[list[Path], list[str]]:
+        return _openclaw_log.log_files([r for r in self.roots if r.is_dir()], self.log_tmp)
 
-    def accepts(self, path: Path) -> bool:
+    def files(self) -> list[Path]:
+        # Transcripts first: in one batch their sessions are known before the log rows arrive
+        # (the ledger's fallback rule holds in any order; this only spares work).
+        transcripts = [f for d in self.session_dirs() for f in walk(d, False, is_transcript)]
+        return transcripts + self.log_files()[0]
+
+    def _is_transcript_path(self, path: Path) -> bool:
         return (
             is_transcript(path.name)
             and path.parent.name == "sessions"
@@ -311,39 +249,37 @@ class OpenClaw(StatefulTailSource):
             and any(path.is_relative_to(r) for r in self.roots)
         )
 
-    def parser(self, path: Path, state: str | None) -> _Parser:
-        return _Parser(path, state)
+    def accepts(self, path: Path) -> bool:
+        return self._is_transcript_path(path) or (path.suffix == ".log" and path in self.log_files()[0])
+
+    def parser(self, path: Path, state: str | None) -> _Parser | _openclaw_log.LogParser:
+        if self._is_transcript_path(path):
+            return _Parser(path, state)
+        return _openclaw_log.LogParser(path)
 
     def watches(self) -> list[Watch]:
         # Recursive on agents/: a new agent's sessions/ directory is seen without a restart.
-        return [Watch(r / "agents", True, (".jsonl",)) for r in self.existing_roots()]
+        out = [Watch(r / "agents", True, (".jsonl",)) for r in self.existing_roots()]
+        dirs = _openclaw_log.log_dirs([r for r in self.roots if r.is_dir()], self.log_tmp)
+        return out + [Watch(d, False, (".log",)) for d in dict.fromkeys(dirs) if d.is_dir()]
 
     def status(self) -> SourceStatus:
         try:
             roots, notes = self.existing_roots(), []
-            files = len(self.files())
+            transcripts = len(self.files()) - len(self.log_files()[0])
         except SourceError as exc:
-            roots, notes, files = [], [str(exc)], 0
-        if self.gateway_url:
-            notes.append(
-                f"gateway {_without_credentials(self.gateway_url)} is configured; its usage RPC is another view of "
-                "these transcripts and is not read (never added on top)"
-            )
-        return SourceStatus(NAME, bool(roots), True, [str(r) for r in (roots or self.roots)], files, notes)
+            roots, notes, transcripts = [], [str(exc)], 0
+        logs, log_notes = self.log_files()
+        notes += log_notes
+        if logs:
+            notes.append(f"{len(logs)} gateway log file(s): read only for sessions without a transcript")
+        shown = [str(r) for r in (roots or self.roots)]
+        return SourceStatus(NAME, bool(roots) or bool(logs), True, shown, transcripts + len(logs), notes)
 
-
-def _without_credentials(url: str) -> str:
-    """The URL without a ``user:password@`` part or a query (either may carry a token)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparseable URL)"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    def view_info(self, ledger: Ledger) -> dict[str, Any]:
+        """What ``tokenbridge sources`` shows beside the counts: the gateway-log fallback and the
+        gateway usage RPC reconciled against the transcripts (read live, never stored)."""
+        return _openclaw_view.view(ledger, self.gateway_url, self._gateway_token)
 
 
 def _build(settings: Settings) -> OpenClaw:
@@ -355,9 +291,11 @@ SPECS = (
         NAME,
         "tailed",
         _build,
-        "OpenClaw agent session transcripts (agents/*/sessions/*.jsonl, reset/deleted archives, copies)",
+        "OpenClaw agent session transcripts (agents/*/sessions/*.jsonl, reset/deleted archives, copies) or "
+        "gateway logs",
         group="openclaw",
-        settings=("OPENCLAW_DIR",),  # where transcripts are; the gateway settings only add a note
+        # Where transcripts are; the gateway settings (OPENCLAW_GATEWAY_URL/TOKEN) only add a view.
+        settings=("OPENCLAW_DIR",),
         order=32,
     ),
 )
