@@ -150,6 +150,10 @@ def _path_without_go(tmp_path: Path) -> str:
         "hostname",
         "seq",
         "python3",
+        "uname",
+        "curl",
+        "tar",
+        "gzip",
     ):
         found = shutil.which(tool)
         if found:
@@ -247,7 +251,10 @@ def test_native_mode_lifecycle(native):
         assert re.search(rf"  {name} started \(pid \d+, log ", out), name
     # It says exactly what is missing and how to get it.
     assert "Missing:" in out and "Grafana: no Docker engine and no local Grafana" in out
-    assert "https://grafana.com/grafana/download" in out and "GRAFANA_HOME" in out
+    assert "scripts/get-grafana.sh" in out and "GRAFANA_HOME" in out
+    # It says how long the first numbers take.
+    assert "First data: the bridge's scan of your history shows in the web view" in out
+    assert "in Prometheus/Grafana about 1-2 minutes after the start" in out
     assert f"http://127.0.0.1:{p['PROMETHEUS_PORT']}" in out
     assert f"Web view    http://127.0.0.1:{p['WEB_PORT']}" in out
 
@@ -362,10 +369,14 @@ def test_native_start_names_what_is_missing(tmp_path):
         "TOKENBRIDGE_MODE": "native",
         "TOKENBRIDGE_NATIVE_DIR": str(tmp_path / "n"),
         "TOKENBRIDGE_CACHE_DIR": str(tmp_path / "cache"),
+        "TOKENBRIDGE_DOWNLOAD_BASE": f"http://127.0.0.1:{free_port()}",  # nothing listens: no download possible
     }
     proc = subprocess.run([str(REPO / "start.sh")], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 1
-    assert "error: no collector: otelcol-tokenbridge/otelcol-contrib not on PATH and Go not installed" in proc.stderr
+    assert (
+        "error: cannot get the collector (otelcol-contrib 0.159.0): the official download failed (no network?), "
+        "and Go is not installed to build it from source"
+    ) in proc.stderr
     proc = subprocess.run(
         [str(REPO / "start.sh")],
         capture_output=True,
