@@ -317,6 +317,11 @@ def test_native_mode_lifecycle(native):
         r"claude_code_token_usage_tokens_total\s+claude_transcripts\s+4\s+49391\.0000\s+\d+ s ago", m.stdout
     ), m.stdout
     assert re.search(r"exported metric points\s+[1-9]", m.stdout), m.stdout
+    # No export failed yet: the collector has no failure counter, which is 0 for a collector that is up, not n/a.
+    assert re.search(r"failed exports \(points\)\s+0\n", m.stdout), m.stdout
+    # Several scrapes later, no log repeats a warning or error (e.g. one per scrape).
+    for log in (Path(native.env["TOKENBRIDGE_NATIVE_DIR"]) / "logs").glob("*.log"):
+        _assert_no_repeated_warnings(log)
 
     # Restart only the bridge: it must continue its series, not add a second set next to them.
     pidfile = Path(native.env["TOKENBRIDGE_NATIVE_DIR"]) / "run" / "tokenbridge.pid"
@@ -352,6 +357,18 @@ def test_native_mode_lifecycle(native):
         assert f"stopped {name} (pid" in stop.stdout
     assert not _port_open(int(p["PROMETHEUS_PORT"])) and not _port_open(int(p["OTELCOL_HEALTH_PORT"]))
     assert not list((Path(native.env["TOKENBRIDGE_NATIVE_DIR"]) / "run").glob("*.pid"))
+
+
+def _assert_no_repeated_warnings(log: Path) -> None:
+    """A warning or error line (timestamps and ids removed) may appear at most twice in a log."""
+    seen: dict[str, int] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if not re.search(r"\b(warn|warning|error)\b", line, re.I):
+            continue
+        key = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+(\.\d+)?", "#", re.sub(r"^\S+\s", "", line))
+        seen[key] = seen.get(key, 0) + 1
+    repeated = {k: n for k, n in seen.items() if n > 2}
+    assert not repeated, f"{log.name} repeats: {repeated}"
 
 
 def _port_open(port: int) -> bool:
