@@ -435,6 +435,14 @@ def test_native_mode_starts_a_local_grafana_with_our_provisioning(native, tmp_pa
         'exec -a "$0" sleep 300\n'
     )
     fake.chmod(0o755)
+    # .env.example's placeholder password is refused like an empty one: Grafana stays off, the rest runs.
+    placeholder = native(
+        REPO / "start.sh", "--no-bridge", extra={"GRAFANA_HOME": str(gh), "GRAFANA_ADMIN_PASSWORD": "change-me-please"}
+    )
+    assert placeholder.returncode == 0, placeholder.stderr
+    assert f"Grafana (found at {gh}) not started: GRAFANA_ADMIN_PASSWORD is still the placeholder" in placeholder.stdout
+    assert " grafana started" not in placeholder.stdout and not record.exists()
+    assert native(REPO / "scripts/stop.sh").returncode == 0
     secret = "s3cret-grafana-pw-123456"
     start = native(REPO / "start.sh", "--no-bridge", extra={"GRAFANA_HOME": str(gh), "GRAFANA_ADMIN_PASSWORD": secret})
     assert start.returncode == 0, start.stdout + start.stderr
