@@ -49,6 +49,7 @@ tb_load_env() {
 # Port and path defaults (override in .env or the environment).
 tb_defaults() {
   tb_load_env "$TB_ROOT/.env"
+  TB_CACHE_DIR="${TOKENBRIDGE_CACHE_DIR:-$HOME/.cache/tokenbridge}"  # .env may set it
   : "${TOKENBRIDGE_BIND:=127.0.0.1}"
   : "${OTLP_GRPC_PORT:=14317}"
   : "${OTLP_HTTP_PORT:=14318}"

@@ -6,6 +6,7 @@
 set -euo pipefail
 # shellcheck source=scripts/_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+tb_defaults  # .env may set TOKENBRIDGE_CACHE_DIR and the download base
 
 version="${TOKENBRIDGE_GRAFANA_VERSION:-$TB_GRAFANA_VERSION}"
 rc=0
