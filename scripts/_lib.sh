@@ -277,7 +277,7 @@ tb_grafana_home() {
     [[ -x "$GRAFANA_HOME/bin/grafana" ]] || tb_die "GRAFANA_HOME=$GRAFANA_HOME has no executable bin/grafana"
     echo "$GRAFANA_HOME"; return 0
   fi
-  dir="$(TB_FETCH_CACHED_ONLY=1 tb_fetch_release grafana "$TB_GRAFANA_VERSION" 2>/dev/null)" || return 0
+  dir="$(TB_FETCH_CACHED_ONLY=1 tb_fetch_release grafana "${TOKENBRIDGE_GRAFANA_VERSION:-$TB_GRAFANA_VERSION}" 2>/dev/null)" || return 0
   bin="$(tb_release_file "$dir" bin/grafana 2>/dev/null)" || return 0
   dirname "$(dirname "$bin")"
 }

@@ -463,3 +463,33 @@ def test_native_mode_starts_a_local_grafana_with_our_provisioning(native, tmp_pa
     assert Path(dash["options"]["path"]) == REPO / "grafana/dashboards"
     stop = native(REPO / "scripts/stop.sh")
     assert "stopped grafana (pid" in stop.stdout
+
+
+def test_view_opens_grafana_when_it_answers_else_the_bridge_page(tmp_path):
+    import http.server
+    import threading
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *a):
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok) for _ in range(2)]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    grafana, web = (str(s.server_address[1]) for s in servers)
+    env = {**os.environ, "TOKENBRIDGE_NO_BROWSER": "1", "GRAFANA_PORT": grafana, "WEB_PORT": web, "HOME": str(tmp_path)}
+    try:
+        view = subprocess.run([str(REPO / "view.sh")], capture_output=True, text=True, env=env, timeout=30)
+        assert view.stdout.strip() == f"http://127.0.0.1:{grafana}/d/tokenbridge-overview"
+        servers[0].shutdown()
+        servers[0].server_close()
+        view = subprocess.run([str(REPO / "view.sh")], capture_output=True, text=True, env=env, timeout=30)
+        assert view.stdout.strip() == f"http://127.0.0.1:{web}/"
+    finally:
+        servers[1].shutdown()
+        servers[1].server_close()
