@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
-# Open tokenbridge's dashboards (Grafana, or Prometheus when Grafana is not running). See scripts/view.sh.
+# Open tokenbridge's dashboards: Grafana when it runs, else the bridge's own page, else Prometheus. See scripts/view.sh.
 set -euo pipefail
 exec "$(dirname "${BASH_SOURCE[0]}")/scripts/view.sh" "$@"

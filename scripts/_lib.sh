@@ -16,6 +16,8 @@ TB_PROMETHEUS_VERSION="3.14.0"
 TB_ALERTMANAGER_VERSION="0.35.0"
 # shellcheck disable=SC2034
 TB_VICTORIAMETRICS_VERSION="1.151.0"
+# shellcheck disable=SC2034
+TB_GRAFANA_VERSION="13.2.0"
 
 tb_log() { printf '%s\n' "$*" >&2; }
 tb_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -47,6 +49,7 @@ tb_load_env() {
 # Port and path defaults (override in .env or the environment).
 tb_defaults() {
   tb_load_env "$TB_ROOT/.env"
+  TB_CACHE_DIR="${TOKENBRIDGE_CACHE_DIR:-$HOME/.cache/tokenbridge}"  # .env may set it
   : "${TOKENBRIDGE_BIND:=127.0.0.1}"
   : "${OTLP_GRPC_PORT:=14317}"
   : "${OTLP_HTTP_PORT:=14318}"
@@ -151,4 +154,165 @@ tb_go_module_src() {
   cp -R "$moddir/." "$work/src"
   chmod -R u+w "$work/src"
   rm -f "$work/src/go.work" "$work/src/go.work.sum"
+}
+
+# ---- official release archives (scripts/release-checksums.txt)
+
+# The host as the release archives name it: linux-amd64, darwin-arm64, ...
+tb_platform() {
+  local os arch
+  os="$(uname -s | tr '[:upper:]' '[:lower:]')"
+  case "$(uname -m)" in
+    x86_64 | amd64) arch=amd64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) arch="$(uname -m)" ;;
+  esac
+  printf '%s-%s\n' "$os" "$arch"
+}
+
+tb_sha256() { # tb_sha256 FILE -> full hex digest
+  if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d' ' -f1
+  else shasum -a 256 "$1" | cut -d' ' -f1; fi
+}
+
+# tb_release_entry NAME VERSION PLATFORM -> "sha256 url" from the checksums file (TOKENBRIDGE_CHECKSUMS_FILE overrides
+# it, for tests); the URL's directory is replaced by TOKENBRIDGE_<NAME>_DOWNLOAD_BASE or TOKENBRIDGE_DOWNLOAD_BASE.
+tb_release_entry() {
+  local file="${TOKENBRIDGE_CHECKSUMS_FILE:-$TB_ROOT/scripts/release-checksums.txt}" n v p sha url var base
+  [[ -r "$file" ]] || return 1
+  while read -r n v p sha url _; do
+    [[ "$n" == "$1" && "$v" == "$2" && "$p" == "$3" ]] || continue
+    [[ "$sha" =~ ^[0-9a-f]{64}$ && -n "$url" ]] || return 1
+    var="TOKENBRIDGE_$(printf '%s' "${1%%-*}" | tr '[:lower:]' '[:upper:]')_DOWNLOAD_BASE"
+    base="${!var:-${TOKENBRIDGE_DOWNLOAD_BASE:-}}"
+    [[ -n "$base" ]] && url="${base%/}/${url##*/}"
+    printf '%s %s\n' "$sha" "$url"
+    return 0
+  done < <(grep -v '^[[:space:]]*#' "$file")
+  return 1
+}
+
+tb_download() { # tb_download URL FILE: progress on a terminal, quiet otherwise
+  if command -v curl >/dev/null 2>&1; then
+    local progress=(-sS)
+    [[ -t 2 ]] && progress=(--progress-bar)
+    curl -fL --connect-timeout 15 --retry 2 "${progress[@]}" -o "$2" "$1"
+  else
+    "$(tb_python)" - "$1" "$2" <<'PY'
+import shutil, sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=30) as r, open(sys.argv[2], "wb") as out:
+        shutil.copyfileobj(r, out)
+except OSError as exc:
+    sys.exit(f"{sys.argv[1]}: {exc}")
+PY
+  fi
+}
+
+# tb_fetch_release NAME VERSION: the official archive for this host, downloaded once, verified against its pinned
+# SHA-256 and unpacked into $TB_CACHE_DIR/bin/NAME-VERSION-PLATFORM-<sha prefix>; prints that directory.
+# Returns 2 when no checksum is pinned for this platform, 1 when the download failed (no network, HTTP error),
+# 3 when the archive's SHA-256 differs (the archive is deleted, nothing from it is unpacked or run).
+# With TB_FETCH_CACHED_ONLY=1 it only answers from the cache (4 when absent).
+tb_fetch_release() {
+  local name="$1" version="$2" platform entry sha url dir archive got
+  platform="$(tb_platform)"
+  if ! entry="$(tb_release_entry "$name" "$version" "$platform")"; then
+    tb_log "$name $version: no official archive with a pinned checksum for $platform (scripts/release-checksums.txt)"
+    return 2
+  fi
+  sha="${entry%% *}"; url="${entry#* }"
+  dir="$TB_CACHE_DIR/bin/$name-$version-$platform-${sha:0:12}"
+  if [[ -f "$dir/.verified" ]]; then echo "$dir"; return 0; fi
+  [[ "${TB_FETCH_CACHED_ONLY:-0}" == 1 ]] && return 4
+  mkdir -p "$TB_CACHE_DIR/downloads"
+  archive="$TB_CACHE_DIR/downloads/${url##*/}"
+  tb_log "$name $version: downloading the official release $url"
+  if ! tb_download "$url" "$archive.part"; then
+    rm -f "$archive.part"
+    tb_log "$name $version: download failed ($url)"
+    return 1
+  fi
+  got="$(tb_sha256 "$archive.part")"
+  if [[ "$got" != "$sha" ]]; then
+    rm -f "$archive.part"
+    tb_log "error: $name $version: the archive from $url FAILED checksum verification (SHA-256 $got, pinned $sha): deleted, not unpacked, not run"
+    return 3
+  fi
+  rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
+  if ! tar -xzf "$archive.part" -C "$dir.tmp"; then
+    rm -rf "$dir.tmp" "$archive.part"
+    tb_log "$name $version: the verified archive from $url does not unpack (tar -xzf failed)"
+    return 1
+  fi
+  rm -f "$archive.part"  # unpacked; the archive itself is not kept
+  printf '%s  %s\n' "$sha" "$url" >"$dir.tmp/.verified"
+  rm -rf "$dir"; mv "$dir.tmp" "$dir"
+  tb_log "$name $version: SHA-256 verified, unpacked into $dir"
+  echo "$dir"
+}
+
+# tb_release_file DIR NAME -> the executable NAME inside an unpacked release (at most two directories down).
+tb_release_file() {
+  local f
+  for f in "$1/$2" "$1"/*/"$2" "$1"/*/*/"$2"; do
+    if [[ -f "$f" && -x "$f" ]]; then echo "$f"; return 0; fi
+  done
+  tb_log "no executable $2 inside $1"
+  return 1
+}
+
+# The Go build fallback: announced before it starts (it is long and large), with its own progress on stderr.
+# tb_go_fallback WHAT SCRIPT WHY -> prints the built binary's path.
+tb_go_fallback() {
+  command -v go >/dev/null 2>&1 || tb_die "cannot get $1: $3, and Go is not installed to build it from source (install Go >= 1.25 from https://go.dev/dl/, put the official binary on PATH, or set the TOKENBRIDGE_*_BIN variable)"
+  tb_log "$3: building $1 from source with Go instead. This takes several minutes and ~5 GB of disk (Go module and build caches) the first time; it is cached afterwards. Progress follows."
+  "$TB_ROOT/scripts/$2" | tail -n1
+}
+
+# Grafana's home (the unpacked standalone archive): GRAFANA_HOME, else the one scripts/get-grafana.sh put in the
+# cache. Prints nothing when there is none.
+tb_grafana_home() {
+  local dir bin
+  if [[ -n "${GRAFANA_HOME:-}" ]]; then
+    [[ -x "$GRAFANA_HOME/bin/grafana" ]] || tb_die "GRAFANA_HOME=$GRAFANA_HOME has no executable bin/grafana"
+    echo "$GRAFANA_HOME"; return 0
+  fi
+  dir="$(TB_FETCH_CACHED_ONLY=1 tb_fetch_release grafana "${TOKENBRIDGE_GRAFANA_VERSION:-$TB_GRAFANA_VERSION}" 2>/dev/null)" || return 0
+  bin="$(tb_release_file "$dir" bin/grafana 2>/dev/null)" || return 0
+  dirname "$(dirname "$bin")"
+}
+
+# The Grafana admin password must be set and must not be .env.example's placeholder: prints what is wrong, if anything.
+tb_grafana_password_problem() {
+  local what=""
+  [[ -z "${GRAFANA_ADMIN_PASSWORD:-}" ]] && what="not set"
+  [[ "${GRAFANA_ADMIN_PASSWORD:-}" == "change-me-please" ]] && what="still the placeholder from .env.example"
+  [[ -z "$what" ]] || printf 'GRAFANA_ADMIN_PASSWORD is %s: set your own in %s (or delete .env and run scripts/init.sh, which writes a random one)\n' "$what" "$TB_ROOT/.env"
+}
+
+# ---- Docker mode: the agents' directories the bridge container reads (docker-compose.yml mounts them read-only with
+# create_host_path: false, so Docker never creates a root-owned directory in $HOME). ~/.claude is created as the user
+# when absent (what Claude Code itself does on first run); for the other tools an absent directory is replaced by an
+# empty placeholder under the state dir, so nothing is created in their place. Exports the variables compose reads.
+TB_AGENT_DIRS=(
+  "CLAUDE_HOME .claude" "CLAUDE_XDG_DIR .config/claude" "CODEX_HOST_DIR .codex" "OPENCLAW_HOST_DIR .openclaw"
+  "GEMINI_HOST_DIR .gemini" "OPENCODE_HOST_DIR .local/share/opencode" "AMP_HOST_DIR .local/share/amp"
+)
+tb_compose_mounts() {
+  local entry var rel path empty
+  empty="${XDG_STATE_HOME:-$HOME/.local/state}/tokenbridge/absent"
+  for entry in "${TB_AGENT_DIRS[@]}"; do
+    var="${entry%% *}"; rel="${entry#* }"
+    path="${!var:-$HOME/$rel}"
+    if [[ ! -d "$path" && "$var" == CLAUDE_HOME ]]; then
+      (umask 077 && mkdir -p "$path") || tb_die "cannot create $path (CLAUDE_HOME) as $(id -un)"
+      tb_log "created $path (empty; Claude Code fills it) so that Docker does not create it as root"
+    elif [[ ! -d "$path" ]]; then
+      path="$empty/${rel//\//_}"
+      mkdir -p "$path"
+      tb_log "$HOME/$rel not present: the bridge container sees an empty directory there (run ./start.sh again after first use)"
+    fi
+    export "$var=$path"
+  done
 }

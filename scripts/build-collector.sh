@@ -21,6 +21,7 @@ if [[ -x "$bin" && "${1:-}" != "--force" ]]; then
   echo "$bin"
   exit 0
 fi
+[[ "${1:-}" == "--cached-only" ]] && exit 3  # start.sh asks before it downloads anything
 
 tb_need go "install Go >= 1.25 from https://go.dev/dl/"
 ocb_dir="$TB_CACHE_DIR/bin/ocb-$TB_OCB_VERSION"

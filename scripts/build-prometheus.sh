@@ -26,14 +26,15 @@ if [[ -x "$bin" && -x "$outdir/promtool" && "${1:-}" != "--force" ]]; then
   echo "$bin"
   exit 0
 fi
+[[ "${1:-}" == "--cached-only" ]] && exit 3  # start.sh asks before it downloads anything
 
 tb_go_module_src "prometheus $version" github.com/prometheus/prometheus "$module_version" tb-prom-build
 
-tb_log "prometheus $version: compiling (tags: $tags); this takes a few minutes on a cold Go cache"
+tb_log "prometheus $version: compiling (tags: $tags); this takes a few minutes on a cold Go cache (each package is listed as it builds)"
 mkdir -p "$work/out"
 ldflags="-s -w -X github.com/prometheus/common/version.Version=$version"
 ldflags+=" -X github.com/prometheus/common/version.Branch=tokenbridge -X github.com/prometheus/common/version.Revision=$module_version"
-(cd "$work/src" && GOWORK=off CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags "$ldflags" \
+(cd "$work/src" && GOWORK=off CGO_ENABLED=0 go build -v -trimpath -tags "$tags" -ldflags "$ldflags" \
   -o "$work/out/" ./cmd/prometheus ./cmd/promtool) >&2 || tb_die "go build of Prometheus $version failed (see output above)"
 
 mkdir -p "$(dirname "$outdir")"

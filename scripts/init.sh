@@ -23,16 +23,12 @@ tb_defaults
 if tb_have_docker; then
   echo "Docker engine and compose: available -> ./start.sh runs the Docker stack"
 else
-  echo "Docker engine: not available -> ./start.sh runs native mode (collector, Prometheus, bridge; Grafana only with GRAFANA_HOME)"
-  if command -v go >/dev/null 2>&1; then
-    echo "Go: $(go version | awk '{print $3}') -> building collector and Prometheus (cached in $TB_CACHE_DIR/bin)"
-    "$TB_ROOT/scripts/build-collector.sh" >/dev/null
-    "$TB_ROOT/scripts/build-prometheus.sh" >/dev/null
-    echo "binaries ready"
-  else
-    echo "Go: not found. Native mode needs Go >= 1.25 (https://go.dev/dl/) to build the collector and Prometheus,"
-    echo "    or set TOKENBRIDGE_OTELCOL_BIN and TOKENBRIDGE_PROMETHEUS_BIN to existing binaries."
-  fi
+  echo "Docker engine: not available -> ./start.sh runs native mode (collector, Prometheus, bridge; Alertmanager and"
+  echo "    Grafana when present). Binaries not on PATH: the official releases, downloaded once into $TB_CACHE_DIR and"
+  echo "    checked against scripts/release-checksums.txt; where no download is possible, built with Go (several"
+  echo "    minutes, ~5 GB). Grafana: scripts/get-grafana.sh fetches the official standalone release the same way."
+  if command -v go >/dev/null 2>&1; then echo "Go: $(go version | awk '{print $3}') (the fallback build is possible)"
+  else echo "Go: not found (only needed when the official downloads are not possible: https://go.dev/dl/)"; fi
 fi
 if command -v tokenbridge >/dev/null 2>&1; then echo "tokenbridge: $(command -v tokenbridge)"
 else echo "tokenbridge: not installed (pip install -e $TB_ROOT) - needed for native mode's bridge"; fi

@@ -25,7 +25,10 @@ def val(rows):
 
 print("Collector (its own telemetry, scraped by Prometheus):")
 def otelcol(name):  # the collector's own metrics, with or without the _total suffix
-    return f'sum({{__name__=~"otelcol_{name}(_total)?"}})'
+    # The collector creates a counter on its first increment (no failed export yet = no failure series): 0 while its
+    # telemetry is being scraped, n/a only when it is not.
+    scraped = 'max(up{job="otel-collector-internal"} == 1)'
+    return f'sum({{__name__=~"otelcol_{name}(_total)?"}}) or (0 * {scraped})'
 flow = [
     ("received metric points", otelcol("receiver_accepted_metric_points")),
     ("refused metric points", otelcol("receiver_refused_metric_points")),

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Start the tokenbridge stack.
 #   Docker engine answering -> docker compose up -d --build (collector, Prometheus, Grafana, bridge)
-#   otherwise               -> native mode: collector, Prometheus and `tokenbridge run` as local processes, with pids,
-#                              logs and data under $TOKENBRIDGE_NATIVE_DIR (default ~/.local/state/tokenbridge/native)
+#   otherwise               -> native mode: collector, Prometheus and `tokenbridge run` as local processes (plus
+#                              Alertmanager and Grafana when present), with pids, logs and data under
+#                              $TOKENBRIDGE_NATIVE_DIR (default ~/.local/state/tokenbridge/native). Binaries not on PATH
+#                              are the official releases, downloaded once into $TOKENBRIDGE_CACHE_DIR (default
+#                              ~/.cache/tokenbridge) and checked against scripts/release-checksums.txt, else built with Go.
 # Options: --native (force native mode), --no-bridge (native: do not start `tokenbridge run`).
 set -euo pipefail
 # shellcheck source=scripts/_lib.sh
@@ -15,16 +18,26 @@ for arg in "$@"; do
   case "$arg" in
     --native) force_native=1 ;;
     --no-bridge) with_bridge=0 ;;
-    -h | --help) sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) tb_die "unknown option '$arg' (see --help)" ;;
   esac
 done
+
+# How long until the first numbers show: the bridge scans the history at start (seconds; a minute or more for
+# gigabytes), exports every 60 s (TOKENBRIDGE_EXPORT_INTERVAL) and Prometheus scrapes every 15 s.
+first_data_note() {
+  echo "First data: the bridge's scan of your history shows in the web view as soon as it finishes (seconds; a few"
+  echo "  minutes for gigabytes of transcripts), and in Prometheus/Grafana about 1-2 minutes after the start (one export,"
+  echo "  60 s, plus one scrape, 15 s). Claude Code's own telemetry (source telemetry.sh) arrives ~30 s after a request."
+}
 
 # ------------------------------------------------------------------ Docker mode
 if [[ $force_native == 0 ]] && tb_have_docker; then
   [[ -f "$TB_ROOT/.env" ]] || "$TB_ROOT/scripts/init.sh"
   tb_load_env "$TB_ROOT/.env"
-  [[ -n "${GRAFANA_ADMIN_PASSWORD:-}" ]] || tb_die "GRAFANA_ADMIN_PASSWORD is not set in $TB_ROOT/.env (run scripts/init.sh)"
+  problem="$(tb_grafana_password_problem)"
+  [[ -z "$problem" ]] || tb_die "$problem"
+  tb_compose_mounts
   tb_alert_config
   (cd "$TB_ROOT" && docker compose up -d --build)
   echo "tokenbridge stack started with Docker Compose."
@@ -32,6 +45,7 @@ if [[ $force_native == 0 ]] && tb_have_docker; then
   echo "  Prometheus  http://127.0.0.1:$PROMETHEUS_PORT"
   echo "  Alerts      http://127.0.0.1:$ALERTMANAGER_PORT  (webhook: TOKENBRIDGE_ALERT_WEBHOOK_URL in .env)"
   echo "  OTLP        grpc 127.0.0.1:$OTLP_GRPC_PORT, http 127.0.0.1:$OTLP_HTTP_PORT  -> source telemetry.sh"
+  first_data_note
   echo "Check it with scripts/status.sh"
   exit 0
 fi
@@ -46,32 +60,49 @@ if [[ $force_native == 0 ]]; then
 fi
 mkdir -p "$TOKENBRIDGE_NATIVE_DIR"/{run,logs,config,prometheus-data,grafana,alertmanager-data}
 
-find_collector() {
-  if [[ -n "${TOKENBRIDGE_OTELCOL_BIN:-}" ]]; then
-    [[ -x "$TOKENBRIDGE_OTELCOL_BIN" ]] || tb_die "TOKENBRIDGE_OTELCOL_BIN=$TOKENBRIDGE_OTELCOL_BIN is not executable"
-    echo "$TOKENBRIDGE_OTELCOL_BIN"; return
+# Where each binary comes from, in this order: TOKENBRIDGE_*_BIN; PATH; the official release archive for this host
+# (downloaded once into $TB_CACHE_DIR, verified against scripts/release-checksums.txt); a copy already built from
+# source; the Go build (several minutes and ~5 GB, announced first). A tampered download stops the start.
+# find_binary LABEL ENV_VAR RELEASE_NAME VERSION FILE BUILD_SCRIPT PATH_CANDIDATES...
+find_binary() {
+  local label="$1" var="$2" release="$3" version="$4" file="$5" script="$6" c dir rc=0
+  shift 6
+  if [[ -n "${!var:-}" ]]; then
+    [[ -x "${!var}" ]] || tb_die "$var=${!var} is not executable"
+    echo "${!var}"; return
   fi
-  local c
-  for c in otelcol-tokenbridge otelcol-contrib; do
-    if command -v "$c" >/dev/null 2>&1; then command -v "$c"; return; fi
+  for c in "$@"; do
+    if command -v "$c" >/dev/null 2>&1 && path_ok "$c"; then command -v "$c"; return; fi
   done
-  command -v go >/dev/null 2>&1 || tb_die "no collector: otelcol-tokenbridge/otelcol-contrib not on PATH and Go not installed to build it (install Go >= 1.25 from https://go.dev/dl/, or set TOKENBRIDGE_OTELCOL_BIN)"
-  tb_log "building the collector (scripts/build-collector.sh; cached after the first time)"
-  "$TB_ROOT/scripts/build-collector.sh" | tail -n1
+  if dir="$(TB_FETCH_CACHED_ONLY=1 tb_fetch_release "$release" "$version" 2>/dev/null)"; then
+    tb_release_file "$dir" "$file"; return
+  fi
+  if c="$("$TB_ROOT/scripts/$script" --cached-only 2>/dev/null)"; then echo "$c"; return; fi
+  dir="$(tb_fetch_release "$release" "$version")" || rc=$?
+  case $rc in
+    0) tb_release_file "$dir" "$file"; return ;;
+    3) tb_die "$label: refusing the download that failed verification (see above). Retry later or from another network, or set $var to a binary you trust" ;;
+    2) tb_go_fallback "$label" "$script" "no official archive is pinned for $(tb_platform)" ;;
+    *) tb_go_fallback "$label" "$script" "the official download failed (no network?)" ;;
+  esac
+}
+
+# A Prometheus on PATH must be Prometheus 3 (created-timestamp-zero-ingestion, the OTLP receiver); others pass.
+path_ok() {
+  [[ "$1" != prometheus ]] && return 0
+  prometheus --version 2>&1 | grep -Eq 'version 3\.' && return 0
+  tb_log "ignoring $(command -v prometheus): not Prometheus 3 (tokenbridge needs created-timestamp-zero-ingestion and the OTLP receiver)"
+  return 1
+}
+
+find_collector() {
+  find_binary "the collector (otelcol-contrib $TB_OTELCOL_VERSION)" TOKENBRIDGE_OTELCOL_BIN otelcol-contrib \
+    "$TB_OTELCOL_VERSION" otelcol-contrib build-collector.sh otelcol-tokenbridge otelcol-contrib
 }
 
 find_prometheus() {
-  if [[ -n "${TOKENBRIDGE_PROMETHEUS_BIN:-}" ]]; then
-    [[ -x "$TOKENBRIDGE_PROMETHEUS_BIN" ]] || tb_die "TOKENBRIDGE_PROMETHEUS_BIN=$TOKENBRIDGE_PROMETHEUS_BIN is not executable"
-    echo "$TOKENBRIDGE_PROMETHEUS_BIN"; return
-  fi
-  if command -v prometheus >/dev/null 2>&1; then
-    if prometheus --version 2>&1 | grep -Eq 'version 3\.'; then command -v prometheus; return; fi
-    tb_log "ignoring $(command -v prometheus): not Prometheus 3 (tokenbridge needs created-timestamp-zero-ingestion and the OTLP receiver)"
-  fi
-  command -v go >/dev/null 2>&1 || tb_die "no Prometheus 3: not on PATH and Go not installed to build it (install Go >= 1.25 from https://go.dev/dl/, download Prometheus 3 from https://prometheus.io/download/, or set TOKENBRIDGE_PROMETHEUS_BIN)"
-  tb_log "building Prometheus $TB_PROMETHEUS_VERSION (scripts/build-prometheus.sh; cached after the first time)"
-  "$TB_ROOT/scripts/build-prometheus.sh" | tail -n1
+  find_binary "Prometheus $TB_PROMETHEUS_VERSION" TOKENBRIDGE_PROMETHEUS_BIN prometheus "$TB_PROMETHEUS_VERSION" \
+    prometheus build-prometheus.sh prometheus
 }
 
 # Alertmanager is optional in native mode: used when a binary is at hand (never built implicitly: it takes minutes).
@@ -118,6 +149,8 @@ optional=()
 otelcol="$(find_collector)"
 prometheus="$(find_prometheus)"
 alertmanager="$(find_alertmanager)"
+grafana_home="$(tb_grafana_home)"
+grafana_problem="$(tb_grafana_password_problem)"
 tb_alert_config
 echo "tokenbridge native mode (state: $TOKENBRIDGE_NATIVE_DIR)"
 
@@ -183,34 +216,34 @@ if [[ $with_bridge == 1 ]]; then
   fi
 fi
 
-# Grafana: only when a local install is available (GRAFANA_HOME=<unpacked grafana tarball>).
-grafana_bin=""
-if [[ -n "${GRAFANA_HOME:-}" && -x "${GRAFANA_HOME}/bin/grafana" ]]; then
-  grafana_bin="$GRAFANA_HOME/bin/grafana"
-fi
-if [[ -n "$grafana_bin" ]]; then
+# Grafana: GRAFANA_HOME, or the official standalone archive scripts/get-grafana.sh put in the cache.
+if [[ -n "$grafana_home" && -n "$grafana_problem" ]]; then
+  missing+=("Grafana (found at $grafana_home) not started: $grafana_problem")
+  grafana_home=""
+elif [[ -n "$grafana_home" ]]; then
   prov="$TOKENBRIDGE_NATIVE_DIR/grafana/provisioning"
   rm -rf "$prov"; mkdir -p "$prov"
   cp -R "$TB_ROOT/grafana/provisioning/." "$prov/"
-  sed -i "s|/var/lib/grafana/dashboards/tokenbridge|$TB_ROOT/grafana/dashboards|" "$prov/dashboards/tokenbridge.yml"
-  [[ -n "${GRAFANA_ADMIN_PASSWORD:-}" ]] || tb_die "GRAFANA_ADMIN_PASSWORD is not set (run scripts/init.sh, it writes .env)"
+  sed -i.orig "s|/var/lib/grafana/dashboards/tokenbridge|$TB_ROOT/grafana/dashboards|" "$prov/dashboards/tokenbridge.yml"
+  rm -f "$prov/dashboards/tokenbridge.yml.orig"
   TOKENBRIDGE_GRAFANA_PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT" \
   GF_PATHS_DATA="$TOKENBRIDGE_NATIVE_DIR/grafana/data" GF_PATHS_LOGS="$TOKENBRIDGE_NATIVE_DIR/logs" \
   GF_PATHS_PROVISIONING="$prov" GF_SERVER_HTTP_ADDR="$TOKENBRIDGE_BIND" GF_SERVER_HTTP_PORT="$GRAFANA_PORT" \
   GF_SECURITY_ADMIN_USER="${GRAFANA_ADMIN_USER:-admin}" GF_SECURITY_ADMIN_PASSWORD="$GRAFANA_ADMIN_PASSWORD" \
   GF_USERS_ALLOW_SIGN_UP=false GF_ANALYTICS_REPORTING_ENABLED=false \
   GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH="$TB_ROOT/grafana/dashboards/ai-usage-overview.json" \
-    spawn grafana "$grafana_bin" server --homepath "$GRAFANA_HOME"
+    spawn grafana "$grafana_home/bin/grafana" server --homepath "$grafana_home"
 else
-  missing+=("Grafana: no Docker engine and no local Grafana. Get it without root: download the standalone Linux/macOS tar.gz from https://grafana.com/grafana/download, unpack it, set GRAFANA_HOME=<unpacked dir> and GRAFANA_ADMIN_PASSWORD (scripts/init.sh writes one to .env), run ./start.sh again. Until then use Prometheus at http://127.0.0.1:$PROMETHEUS_PORT")
+  missing+=("Grafana: no Docker engine and no local Grafana. Get the official standalone Grafana OSS $TB_GRAFANA_VERSION (verified download, no root) with scripts/get-grafana.sh, then run ./start.sh again; or set GRAFANA_HOME=<an unpacked Grafana>. Until then ./view.sh opens the bridge's own page")
 fi
 
 echo
 echo "  OTLP        grpc $TOKENBRIDGE_BIND:$OTLP_GRPC_PORT, http $TOKENBRIDGE_BIND:$OTLP_HTTP_PORT  -> source telemetry.sh"
 echo "  Prometheus  http://127.0.0.1:$PROMETHEUS_PORT"
 [[ -n "$alertmanager" ]] && echo "  Alerts      http://127.0.0.1:$ALERTMANAGER_PORT"
-[[ -n "$grafana_bin" ]] && echo "  Grafana     http://127.0.0.1:$GRAFANA_PORT"
-((${#bridge[@]})) && echo "  Web view    http://127.0.0.1:$WEB_PORT  (./view.sh; the bridge's first scan may take a minute on a large history)"
+[[ -n "$grafana_home" ]] && echo "  Grafana     http://127.0.0.1:$GRAFANA_PORT  (user ${GRAFANA_ADMIN_USER:-admin}, password in .env)"
+((${#bridge[@]})) && echo "  Web view    http://127.0.0.1:$WEB_PORT  (./view.sh opens Grafana when it runs, else this page)"
+((${#bridge[@]})) && first_data_note
 if ((${#missing[@]})); then
   echo
   echo "Missing:"

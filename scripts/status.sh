@@ -23,7 +23,7 @@ check() { # check NAME URL
 check "collector health_check" "http://127.0.0.1:$OTELCOL_HEALTH_PORT/"
 check "prometheus" "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
 if tb_http_ok "http://127.0.0.1:$GRAFANA_PORT/api/health"; then ok "grafana (http://127.0.0.1:$GRAFANA_PORT)"
-elif [[ $mode == native ]]; then warn "grafana not running (native mode runs it only with GRAFANA_HOME; see scripts/start.sh)"
+elif [[ $mode == native ]]; then warn "grafana not running (native mode runs it after scripts/get-grafana.sh, or with GRAFANA_HOME)"
 else bad "grafana not answering http://127.0.0.1:$GRAFANA_PORT/api/health"; fi
 if tb_http_ok "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready"; then
   ok "alertmanager (http://127.0.0.1:$ALERTMANAGER_PORT)"

@@ -16,7 +16,7 @@ elif tb_http_ok "$prom/-/ready"; then
   tb_log "Grafana is not answering at $grafana (native mode without Grafana? see scripts/start.sh output); opening Prometheus"
   url="$prom/query?g0.expr=sum%20by%20(source%2C%20model)%20(claude_code_token_usage_tokens_total)&g0.tab=table"
 else
-  tb_die "neither Grafana ($grafana) nor Prometheus ($prom) answers; start the stack with ./start.sh"
+  tb_die "neither Grafana ($grafana), the bridge's page ($web) nor Prometheus ($prom) answers; start the stack with ./start.sh"
 fi
 echo "$url"
 if [[ "${TOKENBRIDGE_NO_BROWSER:-}" != 1 ]]; then

@@ -3,8 +3,11 @@ structurally with PyYAML, and with the real binaries (`otelcol validate`, `promt
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
+import tempfile
 
 import yaml
 
@@ -30,7 +33,7 @@ def test_services_and_pinned_images():
     assert images["otel-collector"] == f"otel/opentelemetry-collector-contrib:{_manifest()['dist']['version']}"
     assert images["prometheus"] == f"prom/prometheus:v{_lib_var('TB_PROMETHEUS_VERSION')}"
     assert images["alertmanager"] == f"prom/alertmanager:v{_lib_var('TB_ALERTMANAGER_VERSION')}"
-    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", images["grafana"])
+    assert images["grafana"] == f"grafana/grafana:{_lib_var('TB_GRAFANA_VERSION')}"  # scripts/get-grafana.sh's pin
     assert c["services"]["tokenbridge"]["build"] == "."
     for img in images.values():
         assert not img.endswith(":latest")
@@ -133,17 +136,41 @@ def test_prometheus_flags_enable_the_chosen_delivery_path():
     assert "./prometheus/rules:/etc/prometheus/prometheus/rules:ro" in vols
 
 
-def test_bridge_service_reads_claude_home_read_only_and_keeps_its_ledger():
+AGENT_DIRS = {  # compose variable -> the directory under HOME each source reads by default
+    "CLAUDE_HOME": ".claude",
+    "CLAUDE_XDG_DIR": ".config/claude",
+    "CODEX_HOST_DIR": ".codex",
+    "OPENCLAW_HOST_DIR": ".openclaw",
+    "GEMINI_HOST_DIR": ".gemini",
+    "OPENCODE_HOST_DIR": ".local/share/opencode",
+    "AMP_HOST_DIR": ".local/share/amp",
+}
+
+
+def test_bridge_service_reads_every_agent_dir_read_only_and_keeps_its_ledger():
     s = compose()["services"]["tokenbridge"]
     env = s["environment"]
     assert env["TOKENBRIDGE_STATE_DIR"] == "/var/lib/tokenbridge"
-    assert env["CLAUDE_CONFIG_DIR"] == "/claude"
+    # The sources' defaults under HOME find the mounts; no explicit CLAUDE_CONFIG_DIR (it makes a missing
+    # projects/ an error).
+    assert env["HOME"] == "/host-home" and "CLAUDE_CONFIG_DIR" not in env
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
     assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
     assert env["OTEL_RESOURCE_ATTRIBUTES"] == "service.instance.id=${TOKENBRIDGE_INSTANCE_ID:-tokenbridge}"
-    assert "${CLAUDE_HOME:-${HOME}/.claude}:/claude:ro" in s["volumes"]
+    binds = [v for v in s["volumes"] if isinstance(v, dict)]
+    assert {b["source"]: b["target"] for b in binds} == {
+        f"${{{var}:-${{HOME}}/{rel}}}": f"/host-home/{rel}" for var, rel in AGENT_DIRS.items()
+    }
+    for b in binds:
+        # Read-only, and Docker must never create a missing one (it would be root-owned in the user's home).
+        assert b["type"] == "bind" and b["read_only"] is True and b["bind"] == {"create_host_path": False}, b
     assert "tokenbridge_state:/var/lib/tokenbridge" in s["volumes"]
+    # The same list start.sh prepares before `docker compose up`.
+    lib = (REPO / "scripts/_lib.sh").read_text()
+    for var, rel in AGENT_DIRS.items():
+        assert f'"{var} {rel}"' in lib, var
     dockerfile = (REPO / "Dockerfile").read_text()
+    assert "CLAUDE_CONFIG_DIR" not in dockerfile
     assert dockerfile.startswith("# ") and "\nFROM python:3.11-slim\n" in dockerfile
     assert (
         "RUN pip install ." in dockerfile and 'CMD ["run"]' in dockerfile and 'ENTRYPOINT ["tokenbridge"]' in dockerfile
@@ -156,9 +183,22 @@ def test_bridge_service_reads_claude_home_read_only_and_keeps_its_ledger():
 def test_bind_mount_sources_exist():
     for svc in compose()["services"].values():
         for v in svc.get("volumes", []):
-            src = v.split(":")[0]
+            src = v["source"] if isinstance(v, dict) else v.split(":")[0]
             if src.startswith("./"):
                 assert (REPO / src).exists(), v
+
+
+def test_bridge_healthcheck_needs_no_projects_folder():
+    test = compose()["services"]["tokenbridge"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert "os.listdir('/host-home/.claude')" in test[3] and "projects" not in test[3]
+    # The check itself passes on a Claude home without projects/ and fails on a missing one.
+    with tempfile.TemporaryDirectory() as home:
+        os.mkdir(os.path.join(home, ".claude"))
+        listdir_only = test[3].split(";")[0] + ";" + test[3].split(";")[1].replace("/host-home", home)
+        assert subprocess.run([sys.executable, "-c", listdir_only]).returncode == 0
+        os.rmdir(os.path.join(home, ".claude"))
+        assert subprocess.run([sys.executable, "-c", listdir_only], capture_output=True).returncode != 0
 
 
 def test_env_example_covers_compose_variables():

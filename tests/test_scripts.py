@@ -150,6 +150,10 @@ def _path_without_go(tmp_path: Path) -> str:
         "hostname",
         "seq",
         "python3",
+        "uname",
+        "curl",
+        "tar",
+        "gzip",
     ):
         found = shutil.which(tool)
         if found:
@@ -247,7 +251,10 @@ def test_native_mode_lifecycle(native):
         assert re.search(rf"  {name} started \(pid \d+, log ", out), name
     # It says exactly what is missing and how to get it.
     assert "Missing:" in out and "Grafana: no Docker engine and no local Grafana" in out
-    assert "https://grafana.com/grafana/download" in out and "GRAFANA_HOME" in out
+    assert "scripts/get-grafana.sh" in out and "GRAFANA_HOME" in out
+    # It says how long the first numbers take.
+    assert "First data: the bridge's scan of your history shows in the web view" in out
+    assert "in Prometheus/Grafana about 1-2 minutes after the start" in out
     assert f"http://127.0.0.1:{p['PROMETHEUS_PORT']}" in out
     assert f"Web view    http://127.0.0.1:{p['WEB_PORT']}" in out
 
@@ -310,6 +317,11 @@ def test_native_mode_lifecycle(native):
         r"claude_code_token_usage_tokens_total\s+claude_transcripts\s+4\s+49391\.0000\s+\d+ s ago", m.stdout
     ), m.stdout
     assert re.search(r"exported metric points\s+[1-9]", m.stdout), m.stdout
+    # No export failed yet: the collector has no failure counter, which is 0 for a collector that is up, not n/a.
+    assert re.search(r"failed exports \(points\)\s+0\n", m.stdout), m.stdout
+    # Several scrapes later, no log repeats a warning or error (e.g. one per scrape).
+    for log in (Path(native.env["TOKENBRIDGE_NATIVE_DIR"]) / "logs").glob("*.log"):
+        _assert_no_repeated_warnings(log)
 
     # Restart only the bridge: it must continue its series, not add a second set next to them.
     pidfile = Path(native.env["TOKENBRIDGE_NATIVE_DIR"]) / "run" / "tokenbridge.pid"
@@ -347,6 +359,18 @@ def test_native_mode_lifecycle(native):
     assert not list((Path(native.env["TOKENBRIDGE_NATIVE_DIR"]) / "run").glob("*.pid"))
 
 
+def _assert_no_repeated_warnings(log: Path) -> None:
+    """A warning or error line (timestamps and ids removed) may appear at most twice in a log."""
+    seen: dict[str, int] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if not re.search(r"\b(warn|warning|error)\b", line, re.I):
+            continue
+        key = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+(\.\d+)?", "#", re.sub(r"^\S+\s", "", line))
+        seen[key] = seen.get(key, 0) + 1
+    repeated = {k: n for k, n in seen.items() if n > 2}
+    assert not repeated, f"{log.name} repeats: {repeated}"
+
+
 def _port_open(port: int) -> bool:
     import socket
 
@@ -362,10 +386,14 @@ def test_native_start_names_what_is_missing(tmp_path):
         "TOKENBRIDGE_MODE": "native",
         "TOKENBRIDGE_NATIVE_DIR": str(tmp_path / "n"),
         "TOKENBRIDGE_CACHE_DIR": str(tmp_path / "cache"),
+        "TOKENBRIDGE_DOWNLOAD_BASE": f"http://127.0.0.1:{free_port()}",  # nothing listens: no download possible
     }
     proc = subprocess.run([str(REPO / "start.sh")], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 1
-    assert "error: no collector: otelcol-tokenbridge/otelcol-contrib not on PATH and Go not installed" in proc.stderr
+    assert (
+        "error: cannot get the collector (otelcol-contrib 0.159.0): the official download failed (no network?), "
+        "and Go is not installed to build it from source"
+    ) in proc.stderr
     proc = subprocess.run(
         [str(REPO / "start.sh")],
         capture_output=True,
@@ -407,6 +435,14 @@ def test_native_mode_starts_a_local_grafana_with_our_provisioning(native, tmp_pa
         'exec -a "$0" sleep 300\n'
     )
     fake.chmod(0o755)
+    # .env.example's placeholder password is refused like an empty one: Grafana stays off, the rest runs.
+    placeholder = native(
+        REPO / "start.sh", "--no-bridge", extra={"GRAFANA_HOME": str(gh), "GRAFANA_ADMIN_PASSWORD": "change-me-please"}
+    )
+    assert placeholder.returncode == 0, placeholder.stderr
+    assert f"Grafana (found at {gh}) not started: GRAFANA_ADMIN_PASSWORD is still the placeholder" in placeholder.stdout
+    assert " grafana started" not in placeholder.stdout and not record.exists()
+    assert native(REPO / "scripts/stop.sh").returncode == 0
     secret = "s3cret-grafana-pw-123456"
     start = native(REPO / "start.sh", "--no-bridge", extra={"GRAFANA_HOME": str(gh), "GRAFANA_ADMIN_PASSWORD": secret})
     assert start.returncode == 0, start.stdout + start.stderr
@@ -427,3 +463,33 @@ def test_native_mode_starts_a_local_grafana_with_our_provisioning(native, tmp_pa
     assert Path(dash["options"]["path"]) == REPO / "grafana/dashboards"
     stop = native(REPO / "scripts/stop.sh")
     assert "stopped grafana (pid" in stop.stdout
+
+
+def test_view_opens_grafana_when_it_answers_else_the_bridge_page(tmp_path):
+    import http.server
+    import threading
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *a):
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok) for _ in range(2)]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    grafana, web = (str(s.server_address[1]) for s in servers)
+    env = {**os.environ, "TOKENBRIDGE_NO_BROWSER": "1", "GRAFANA_PORT": grafana, "WEB_PORT": web, "HOME": str(tmp_path)}
+    try:
+        view = subprocess.run([str(REPO / "view.sh")], capture_output=True, text=True, env=env, timeout=30)
+        assert view.stdout.strip() == f"http://127.0.0.1:{grafana}/d/tokenbridge-overview"
+        servers[0].shutdown()
+        servers[0].server_close()
+        view = subprocess.run([str(REPO / "view.sh")], capture_output=True, text=True, env=env, timeout=30)
+        assert view.stdout.strip() == f"http://127.0.0.1:{web}/"
+    finally:
+        servers[1].shutdown()
+        servers[1].server_close()
