@@ -11,6 +11,7 @@ the defaults: a query lags 30 s behind).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -285,8 +286,9 @@ def test_a_client_claiming_another_users_name_is_stamped_with_its_token_user(tea
     ]
 
 
-def test_wrong_token_is_refused_in_one_line_and_logged_without_the_token(team: Team):
-    dave = team.machines["m-dave"]
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_wrong_token_is_refused_in_one_line_and_logged_without_the_token(team: Team, protocol: str):
+    dave = dataclasses.replace(team.machines["m-dave"], protocol=protocol)
     r = sync(dave, team)
     warnings = [line for line in r.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1, r.stderr
