@@ -188,3 +188,39 @@ def test_team_server_setup_errors_name_the_setting(server, extra, message):
     r = server(REPO / "start.sh", "--team-server", extra=extra)
     assert r.returncode != 0 and message in r.stderr, r.stderr
     assert "started (pid" not in r.stdout
+
+
+def test_team_server_starts_a_local_grafana_on_victoriametrics(server, tmp_path):
+    """GRAFANA_HOME=<unpacked Grafana>: the team server runs `bin/grafana server` with the VictoriaMetrics datasource
+    and both dashboard folders. A stand-in binary records what it was given (no Grafana server can be installed)."""
+    import yaml
+
+    gh = tmp_path / "grafana-home"
+    (gh / "bin").mkdir(parents=True)
+    record = tmp_path / "grafana-invocation.txt"
+    fake = gh / "bin" / "grafana"
+    fake.write_text(
+        f'#!/usr/bin/env bash\n{{ echo "ARGS $*"; env | grep -E "^(GF_|TOKENBRIDGE_GRAFANA)"; }} > {record}\n'
+        'exec -a "$0" sleep 300\n'
+    )
+    fake.chmod(0o755)
+    secret = "s3cret-team-grafana-pw"
+    start = server(
+        REPO / "start.sh", "--team-server", extra={"GRAFANA_HOME": str(gh), "GRAFANA_ADMIN_PASSWORD": secret}
+    )
+    assert start.returncode == 0, start.stdout + start.stderr
+    assert "  team-grafana started (pid " in start.stdout and secret not in start.stdout + start.stderr
+    wait_until(lambda: record.exists() and "GF_PATHS_PROVISIONING" in record.read_text(), 10, "the stand-in's env")
+    got = dict(line.split("=", 1) for line in record.read_text().splitlines()[1:])
+    assert got["TOKENBRIDGE_GRAFANA_VICTORIAMETRICS_URL"] == f"http://127.0.0.1:{server.ports['VICTORIAMETRICS_PORT']}"
+    assert got["GF_SERVER_HTTP_PORT"] == server.ports["TEAM_GRAFANA_PORT"]
+    prov = Path(got["GF_PATHS_PROVISIONING"])
+    ds = yaml.safe_load((prov / "datasources/victoriametrics.yml").read_text())["datasources"][0]
+    assert ds["uid"] == "tokenbridge-prometheus"
+    paths = {
+        yaml.safe_load((prov / f"dashboards/{f}.yml").read_text())["providers"][0]["options"]["path"]
+        for f in ("tokenbridge", "team")
+    }
+    assert paths == {str(REPO / "grafana/dashboards"), str(REPO / "grafana/dashboards-team")}
+    stop = server(REPO / "scripts/stop.sh", "--team-server")
+    assert "stopped team-grafana (pid" in stop.stdout
