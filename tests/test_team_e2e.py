@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 from dataclasses import dataclass
 from decimal import Decimal
@@ -284,6 +285,37 @@ def test_a_client_claiming_another_users_name_is_stamped_with_its_token_user(tea
     assert [(r["metric"]["user"], r["metric"]["source"], float(r["value"][1])) for r in rows] == [
         ("bob", "claude_code_otel", 1300.0)
     ]
+
+
+def test_claude_code_events_count_under_the_token_user_over_both_protocols(team: Team):
+    from tests._events import api_request, logs_request, send_grpc, send_http
+
+    sid = "ev-team-0001"
+    claimed = {"user": "alice", "machine": "m-carol"}  # carol's Claude Code claims alice; the token says carol
+    http_events = [api_request(sid, f"req_h{i}", SONNET, duration_ms=900 + i) for i in range(3)]
+    grpc_events = [api_request(sid, f"req_g{i}", SONNET, duration_ms=1200 + i) for i in range(2)]
+    url = f"http://127.0.0.1:{team.ports['http']}/v1/logs"
+    status = send_http(
+        url, logs_request(http_events, resource_extra=claimed), {"Authorization": f"Bearer {TOKENS['carol']}"}
+    )
+    assert status == 200
+    send_grpc(
+        f"127.0.0.1:{team.ports['grpc']}",
+        logs_request(grpc_events, resource_extra=claimed),
+        [("authorization", f"Bearer {TOKENS['carol']}")],
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:  # no token: not counted anywhere
+        send_http(url, logs_request(http_events, resource_extra=claimed))
+    assert refused.value.code == 401
+
+    def counted() -> list[dict]:
+        rows = team.query('last_over_time(claude_code_api_request_count_total{job="claude-code"}[1h])')
+        return rows if sum(float(r["value"][1]) for r in rows) == 5 else []
+
+    rows = wait_until(counted, 30, "5 api_request events in VictoriaMetrics")
+    assert {(r["metric"]["user"], r["metric"]["machine"], r["metric"]["model"]) for r in rows} == {
+        ("carol", "m-carol", SONNET)
+    }
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
