@@ -30,6 +30,9 @@ from tests._stack import (
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 TOKEN = "ann-5b7d9f1e3c2a4b6d8e0f"
+# The team server runs VictoriaMetrics with its production defaults, where a sample becomes visible to queries
+# about 30 s after it arrived (-search.latencyOffset): the test's queries ask for latency_offset=1ms.
+VISIBLE_S = 60
 
 
 def _openssl() -> str:
@@ -83,7 +86,11 @@ def server(tmp_path: Path):
 
 def _vm_total(port: str, user: str) -> float | None:
     q = urllib.parse.urlencode(
-        {"query": f'sum(last_over_time(claude_code_token_usage_tokens_total{{user="{user}"}}[1h]))'}
+        {
+            "query": f'sum(last_over_time(claude_code_token_usage_tokens_total{{user="{user}"}}[1h]))',
+            "latency_offset": "1ms",  # the smallest VictoriaMetrics accepts
+            "nocache": "1",
+        }
     )
     code, body = http_get(f"http://127.0.0.1:{port}/api/v1/query?{q}")
     res = json.loads(body)["data"]["result"] if code == 200 else []
@@ -140,7 +147,9 @@ def test_team_server_native_lifecycle(server, tmp_path):
     assert again.returncode == 0 and "already running" in again.stdout and " started (pid" not in again.stdout
 
     total = _sync(tmp_path, f"http://127.0.0.1:{p['TEAM_OTLP_HTTP_PORT']}", "http/protobuf")
-    wait_until(lambda: _vm_total(p["VICTORIAMETRICS_PORT"], "ann") == total, 30, "ann's total in VictoriaMetrics")
+    wait_until(
+        lambda: _vm_total(p["VICTORIAMETRICS_PORT"], "ann") == total, VISIBLE_S, "ann's total in VictoriaMetrics"
+    )
 
     pids = [int(f.read_text().split()[0]) for f in (tmp_path / "team" / "run").glob("*.pid")]
     assert len(pids) == 2
@@ -170,7 +179,7 @@ def test_team_server_over_tls_with_the_shipped_overlay(server, tmp_path):
         "grpc",
         {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(cert)},
     )
-    wait_until(lambda: _vm_total(p["VICTORIAMETRICS_PORT"], "ann") == total, 30, "ann's total over TLS")
+    wait_until(lambda: _vm_total(p["VICTORIAMETRICS_PORT"], "ann") == total, VISIBLE_S, "ann's total over TLS")
     # Plain text to the TLS port is not accepted.
     code = http_get(f"http://127.0.0.1:{p['TEAM_OTLP_HTTP_PORT']}/v1/metrics")[0]
     assert code == 400
