@@ -301,7 +301,7 @@ def test_team_collector_requires_a_token_on_both_receivers_and_stamps_the_user_f
     assert pipes["metrics/events"]["receivers"] == ["signal_to_metrics"]
     assert "prometheus" not in cfg["exporters"]  # the team server writes to VictoriaMetrics only
     rw = cfg["exporters"]["prometheus_remote_write"]
-    assert rw["remote_write_queue"]["num_consumers"] == 1
+    assert rw["max_batch_request_parallelism"] == 1  # one request at a time: samples in order
     assert rw["resource_to_telemetry_conversion"] == {"enabled": False}
 
 
