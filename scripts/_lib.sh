@@ -316,3 +316,48 @@ tb_compose_mounts() {
     export "$var=$path"
   done
 }
+
+# ---- team mode's central side (scripts/team-server.sh; docs/team.md)
+tb_team_defaults() {
+  : "${TEAM_BIND:=0.0.0.0}"             # the team OTLP receivers face the network (tokens required)
+  : "${TEAM_OTLP_GRPC_PORT:=4317}"
+  : "${TEAM_OTLP_HTTP_PORT:=4318}"
+  : "${TEAM_OTELCOL_HEALTH_PORT:=13134}"
+  : "${TEAM_OTELCOL_METRICS_PORT:=18898}"
+  : "${VICTORIAMETRICS_PORT:=8428}"
+  : "${VICTORIAMETRICS_RETENTION:=400d}"
+  : "${TEAM_GRAFANA_PORT:=3001}"
+  : "${TOKENBRIDGE_TEAM_DIR:=${XDG_STATE_HOME:-$HOME/.local/state}/tokenbridge/team}"
+  export TEAM_BIND TEAM_OTLP_GRPC_PORT TEAM_OTLP_HTTP_PORT TEAM_OTELCOL_HEALTH_PORT TEAM_OTELCOL_METRICS_PORT \
+    VICTORIAMETRICS_PORT VICTORIAMETRICS_RETENTION TEAM_GRAFANA_PORT TOKENBRIDGE_TEAM_DIR
+}
+
+tb_team_native_active() {
+  [[ -d "$TOKENBRIDGE_TEAM_DIR/run" ]] && compgen -G "$TOKENBRIDGE_TEAM_DIR/run/*.pid" >/dev/null
+}
+
+# VictoriaMetrics flags; the same list as docker-compose.yml's victoriametrics command (tests check it).
+tb_victoriametrics_flags() {
+  printf '%s\n' "-retentionPeriod=${VICTORIAMETRICS_RETENTION:-400d}"
+}
+
+# The collector cache key (12 hex chars): the manifest plus the source of every local module it names with
+# `path: ./dir` (relative to the manifest; test files excluded), so editing collector/teamauth rebuilds. A manifest
+# without local modules keys on its own hash alone.
+tb_otelcol_key() {
+  local manifest="$1" dir p f
+  dir="$(cd "$(dirname "$manifest")" && pwd)"
+  local paths=()
+  while IFS= read -r p; do
+    [[ -n "$p" ]] || continue
+    [[ "$p" == /* ]] || p="$dir/${p#./}"
+    [[ -d "$p" ]] || tb_die "local module $p named in $manifest not found"
+    paths+=("$p")
+  done < <(sed -n 's/^[[:space:]]*path:[[:space:]]*\([^[:space:]#]*\).*$/\1/p' "$manifest")
+  {
+    cat "$manifest"
+    for p in ${paths[@]+"${paths[@]}"}; do
+      (cd "$p" && find . -type f ! -name '*_test.go' | LC_ALL=C sort | while IFS= read -r f; do echo "$f"; cat "$f"; done)
+    done
+  } | tb_sha
+}
