@@ -54,6 +54,10 @@ class Settings:
     env: dict[str, str] = field(default_factory=dict)
     providers: dict[str, Any] = field(default_factory=dict)  # the config file's [providers] table
     terminal_patterns: list[Any] = field(default_factory=list)  # user patterns (bridge.terminal)
+    # The OTLP/HTTP receiver of ``tokenbridge run`` for Claude Code's events (bridge/receiver.py);
+    # None: off. Loopback unless set otherwise (in Docker the collector reaches it by service name).
+    events_port: int | None = 14319
+    events_host: str = "127.0.0.1"
 
 
 def default_state_dir(env: dict[str, str]) -> Path:
@@ -114,6 +118,18 @@ def _seconds_env(env: dict[str, str], key: str, default: float) -> float:
     if not raw:
         return default
     return seconds(key, raw.strip())
+
+
+def _port_env(env: dict[str, str], key: str, default: int | None) -> int | None:
+    """A TCP port, or None for "off"."""
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    if raw.lower() in ("off", "none", "false", "no"):
+        return None
+    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+        raise ConfigError(key, f"expected a TCP port (0-65535) or 'off', got {raw!r}")
+    return int(raw)
 
 
 # Public name for source modules (poll intervals are read the same way).
@@ -188,6 +204,8 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     project = _bool_env(env, "TOKENBRIDGE_INCLUDE_PROJECT")
     if project is not None:
         s.include_project = project
+    s.events_port = _port_env(env, "TOKENBRIDGE_EVENTS_PORT", s.events_port)
+    s.events_host = env.get("TOKENBRIDGE_EVENTS_HOST", "").strip() or s.events_host
     prices_env = env.get("TOKENBRIDGE_PRICES_FILE")
     if prices_env:
         s.prices_path = Path(os.path.expanduser(prices_env))
