@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar on the first scan")
     run.add_argument("--http-port", type=int, help="also serve the web view and API (see `serve`) on this port")
     run.add_argument("--http-host", default="127.0.0.1", help="address for --http-port (non-loopback needs a token)")
+    run.add_argument("--events-port", help="receive Claude Code's events here, or 'off' (env TOKENBRIDGE_EVENTS_PORT)")
+    run.add_argument("--events-host", help="address of the events receiver (default 127.0.0.1)")
 
     srv = sub.add_parser("serve", help="web view and JSON API from the ledger (http://127.0.0.1:8765)")
     srv.add_argument("--host", default="127.0.0.1", help="non-loopback needs TOKENBRIDGE_HTTP_TOKEN")
@@ -227,6 +229,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.daemon import run
 
     settings = _settings(args)
+    if args.events_port is not None:
+        settings.events_port = config.port_value("--events-port", args.events_port)
+    if args.events_host:
+        settings.events_host = args.events_host
     http = None
     if args.http_port is not None:
         from bridge.web import WebServer

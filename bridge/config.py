@@ -121,10 +121,13 @@ def _seconds_env(env: dict[str, str], key: str, default: float) -> float:
 
 
 def _port_env(env: dict[str, str], key: str, default: int | None) -> int | None:
-    """A TCP port, or None for "off"."""
     raw = env.get(key, "").strip()
-    if not raw:
-        return default
+    return port_value(key, raw) if raw else default
+
+
+def port_value(key: str, raw: str) -> int | None:
+    """A TCP port (0: any free one), or None for "off"."""
+    raw = raw.strip()
     if raw.lower() in ("off", "none", "false", "no"):
         return None
     if not raw.isdigit() or not 0 <= int(raw) <= 65535:

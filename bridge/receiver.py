@@ -33,7 +33,7 @@ log = logging.getLogger("tokenbridge.receiver")
 
 MAX_BODY = 16 * 1024 * 1024  # far above a collector batch of events (a few hundred bytes each)
 PATH = "/v1/logs"
-_READ_TIMEOUT_S = 30.0
+_READ_TIMEOUT_S = 10.0
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
 
@@ -173,7 +173,9 @@ def _handler_class(receiver: EventReceiver) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         server_version = f"tokenbridge/{__version__}"
         timeout = _READ_TIMEOUT_S  # a sender that stops mid-request frees the thread
-        protocol_version = "HTTP/1.1"  # keep-alive: the collector reuses its connection
+        # HTTP/1.0: one request per connection. The one serving thread would otherwise sit in a kept-alive
+        # connection waiting for the collector's next request, and neither serve another sender nor stop.
+        protocol_version = "HTTP/1.0"
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)

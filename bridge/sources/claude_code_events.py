@@ -287,8 +287,8 @@ class _Events(BaseSource):
         port = self._settings.events_port
         if port is None:
             return SourceStatus(self.name, True, False, [], 0, ["receiver off (TOKENBRIDGE_EVENTS_PORT=off)"])
-        host = self._settings.events_host
-        return SourceStatus(self.name, True, True, [f"http://{host}:{port}/v1/logs (tokenbridge run)"], 0)
+        where = f"http://{self._settings.events_host}:{port or '<a free port>'}/v1/logs"
+        return SourceStatus(self.name, True, True, [f"{where} (tokenbridge run)"], 0)
 
     def scan(
         self,
