@@ -8,10 +8,14 @@ The PromQL lives here so the de-duplication rule is written once. tests/test_das
 JSON matches this generator, and tests/test_stack_e2e.py runs every query against a real Prometheus.
 
 No double counting: Claude Code usage can reach Prometheus twice, from Claude Code's native telemetry
-(source="claude_code_otel") and from the bridge reading the same sessions' transcripts (source="claude_transcripts")
-or Claude Code's stats cache (source="claude_stats_cache"; the bridge never lets it overlap transcripts). Every
-token and cost panel therefore prefers, per model, the bridge's local Claude Code sources and falls back to native
-telemetry only for models the bridge has no series for; all other sources (other tools) are added. A provider's
+(source="claude_code_otel") and from the bridge: its transcripts (source="claude_transcripts"), Claude Code's
+api_request events it receives from the collector (source="claude_code_events", one row per request shared with the
+transcript line of the same request, so those two never overlap; docs/events.md) and Claude Code's stats cache
+(source="claude_stats_cache"; the bridge never lets it overlap the other two). With the events, the bridge's own
+view is per request: the union of what the transcripts and the events saw, including sessions on other machines
+and deleted transcripts. Every token and cost panel therefore prefers, per model, the bridge's Claude Code sources
+and falls back to native telemetry only for models the bridge has no series for (the bridge not running, or not
+receiving events); all other sources (other tools) are added. A provider's
 billing APIs (usage and cost) come first: per provider, when they have data in the range, they are the total and the
 local sources of that provider are attribution views (the rule of bridge/views.py).
 
@@ -33,7 +37,7 @@ TOKENS = "claude_code_token_usage_tokens_total"
 COST = "claude_code_cost_usage_USD_total"
 UNPRICED = "tokenbridge_unpriced_requests_total"
 
-PREFERRED = "claude_transcripts|claude_stats_cache"  # the bridge's local Claude Code sources
+PREFERRED = "claude_transcripts|claude_code_events|claude_stats_cache"  # the bridge's Claude Code sources
 FALLBACK = "claude_code_otel"  # Claude Code's native telemetry
 FILTERS = 'provider=~"$provider",model=~"$model",source=~"$source"'
 # Provider billing APIs (bridge/views.py): where one has data for a provider, it is that provider's total.
@@ -43,11 +47,12 @@ BALANCE = "tokenbridge_balance"
 
 DEDUP_TEXT = (
     "**Each token is counted once.** Claude Code usage can arrive twice: from Claude Code's own telemetry "
-    "(`source=claude_code_otel`) and from tokenbridge reading the same sessions' transcripts "
-    "(`source=claude_transcripts`, plus `claude_stats_cache` for days whose transcripts are gone; those two never "
-    "overlap). Token and cost panels therefore take, **per model**, the bridge's transcript/stats-cache series when "
-    "there are any, and native telemetry only for models the bridge has not seen (for example when the bridge is "
-    "not running, or for sessions on another machine). A provider's billing APIs (`openai_usage_api`, "
+    "(`source=claude_code_otel`) and from tokenbridge: the same sessions' transcripts (`source=claude_transcripts`), "
+    "Claude Code's request events it receives (`claude_code_events`: one row per request with its transcript line, "
+    "so sessions on other machines count too) and `claude_stats_cache` for days whose transcripts are gone; these "
+    "never overlap. Token and cost panels therefore take, **per model**, the bridge's series when there are any, "
+    "and native telemetry only for models the bridge has not seen (for example when the bridge is not running or "
+    "receives no events). A provider's billing APIs (`openai_usage_api`, "
     "`openai_cost_api`, `anthropic_usage_api`, `anthropic_cost_api`, `openrouter_credits_api`) hold the same requests "
     "again, with everything else the account used: **per provider**, when they have data in the range they are the "
     "total, and that provider's local sources (transcripts, telemetry, other tools) become attribution views. Every "

@@ -207,7 +207,7 @@ def _mirrored_call(obj: dict[str, Any]) -> dict[str, Any] | None:
     local-formats.md does not describe these lines; this is Claude Code's own shape as observed:
     ``{"type": "progress", "data": {"type": "agent_progress", "agentId": …, "message": {"type":
     "assistant", "message": {"id", "model", "usage", …}, "requestId", "uuid", "timestamp"}}}``.
-    The mirrored call has the subagent line's key (message.id + requestId): it counts once
+    The mirrored call has the subagent line's key (its requestId): it counts once
     with that line, and alone when the subagent's file is gone.
     """
     data = obj.get("data")
