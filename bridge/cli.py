@@ -360,15 +360,25 @@ def _cells(line: Any) -> list[str]:
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
+    from bridge import price_data
     from bridge.app import source_rows
 
-    rows = source_rows(_settings(args))
+    settings = _settings(args)
+    rows = source_rows(settings)
+    table = price_data.info(settings.state_dir)
+    refresh = "refreshed by `tokenbridge run`" if settings.prices_refresh else "refresh off"
     if args.json:
-        print(json.dumps({"sources": rows}, indent=2))
+        print(
+            json.dumps(
+                {"sources": rows, "priceTable": {**table.as_json(), "refresh": settings.prices_refresh}}, indent=2
+            )
+        )
         return 0
     from rich.table import Table
 
     console = _console()
+    console.print(f"[bold]price table[/bold]  {_cell(table.describe())} ({refresh})")
+    console.print()
     for r in rows:
         # One block per source, full values (paths are never truncated).
         grid = Table.grid(padding=(0, 2))

@@ -26,7 +26,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "include_project": bool,
     },
     "sources": {"enabled": list},
-    "pricing": {"overrides": str},
+    "pricing": {"overrides": str, "refresh": bool},
     # Provider APIs: base URLs, poll intervals, and the *name* of the environment variable that
     # holds each key (a secret never goes into the config file).
     "providers": {
@@ -58,6 +58,10 @@ class Settings:
     # None: off. Loopback unless set otherwise (in Docker the collector reaches it by service name).
     events_port: int | None = 14319
     events_host: str = "127.0.0.1"
+    # ``tokenbridge run`` refreshes the price table through genai-prices' update mechanism
+    # (bridge/price_data.py); None URL: genai-prices' own.
+    prices_refresh: bool = True
+    prices_url: str | None = None
 
 
 def default_state_dir(env: dict[str, str]) -> Path:
@@ -190,6 +194,7 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     for key, value in s.providers.items():
         if key.endswith("_poll_interval_seconds") and not (isinstance(value, int | float) and 0 < value < float("inf")):
             raise ConfigError(f"{cfg_path.name}: providers.{key}", "must be > 0 seconds")
+    s.prices_refresh = bool(data.get("pricing", {}).get("refresh", True))
     overrides = data.get("pricing", {}).get("overrides")
     if overrides:
         s.prices_path = Path(os.path.expanduser(overrides))
@@ -209,6 +214,10 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
         s.include_project = project
     s.events_port = _port_env(env, "TOKENBRIDGE_EVENTS_PORT", s.events_port)
     s.events_host = env.get("TOKENBRIDGE_EVENTS_HOST", "").strip() or s.events_host
+    refresh = _bool_env(env, "TOKENBRIDGE_PRICES_REFRESH")
+    if refresh is not None:
+        s.prices_refresh = refresh
+    s.prices_url = env.get("TOKENBRIDGE_PRICES_URL", "").strip() or None
     prices_env = env.get("TOKENBRIDGE_PRICES_FILE")
     if prices_env:
         s.prices_path = Path(os.path.expanduser(prices_env))

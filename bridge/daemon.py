@@ -27,6 +27,7 @@ from bridge.sources import Source, build_sources
 
 log = logging.getLogger("tokenbridge.daemon")
 
+PRICES = "<price table>"  # a wake-up mark: the refreshed price table was stored
 POLL_S = 5.0  # when file watches cannot be set up (inotify watch limit): poll instead
 DEBOUNCE_S = 0.05  # a streamed response writes its lines in a burst: read them in one pass
 
@@ -130,6 +131,7 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
         if http is not None:
             http.start()
         receiver = _start_receiver(settings, wake)
+        prices = _start_price_refresh(settings, wake)
         try:
             observer = _observer(sources, wake)
         except OSError as exc:
@@ -156,6 +158,10 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
                     stop.wait(DEBOUNCE_S)
                 dirty = wake.take()
                 pushed = EVENTS_SOURCE in dirty  # committed by the receiver's own connection
+                if PRICES in dirty and pricer.reload_if_changed():  # a refreshed price table
+                    log.info("pricing new requests with the refreshed price table")
+                    reprice_if_needed(ledger, pricer)
+                    pushed = True
                 full = time.monotonic() - last_full >= rescan_s
                 now = time.time()
                 if full:
@@ -171,6 +177,8 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
                 observer.stop()
             if receiver is not None:
                 receiver.stop()
+            if prices is not None:
+                prices.stop()
             if http is not None:
                 http.stop()
             exporter.flush()
@@ -245,6 +253,17 @@ def _start_receiver(settings: Settings, wake: _Wakeup) -> EventReceiver | None:
     if not is_loopback(settings.events_host):
         log.warning("the events receiver listens on %s: whatever reaches it can add usage", receiver.url)
     return receiver
+
+
+def _start_price_refresh(settings: Settings, wake: _Wakeup) -> Any:
+    """genai-prices' updater, storing what it fetches (bridge/price_data.py); None when opted out."""
+    if not settings.prices_refresh:
+        return None
+    from bridge import price_data
+
+    updater = price_data.refresher(settings.state_dir, settings.prices_url, on_update=lambda: wake.mark(PRICES))
+    updater.start()  # its own thread: the first fetch never delays the first ingest
+    return updater
 
 
 def _report(results: list[Any]) -> None:

@@ -108,6 +108,9 @@ class EventReceiver:
         """Decode and commit one request's events (in the serving thread)."""
         batch = from_json(body) if content_type == _JSON else from_protobuf(body)
         assert self._ledger is not None
+        reload = getattr(self._pricer, "reload_if_changed", None)
+        if reload is not None:
+            reload()  # a price table refreshed by the daemon prices these events too
         result = self._ledger.commit(batch.records, self._pricer, state=skipped_state(self._ledger, batch))
         if batch.rejected:
             log.warning("%d api_request event(s) rejected: %s", batch.rejected, batch.reason)
