@@ -206,7 +206,7 @@ def test_collector_config_choices():
     assert cfg["processors"]["delta_to_cumulative"]["max_stale"] == prom["metric_expiration"]
     assert prom["resource_to_telemetry_conversion"] == {"enabled": False}
     stmts = cfg["processors"]["transform/claude_code_labels"]["metric_statements"]
-    (group,) = stmts
+    group, gemini, codex = stmts
     (cond,) = group["conditions"]
     for s in ('"claude-code"', '"claude-code-desktop"', '"claude_code.token.usage"', '"claude_code.cost.usage"'):
         assert s in cond
@@ -214,6 +214,16 @@ def test_collector_config_choices():
         'set(datapoint.attributes["provider"], "anthropic")',
         'set(datapoint.attributes["source"], "claude_code_otel")',
     ]
+    # Gemini CLI's and Codex's native token metrics get the same two labels (their names are their own).
+    for g, name, provider, source in (
+        (gemini, "gemini_cli.token.usage", "google", "gemini_cli_otel"),
+        (codex, "codex.turn.token_usage", "openai", "codex_otel"),
+    ):
+        assert g["conditions"] == [f'metric.name == "{name}"']
+        assert g["statements"] == [
+            f'set(datapoint.attributes["provider"], "{provider}")',
+            f'set(datapoint.attributes["source"], "{source}")',
+        ]
     pipe = cfg["service"]["pipelines"]["metrics"]
     assert pipe["exporters"] == "${env:TOKENBRIDGE_METRICS_EXPORTERS:-[prometheus]}"
     assert pipe["processors"].index("delta_to_cumulative") < pipe["processors"].index("batch")
