@@ -1,6 +1,7 @@
 """Exact USD cost of one request from its token counts.
 
-Prices come from a user override file first, then from the ``genai-prices`` bundled data (offline).
+Prices come from a user override file first, then from ``genai-prices``: its bundled data, or the newer table
+``tokenbridge run`` fetched through genai-prices' update mechanism (``bridge/price_data.py``).
 Rates are resolved once per (provider, model) and cached as integers, so ``Pricer.cost`` is a few
 integer multiplications and one ``Decimal``; results equal ``genai_prices.calc_price`` exactly.
 

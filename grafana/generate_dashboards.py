@@ -15,7 +15,9 @@ transcript line of the same request, so those two never overlap; docs/events.md)
 view is per request: the union of what the transcripts and the events saw, including sessions on other machines
 and deleted transcripts. Every token and cost panel therefore prefers, per model, the bridge's Claude Code sources
 and falls back to native telemetry only for models the bridge has no series for (the bridge not running, or not
-receiving events); all other sources (other tools) are added. A provider's
+receiving events); all other sources (other tools) are added. Gemini CLI's and Codex's native token metrics
+(source="gemini_cli_otel", "codex_otel") are fallbacks of the same kind beside the bridge's gemini_cli and codex
+sources, their token types mapped onto Claude Code's four (NATIVE_TOKENS). A provider's
 billing APIs (usage and cost) come first: per provider, when they have data in the range, they are the total and the
 local sources of that provider are attribution views (the rule of bridge/views.py).
 
@@ -72,7 +74,8 @@ DEDUP_TEXT = (
     "so sessions on other machines count too) and `claude_stats_cache` for days whose transcripts are gone; these "
     "never overlap. Token and cost panels therefore take, **per model**, the bridge's series when there are any, "
     "and native telemetry only for models the bridge has not seen (for example when the bridge is not running or "
-    "receives no events). A provider's billing APIs (`openai_usage_api`, "
+    "receives no events); Gemini CLI's and Codex's own token metrics (`gemini_cli_otel`, `codex_otel`) likewise "
+    "beside the bridge's `gemini_cli` and `codex` sources. A provider's billing APIs (`openai_usage_api`, "
     "`openai_cost_api`, `anthropic_usage_api`, `anthropic_cost_api`, `openrouter_credits_api`) hold the same requests "
     "again, with everything else the account used: **per provider**, when they have data in the range they are the "
     "total, and that provider's local sources (transcripts, telemetry, other tools) become attribution views. Every "

@@ -94,6 +94,9 @@ def test_variables_provider_model_source(name):
         assert v["current"]["value"] == ["$__all"]
 
 
+BRIDGE = "claude_transcripts|claude_code_events|claude_stats_cache|codex|gemini_cli"  # the bridge's agent sources
+
+
 @pytest.mark.parametrize("name", USAGE_DASHBOARDS)
 def test_token_and_cost_panels_use_the_no_double_counting_rule(name):
     d = dashboards()[name]
@@ -117,7 +120,7 @@ def test_token_and_cost_panels_use_the_no_double_counting_rule(name):
                 p["title"]
             )
             assert "or on (model)" in t["expr"] and 'source="claude_code_otel"' in t["expr"], p["title"]
-            others = f'source!~"claude_transcripts|claude_code_events|claude_stats_cache|codex|gemini_cli|claude_code_otel|{BILLING}"'
+            others = f'source!~"{BRIDGE}|claude_code_otel|{BILLING}"'
             assert others in t["expr"], p["title"]
             for var in ("$provider", "$model", "$source"):
                 assert var in t["expr"], (p["title"], var)
