@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger("tokenbridge.pricing")
 
@@ -174,7 +175,7 @@ def refresher(
                 if not self.failed:  # once per failing streak: offline machines are not nagged every 6 h
                     log.warning(
                         "price table not refreshed from %s (%s); using the %s prices",
-                        self.url, _reason(exc), "stored" if current is not None else "bundled",
+                        shown(self.url), _reason(exc), "stored" if current is not None else "bundled",
                     )  # fmt: skip
                 self.failed = True
                 return current
@@ -183,13 +184,21 @@ def refresher(
             stored = _read(self.state)
             if stored is not None and stored.get("sha256") == digest and current is not None:
                 return current  # unchanged: nothing to store or reprice
-            _write(self.state, raw, self.url, digest)
-            log.info("price table refreshed from %s (%d providers)", self.url, len(providers))
+            _write(self.state, raw, shown(self.url), digest)
+            log.info("price table refreshed from %s (%d providers)", shown(self.url), len(providers))
             if self.notify is not None:
                 self.notify()
             return data_snapshot.DataSnapshot(providers, from_auto_update=True)
 
     return Refresher(update_interval=interval_s, url=url or DEFAULT_UPDATE_URL, state=state_dir, notify=on_update)
+
+
+def shown(url: str) -> str:
+    """``url`` without credentials or query (a mirror's URL may carry a token): what logs and ``sources`` show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _reason(exc: Exception) -> str:

@@ -213,3 +213,16 @@ def _ledger_costs(state: Path) -> dict[str, Decimal | None]:
     with Ledger.open(state) as led:
         rows = led._db.execute("SELECT dedup_key, cost_pusd FROM usage").fetchall()
     return {str(k): None if c is None else Decimal(c) / Decimal(10**12) for k, c in rows}
+
+
+def test_a_token_in_the_mirror_url_is_never_logged_stored_or_shown(tmp_path, server, caplog):
+    state = tmp_path / "state"
+    port = server.url.split(":")[2].split("/")[0]
+    secret_url = f"http://user:s3cret-pass@127.0.0.1:{port}/data.json?token=s3cret-token"
+    with caplog.at_level(logging.INFO, logger="tokenbridge.pricing"):
+        price_data.refresher(state, secret_url).fetch()
+        price_data.refresher(state, f"http://127.0.0.1:{free_port()}/x?token=s3cret-token").fetch()
+    stored = (state / price_data.DATA_FILE).read_text()
+    for text in (caplog.text, stored, price_data.info(state).describe()):
+        assert "s3cret" not in text
+    assert price_data.info(state).url == f"http://127.0.0.1:{port}/data.json"
