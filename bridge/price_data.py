@@ -163,11 +163,11 @@ def refresher(
         failed: bool = False
 
         def fetch(self) -> Any:
-            import httpx2
+            import httpx  # the project's HTTP client (genai-prices' own fetch uses its httpx2 the same way)
 
             current = data_snapshot._custom_snapshot  # what stays in use when this fetch fails
             try:
-                r = httpx2.get(self.url, timeout=self.request_timeout)
+                r = httpx.get(self.url, timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=True)
                 r.raise_for_status()
                 raw = json.loads(r.content)
                 providers = _parse(raw)
