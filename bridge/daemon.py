@@ -130,7 +130,7 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
         rescan_s = settings.rescan_s
         if http is not None:
             http.start()
-        receiver = _start_receiver(settings, wake)
+        receiver = _start_receiver(settings, wake) if any(s.name == EVENTS_SOURCE for s in sources) else None
         prices = _start_price_refresh(settings, wake)
         try:
             observer = _observer(sources, wake)
@@ -232,8 +232,9 @@ def _pass(
 
 
 def _start_receiver(settings: Settings, wake: _Wakeup) -> EventReceiver | None:
-    """The events receiver (bridge/receiver.py), or None when off or its port is taken (the rest
-    of the daemon keeps working; the collector retries, then drops what it cannot deliver)."""
+    """The events receiver (bridge/receiver.py), for an enabled claude_code_events source; None when
+    off or its port is taken (the rest of the daemon keeps working; the collector retries, then drops
+    what it cannot deliver)."""
     if settings.events_port is None:
         return None
     from bridge.web import is_loopback

@@ -9,9 +9,9 @@ pricer's fingerprint, so costs cached under the old table are recomputed.
 
 * Opt-out: ``[pricing] refresh = false`` in the config file or ``TOKENBRIDGE_PRICES_REFRESH=0``. The URL can be
   pointed elsewhere (a mirror) with ``TOKENBRIDGE_PRICES_URL``.
-* Offline, refused, an HTTP error or a document genai-prices cannot parse: one warning, and the table in use stays
-  (the stored document, else the bundled data). A stored document that cannot be read is set aside with a warning
-  and the bundled data is used.
+* Offline or refused: one info line; an HTTP error or a document genai-prices cannot parse: one warning. Either
+  way the table in use stays (the stored document, else the bundled data). A stored document that cannot be read
+  is set aside with a warning and the bundled data is used.
 * Only rows priced after the change use the new table (a stored cost is not rewritten, except unknown → known as
   for a new override): exported cost counters never go down.
 """
@@ -173,8 +173,10 @@ def refresher(
                 providers = _parse(raw)
             except Exception as exc:  # offline, refused, HTTP error, a document genai-prices cannot read
                 if not self.failed:  # once per failing streak: offline machines are not nagged every 6 h
-                    log.warning(
-                        "price table not refreshed from %s (%s); using the %s prices",
+                    # No network is an expected state (info); an answer that is not a price table is a problem.
+                    level = logging.INFO if isinstance(exc, httpx.TransportError) else logging.WARNING
+                    log.log(
+                        level, "price table not refreshed from %s (%s); using the %s prices",
                         shown(self.url), _reason(exc), "stored" if current is not None else "bundled",
                     )  # fmt: skip
                 self.failed = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -306,3 +307,18 @@ def test_events_received_by_run_are_exported_at_once_under_their_own_source(cli_
             assert daemon.stop() == 0, daemon.stderr()
         finally:
             daemon.close()
+
+
+def test_a_disabled_events_source_opens_no_receiver(cli_env, tmp_path):
+    from tests._stack import free_port
+
+    port = free_port()
+    (tmp_path / "no-config.toml").write_text('[sources]\nenabled = ["claude_transcripts"]\n')
+    daemon = Daemon({**cli_env, "TOKENBRIDGE_EVENTS_PORT": str(port)}, "--no-otlp")
+    try:
+        daemon.wait_ready()
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "nothing listens for events"
+        assert daemon.stop() == 0, daemon.stderr()
+    finally:
+        daemon.close()

@@ -131,15 +131,16 @@ def test_an_unchanged_document_is_not_stored_again(tmp_path, server):
     assert notes == [1]
 
 
-def test_offline_keeps_the_table_in_use_and_warns_once(tmp_path, server, caplog):
+def test_offline_keeps_the_table_in_use_and_says_so_once(tmp_path, server, caplog):
     state = tmp_path / "state"
     refused = f"http://127.0.0.1:{free_port()}/data.json"
     updater = price_data.refresher(state, refused)
-    with caplog.at_level(logging.WARNING, logger="tokenbridge.pricing"):
+    with caplog.at_level(logging.INFO, logger="tokenbridge.pricing"):
         assert updater.fetch() is None  # genai-prices then uses its bundled data
         assert updater.fetch() is None
-    warnings = [r.getMessage() for r in caplog.records if "not refreshed" in r.getMessage()]
-    assert len(warnings) == 1 and "bundled" in warnings[0] and "ConnectError" in warnings[0]
+    notes = [r for r in caplog.records if "not refreshed" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].levelno == logging.INFO  # no network is a state, not a fault
+    assert "bundled" in notes[0].getMessage() and "ConnectError" in notes[0].getMessage()
     assert _cost(state) == Decimal("1.8")
     assert price_data.info(state).origin == "bundled"
     # With a stored table, a failed refresh keeps it.
@@ -150,10 +151,11 @@ def test_offline_keeps_the_table_in_use_and_warns_once(tmp_path, server, caplog)
 
 
 @pytest.mark.parametrize(("status", "body"), [(500, b"oops"), (200, b'{"not": "a list"}'), (200, b"[{}]")])
-def test_an_error_or_a_document_genai_prices_cannot_read_changes_nothing(tmp_path, server, status, body):
+def test_an_error_or_a_document_genai_prices_cannot_read_changes_nothing(tmp_path, server, status, body, caplog):
     state = tmp_path / "state"
     server.status, server.body = status, body
     assert price_data.refresher(state, server.url).fetch() is None
+    assert [r.levelno for r in caplog.records if "not refreshed" in r.getMessage()] == [logging.WARNING]
     assert not (state / price_data.DATA_FILE).exists()
     assert _cost(state) == Decimal("1.8")
 
