@@ -1,6 +1,7 @@
 """Gemini CLI's and Codex's native telemetry through the real collector into the real Prometheus, and the
 dashboards' token rule over them: their token metrics get `provider` and `source` like Claude Code's, and count
-per model as the fallback beside the bridge's own `gemini_cli` and `codex` sources (never twice).
+per model as the fallback beside the bridge's own `gemini_cli` and `codex` sources (never twice); Claude Code's
+own metric likewise beside the bridge's `claude_code_events` rows.
 
 Shapes (native-telemetry.md §3): Gemini CLI — resource service.name=gemini-cli, meter `gemini-cli`, counter
 `gemini_cli.token.usage` {model, type = input/output/thought/cache/tool} (input includes the cached part),
@@ -19,6 +20,7 @@ from tests._stack import REPO, running, start_collector, start_prometheus, wait_
 
 PRO, FLASH = "gemini-2.5-pro", "gemini-2.5-flash"
 GPT5, CODEX = "gpt-5", "gpt-5-codex"
+SONNET, HAIKU = "claude-sonnet-4-6", "claude-haiku-4-5"
 
 
 def _generator():
@@ -71,11 +73,24 @@ def _send_codex(endpoint: str) -> None:
     mp.shutdown()
 
 
+def _send_claude_code(endpoint: str) -> None:
+    """Claude Code's own token metric for two models; the bridge has SONNET (from its events), not HAIKU."""
+    mp = _provider(endpoint, "claude-code", "delta")
+    tokens = mp.get_meter("com.anthropic.claude_code").create_counter("claude_code.token.usage", unit="tokens")
+    for model in (SONNET, HAIKU):
+        for typ, n in (("input", 7), ("output", 70), ("cacheRead", 700), ("cacheCreation", 7000)):
+            tokens.add(n, {"session.id": "c-1", "model": model, "type": typ})
+    mp.force_flush()
+    mp.shutdown()
+
+
 def _send_bridge(endpoint: str) -> None:
-    """The bridge's own gemini_cli and codex series (cumulative, as `tokenbridge run` exports them)."""
+    """The bridge's own gemini_cli, codex and claude_code_events series (cumulative, as `tokenbridge run` exports
+    them)."""
     mp = _provider(endpoint, "tokenbridge", "cumulative")
     tokens = mp.get_meter("tokenbridge").create_counter("claude_code.token.usage", unit="tokens")
-    for source, provider, model in (("gemini_cli", "google", PRO), ("codex", "openai", GPT5)):
+    sources = (("gemini_cli", "google", PRO), ("codex", "openai", GPT5), ("claude_code_events", "anthropic", SONNET))
+    for source, provider, model in sources:
         for typ, n in (("input", 10), ("output", 20), ("cacheRead", 30), ("cacheCreation", 0)):
             tokens.add(n, {"model": model, "provider": provider, "source": source, "type": typ})
     mp.force_flush()
@@ -93,6 +108,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         endpoint = f"http://127.0.0.1:{col.http}"
         _send_gemini(endpoint)
         _send_codex(endpoint)
+        _send_claude_code(endpoint)
         _send_bridge(endpoint)
         prom.extra["t"] = wait_for_scrapes(prom, 2, after=time.time() + 1)
         yield prom
@@ -122,6 +138,9 @@ def test_dashboard_tokens_count_native_agents_per_model_once(stack):
         # The bridge's own series win for the models it has: native PRO and GPT5 are not added.
         (PRO, "input"): 10, (PRO, "output"): 20, (PRO, "cacheRead"): 30,
         (GPT5, "input"): 10, (GPT5, "output"): 20, (GPT5, "cacheRead"): 30,
+        # The bridge's events rows are its own view of Claude Code: native SONNET is not added, native HAIKU is.
+        (SONNET, "input"): 10, (SONNET, "output"): 20, (SONNET, "cacheRead"): 30,
+        (HAIKU, "input"): 7, (HAIKU, "output"): 70, (HAIKU, "cacheRead"): 700, (HAIKU, "cacheCreation"): 7000,
         # Native only: Gemini input = input + tool - cache, output = output + thoughts.
         (FLASH, "input"): 1500 + 30 - 400, (FLASH, "cacheRead"): 400, (FLASH, "output"): 210 + 50,
         # Codex input = input - cached input; its output already holds the reasoning tokens.
@@ -133,4 +152,4 @@ def test_a_type_filtered_panel_maps_native_types_before_filtering(stack):
     gen = _generator()
     expr = gen.dedup(gen.TOKENS, ["model"], "1h", filters="", extra='type="cacheRead"')
     got = {r["metric"]["model"]: float(r["value"][1]) for r in stack.query(expr, stack.extra["t"])}
-    assert got == {PRO: 30, GPT5: 30, FLASH: 400, CODEX: 4000}
+    assert got == {PRO: 30, GPT5: 30, SONNET: 30, HAIKU: 700, FLASH: 400, CODEX: 4000}
