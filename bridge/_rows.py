@@ -19,6 +19,10 @@ MAX_PUSD = 2**62  # SQLite INTEGER is 64-bit; keep sums of many rows in range
 
 Deltas = dict[tuple[str, str, str, str], list[int]]
 
+# Claude Code's api_request events (bridge/sources/claude_code_events.py): rows keyed like the
+# transcript lines of the same requests (``cc-req:{requestId}``), merged with them.
+EVENTS_SOURCE = "claude_code_events"
+
 
 @dataclass(slots=True)
 class Row:
@@ -106,7 +110,8 @@ def from_pusd(pusd: int) -> Decimal:
 
 def merge_record(old: Row | None, rec: UsageRecord) -> Row:
     """A stored row updated with an incoming record: field-wise max of the usage; the first-seen
-    identity (time, session, project) stays, unless a non-sidechain line meets a sidechain row."""
+    identity (time, session, project) stays, unless a non-sidechain line meets a sidechain row;
+    an event row and a transcript line of the same request: see ``adopt_line``."""
     reported = to_pusd(rec.cost) if rec.cost is not None and rec.cost_origin is CostOrigin.REPORTED else None
     if reported is not None and not 0 <= reported < MAX_PUSD:
         reported = None
@@ -116,25 +121,43 @@ def merge_record(old: Row | None, rec: UsageRecord) -> Row:
         rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, origin.value, rec.requests,
         rec.speed, rec.web_search_requests, rec.web_fetch_requests,
     )  # fmt: skip
-    if rec.replace:
-        return new  # a bucket's latest state: replaces the stored one, up or down
-    if old is None or (old.sidechain and not rec.is_sidechain):
-        return new if old is None else fold(new, old)
+    if rec.replace or old is None:
+        return new  # a bucket's latest state replaces the stored one, up or down
+    if old.source == EVENTS_SOURCE and new.source != EVENTS_SOURCE:
+        return adopt_line(old, new)
+    if new.source == EVENTS_SOURCE and old.source != EVENTS_SOURCE:
+        return fold(old, new)  # the transcript line's identity stays; reported costs: max
+    if old.sidechain and not rec.is_sidechain:
+        return fold(new, old)
     return fold(old, new)
+
+
+def adopt_line(row: Row, line: Row) -> Row:
+    """An event row meeting the transcript line of its request: it takes what only the line
+    knows (sidechain flag, message id as group, project) and keeps its series (source, model,
+    session, time), which may already have been exported: moving the request to the line's
+    series would leave the exported event series at its value (counters never go down) and
+    count the request twice downstream."""
+    first = row.group_key is None  # not yet met by any line (lines with a requestId have a group)
+    out = fold(row, line)
+    out.sidechain = line.sidechain if first else row.sidechain and line.sidechain  # non-sidechain wins
+    out.project = row.project or line.project
+    return out
 
 
 def identity_and_usage(r: Row) -> tuple[object, ...]:
     return (
         r.tokens, r.reported_pusd, r.sidechain, r.ts_ms, r.session_id, r.project, r.model, r.source, r.requests,
-        r.cost_origin == CostOrigin.EXTERNAL.value, r.speed, r.web_search, r.web_fetch,
+        r.cost_origin == CostOrigin.EXTERNAL.value, r.speed, r.web_search, r.web_fetch, r.group_key,
     )  # fmt: skip
 
 
 def fold(base: Row, other: Row) -> Row:
-    """``base``'s identity with the field-wise max of both rows' usage."""
+    """``base``'s identity with the field-wise max of both rows' usage (and the first group key:
+    a row stored from an event has none, the line of the same request brings it)."""
     return Row(
-        base.dedup_key, base.group_key, base.source, base.provider, base.model, base.ts_ms, base.session_id,
-        base.project, base.sidechain, base.tokens.merge_max(other.tokens),
+        base.dedup_key, base.group_key or other.group_key, base.source, base.provider, base.model, base.ts_ms,
+        base.session_id, base.project, base.sidechain, base.tokens.merge_max(other.tokens),
         max_opt_int(base.reported_pusd, other.reported_pusd), base.cost_pusd, base.cost_origin,
         max(base.requests, other.requests),
         base.speed if base.speed is not None else other.speed,  # the first stated speed stays

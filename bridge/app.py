@@ -43,14 +43,29 @@ class LazyPricer:
         self._cache: Any = None
         self._surcharges: Any = None
         self._warned: set[tuple[str, str]] = set()
+        self._table = ""  # the price table's identity when it was loaded (bridge.price_data)
 
     def _get(self) -> Any:
         if self._pricer is None:
+            from bridge import price_data
             from bridge.pricing import Pricer
 
             log.debug("loading the price table")
-            self._pricer = Pricer(self.overrides_path())
+            self._table = price_data.identity(self._settings.state_dir)
+            price_data.install(self._settings.state_dir)  # a refreshed table, else the bundled one
+            self._pricer = Pricer(self.overrides_path(), table=self._table)
         return self._pricer
+
+    def reload_if_changed(self) -> bool:
+        """Price with the stored table from now on if it changed since it was loaded (a refresh by
+        ``tokenbridge run``); returns whether it did."""
+        from bridge import price_data
+
+        if self._pricer is None or price_data.identity(self._settings.state_dir) == self._table:
+            return False
+        self._pricer, self._cache = None, None
+        self._get()
+        return True
 
     def _rates(self) -> Any:
         if self._cache is None:
@@ -118,7 +133,10 @@ class LazyPricer:
             file_id = f"{st.st_mtime_ns}:{st.st_size}"
         except OSError:
             file_id = "-"
-        return f"{package_version()}|{RULES_VERSION}|{path}|{file_id}"
+        from bridge import price_data
+
+        table = price_data.identity(self._settings.state_dir)
+        return f"{package_version()}|{RULES_VERSION}|{path}|{file_id}|{table}"
 
 
 def resolve_selection(only: Sequence[str] | None) -> tuple[str, ...] | None:

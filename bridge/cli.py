@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar on the first scan")
     run.add_argument("--http-port", type=int, help="also serve the web view and API (see `serve`) on this port")
     run.add_argument("--http-host", default="127.0.0.1", help="address for --http-port (non-loopback needs a token)")
+    run.add_argument("--events-port", help="receive Claude Code's events here, or 'off' (env TOKENBRIDGE_EVENTS_PORT)")
+    run.add_argument("--events-host", help="address of the events receiver (default 127.0.0.1)")
 
     srv = sub.add_parser("serve", help="web view and JSON API from the ledger (http://127.0.0.1:8765)")
     srv.add_argument("--host", default="127.0.0.1", help="non-loopback needs TOKENBRIDGE_HTTP_TOKEN")
@@ -228,6 +230,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.daemon import run
 
     settings = _settings(args)
+    if args.events_port is not None:
+        settings.events_port = config.port_value("--events-port", args.events_port)
+    if args.events_host:
+        settings.events_host = args.events_host
     http = None
     if args.http_port is not None:
         from bridge.web import WebServer
@@ -374,15 +380,25 @@ def _cells(line: Any) -> list[str]:
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
+    from bridge import price_data
     from bridge.app import source_rows
 
-    rows = source_rows(_settings(args))
+    settings = _settings(args)
+    rows = source_rows(settings)
+    table = price_data.info(settings.state_dir)
+    refresh = "refreshed by `tokenbridge run`" if settings.prices_refresh else "refresh off"
     if args.json:
-        print(json.dumps({"sources": rows}, indent=2))
+        print(
+            json.dumps(
+                {"sources": rows, "priceTable": {**table.as_json(), "refresh": settings.prices_refresh}}, indent=2
+            )
+        )
         return 0
     from rich.table import Table
 
     console = _console()
+    console.print(f"[bold]price table[/bold]  {_cell(table.describe())} ({refresh})")
+    console.print()
     for r in rows:
         # One block per source, full values (paths are never truncated).
         grid = Table.grid(padding=(0, 2))

@@ -31,7 +31,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "include_project": bool,
     },
     "sources": {"enabled": list},
-    "pricing": {"overrides": str},
+    "pricing": {"overrides": str, "refresh": bool},
     # Provider APIs: base URLs, poll intervals, and the *name* of the environment variable that
     # holds each key (a secret never goes into the config file).
     "providers": {
@@ -80,6 +80,14 @@ class Settings:
     alert_values: dict[str, str] = field(default_factory=dict)
     plan_prices: dict[str, Decimal] = field(default_factory=dict)  # [plans]: USD per month (bridge.plans)
     team: TeamIdentity | None = None  # team mode on: user and machine attributes
+    # The OTLP/HTTP receiver of ``tokenbridge run`` for Claude Code's events (bridge/receiver.py);
+    # None: off. Loopback unless set otherwise (in Docker the collector reaches it by service name).
+    events_port: int | None = 14319
+    events_host: str = "127.0.0.1"
+    # ``tokenbridge run`` refreshes the price table through genai-prices' update mechanism
+    # (bridge/price_data.py); None URL: genai-prices' own.
+    prices_refresh: bool = True
+    prices_url: str | None = None
 
 
 def default_state_dir(env: dict[str, str]) -> Path:
@@ -139,6 +147,21 @@ def _seconds_env(env: dict[str, str], key: str, default: float) -> float:
     return seconds(key, raw.strip())
 
 
+def _port_env(env: dict[str, str], key: str, default: int | None) -> int | None:
+    raw = env.get(key, "").strip()
+    return port_value(key, raw) if raw else default
+
+
+def port_value(key: str, raw: str) -> int | None:
+    """A TCP port (0: any free one), or None for "off"."""
+    raw = raw.strip()
+    if raw.lower() in ("off", "none", "false", "no"):
+        return None
+    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+        raise ConfigError(key, f"expected a TCP port (0-65535) or 'off', got {raw!r}")
+    return int(raw)
+
+
 # Public name for source modules (poll intervals are read the same way).
 seconds_env = _seconds_env
 
@@ -194,6 +217,7 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     for key, value in s.providers.items():
         if key.endswith("_poll_interval_seconds") and not (isinstance(value, int | float) and 0 < value < float("inf")):
             raise ConfigError(f"{cfg_path.name}: providers.{key}", "must be > 0 seconds")
+    s.prices_refresh = bool(data.get("pricing", {}).get("refresh", True))
     overrides = data.get("pricing", {}).get("overrides")
     if overrides:
         s.prices_path = Path(os.path.expanduser(overrides))
@@ -216,6 +240,12 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
         if not (math.isfinite(price) and price > 0):
             raise ConfigError(f"{cfg_path}: plans.{plan}", f"must be a price in USD per month > 0, got {price}")
         s.plan_prices[plan] = Decimal(str(price))
+    s.events_port = _port_env(env, "TOKENBRIDGE_EVENTS_PORT", s.events_port)
+    s.events_host = env.get("TOKENBRIDGE_EVENTS_HOST", "").strip() or s.events_host
+    refresh = _bool_env(env, "TOKENBRIDGE_PRICES_REFRESH")
+    if refresh is not None:
+        s.prices_refresh = refresh
+    s.prices_url = env.get("TOKENBRIDGE_PRICES_URL", "").strip() or None
     prices_env = env.get("TOKENBRIDGE_PRICES_FILE")
     if prices_env:
         s.prices_path = Path(os.path.expanduser(prices_env))

@@ -16,14 +16,18 @@ from types import FrameType
 from typing import Any
 
 from bridge import backfill
+from bridge._rows import EVENTS_SOURCE
 from bridge.app import LazyPricer, ingest, reprice_if_needed, scan_one
 from bridge.config import Settings
+from bridge.errors import TokenbridgeError
 from bridge.export import BridgeExporter
 from bridge.ledger import Ledger
+from bridge.receiver import EventReceiver
 from bridge.sources import Source, build_sources
 
 log = logging.getLogger("tokenbridge.daemon")
 
+PRICES = "<price table>"  # a wake-up mark: the refreshed price table was stored
 POLL_S = 5.0  # when file watches cannot be set up (inotify watch limit): poll instead
 DEBOUNCE_S = 0.05  # a streamed response writes its lines in a burst: read them in one pass
 
@@ -127,6 +131,8 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
         rescan_s = settings.rescan_s
         if http is not None:
             http.start()
+        receiver = _start_receiver(settings, wake) if any(s.name == EVENTS_SOURCE for s in sources) else None
+        prices = _start_price_refresh(settings, wake)
         try:
             observer = _observer(sources, wake)
         except OSError as exc:
@@ -152,6 +158,11 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
                 if woke:
                     stop.wait(DEBOUNCE_S)
                 dirty = wake.take()
+                pushed = EVENTS_SOURCE in dirty  # committed by the receiver's own connection
+                if PRICES in dirty and pricer.reload_if_changed():  # a refreshed price table
+                    log.info("pricing new requests with the refreshed price table")
+                    reprice_if_needed(ledger, pricer)
+                    pushed = True
                 full = time.monotonic() - last_full >= rescan_s
                 now = time.time()
                 if full:
@@ -159,12 +170,16 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
                     todo = [s for s in sources if _on_rescan(s.due_in(ledger, now))]
                 else:
                     todo = [s for s in sources if s.name in dirty or _is_due(s.due_in(ledger, now))]
-                _pass(ledger, todo, pricer, exporter, {} if full else dirty, auto)
+                _pass(ledger, todo, pricer, exporter, {} if full else dirty, auto, changed=pushed)
             due = [s for s in sources if _on_rescan(s.due_in(ledger, time.time()))]
             _pass(ledger, due, pricer, exporter, None, auto)
         finally:
             if observer is not None:
                 observer.stop()
+            if receiver is not None:
+                receiver.stop()
+            if prices is not None:
+                prices.stop()
             if http is not None:
                 http.stop()
             exporter.flush()
@@ -200,19 +215,57 @@ def _pass(
     exporter: BridgeExporter,
     paths: dict[str, set[Path] | None] | None = None,
     auto: backfill.Auto | None = None,
+    changed: bool = False,
 ) -> None:
-    """Ingest ``sources`` (only the changed files where events named them), then refresh the export."""
+    """Ingest ``sources`` (only the changed files where events named them), then refresh the export
+    when this pass changed the ledger or ``changed`` says another connection did."""
     before = ledger.generation
     for s in sources:
         try:
             _report([scan_one(ledger, s, pricer, paths=(paths or {}).get(s.name))])
         except Exception as exc:  # one bad source never stops the others
             log.warning("%s: scan failed: %s", s.name, exc)
-    if ledger.generation != before:
+    if changed or ledger.generation != before:
         if auto is not None:  # a new series' history at its true time, before its first export
             auto.new_series(ledger)
         exporter.refresh(ledger)
         pricer.save()
+
+
+def _start_receiver(settings: Settings, wake: _Wakeup) -> EventReceiver | None:
+    """The events receiver (bridge/receiver.py), for an enabled claude_code_events source; None when
+    off or its port is taken (the rest of the daemon keeps working; the collector retries, then drops
+    what it cannot deliver)."""
+    if settings.events_port is None:
+        return None
+    from bridge.web import is_loopback
+
+    try:
+        receiver = EventReceiver(
+            lambda: Ledger.open(settings.state_dir),
+            LazyPricer(settings),  # its own: the daemon's pricer belongs to the main thread
+            settings.events_host,
+            settings.events_port,
+            on_commit=lambda: wake.mark(EVENTS_SOURCE),
+        )
+        receiver.start()
+    except TokenbridgeError as exc:
+        log.warning("%s; Claude Code's events are not received (set TOKENBRIDGE_EVENTS_PORT)", exc)
+        return None
+    if not is_loopback(settings.events_host):
+        log.warning("the events receiver listens on %s: whatever reaches it can add usage", receiver.url)
+    return receiver
+
+
+def _start_price_refresh(settings: Settings, wake: _Wakeup) -> Any:
+    """genai-prices' updater, storing what it fetches (bridge/price_data.py); None when opted out."""
+    if not settings.prices_refresh:
+        return None
+    from bridge import price_data
+
+    updater = price_data.refresher(settings.state_dir, settings.prices_url, on_update=lambda: wake.mark(PRICES))
+    updater.start()  # its own thread: the first fetch never delays the first ingest
+    return updater
 
 
 def _report(results: list[Any]) -> None:

@@ -242,6 +242,8 @@ class Ledger:
             if check or (not fast and self._check_due()):
                 self.check()
             self._check_version()
+            if not fast:  # the status line never waits for a one-time rewrite: the next command does it
+                self._rekey_claude_requests()
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise LedgerError(_explain(path, exc)) from exc
@@ -317,6 +319,27 @@ class Ledger:
             self._migrate(int(row[0]))
         else:
             self._add_extra_columns()
+
+    def _rekey_claude_requests(self) -> None:
+        """Once per ledger: transcript rows keyed ``cc:{message.id}:{requestId}`` take the key
+        ``cc-req:{requestId}`` that Claude Code's api_request events share (bridge/_rows.py).
+
+        ``UPDATE OR IGNORE``: a row whose new key is already taken (two message ids under one
+        request id, a gateway's doing) keeps its old key and its row; totals do not move, since
+        they are kept per series, not per key."""
+        if self._db.execute("SELECT 1 FROM meta WHERE key=?", (_REKEY_MARK,)).fetchone() is not None:
+            return
+        with self._transaction(bump=False) as db:
+            if db.execute("SELECT 1 FROM meta WHERE key=?", (_REKEY_MARK,)).fetchone() is not None:
+                return  # another process did it while this one waited for the lock
+            cur = db.execute(
+                "UPDATE OR IGNORE usage SET dedup_key = 'cc-req:' || "
+                "substr(dedup_key, 4 + instr(substr(dedup_key, 4), ':')) "
+                "WHERE substr(dedup_key, 1, 3) = 'cc:' AND substr(dedup_key, -1) != ':'"
+            )
+            db.execute("INSERT INTO meta VALUES (?, ?)", (_REKEY_MARK, str(int(time.time() * 1000))))
+        if cur.rowcount:
+            log.info("ledger %s: %d Claude Code row(s) re-keyed by request id", self.path, cur.rowcount)
 
     def _add_extra_columns(self) -> None:
         if _missing_columns(self._db):
@@ -497,10 +520,11 @@ class Ledger:
         subtracted at most once, so totals always equal the rows)."""
         incoming = collapse(records)  # streamed duplicates and in-batch replays, merged once
         groups = {rec.group_key for rec in incoming.values() if rec.group_key}
-        # A record's own row shares its group, so loading the groups finds it too; only records
-        # without a group need a lookup by key.
+        # Loading the groups finds the stored replays of a message and, usually, a record's own
+        # row; a row stored without a group (from an api_request event, or a line without one)
+        # is found by its key.
         stored = self._load(db, "group_key", sorted(groups))
-        stored.update(self._load(db, "dedup_key", [k for k, r in incoming.items() if not r.group_key]))
+        stored.update(self._load(db, "dedup_key", [k for k in incoming if k not in stored]))
         rows = dict(stored)
         for key, rec in incoming.items():
             rows[key] = merge_record(rows.get(key), rec)
@@ -685,7 +709,11 @@ class Ledger:
         n, last = self._db.execute(
             "SELECT COALESCE(SUM(requests), 0), MAX(ts_ms) FROM usage WHERE source=?", (source,)
         ).fetchone()
-        skipped = self._db.execute("SELECT COALESCE(SUM(malformed), 0) FROM cursors WHERE source=?", (source,))
+        skipped = self._db.execute(
+            "SELECT COALESCE(SUM(malformed), 0) + (SELECT COALESCE(SUM(CAST(value AS INTEGER)), 0) FROM source_state "
+            "WHERE source=? AND key='skipped') FROM cursors WHERE source=?",  # a push source's rejected records
+            (source, source),
+        )
         unknown = self._db.execute(
             "SELECT DISTINCT model FROM usage WHERE source=? AND cost_pusd IS NULL ORDER BY model", (source,)
         )
@@ -842,6 +870,7 @@ def _series_total(r: Any) -> SeriesTotal:
 
 _OPEN_TIMEOUT_S = 30.0
 _PRIMARY = "primary:"  # source_state key prefix: a session with primary (non-fallback) rows
+_REKEY_MARK = "claude_keys_by_request"  # meta: when the one-time re-keying ran
 _FAST_TIMEOUT_S = 0.3
 _CHECK_EVERY_MS = 24 * 3600 * 1000
 

@@ -1,6 +1,7 @@
 """Exact USD cost of one request from its token counts.
 
-Prices come from a user override file first, then from the ``genai-prices`` bundled data (offline).
+Prices come from a user override file first, then from ``genai-prices``: its bundled data, or the newer table
+``tokenbridge run`` fetched through genai-prices' update mechanism (``bridge/price_data.py``).
 Rates are resolved once per (provider, model) and cached as integers, so ``Pricer.cost`` is a few
 integer multiplications and one ``Decimal``; results equal ``genai_prices.calc_price`` exactly.
 
@@ -184,7 +185,8 @@ def _has_token_price(mp: ModelPrice) -> bool:
 class Pricer:
     """Prices requests; see the module docstring for the rules."""
 
-    def __init__(self, overrides_path: Path | None = None) -> None:
+    def __init__(self, overrides_path: Path | None = None, table: str = "bundled") -> None:
+        """``table``: the identity of the price data in use (``bridge.price_data``), part of the fingerprint."""
         self._hint = overrides_path or default_overrides_path()
         self._entries: dict[tuple[str, str], _Rates | _Conditional | None] = {}
         self._unknown: set[tuple[str, str]] = set()
@@ -199,7 +201,7 @@ class Pricer:
                 raise ConfigError(str(overrides_path), f"cannot read price overrides: {exc}") from exc
         self._overrides = _parse_overrides(overrides_path, raw) if raw else []
         self._surcharges = parse_surcharges(overrides_path, raw) if raw else Surcharges(hint=str(self._hint))
-        digest = hashlib.sha256(f"{genai_prices.__version__}\0{_RULES_VERSION}\0".encode() + raw)
+        digest = hashlib.sha256(f"{genai_prices.__version__}\0{_RULES_VERSION}\0{table}\0".encode() + raw)
         self._fingerprint = digest.hexdigest()[:16]
 
     def cost(

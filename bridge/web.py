@@ -123,7 +123,7 @@ class WebServer:
     def __init__(self, settings: config.Settings, host: str = "127.0.0.1", port: int = 8765) -> None:
         self.settings = settings
         self.token = settings.env.get("TOKENBRIDGE_HTTP_TOKEN", "").strip() or None
-        if not _is_loopback(host) and self.token is None:
+        if not is_loopback(host) and self.token is None:
             raise ConfigError(
                 "--host", f"binding to {host} exposes your usage: set TOKENBRIDGE_HTTP_TOKEN to require a token"
             )
@@ -165,7 +165,7 @@ class WebServer:
         return got is not None and hmac.compare_digest(got.value, self.token)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

@@ -8,10 +8,16 @@ The PromQL lives here so the de-duplication rule is written once. tests/test_das
 JSON matches this generator, and tests/test_stack_e2e.py runs every query against a real Prometheus.
 
 No double counting: Claude Code usage can reach Prometheus twice, from Claude Code's native telemetry
-(source="claude_code_otel") and from the bridge reading the same sessions' transcripts (source="claude_transcripts")
-or Claude Code's stats cache (source="claude_stats_cache"; the bridge never lets it overlap transcripts). Every
-token and cost panel therefore prefers, per model, the bridge's local Claude Code sources and falls back to native
-telemetry only for models the bridge has no series for; all other sources (other tools) are added. A provider's
+(source="claude_code_otel") and from the bridge: its transcripts (source="claude_transcripts"), Claude Code's
+api_request events it receives from the collector (source="claude_code_events", one row per request shared with the
+transcript line of the same request, so those two never overlap; docs/events.md) and Claude Code's stats cache
+(source="claude_stats_cache"; the bridge never lets it overlap the other two). With the events, the bridge's own
+view is per request: the union of what the transcripts and the events saw, including sessions on other machines
+and deleted transcripts. Every token and cost panel therefore prefers, per model, the bridge's Claude Code sources
+and falls back to native telemetry only for models the bridge has no series for (the bridge not running, or not
+receiving events); all other sources (other tools) are added. Gemini CLI's and Codex's native token metrics
+(source="gemini_cli_otel", "codex_otel") are fallbacks of the same kind beside the bridge's gemini_cli and codex
+sources, their token types mapped onto Claude Code's four (NATIVE_TOKENS). A provider's
 billing APIs (usage and cost) come first: per provider, when they have data in the range, they are the total and the
 local sources of that provider are attribution views (the rule of bridge/views.py).
 
@@ -23,6 +29,7 @@ extrapolation to the window edges (which read 3-6 % high and gave fractional cou
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -33,8 +40,27 @@ TOKENS = "claude_code_token_usage_tokens_total"
 COST = "claude_code_cost_usage_USD_total"
 UNPRICED = "tokenbridge_unpriced_requests_total"
 
-PREFERRED = "claude_transcripts|claude_stats_cache"  # the bridge's local Claude Code sources
+# The bridge's own views of the coding agents that also send native telemetry.
+PREFERRED = "claude_transcripts|claude_code_events|claude_stats_cache|codex|gemini_cli"
 FALLBACK = "claude_code_otel"  # Claude Code's native telemetry
+# Gemini CLI's and Codex's native token metrics (native-telemetry.md §3), labelled provider/source by the collector.
+# Their token types are mapped onto Claude Code's four (the bridge's codex and gemini_cli sources count the same
+# way): input = input (+ tool-use prompt) - cached, cacheRead = cached, output = output (+ thoughts; Codex's output
+# already holds its reasoning). No cache writes, no cost. Each entry: unified type -> (added types, subtracted type).
+NATIVE_TOKENS = {
+    "gemini_cli_otel": (
+        "gemini_cli_token_usage_total",
+        "type",
+        {"input": ("input|tool", "cache"), "cacheRead": ("cache", None), "output": ("output|thought", None)},
+        "google",
+    ),
+    "codex_otel": (
+        "codex_turn_token_usage_sum",
+        "token_type",
+        {"input": ("input", "cached_input"), "cacheRead": ("cached_input", None), "output": ("output", None)},
+        "openai",
+    ),
+}
 FILTERS = 'provider=~"$provider",model=~"$model",source=~"$source"'
 # Provider billing APIs (bridge/views.py): where one has data for a provider, it is that provider's total.
 BILLING = "openai_usage_api|openai_cost_api|anthropic_usage_api|anthropic_cost_api|openrouter_credits_api"
@@ -43,11 +69,13 @@ BALANCE = "tokenbridge_balance"
 
 DEDUP_TEXT = (
     "**Each token is counted once.** Claude Code usage can arrive twice: from Claude Code's own telemetry "
-    "(`source=claude_code_otel`) and from tokenbridge reading the same sessions' transcripts "
-    "(`source=claude_transcripts`, plus `claude_stats_cache` for days whose transcripts are gone; those two never "
-    "overlap). Token and cost panels therefore take, **per model**, the bridge's transcript/stats-cache series when "
-    "there are any, and native telemetry only for models the bridge has not seen (for example when the bridge is "
-    "not running, or for sessions on another machine). A provider's billing APIs (`openai_usage_api`, "
+    "(`source=claude_code_otel`) and from tokenbridge: the same sessions' transcripts (`source=claude_transcripts`), "
+    "Claude Code's request events it receives (`claude_code_events`: one row per request with its transcript line, "
+    "so sessions on other machines count too) and `claude_stats_cache` for days whose transcripts are gone; these "
+    "never overlap. Token and cost panels therefore take, **per model**, the bridge's series when there are any, "
+    "and native telemetry only for models the bridge has not seen (for example when the bridge is not running or "
+    "receives no events); Gemini CLI's and Codex's own token metrics (`gemini_cli_otel`, `codex_otel`) likewise "
+    "beside the bridge's `gemini_cli` and `codex` sources. A provider's billing APIs (`openai_usage_api`, "
     "`openai_cost_api`, `anthropic_usage_api`, `anthropic_cost_api`, `openrouter_credits_api`) hold the same requests "
     "again, with everything else the account used: **per provider**, when they have data in the range they are the "
     "total, and that provider's local sources (transcripts, telemetry, other tools) become attribution views. Every "
@@ -86,11 +114,51 @@ def dedup(
     billing = part('source=~"' + BILLING + '"')
     preferred = part('source=~"' + PREFERRED + '"')
     fallback = part('source="' + FALLBACK + '"')
+    if metric == TOKENS:  # native Gemini CLI and Codex tokens join Claude Code's as the per-model fallback
+        natives = [_native_tokens(src, by, rng, fn, filters, extra, anchored) for src in NATIVE_TOKENS]
+        fallback = "(\n  " + "\n  or ".join([fallback, *(n for n in natives if n)]) + "\n  )"
     others = part('source!~"' + PREFERRED + "|" + FALLBACK + "|" + BILLING + '"')
     # Billing first; the client views only for providers without billing data in the range.
     body = f"{billing}\n  or on (provider) (\n  {preferred}\n  or on (model) {fallback}\n  or {others}\n  )"
     outer = f"sum by ({_join(by)}) (\n  {body}\n)" if by else f"sum (\n  {body}\n)"
     return outer
+
+
+_MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
+
+
+def _admits(matchers: list[tuple[str, str, str]], label: str, value: str) -> bool:
+    """Whether the static matchers of `label` admit `value` (known when the query is generated)."""
+    for name, op, want in matchers:
+        if name != label:
+            continue
+        hit = re.fullmatch(want, value) is not None if op in ("=~", "!~") else value == want
+        if hit != (op in ("=", "=~")):
+            return False
+    return True
+
+
+def _native_tokens(source: str, by: list[str], rng: str, fn: str, filters: str, extra: str, anchored: str) -> str:
+    """One native agent's token series in Claude Code's schema (see NATIVE_TOKENS), or "" when the panel's
+    static matchers (a token type, a provider) exclude it. The dashboard variables apply to the raw series."""
+    metric, type_label, mapping, provider = NATIVE_TOKENS[source]
+    matchers = [(m[1], m[2], m[3]) for m in _MATCHER.finditer(extra)]
+    if not _admits(matchers, "provider", provider) or not _admits(matchers, "source", source):
+        return ""
+    keep = ",".join(f'{n}{op}"{v}"' for n, op, v in matchers if n not in ("type", "provider", "source"))
+    base = ",".join(x for x in (filters, keep, f'source="{source}"') if x)
+    labels = _join([b for b in by if b != "type"] + [x for x in ("provider", "model", "source") if x not in by])
+
+    def total(types: str) -> str:
+        return f'sum by ({labels}) ({fn}({metric}{{{base},{type_label}=~"{types}"}}[{rng}]{anchored}))'
+
+    parts = []
+    for unified, (plus, minus) in mapping.items():
+        if not _admits(matchers, "type", unified):
+            continue
+        expr = total(plus) if minus is None else f"({total(plus)} - ({total(minus)} or 0 * {total(plus)}))"
+        parts.append(f'label_replace({expr}, "type", "{unified}", "", "")')
+    return "\n  or ".join(parts)
 
 
 def cache_savings(rng: str) -> str:

@@ -60,10 +60,11 @@ tb_defaults() {
   : "${OTELCOL_HEALTH_PORT:=13133}"
   : "${OTELCOL_METRICS_PORT:=18888}"  # collector's own telemetry
   : "${WEB_PORT:=8765}"               # the bridge's web view and HTTP API (native mode, loopback)
+  : "${EVENTS_PORT:=14319}"           # the bridge's receiver of Claude Code's events, fed by the collector
   : "${PROMETHEUS_RETENTION:=90d}"
   : "${TOKENBRIDGE_NATIVE_DIR:=${XDG_STATE_HOME:-$HOME/.local/state}/tokenbridge/native}"
   export TOKENBRIDGE_BIND OTLP_GRPC_PORT OTLP_HTTP_PORT PROMETHEUS_PORT GRAFANA_PORT ALERTMANAGER_PORT OTELCOL_PROM_PORT \
-    OTELCOL_HEALTH_PORT OTELCOL_METRICS_PORT WEB_PORT PROMETHEUS_RETENTION TOKENBRIDGE_NATIVE_DIR
+    OTELCOL_HEALTH_PORT OTELCOL_METRICS_PORT WEB_PORT EVENTS_PORT PROMETHEUS_RETENTION TOKENBRIDGE_NATIVE_DIR
 }
 
 # True when a Docker engine answers and compose v2 is available.

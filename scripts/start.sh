@@ -162,7 +162,11 @@ grafana_problem="$(tb_grafana_password_problem)"
 tb_alert_config
 echo "tokenbridge native mode (state: $TOKENBRIDGE_NATIVE_DIR)"
 
-# Collector: the repo's config, ports from env.
+# Collector: the repo's config, ports from env. Claude Code's events go on to the bridge's receiver (docs/events.md)
+# unless the bridge is not started here.
+logs_exporters="[debug, signal_to_metrics, otlphttp/tokenbridge]"
+[[ $with_bridge == 1 ]] || logs_exporters="[debug, signal_to_metrics]"
+TOKENBRIDGE_EVENTS_ENDPOINT="http://127.0.0.1:$EVENTS_PORT" TOKENBRIDGE_LOGS_EXPORTERS="$logs_exporters" \
 OTELCOL_GRPC_ENDPOINT="$TOKENBRIDGE_BIND:$OTLP_GRPC_PORT" \
 OTELCOL_HTTP_ENDPOINT="$TOKENBRIDGE_BIND:$OTLP_HTTP_PORT" \
 OTELCOL_PROMETHEUS_ENDPOINT="127.0.0.1:$OTELCOL_PROM_PORT" \
@@ -219,7 +223,7 @@ if [[ $with_bridge == 1 ]]; then
       resattrs="${resattrs:+$resattrs,}service.instance.id=${TOKENBRIDGE_INSTANCE_ID:-tokenbridge@$(hostname 2>/dev/null || echo local)}"
     fi
     (cd "$TB_ROOT" && OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_GRPC_PORT" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
-      OTEL_RESOURCE_ATTRIBUTES="$resattrs" \
+      OTEL_RESOURCE_ATTRIBUTES="$resattrs" TOKENBRIDGE_EVENTS_PORT="$EVENTS_PORT" TOKENBRIDGE_EVENTS_HOST=127.0.0.1 \
       TOKENBRIDGE_PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT" spawn tokenbridge "${bridge[@]}")
   fi
 fi

@@ -267,6 +267,8 @@ def cli_env(tmp_path: Path, claude_home: ClaudeHome) -> dict[str, str]:
             "CLAUDE_CONFIG_DIR": str(claude_home.root),
             "TOKENBRIDGE_STATE_DIR": str(tmp_path / "state"),
             "TOKENBRIDGE_CONFIG": str(tmp_path / "no-config.toml"),
+            "TOKENBRIDGE_EVENTS_PORT": "0",  # the events receiver of `run` on a free port: daemons never collide
+            "TOKENBRIDGE_PRICES_REFRESH": "0",  # no fetch from the internet (tests of the refresh serve their own)
             "TZ": "UTC",
         }
     )

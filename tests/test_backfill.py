@@ -633,6 +633,8 @@ def test_the_daemon_backfills_at_start_and_not_again_after_a_restart(tmp_path):
                 "TOKENBRIDGE_STATE_DIR": str(tmp_path / "state"),
                 "TOKENBRIDGE_CONFIG": str(tmp_path / "no-config.toml"),
                 "TOKENBRIDGE_EXPORT_INTERVAL": "3600",
+                "TOKENBRIDGE_EVENTS_PORT": "0",  # never collides with another daemon
+                "TOKENBRIDGE_PRICES_REFRESH": "0",  # no price table from the internet: costs stay the bundled ones
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.grpc}",
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                 "TOKENBRIDGE_PROMETHEUS_URL": prom.url,

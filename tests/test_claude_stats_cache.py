@@ -89,6 +89,22 @@ def test_only_days_before_the_first_transcript_day_are_used(claude_home, ledger,
     assert rows["claude_stats_cache"] == {"input": 100, "output": 300, "cacheRead": 500, "cacheCreation": 100}
 
 
+def test_a_day_whose_first_request_arrived_as_an_event_is_covered_too(claude_home, ledger, pricer):
+    """The request of 2026-03-01 was seen first as a Claude Code event: its row keeps the events source even
+    once its line is read, and the stats cache must not add that day again."""
+    from bridge.sources.claude_code_events import parse_event
+
+    ev = {"request_id": "req_E", "model": SONNET, "input_tokens": 10, "output_tokens": 20,
+          "event.timestamp": "2026-03-01T09:00:00Z", "session.id": "s"}  # fmt: skip
+    rec = parse_event(ev, 0)
+    assert rec is not None
+    ledger.commit([rec], pricer)
+    claude_home.append(claude_home.session_file(), assistant_line("msg_A", "req_A", ts="2026-03-02T10:00:00.000Z"))
+    write(claude_home, stats_doc({"2026-02-27": {SONNET: 1000}, "2026-03-01": {SONNET: 30}}, last="2026-03-02"))
+    run_both(claude_home, ledger, pricer)
+    assert by_day(ledger) == {f"stats:2026-02-27:{SONNET}": 1000}
+
+
 def test_rewrite_adds_only_the_increase_and_never_decreases(claude_home, ledger, pricer):
     write(claude_home, stats_doc({"2026-02-27": {SONNET: 1000}}, last="2026-02-28"))
     run_both(claude_home, ledger, pricer)

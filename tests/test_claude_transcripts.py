@@ -114,7 +114,7 @@ def test_sidechain_replay_of_parent_message_counts_once(claude_home, ledger, pri
     scan(claude_home, ledger, pricer)
     assert totals(ledger) == {"input": 8, "output": 196, "cacheRead": 96000, "cacheCreation": 2400, "requests": 2}
     rows = {r[0] for r in ledger._db.execute("SELECT dedup_key FROM usage")}
-    assert rows == {"cc:msg_P:req_parent", "cc:msg_S:req_S"}, "the non-sidechain line wins"
+    assert rows == {"cc-req:req_parent", "cc-req:req_S"}, "the non-sidechain line wins"
 
 
 def test_sidechain_replay_in_the_same_batch_counts_once(claude_home, ledger, pricer):
@@ -200,7 +200,7 @@ def test_cache_writes_split_by_ttl_and_1h_part_kept(claude_home, ledger, pricer)
     claude_home.append(f, assistant_line("msg_B", "req_B", cache_5m=300, split=False))
     scan(claude_home, ledger, pricer)
     rows = dict(ledger._db.execute("SELECT dedup_key, cache_creation_1h FROM usage").fetchall())
-    assert rows == {"cc:msg_A:req_A": 500, "cc:msg_B:req_B": 0}
+    assert rows == {"cc-req:req_A": 500, "cc-req:req_B": 0}
     assert totals(ledger)["cacheCreation"] == 1800
 
 
@@ -299,15 +299,15 @@ def test_fast_mode_and_web_search_lines_are_priced_to_the_cent(claude_home, ledg
     )  # fmt: skip
     ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, Pricer())
     assert _costs(ledger) == {
-        "cc:msg_F6:req_F6": Decimal("0.36"),
-        "cc:msg_F5:req_F5": Decimal("0.12"),
-        "cc:msg_S6:req_S6": Decimal("0.06"),
-        "cc:msg_W:req_W": Decimal("0.0378"),
-        "cc:msg_X:req_X": None,
+        "cc-req:req_F6": Decimal("0.36"),
+        "cc-req:req_F5": Decimal("0.12"),
+        "cc-req:req_S6": Decimal("0.06"),
+        "cc-req:req_W": Decimal("0.0378"),
+        "cc-req:req_X": None,
     }
     stored = ledger._db.execute("SELECT dedup_key, speed, web_search, web_fetch FROM usage ORDER BY 1").fetchall()
-    assert stored[0] == ("cc:msg_F5:req_F5", "fast", 0, 0)
-    assert ("cc:msg_W:req_W", None, 3, 0) in stored
+    assert stored[0] == ("cc-req:req_F5", "fast", 0, 0)
+    assert ("cc-req:req_W", None, 3, 0) in stored
     assert sum(t.cost for t in ledger.totals()) == Decimal("0.5778")
     assert sum(t.unpriced for t in ledger.totals()) == 1
 
@@ -326,7 +326,7 @@ def test_streamed_lines_keep_the_first_speed_and_the_most_searches(claude_home, 
     )
     ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, Pricer())
     # One request: ($0.005 + $0.05 + $0.005) x 6 + 2 x $0.01 = $0.38, the totals moved by the difference only.
-    assert _costs(ledger) == {"cc:msg_A:req_A": Decimal("0.38")}
+    assert _costs(ledger) == {"cc-req:req_A": Decimal("0.38")}
     assert ledger.totals()[0].cost == Decimal("0.38") and ledger.totals()[0].requests == 1
     assert ledger.totals() == ledger.recomputed_totals()
 
@@ -570,7 +570,7 @@ def test_poison_line_is_dropped_counted_and_noted_while_the_rest_counts(cli_env,
     assert stats.malformed == 1 and stats.complete and not stats.errors
     with Ledger.open(settings.state_dir) as ledger:
         assert totals(ledger) == {"input": 8, "output": 192, "cacheRead": 96000, "cacheCreation": 2400, "requests": 2}
-        assert not ledger.tokens_for(["cc:msg_bad:req_bad"])
+        assert not ledger.tokens_for(["cc-req:req_bad"])
         assert ledger.state("claude_transcripts", "scanned") == "1", "a dropped line is not a failed pass"
         # A report over everything (any zone) still works: nothing out of range was stored.
         build(ledger, "daily", ZoneInfo("Pacific/Kiritimati"))
@@ -661,7 +661,7 @@ def test_agent_progress_mirror_counts_when_the_subagent_file_is_gone(claude_home
     stats = ClaudeTranscripts(roots=[claude_home.root]).scan(ledger, pricer)
     assert stats.malformed == 0
     assert totals(ledger) == {"input": 8, "output": 229, "cacheRead": 96000, "cacheCreation": 2400, "requests": 2}
-    [(side, ts_ms)] = ledger._db.execute("SELECT sidechain, ts_ms FROM usage WHERE dedup_key='cc:msg_S:req_S'")
+    [(side, ts_ms)] = ledger._db.execute("SELECT sidechain, ts_ms FROM usage WHERE dedup_key='cc-req:req_S'")
     assert side == 1, "a subagent's request"
     assert ts_ms == 1772446505500, "the mirrored line's own time"
 
@@ -722,7 +722,7 @@ def test_project_is_the_sessions_starting_cwd_even_after_cd(claude_home, ledger,
     claude_home.append(main, assistant_line("msg_C", "req_C", cwd="/tmp/elsewhere"))  # read from the cursor on
     scan(claude_home, ledger, pricer)
     assert _projects(ledger) == dict.fromkeys(
-        ["cc:msg_A:req_A", "cc:msg_B:req_B", "cc:msg_S:req_S", "cc:msg_C:req_C"], "/home/dev/app"
+        ["cc-req:req_A", "cc-req:req_B", "cc-req:req_S", "cc-req:req_C"], "/home/dev/app"
     )
 
 

@@ -232,6 +232,7 @@ def test_collector_config_validates_with_the_built_collector():
             "TOKENBRIDGE_METRICS_EXPORTERS": "[prometheus, prometheus_remote_write]",
             "TOKENBRIDGE_REMOTE_WRITE_URL": "https://example.invalid/api/v1/push",
         },
+        {"TOKENBRIDGE_LOGS_EXPORTERS": "[debug, signal_to_metrics]"},  # start.sh --no-bridge
     ):
         env = {**collector_env(1, 2, 3, 4, 5), **extra}
         proc = subprocess.run(
@@ -259,7 +260,7 @@ def test_collector_config_choices():
     assert cfg["processors"]["delta_to_cumulative"]["max_stale"] == prom["metric_expiration"]
     assert prom["resource_to_telemetry_conversion"] == {"enabled": False}
     stmts = cfg["processors"]["transform/claude_code_labels"]["metric_statements"]
-    (group,) = stmts
+    group, gemini, codex = stmts
     (cond,) = group["conditions"]
     for s in ('"claude-code"', '"claude-code-desktop"', '"claude_code.token.usage"', '"claude_code.cost.usage"'):
         assert s in cond
@@ -267,10 +268,29 @@ def test_collector_config_choices():
         'set(datapoint.attributes["provider"], "anthropic")',
         'set(datapoint.attributes["source"], "claude_code_otel")',
     ]
+    # Gemini CLI's and Codex's native token metrics get the same two labels (their names are their own).
+    for g, name, provider, source in (
+        (gemini, "gemini_cli.token.usage", "google", "gemini_cli_otel"),
+        (codex, "codex.turn.token_usage", "openai", "codex_otel"),
+    ):
+        assert g["conditions"] == [f'metric.name == "{name}"']
+        assert g["statements"] == [
+            f'set(datapoint.attributes["provider"], "{provider}")',
+            f'set(datapoint.attributes["source"], "{source}")',
+        ]
     pipe = cfg["service"]["pipelines"]["metrics"]
     assert pipe["exporters"] == "${env:TOKENBRIDGE_METRICS_EXPORTERS:-[prometheus]}"
     assert pipe["processors"].index("delta_to_cumulative") < pipe["processors"].index("batch")
-    assert "logs" in cfg["service"]["pipelines"]
+    logs = cfg["service"]["pipelines"]["logs"]
+    # Claude Code's events also go to the bridge's receiver (docs/events.md), as compressed protobuf.
+    assert logs["exporters"] == "${env:TOKENBRIDGE_LOGS_EXPORTERS:-[debug, signal_to_metrics, otlphttp/tokenbridge]}"
+    to_bridge = cfg["exporters"]["otlphttp/tokenbridge"]
+    assert to_bridge["endpoint"] == "${env:TOKENBRIDGE_EVENTS_ENDPOINT:-http://tokenbridge:14319}"
+    services = compose()["services"]
+    assert services["otel-collector"]["environment"]["TOKENBRIDGE_EVENTS_ENDPOINT"] == "http://tokenbridge:14319"
+    bridge_env = services["tokenbridge"]["environment"]
+    assert (bridge_env["TOKENBRIDGE_EVENTS_HOST"], bridge_env["TOKENBRIDGE_EVENTS_PORT"]) == ("0.0.0.0", "14319")
+    assert not any("14319" in p for p in services["tokenbridge"].get("ports", []))  # never published
 
 
 def test_prometheus_config_is_valid_for_promtool():

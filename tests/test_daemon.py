@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -281,5 +282,43 @@ def test_bad_rescan_interval_is_a_config_error(cli_env):
     try:
         assert daemon.proc.wait(20) == 2
         assert "TOKENBRIDGE_RESCAN_INTERVAL: not a number of seconds: 'soon'" in daemon.stderr()
+    finally:
+        daemon.close()
+
+
+def test_events_received_by_run_are_exported_at_once_under_their_own_source(cli_env):
+    """The receiver commits through its own connection: the daemon's loop must be woken to export the new
+    series (nothing else changes in the ledger here, and the safety rescan is ten minutes away)."""
+    from tests._events import api_request, logs_request, send_http
+    from tests._stack import free_port
+
+    port = free_port()
+    with running_sink("http/protobuf") as sink:
+        daemon = Daemon({**env_for(cli_env, sink, "0.5"), "TOKENBRIDGE_EVENTS_PORT": str(port)})
+        try:
+            daemon.wait_ready()
+            events = [
+                api_request("s-1", "req_1", SONNET, duration_ms=400, input_tokens=3, output_tokens=70, cost_usd=0.01),
+                api_request("s-1", "req_2", SONNET, duration_ms=400, input_tokens=5, output_tokens=30, cost_usd=0.02),
+            ]
+            assert send_http(f"http://127.0.0.1:{port}/v1/logs", logs_request(events)) == 200
+            want = {"input": 8.0, "output": 100.0, "cacheRead": 0.0, "cacheCreation": 0.0}
+            sink.wait_until(lambda s: tokens(s, source="claude_code_events") == want)
+            assert daemon.stop() == 0, daemon.stderr()
+        finally:
+            daemon.close()
+
+
+def test_a_disabled_events_source_opens_no_receiver(cli_env, tmp_path):
+    from tests._stack import free_port
+
+    port = free_port()
+    (tmp_path / "no-config.toml").write_text('[sources]\nenabled = ["claude_transcripts"]\n')
+    daemon = Daemon({**cli_env, "TOKENBRIDGE_EVENTS_PORT": str(port)}, "--no-otlp")
+    try:
+        daemon.wait_ready()
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "nothing listens for events"
+        assert daemon.stop() == 0, daemon.stderr()
     finally:
         daemon.close()

@@ -94,6 +94,9 @@ def test_variables_provider_model_source(name):
         assert v["current"]["value"] == ["$__all"]
 
 
+BRIDGE = "claude_transcripts|claude_code_events|claude_stats_cache|codex|gemini_cli"  # the bridge's agent sources
+
+
 @pytest.mark.parametrize("name", USAGE_DASHBOARDS)
 def test_token_and_cost_panels_use_the_no_double_counting_rule(name):
     d = dashboards()[name]
@@ -113,9 +116,11 @@ def test_token_and_cost_panels_use_the_no_double_counting_rule(name):
             # Per provider its billing APIs first; else the bridge's local sources, native telemetry per model as a
             # fallback, other sources added.
             assert t["expr"].count(f'source=~"{BILLING}"') >= 1 and "or on (provider) (" in t["expr"], p["title"]
-            assert 'source=~"claude_transcripts|claude_stats_cache"' in t["expr"], p["title"]
+            assert 'source=~"claude_transcripts|claude_code_events|claude_stats_cache|codex|gemini_cli"' in t["expr"], (
+                p["title"]
+            )
             assert "or on (model)" in t["expr"] and 'source="claude_code_otel"' in t["expr"], p["title"]
-            others = f'source!~"claude_transcripts|claude_stats_cache|claude_code_otel|{BILLING}"'
+            others = f'source!~"{BRIDGE}|claude_code_otel|{BILLING}"'
             assert others in t["expr"], p["title"]
             for var in ("$provider", "$model", "$source"):
                 assert var in t["expr"], (p["title"], var)

@@ -61,7 +61,7 @@ def test_two_replays_folding_into_one_stored_parent_in_one_batch_keep_totals_equ
     assert ledger.totals() == ledger.recomputed_totals()
 
 
-def _rec(key: str, session: str, side: bool, out: int) -> UsageRecord:
+def _rec(key: str, session: str, side: bool, out: int, group: str = "msg_P") -> UsageRecord:
     return UsageRecord(
         source="claude_transcripts",
         provider="anthropic",
@@ -70,7 +70,7 @@ def _rec(key: str, session: str, side: bool, out: int) -> UsageRecord:
         dedup_key=key,
         tokens=Tokens(input=1, output=out),
         session_id=session,
-        group_key=key.split(":")[1],
+        group_key=group,
         is_sidechain=side,
     )
 
@@ -79,8 +79,8 @@ def test_two_parents_claiming_one_stored_replay_keep_totals_equal_to_rows(ledger
     """Same root cause as above, other branch: a stored replay (msg_P, sidechain) and, in one
     batch, two non-sidechain lines of msg_P with different keys (one behind a gateway without
     requestId). Both take the replay as their rival, both delete it and subtract it from totals."""
-    ledger.commit([_rec("cc:msg_P:req_r", "s", True, 100)], pricer)
-    ledger.commit([_rec("cc:msg_P:req_1", "s", False, 100), _rec("cc:msg_P:", "s", False, 100)], pricer)
+    ledger.commit([_rec("cc-req:req_r", "s", True, 100)], pricer)
+    ledger.commit([_rec("cc-req:req_1", "s", False, 100), _rec("cc:msg_P:", "s", False, 100)], pricer)
     assert ledger.totals() == ledger.recomputed_totals()
     # Two separate requests (a gateway may reuse message.id); the replay folds into one of them.
     assert sum(t.requests for t in ledger.totals()) == 2
@@ -99,7 +99,7 @@ def test_huge_token_count_is_skipped_not_fatal_for_the_whole_batch(claude_home, 
     claude_home.append(bad, assistant_line("msg_BAD", "req_BAD", output=10**13))
     claude_home.append(good, assistant_line("msg_OK", "req_OK"))
     stats = scan(claude_home, ledger, pricer)  # actual: OverflowError: Python int too large ...
-    assert ledger.tokens_for(["cc:msg_OK:req_OK"]), "the good file must be ingested"
+    assert ledger.tokens_for(["cc-req:req_OK"]), "the good file must be ingested"
     assert stats.malformed >= 1 or stats.errors
 
 
@@ -191,7 +191,7 @@ def test_same_size_rewrite_is_detected_when_cursor_stopped_before_a_partial_line
         fh.write(new)
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     scan(claude_home, ledger, pricer)
-    assert ledger.tokens_for(["cc:msg_C:req_C"]), "msg_C was rewritten into the file and never read"
+    assert ledger.tokens_for(["cc-req:req_C"]), "msg_C was rewritten into the file and never read"
 
 
 # -- 7. price chosen by the latest line's timestamp: batch-dependent, can go down -------------

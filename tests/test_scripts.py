@@ -244,6 +244,7 @@ def native(tmp_path):
             "OTELCOL_METRICS_PORT",
             "ALERTMANAGER_PORT",
             "WEB_PORT",
+            "EVENTS_PORT",
         )
     }
     home = write_claude_home(

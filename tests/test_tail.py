@@ -40,7 +40,7 @@ def test_in_place_rewrite_keeping_the_head_and_growing_is_reread(claude_home, le
     scan(claude_home, ledger, pricer)
     _rewrite_in_place(f, f"{a}\n{c}\n{d}\n".encode())
     stats = scan(claude_home, ledger, pricer)
-    assert ledger.tokens_for(["cc:msg_C:req_C"]), "the rewritten line was never read"
+    assert ledger.tokens_for(["cc-req:req_C"]), "the rewritten line was never read"
     assert stats.bytes_read == f.stat().st_size, "re-read from the start"
     assert totals(ledger) == {"input": 16, "output": 193, "cacheRead": 192000, "cacheCreation": 4800, "requests": 4}
 
@@ -77,7 +77,7 @@ def test_cursor_stored_by_an_older_version_still_resumes_at_its_offset(claude_ho
     assert len(c) == len(b)
     _rewrite_in_place(f, f"{a}\n{c}\n".encode() + b"\n")
     scan(claude_home, ledger, pricer)
-    assert ledger.tokens_for(["cc:msg_C:req_C"])
+    assert ledger.tokens_for(["cc-req:req_C"])
 
 
 def test_each_chunk_carries_the_fingerprint_of_the_bytes_before_its_end(tmp_path):

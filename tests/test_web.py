@@ -278,7 +278,8 @@ def test_page_in_headless_chromium_shows_the_report_totals(server, history, tmp_
 
 def test_run_with_http_port_serves_beside_the_daemon(history):
     port = free_port()
-    daemon = Daemon({**history, "TOKENBRIDGE_EXPORT_INTERVAL": "3600"}, "--no-otlp", "--http-port", str(port))
+    env = {**history, "TOKENBRIDGE_EXPORT_INTERVAL": "3600", "TOKENBRIDGE_EVENTS_PORT": "0"}
+    daemon = Daemon({**env, "TOKENBRIDGE_PRICES_REFRESH": "0"}, "--no-otlp", "--http-port", str(port))
     try:
         daemon.wait_ready()
         local = WebServer.__new__(WebServer)

@@ -142,7 +142,9 @@ def parse_line(obj: Any, ctx: FileContext, line: bytes) -> UsageRecord | None:
     msg_id = message.get("id")
     req_id = entry.get("requestId")
     if type(msg_id) is str and msg_id:
-        key = f"cc:{msg_id}:{req_id if type(req_id) is str else ''}"
+        # One key per API request, shared with Claude Code's api_request events (which carry the
+        # request id but no message id): a request seen in both counts once.
+        key = f"cc-req:{req_id}" if type(req_id) is str and req_id else f"cc:{msg_id}:"
         group: str | None = msg_id
     elif entry is not obj:
         return None  # a mirror without message.id cannot be matched with the subagent's own line
@@ -205,7 +207,7 @@ def _mirrored_call(obj: dict[str, Any]) -> dict[str, Any] | None:
     local-formats.md does not describe these lines; this is Claude Code's own shape as observed:
     ``{"type": "progress", "data": {"type": "agent_progress", "agentId": …, "message": {"type":
     "assistant", "message": {"id", "model", "usage", …}, "requestId", "uuid", "timestamp"}}}``.
-    The mirrored call has the subagent line's key (message.id + requestId): it counts once
+    The mirrored call has the subagent line's key (its requestId): it counts once
     with that line, and alone when the subagent's file is gone.
     """
     data = obj.get("data")

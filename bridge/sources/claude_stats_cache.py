@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from bridge._rows import EVENTS_SOURCE
 from bridge._tz import system_tz
 from bridge.ledger import CostFunction, Ledger
 from bridge.record import Tokens, UsageRecord
@@ -97,10 +98,14 @@ class ClaudeStatsCache(BaseSource):
         return SourceStatus(NAME, bool(files), True, [str(r) for r in self.roots], len(files))
 
     def _cutoff(self, ledger: Ledger) -> date | None:
-        """First local day the transcripts cover (days before it are ours), or None = no limit."""
-        first = ledger.first_day_ms("claude_transcripts")
-        if first is None:
+        """First local day the transcripts cover (days before it are ours), or None = no limit.
+
+        A request first seen as a Claude Code event keeps that row when its line is read (docs/events.md), so the
+        event rows count as transcript days too: a day with either is never added again from here."""
+        days = [d for d in (ledger.first_day_ms(s) for s in ("claude_transcripts", EVENTS_SOURCE)) if d is not None]
+        if not days:
             return None
+        first = min(days)
         return datetime.fromtimestamp(first / 1000, UTC).astimezone(self.tz).date()
 
     def _noon(self, day: date) -> datetime:

@@ -11,8 +11,9 @@ How a line parses: ``_claude_lines``; which session and project a file belongs t
 
 * One API response is written as several lines (one per content block) sharing ``message.id``
   and ``requestId``; early lines carry a partial streaming ``output_tokens``. The dedup key is
-  ``(message.id, requestId)`` across all files and roots; the ledger keeps the field-wise max,
-  so only the increase is counted.
+  ``cc-req:{requestId}`` (``cc:{message.id}:`` without one) across all files and roots, shared
+  with Claude Code's api_request events (``claude_code_events``); the ledger keeps the
+  field-wise max, so only the increase is counted.
 * A resumed or forked session copies earlier lines into a new file: same key, counted once.
 * A sidechain (subagent, ``/btw``) file may replay a parent message with the same
   ``message.id`` and a new ``requestId``; ``message.id`` is the group key and the
