@@ -258,8 +258,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _console() -> Any:
     from rich.console import Console
 
-    # A fixed width when piped keeps output stable for scripts and snapshot tests.
-    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 140)
+    # A fixed width when piped keeps output stable for scripts and snapshot tests; COLUMNS (as a terminal sets it)
+    # overrides it, so a script can ask for long paths unfolded.
+    width = None
+    if not sys.stdout.isatty():
+        cols = os.environ.get("COLUMNS", "")
+        width = int(cols) if cols.isdigit() and int(cols) >= 40 else 140
+    return Console(soft_wrap=False, width=width)
 
 
 def _fmt_int(n: int) -> str:

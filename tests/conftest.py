@@ -261,6 +261,7 @@ def cli_env(tmp_path: Path, claude_home: ClaudeHome) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     for key in PROVIDER_KEYS:  # tests never reach a real provider with the developer's keys
         env.pop(key, None)
+    env.pop("COLUMNS", None)  # the CLI's piped width (140) unless a test asks for another
     env.update(
         {
             "HOME": str(tmp_path / "home"),

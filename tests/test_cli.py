@@ -76,7 +76,8 @@ def test_report_json_totals_and_unknown_cost(cli_env, claude_home):
 def test_sources_snapshot(cli_env, claude_home):
     fill(claude_home)
     cli(cli_env, "sync", "--no-export")
-    out = cli(cli_env, "sources")
+    # Wide enough that no path folds: a fold's place depends on the length of pytest's temp directory.
+    out = cli({**cli_env, "COLUMNS": "1000"}, "sources")
     assert out.returncode == 0, out.stderr
     check_snapshot("sources.txt", out.stdout, claude_home.root)
     data = json.loads(cli(cli_env, "sources", "--json").stdout)["sources"][0]
