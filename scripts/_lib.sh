@@ -151,3 +151,27 @@ tb_go_module_src() {
   chmod -R u+w "$work/src"
   rm -f "$work/src/go.work" "$work/src/go.work.sum"
 }
+
+# ---- team mode's central side (scripts/team-server.sh; docs/team.md)
+tb_team_defaults() {
+  : "${TEAM_BIND:=0.0.0.0}"             # the team OTLP receivers face the network (tokens required)
+  : "${TEAM_OTLP_GRPC_PORT:=4317}"
+  : "${TEAM_OTLP_HTTP_PORT:=4318}"
+  : "${TEAM_OTELCOL_HEALTH_PORT:=13134}"
+  : "${TEAM_OTELCOL_METRICS_PORT:=18898}"
+  : "${VICTORIAMETRICS_PORT:=8428}"
+  : "${VICTORIAMETRICS_RETENTION:=400d}"
+  : "${TEAM_GRAFANA_PORT:=3001}"
+  : "${TOKENBRIDGE_TEAM_DIR:=${XDG_STATE_HOME:-$HOME/.local/state}/tokenbridge/team}"
+  export TEAM_BIND TEAM_OTLP_GRPC_PORT TEAM_OTLP_HTTP_PORT TEAM_OTELCOL_HEALTH_PORT TEAM_OTELCOL_METRICS_PORT \
+    VICTORIAMETRICS_PORT VICTORIAMETRICS_RETENTION TEAM_GRAFANA_PORT TOKENBRIDGE_TEAM_DIR
+}
+
+tb_team_native_active() {
+  [[ -d "$TOKENBRIDGE_TEAM_DIR/run" ]] && compgen -G "$TOKENBRIDGE_TEAM_DIR/run/*.pid" >/dev/null
+}
+
+# VictoriaMetrics flags; the same list as docker-compose.yml's victoriametrics command (tests check it).
+tb_victoriametrics_flags() {
+  printf '%s\n' "-retentionPeriod=${VICTORIAMETRICS_RETENTION:-400d}"
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build tokenbridge's OpenTelemetry Collector from otelcol-builder.yaml with the Collector Builder (ocb) and cache it.
-# The cache key is the collector version plus the hash of the manifest, so editing the manifest rebuilds.
+# The cache key is the collector version plus the hash of the manifest and of the local Go modules it names with
+# `path:` (collector/teamauth for the team manifest), so editing either rebuilds.
 # Prints the collector binary path as the last line of stdout.
+# TOKENBRIDGE_OTELCOL_MANIFEST picks the manifest: otelcol-builder.yaml (default) or otelcol-team-builder.yaml.
 set -euo pipefail
 # shellcheck source=scripts/_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
@@ -12,7 +14,22 @@ version="$(sed -n 's/^[[:space:]]*version:[[:space:]]*\([0-9][0-9.]*\)[[:space:]
 [[ -n "$version" ]] || tb_die "no dist.version in $manifest"
 name="$(sed -n 's/^[[:space:]]*name:[[:space:]]*\([A-Za-z0-9_.-]*\)[[:space:]]*$/\1/p' "$manifest" | head -n1)"
 [[ -n "$name" ]] || tb_die "no dist.name in $manifest"
-key="$(tb_sha <"$manifest")"
+manifest_dir="$(cd "$(dirname "$manifest")" && pwd)"
+# Local modules (`path: ./dir`, relative to the manifest): their source is part of the cache key, and ocb gets
+# absolute paths because it runs in a temporary directory.
+local_paths=()
+while IFS= read -r p; do
+  [[ -n "$p" ]] || continue
+  [[ "$p" == /* ]] || p="$manifest_dir/${p#./}"
+  [[ -d "$p" ]] || tb_die "local module $p named in $manifest not found"
+  local_paths+=("$p")
+done < <(sed -n 's/^[[:space:]]*path:[[:space:]]*\([^[:space:]#]*\).*$/\1/p' "$manifest")
+key="$({
+  cat "$manifest"
+  for p in ${local_paths[@]+"${local_paths[@]}"}; do
+    (cd "$p" && find . -type f ! -name '*_test.go' | LC_ALL=C sort | while IFS= read -r f; do echo "$f"; cat "$f"; done)
+  done
+} | tb_sha)"
 outdir="$TB_CACHE_DIR/bin/otelcol-$version-$key"
 bin="$outdir/$name"
 
@@ -35,7 +52,8 @@ fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/tb-otelcol-build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 # Same manifest, output redirected into the work dir.
-sed "s|^\([[:space:]]*output_path:\).*|\1 $work/_build|" "$manifest" >"$work/manifest.yaml"
+sed -e "s|^\([[:space:]]*output_path:\).*|\1 $work/_build|" \
+  -e "s|^\([[:space:]]*path:[[:space:]]*\)\./|\1$manifest_dir/|" "$manifest" >"$work/manifest.yaml"
 tb_log "collector $version ($key): building with ocb; this takes several minutes on a cold Go cache"
 (cd "$work" && "$ocb" --config="$work/manifest.yaml") >&2 || tb_die "ocb build of the collector failed (see output above)"
 [[ -x "$work/_build/$name" ]] || tb_die "ocb finished but $work/_build/$name is missing"

@@ -3,8 +3,16 @@
 #   Docker engine answering -> docker compose up -d --build (collector, Prometheus, Grafana, bridge)
 #   otherwise               -> native mode: collector, Prometheus and `tokenbridge run` as local processes, with pids,
 #                              logs and data under $TOKENBRIDGE_NATIVE_DIR (default ~/.local/state/tokenbridge/native)
-# Options: --native (force native mode), --no-bridge (native: do not start `tokenbridge run`).
+# Options: --native (force native mode), --no-bridge (native: do not start `tokenbridge run`),
+#          --team-server (the central side of team mode instead: scripts/team-server.sh, docs/team.md).
 set -euo pipefail
+for arg in "$@"; do
+  if [[ "$arg" == --team-server ]]; then
+    rest=()
+    for a in "$@"; do [[ "$a" == --team-server ]] || rest+=("$a"); done
+    exec "$(dirname "${BASH_SOURCE[0]}")/team-server.sh" start ${rest[@]+"${rest[@]}"}
+  fi
+done
 # shellcheck source=scripts/_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 tb_defaults
@@ -15,7 +23,7 @@ for arg in "$@"; do
   case "$arg" in
     --native) force_native=1 ;;
     --no-bridge) with_bridge=0 ;;
-    -h | --help) sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) tb_die "unknown option '$arg' (see --help)" ;;
   esac
 done
