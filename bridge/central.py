@@ -57,23 +57,28 @@ def billing_regex() -> str:
     return "|".join(sorted(billing_sources()))
 
 
-def window_increase(metric: str, selector: str, rng: str) -> str:
-    """Each series' exact increase over the ``rng`` before the evaluation time (module docstring)."""
+def window_increase(metric: str, selector: str, rng: str, since: str | None = None) -> str:
+    """Each series' exact increase over the ``rng`` before the evaluation time (module docstring); with ``since``
+    (a MetricsQL expression of a Unix time, e.g. the start of the UTC month), from that time on instead: a sample
+    exactly at ``since`` belongs to the new period (the millisecond before it closes the old one)."""
     full = f"increase_pure({metric}{{{selector}}}[{ALL}])"
-    return f"(({full} - {full} offset {rng}) or {full})"
+    before = f"{full} @ ({since} - 0.001)" if since else f"{full} offset {rng}"
+    return f"(({full} - {before}) or {full})"
 
 
-def team_query(metric: str, by: Sequence[str], rng: str, filters: str = "", scope: str = "user") -> str:
+def team_query(
+    metric: str, by: Sequence[str], rng: str, filters: str = "", scope: str = "user", since: str | None = None
+) -> str:
     """``sum by (by)`` of each series' increase over ``rng`` (:func:`window_increase`) in the users' client
     views, each request counted once per ``scope``.
 
-    ``filters``: extra matchers (the dashboards' variables). ``scope``: the labels inside which native telemetry
+    ``filters``: extra matchers (the dashboards' variables); ``since``: see :func:`window_increase`. ``scope``: the labels inside which native telemetry
     gives way to the bridge's transcripts for the same model (``user``: native series carry no ``machine``)."""
     inner = [*by, *(label for label in (*scope.split(","), "model", "source") if label not in by)]
 
     def part(matcher: str) -> str:
         sel = ",".join(m for m in (filters, matcher) if m)
-        return f"sum by ({', '.join(inner)}) {window_increase(metric, sel, rng)}"
+        return f"sum by ({', '.join(inner)}) {window_increase(metric, sel, rng, since)}"
 
     preferred = part(f'source=~"{PREFERRED}"')
     fallback = part(f'source="{FALLBACK}"')

@@ -1,0 +1,126 @@
+"""Per-user spend and budget rules of the team server (prometheus/team/rules.yml, for vmalert): every expression run
+against a real VictoriaMetrics holding known team data and the budget constants vmalert would have recorded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+import yaml
+
+from bridge import central
+from tests._stack import REPO, running
+from tests._vm import start_victoriametrics
+from tests.test_central import Series, _team_data
+
+sys.path.insert(0, str(REPO / "prometheus"))
+import generate_team_rules as gtr  # noqa: E402
+
+NOW = time.time()
+_now = datetime.fromtimestamp(NOW, UTC)
+DAY_START = datetime(_now.year, _now.month, _now.day, tzinfo=UTC)
+MONTH_START = DAY_START.replace(day=1)
+CONFIG = "tokenbridge:team_threshold_config:"
+
+
+def _rules() -> dict:
+    return {r.get("record") or r["alert"]: r for g in yaml.safe_load(gtr.OUT.read_text())["groups"] for r in g["rules"]}
+
+
+def test_committed_rules_are_generated():
+    proc = subprocess.run([sys.executable, str(REPO / "prometheus/generate_team_rules.py"), "--check"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rules = _rules()
+    assert set(rules) >= {"user:tokenbridge_cost_usd:today", "user:tokenbridge_cost_usd:month",
+                          "UserMonthlyBudgetExceeded", "UserDailyBudgetExceeded"}  # fmt: skip
+    for name, r in rules.items():
+        # Self-contained: no rule reads another rule's output (vmalert's order and write-back delay never matter).
+        assert not any(other in r["expr"] for other in rules if other != name and ":" in other), name
+
+
+def test_thresholds_from_the_environment_and_bad_values_name_the_key(tmp_path):
+    text = gtr.thresholds(
+        {"TOKENBRIDGE_TEAM_BUDGET_MONTHLY_USD": "100", "TOKENBRIDGE_TEAM_BUDGETS_MONTHLY_USD": "bob=5"}
+    )
+    rules = yaml.safe_load(text.split("\n", 1)[1])["groups"][0]["rules"]
+    assert {"record": f"{CONFIG}budget_monthly_usd", "expr": "vector(100)"} in rules
+    assert {"record": f"{CONFIG}budget_monthly_usd", "expr": "vector(5)", "labels": {"user": "bob"}} in rules
+    with pytest.raises(gtr.ThresholdError, match="TOKENBRIDGE_TEAM_BUDGET_DAILY_USD: not a number"):
+        gtr.thresholds({"TOKENBRIDGE_TEAM_BUDGET_DAILY_USD": "ten"})
+    with pytest.raises(gtr.ThresholdError, match="TOKENBRIDGE_TEAM_BUDGETS_MONTHLY_USD: expected user=amount"):
+        gtr.thresholds({"TOKENBRIDGE_TEAM_BUDGETS_MONTHLY_USD": 'x"}=3'})
+
+
+def _today_usage() -> list[Series]:
+    """Spend today for alice ($3.25 over two samples) and carol ($0.40), on top of the earlier days' data."""
+    out = []
+    for user, amounts in (("alice", ["1.5", "1.75"]), ("carol", ["0.4"])):
+        s = Series(central.COST, {"user": user, "source": "claude_transcripts", "provider": "anthropic",
+                                  "model": "claude-today", "machine": "m"}, True)  # fmt: skip
+        for i, a in enumerate(amounts):
+            s.add(datetime.fromtimestamp(max(DAY_START.timestamp() + 60, NOW - 600 + 60 * i), UTC), Decimal(a))
+        out.append(s)
+    return out
+
+
+def _constant(name: str, value: float, labels: dict[str, str] | None = None) -> dict:
+    stamps = [int((NOW - 120) * 1000), int((NOW - 5) * 1000)]
+    return {"metric": {"__name__": name, **(labels or {})}, "values": [value, value], "timestamps": stamps}
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory):
+    vm = start_victoriametrics(tmp_path_factory.mktemp("teamrules"))
+    with running(vm.proc):
+        data = _team_data() + _today_usage()
+        docs = [s.doc() for s in data]
+        # What vmalert records from thresholds.yml: $50 a month for everyone, bob $1000, $1 a day for everyone.
+        docs += [_constant(f"{CONFIG}budget_monthly_usd", 50), _constant(f"{CONFIG}budget_daily_usd", 1),
+                 _constant(f"{CONFIG}budget_monthly_usd", 1000, {"user": "bob"})]  # fmt: skip
+        vm.import_series(docs)
+        vm.data_series = data  # type: ignore[attr-defined]
+        yield vm
+
+
+def _spent_since(data: list[Series], start: datetime) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for s in data:
+        if s.counted and s.metric == central.COST:
+            for when, amount, _reset in s.steps:
+                if when >= start:
+                    out[s.labels["user"]] = out.get(s.labels["user"], Decimal(0)) + amount
+    return out
+
+
+def _eval(vm, name: str) -> dict[str, Decimal]:
+    return {r["metric"].get("user", ""): Decimal(r["value"][1]) for r in vm.query(_rules()[name]["expr"], at=NOW)}
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize(("rule", "start"), [("today", DAY_START), ("month", MONTH_START)])
+def test_spend_per_user_in_the_utc_day_and_month_is_exact(vm, rule, start):
+    got = {u: v for u, v in _eval(vm, f"user:tokenbridge_cost_usd:{rule}").items() if v}
+    expected = _spent_since(vm.data_series, start)
+    assert set(got) == set(expected)
+    for user, value in expected.items():
+        assert abs(got[user] - value) < Decimal("0.000001"), (rule, user)
+
+
+@pytest.mark.stack
+def test_budgets_per_user_and_the_alerts_that_fire(vm):
+    month = _spent_since(vm.data_series, MONTH_START)
+    today = _spent_since(vm.data_series, DAY_START)
+    budgets = _eval(vm, "tokenbridge:team_threshold:budget_monthly_usd")
+    for user in month:
+        assert budgets[user] == (Decimal(1000) if user == "bob" else Decimal(50)), user
+    over = {u for u, v in month.items() if v > (1000 if u == "bob" else 50)}
+    assert set(_eval(vm, "UserMonthlyBudgetExceeded")) == over
+    assert set(_eval(vm, "UserDailyBudgetExceeded")) == {u for u, v in today.items() if v > 1} == {"alice"}
+    ratio = _eval(vm, "user:tokenbridge_budget_used:ratio")
+    for user, spent in month.items():
+        assert abs(ratio[user] - spent / budgets[user]) < Decimal("0.000001"), user
