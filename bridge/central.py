@@ -72,8 +72,9 @@ def team_query(
     """``sum by (by)`` of each series' increase over ``rng`` (:func:`window_increase`) in the users' client
     views, each request counted once per ``scope``.
 
-    ``filters``: extra matchers (the dashboards' variables); ``since``: see :func:`window_increase`. ``scope``: the labels inside which native telemetry
-    gives way to the bridge's transcripts for the same model (``user``: native series carry no ``machine``)."""
+    ``filters``: extra matchers (the dashboards' variables); ``since``: see :func:`window_increase`. ``scope``:
+    the labels inside which native telemetry gives way to the bridge's transcripts for the same model (``user``:
+    native series carry no ``machine``)."""
     inner = [*by, *(label for label in (*scope.split(","), "model", "source") if label not in by)]
 
     def part(matcher: str) -> str:

@@ -78,7 +78,8 @@ class Client:
         self.last_ns = self.start_ns
         self.totals: dict[tuple[str, ...], float] = {}
         if kind == "bridge":
-            self.resource = {"service.name": "tokenbridge", "service.instance.id": str(uuid.uuid4()), "machine": machine}
+            self.resource = {"service.name": "tokenbridge", "service.instance.id": str(uuid.uuid4())}
+            self.resource["machine"] = machine
         else:
             self.resource = {"service.name": "claude-code", "service.version": "2.1.240", "os.type": "linux",
                              "host.arch": "amd64"}  # fmt: skip
@@ -290,7 +291,7 @@ def run(args: argparse.Namespace) -> dict:
         cc.token = bridge.token  # both clients of a developer use the developer's token
     vm_port, http_port, grpc_port, health, tel = (_free_port() for _ in range(5))
     vm_url = f"http://127.0.0.1:{vm_port}"
-    logs = [open(work / n, "wb") for n in ("vm.log", "otelcol.log")]  # noqa: SIM115 - closed in finally
+    logs = [(work / n).open("wb") for n in ("vm.log", "otelcol.log")]  # closed in finally
     procs: list[subprocess.Popen] = []
     try:
         procs.append(subprocess.Popen([vmbin, f"-storageDataPath={work / 'vm'}", f"-httpListenAddr=127.0.0.1:{vm_port}",

@@ -18,7 +18,7 @@ from tests._vm import start_victoriametrics
 from tests.test_central import Series, _team_data
 
 sys.path.insert(0, str(REPO / "prometheus"))
-import generate_team_rules as gtr  # noqa: E402
+import generate_team_rules as gtr
 
 NOW = time.time()
 _now = datetime.fromtimestamp(NOW, UTC)
