@@ -310,6 +310,7 @@ def export_once(settings: config.Settings, ledger: Ledger) -> tuple[str, bool]:
         env=settings.env,
         instance_id=ledger.instance_id(),
         ledger_path=ledger.path,
+        team=settings.team,
     )
     exporter.refresh(ledger)
     ok = exporter.flush()

@@ -5,8 +5,11 @@ Config errors fail fast with the exact key (``config.toml: export.interval_secon
 
 from __future__ import annotations
 
+import getpass
 import math
 import os
+import re
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +39,21 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "moonshot_currency": str,
     },
     "terminal": {"patterns": list},
+    # Team mode (docs/team.md): the `user` and `machine` resource attributes on the exported series.
+    "team": {"enabled": bool, "user": str, "machine": str},
 }
+
+# A label value on every series of a user or machine: the team collector's user-name alphabet (collector/teamauth).
+_TEAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class TeamIdentity:
+    """Who and where, in team mode. The central collector replaces ``user`` with the user its token
+    belongs to; ``machine`` is taken as sent (one series set per machine)."""
+
+    user: str
+    machine: str
 
 
 @dataclass(slots=True)
@@ -54,6 +71,7 @@ class Settings:
     env: dict[str, str] = field(default_factory=dict)
     providers: dict[str, Any] = field(default_factory=dict)  # the config file's [providers] table
     terminal_patterns: list[Any] = field(default_factory=list)  # user patterns (bridge.terminal)
+    team: TeamIdentity | None = None  # team mode on: user and machine attributes
 
 
 def default_state_dir(env: dict[str, str]) -> Path:
@@ -191,4 +209,37 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
     prices_env = env.get("TOKENBRIDGE_PRICES_FILE")
     if prices_env:
         s.prices_path = Path(os.path.expanduser(prices_env))
+    s.team = _team(env, data.get("team", {}), cfg_path.name)
     return s
+
+
+def _team(env: dict[str, str], table: dict[str, Any], file: str) -> TeamIdentity | None:
+    """Team mode from ``TOKENBRIDGE_TEAM`` (else ``[team] enabled``); names from ``TOKENBRIDGE_USER`` /
+    ``TOKENBRIDGE_MACHINE`` (else the file, else the login name and the host name)."""
+    on = _bool_env(env, "TOKENBRIDGE_TEAM")
+    if not (table.get("enabled", False) if on is None else on):
+        return None
+    names: dict[str, str] = {}
+    for attr, var, default in (("user", "TOKENBRIDGE_USER", _login), ("machine", "TOKENBRIDGE_MACHINE", _host)):
+        if env.get(var, "").strip():
+            key, value = var, env[var].strip()
+        elif attr in table:
+            key, value = f"{file}: team.{attr}", str(table[attr]).strip()
+        else:
+            key, value = var, default()
+        if not _TEAM_NAME.fullmatch(value):
+            raise ConfigError(key, f"{value!r} is not a usable {attr} name: 1-64 of A-Z a-z 0-9 . _ @ -")
+        names[attr] = value
+    return TeamIdentity(user=names["user"], machine=names["machine"])
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
+
+
+def _host() -> str:
+    # The short host name: `laptop`, not `laptop.corp.example.com` (one label per machine either way).
+    return (socket.gethostname() or "unknown").split(".", 1)[0]

@@ -122,6 +122,7 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
             env=settings.env,
             instance_id=ledger.instance_id(),
             ledger_path=ledger.path,
+            team=settings.team,
         )
         rescan_s = settings.rescan_s
         if http is not None:

@@ -44,6 +44,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 
 from bridge import __version__
+from bridge.config import TeamIdentity
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
 from bridge.series import (
@@ -100,6 +101,47 @@ class _Snapshot:
         return self.starts.get(series_key(metric, attrs_of(attrs)))
 
 
+# The OTLP exporters' own loggers: their error line is the only place the SDK names the status of a refused export.
+_SDK_EXPORT_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+)
+_REFUSED = re.compile(r"UNAUTHENTICATED|PERMISSION_DENIED|code: 40[13]\b")
+
+
+class _SdkErrors(logging.Filter):
+    """Keeps the SDK exporter's last error line of this thread, so the wrapper can say in its one line
+    why an export failed (a refused token above all). The SDK's own line is dropped unless debugging
+    (``tokenbridge --debug`` shows it). Installed first on the logger: the SDK's duplicate filter
+    would otherwise hide a repeated refusal from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self._local.last = record.getMessage()
+        return log.isEnabledFor(logging.DEBUG)
+
+    def take(self) -> str:
+        last: str = getattr(self._local, "last", "")
+        self._local.last = ""
+        return last
+
+
+_sdk_errors = _SdkErrors()
+
+
+def _capture_sdk_errors() -> None:
+    for name in _SDK_EXPORT_LOGGERS:
+        logger = logging.getLogger(name)
+        if _sdk_errors not in logger.filters:
+            logger.filters.insert(0, _sdk_errors)
+        if logger.getEffectiveLevel() > logging.ERROR:
+            logger.setLevel(logging.ERROR)  # the CLI silences "opentelemetry"; the filter still drops the line
+
+
 class _StableStartExporter(MetricExporter):
     """Wraps the OTLP exporter: stable start times, and one clear line when delivery fails."""
 
@@ -143,6 +185,7 @@ class _StableStartExporter(MetricExporter):
                     sm.metrics[i] = replace(metric, data=data)  # type: ignore[index]
 
     def _send(self, metrics_data: MetricsData, timeout_millis: float) -> MetricExportResult:
+        _sdk_errors.take()
         try:
             result = self._inner.export(metrics_data, timeout_millis=timeout_millis)
         except Exception as exc:  # the SDK must never take the bridge down
@@ -152,6 +195,14 @@ class _StableStartExporter(MetricExporter):
             result = MetricExportResult.FAILURE
         if result is MetricExportResult.SUCCESS:
             self.successes += 1
+        elif _REFUSED.search(_sdk_errors.take()):
+            self.failures += 1
+            log.warning(
+                "collector at %s refused the credentials (401 Unauthenticated / 403): check the token in "
+                "OTEL_EXPORTER_OTLP_HEADERS (not shown); the ledger keeps every total and the next accepted export "
+                "carries them",
+                self._target,
+            )
         else:
             self.failures += 1
             log.warning(
@@ -256,10 +307,16 @@ def _otlp_exporter(env: dict[str, str]) -> tuple[MetricExporter, str]:
     return Http(endpoint=endpoint, preferred_temporality=_CUMULATIVE), _redact(endpoint)
 
 
-def bridge_resource(env: dict[str, str], instance_id: str | None) -> Resource:
+def bridge_resource(env: dict[str, str], instance_id: str | None, team: TeamIdentity | None = None) -> Resource:
     """The OTLP resource of the bridge's series (its ``service.name`` and ``service.instance.id``
-    become the ``job`` and ``instance`` labels: the backfill writes the same ones)."""
+    become the ``job`` and ``instance`` labels: the backfill writes the same ones). In team mode it
+    also carries ``user`` and ``machine``, which the team collector puts on every point (replacing
+    ``user`` with the user of the token); the series in the ledger stay the same, so turning team
+    mode on or off starts no new ledger series."""
     attrs = {"service.name": "tokenbridge", "service.version": __version__}
+    if team is not None:
+        attrs["user"] = team.user
+        attrs["machine"] = team.machine
     user_attrs = env.get("OTEL_RESOURCE_ATTRIBUTES", "")
     if instance_id and "service.instance.id=" not in user_attrs.replace(" ", ""):
         # The SDK would draw a random service.instance.id per process; it becomes the
@@ -284,6 +341,7 @@ class BridgeExporter:
         env: dict[str, str] | None = None,
         instance_id: str | None = None,
         ledger_path: Path | None = None,
+        team: TeamIdentity | None = None,
     ) -> None:
         env = dict(os.environ) if env is None else env
         self.include_session_id = include_session_id
@@ -296,6 +354,7 @@ class BridgeExporter:
         readers: list[MetricReader] = []
         if otlp:
             inner, target = _otlp_exporter(env)
+            _capture_sdk_errors()
             self.otlp = _StableStartExporter(inner, self, target)
             self.target = target
             readers.append(PeriodicExportingMetricReader(self.otlp, export_interval_millis=interval_s * 1000))
@@ -311,7 +370,7 @@ class BridgeExporter:
                 ) from exc
             readers.append(PrometheusMetricReader())
             log.info("serving Prometheus metrics on http://%s:%d/metrics", prometheus_host, prometheus_port)
-        resource = bridge_resource(env, instance_id)
+        resource = bridge_resource(env, instance_id, team)
         self.provider = MeterProvider(resource=resource, metric_readers=readers)
         meter = self.provider.get_meter("tokenbridge", __version__)
         meter.create_observable_counter(

@@ -175,3 +175,24 @@ tb_team_native_active() {
 tb_victoriametrics_flags() {
   printf '%s\n' "-retentionPeriod=${VICTORIAMETRICS_RETENTION:-400d}"
 }
+
+# The collector cache key (12 hex chars): the manifest plus the source of every local module it names with
+# `path: ./dir` (relative to the manifest; test files excluded), so editing collector/teamauth rebuilds. A manifest
+# without local modules keys on its own hash alone.
+tb_otelcol_key() {
+  local manifest="$1" dir p f
+  dir="$(cd "$(dirname "$manifest")" && pwd)"
+  local paths=()
+  while IFS= read -r p; do
+    [[ -n "$p" ]] || continue
+    [[ "$p" == /* ]] || p="$dir/${p#./}"
+    [[ -d "$p" ]] || tb_die "local module $p named in $manifest not found"
+    paths+=("$p")
+  done < <(sed -n 's/^[[:space:]]*path:[[:space:]]*\([^[:space:]#]*\).*$/\1/p' "$manifest")
+  {
+    cat "$manifest"
+    for p in ${paths[@]+"${paths[@]}"}; do
+      (cd "$p" && find . -type f ! -name '*_test.go' | LC_ALL=C sort | while IFS= read -r f; do echo "$f"; cat "$f"; done)
+    done
+  } | tb_sha
+}

@@ -15,21 +15,7 @@ version="$(sed -n 's/^[[:space:]]*version:[[:space:]]*\([0-9][0-9.]*\)[[:space:]
 name="$(sed -n 's/^[[:space:]]*name:[[:space:]]*\([A-Za-z0-9_.-]*\)[[:space:]]*$/\1/p' "$manifest" | head -n1)"
 [[ -n "$name" ]] || tb_die "no dist.name in $manifest"
 manifest_dir="$(cd "$(dirname "$manifest")" && pwd)"
-# Local modules (`path: ./dir`, relative to the manifest): their source is part of the cache key, and ocb gets
-# absolute paths because it runs in a temporary directory.
-local_paths=()
-while IFS= read -r p; do
-  [[ -n "$p" ]] || continue
-  [[ "$p" == /* ]] || p="$manifest_dir/${p#./}"
-  [[ -d "$p" ]] || tb_die "local module $p named in $manifest not found"
-  local_paths+=("$p")
-done < <(sed -n 's/^[[:space:]]*path:[[:space:]]*\([^[:space:]#]*\).*$/\1/p' "$manifest")
-key="$({
-  cat "$manifest"
-  for p in ${local_paths[@]+"${local_paths[@]}"}; do
-    (cd "$p" && find . -type f ! -name '*_test.go' | LC_ALL=C sort | while IFS= read -r f; do echo "$f"; cat "$f"; done)
-  done
-} | tb_sha)"
+key="$(tb_otelcol_key "$manifest")" || exit 1
 outdir="$TB_CACHE_DIR/bin/otelcol-$version-$key"
 bin="$outdir/$name"
 

@@ -6,13 +6,15 @@
 #   otherwise               -> native processes with pids, logs and data under $TOKENBRIDGE_TEAM_DIR
 #                              (default ~/.local/state/tokenbridge/team)
 # Usage: scripts/team-server.sh start|stop [--native]
-# Needs TOKENBRIDGE_TEAM_TOKENS_FILE (user:token lines). TLS: TOKENBRIDGE_TEAM_TLS_CERT_FILE + _KEY_FILE.
+# Native needs TOKENBRIDGE_TEAM_TOKENS_FILE (user:token lines); TLS: TOKENBRIDGE_TEAM_TLS_CERT_FILE + _KEY_FILE.
+# Docker reads $TOKENBRIDGE_TEAM_CONFIG_DIR/tokens (default ./team/tokens); TLS: docs/team.md.
 set -euo pipefail
 # shellcheck source=scripts/_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 tb_defaults
 tb_team_defaults
 # The native helpers (pid files, logs) work under TOKENBRIDGE_NATIVE_DIR: point them at the team's own dir.
+# shellcheck disable=SC2034  # read by tb_pidfile / tb_logfile in _lib.sh
 TOKENBRIDGE_NATIVE_DIR="$TOKENBRIDGE_TEAM_DIR"
 
 action="${1:-}"; shift || true
@@ -69,7 +71,13 @@ if [[ $force_native == 0 ]] && ! tb_team_native_active && tb_have_docker; then
     (cd "$TB_ROOT" && docker compose --profile team stop team-grafana team-collector victoriametrics)
     exit 0
   fi
-  check_tokens_file
+  confdir="${TOKENBRIDGE_TEAM_CONFIG_DIR:-./team}"
+  [[ "$confdir" == /* ]] || confdir="$TB_ROOT/${confdir#./}"
+  [[ -f "$confdir/tokens" ]] || tb_die "Docker team server: $confdir/tokens not found (user:token lines; the directory is TOKENBRIDGE_TEAM_CONFIG_DIR, default ./team; docs/team.md)"
+  if [[ "${TOKENBRIDGE_TEAM_EXTRA_CONFIG:-}" == /etc/otelcol/tls.yml ]]; then
+    [[ -f "$confdir/tls/cert.pem" && -f "$confdir/tls/key.pem" ]] || tb_die "TLS on (TOKENBRIDGE_TEAM_EXTRA_CONFIG) but $confdir/tls/cert.pem or key.pem is missing"
+  fi
+  [[ -n "${GRAFANA_ADMIN_PASSWORD:-}" ]] || tb_die "GRAFANA_ADMIN_PASSWORD is not set in $TB_ROOT/.env (run scripts/init.sh)"
   (cd "$TB_ROOT" && docker compose --profile team up -d --build team-collector victoriametrics team-grafana)
   echo "tokenbridge team server started with Docker Compose."
   echo "  OTLP (tokens)    grpc $TEAM_BIND:$TEAM_OTLP_GRPC_PORT, http $TEAM_BIND:$TEAM_OTLP_HTTP_PORT"
@@ -160,6 +168,7 @@ if [[ -n "${GRAFANA_HOME:-}" && -x "${GRAFANA_HOME}/bin/grafana" ]]; then
   rm -rf "$prov"; mkdir -p "$prov"
   cp -R "$TB_ROOT/grafana/provisioning-team/." "$prov/"
   sed -i "s|/var/lib/grafana/dashboards/tokenbridge|$TB_ROOT/grafana/dashboards|" "$prov/dashboards/tokenbridge.yml"
+  sed -i "s|/var/lib/grafana/dashboards/team|$TB_ROOT/grafana/dashboards-team|" "$prov/dashboards/team.yml"
   TOKENBRIDGE_GRAFANA_VICTORIAMETRICS_URL="http://127.0.0.1:$VICTORIAMETRICS_PORT" \
   GF_PATHS_DATA="$TOKENBRIDGE_TEAM_DIR/grafana/data" GF_PATHS_LOGS="$TOKENBRIDGE_TEAM_DIR/logs" \
   GF_PATHS_PROVISIONING="$prov" GF_SERVER_HTTP_ADDR="$TOKENBRIDGE_BIND" GF_SERVER_HTTP_PORT="$TEAM_GRAFANA_PORT" \

@@ -118,19 +118,22 @@ def logs_request(
     )
 
 
-def send_http(url: str, request: Any) -> int:
+def send_http(url: str, request: Any, headers: dict[str, str] | None = None) -> int:
     """POST an ExportLogsServiceRequest as http/protobuf to `url` (…/v1/logs); return the HTTP status."""
     req = urllib.request.Request(
-        url, data=request.SerializeToString(), headers={"Content-Type": "application/x-protobuf"}, method="POST"
+        url,
+        data=request.SerializeToString(),
+        headers={"Content-Type": "application/x-protobuf", **(headers or {})},
+        method="POST",
     )
     with urllib.request.urlopen(req, timeout=10) as r:
         return int(r.status)
 
 
-def send_grpc(endpoint: str, request: Any) -> None:
+def send_grpc(endpoint: str, request: Any, metadata: list[tuple[str, str]] | None = None) -> None:
     """Export an ExportLogsServiceRequest over gRPC to host:port."""
     import grpc
     from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as lsg
 
     with grpc.insecure_channel(endpoint) as ch:
-        lsg.LogsServiceStub(ch).Export(request, timeout=10)
+        lsg.LogsServiceStub(ch).Export(request, timeout=10, metadata=metadata)

@@ -34,7 +34,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _BIN_CACHE: dict[str, str] = {}
 
 
-def _binary(env_var: str, script: str) -> str:
+def _binary(env_var: str, script: str, script_env: dict[str, str] | None = None) -> str:
     if env_var in _BIN_CACHE:
         return _BIN_CACHE[env_var]
     path = os.environ.get(env_var)
@@ -44,7 +44,13 @@ def _binary(env_var: str, script: str) -> str:
     else:
         if shutil.which("go") is None and not IN_CI:
             pytest.skip(f"{env_var} unset and Go missing: cannot build it (never skipped in CI)")
-        proc = subprocess.run([str(REPO / "scripts" / script)], capture_output=True, text=True, timeout=3600)
+        proc = subprocess.run(
+            [str(REPO / "scripts" / script)],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            env={**os.environ, **(script_env or {})},
+        )
         if proc.returncode != 0:
             pytest.fail(f"scripts/{script} failed:\n{proc.stderr[-4000:]}")
         path = proc.stdout.strip().splitlines()[-1]
@@ -62,6 +68,16 @@ def prometheus_bin() -> str:
 
 def alertmanager_bin() -> str:
     return _binary("TOKENBRIDGE_ALERTMANAGER_BIN", "build-alertmanager.sh")
+
+
+def team_otelcol_bin() -> str:
+    """The team collector (otelcol-team-builder.yaml: the personal one plus collector/teamauth)."""
+    manifest = str(REPO / "otelcol-team-builder.yaml")
+    return _binary("TOKENBRIDGE_TEAM_OTELCOL_BIN", "build-collector.sh", {"TOKENBRIDGE_OTELCOL_MANIFEST": manifest})
+
+
+def victoriametrics_bin() -> str:
+    return _binary("TOKENBRIDGE_VICTORIAMETRICS_BIN", "build-victoriametrics.sh")
 
 
 def promtool_bin() -> str:

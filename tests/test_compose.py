@@ -11,6 +11,7 @@ import yaml
 from tests._stack import REPO, collector_env, compose, otelcol_bin, promtool_bin
 
 SERVICES = {"otel-collector", "prometheus", "grafana", "tokenbridge", "alertmanager"}
+TEAM_SERVICES = {"team-collector", "victoriametrics", "team-grafana"}  # profile `team` (docs/team.md)
 
 
 def _manifest() -> dict:
@@ -25,13 +26,19 @@ def _lib_var(name: str) -> str:
 
 def test_services_and_pinned_images():
     c = compose()
-    assert set(c["services"]) == SERVICES
+    assert set(c["services"]) == SERVICES | TEAM_SERVICES
+    profiled = {n for n, svc in c["services"].items() if "profiles" in svc}
+    assert profiled == TEAM_SERVICES  # `docker compose up` alone starts the personal stack only
+    assert all(c["services"][n]["profiles"] == ["team"] for n in TEAM_SERVICES)
     images = {n: s.get("image") for n, s in c["services"].items()}
     assert images["otel-collector"] == f"otel/opentelemetry-collector-contrib:{_manifest()['dist']['version']}"
     assert images["prometheus"] == f"prom/prometheus:v{_lib_var('TB_PROMETHEUS_VERSION')}"
     assert images["alertmanager"] == f"prom/alertmanager:v{_lib_var('TB_ALERTMANAGER_VERSION')}"
     assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", images["grafana"])
     assert c["services"]["tokenbridge"]["build"] == "."
+    assert images["victoriametrics"] == f"victoriametrics/victoria-metrics:v{_lib_var('TB_VICTORIAMETRICS_VERSION')}"
+    assert images["team-grafana"] == images["grafana"]
+    assert c["services"]["team-collector"]["build"] == {"context": ".", "dockerfile": "Dockerfile.collector"}
     for img in images.values():
         assert not img.endswith(":latest")
 
@@ -104,7 +111,14 @@ def test_ports_bound_to_loopback_by_default_and_configurable():
 
 def test_volumes_retention_healthchecks_and_password():
     c = compose()
-    assert set(c["volumes"]) == {"prometheus_data", "grafana_data", "tokenbridge_state", "alertmanager_data"}
+    assert set(c["volumes"]) == {
+        "prometheus_data",
+        "grafana_data",
+        "tokenbridge_state",
+        "alertmanager_data",
+        "victoriametrics_data",
+        "team_grafana_data",
+    }
     s = c["services"]
     assert "prometheus_data:/prometheus" in s["prometheus"]["volumes"]
     assert "grafana_data:/var/lib/grafana" in s["grafana"]["volumes"]
@@ -245,3 +259,105 @@ def test_alertmanager_receives_prometheus_alerts_and_reads_its_generated_config(
     # The generated config holds the webhook URL: never committed.
     assert "alertmanager/alertmanager.yml" in (REPO / ".gitignore").read_text().split()
     assert (REPO / "alertmanager/templates/tokenbridge.tmpl").is_file()
+
+
+# ------------------------------------------------------------------ team mode (central side)
+
+
+def test_team_manifest_is_the_personal_one_plus_teamauth():
+    personal = _manifest()
+    team = yaml.safe_load((REPO / "otelcol-team-builder.yaml").read_text())
+    assert team["dist"]["version"] == personal["dist"]["version"]
+    assert team["dist"]["name"] == "otelcol-tokenbridge-team"
+    for kind in ("receivers", "processors", "exporters", "connectors", "providers"):
+        assert team[kind] == personal[kind], kind
+    extra = [e for e in team["extensions"] if e not in personal["extensions"]]
+    assert extra == [
+        {"gomod": "github.com/tokenbridge/tokenbridge/collector/teamauth v0.1.0", "path": "./collector/teamauth"}
+    ]
+    gomod = (REPO / "collector/teamauth/go.mod").read_text()
+    assert gomod.startswith("module github.com/tokenbridge/tokenbridge/collector/teamauth\n")
+    # The Docker image builds the same manifest with the same ocb.
+    dockerfile = (REPO / "Dockerfile.collector").read_text()
+    assert f"ARG OCB_VERSION={_lib_var('TB_OCB_VERSION')}" in dockerfile
+    assert "COPY otelcol-team-builder.yaml" in dockerfile and "COPY collector ./collector" in dockerfile
+    ignore = (REPO / "Dockerfile.collector.dockerignore").read_text().split()
+    assert ignore[ignore.index("*") :][:3] == ["*", "!otelcol-team-builder.yaml", "!collector"]
+
+
+def test_team_collector_requires_a_token_on_both_receivers_and_stamps_the_user_first():
+    cfg = yaml.safe_load((REPO / "otel-collector-team.yml").read_text())
+    for proto in ("grpc", "http"):
+        assert cfg["receivers"]["otlp"]["protocols"][proto]["auth"] == {"authenticator": "teamauth"}
+    assert "teamauth" in cfg["service"]["extensions"]
+    assert cfg["processors"]["resource/team_user"]["attributes"] == [
+        {"key": "user", "action": "delete"},
+        {"key": "user", "from_context": "auth.user", "action": "insert"},
+    ]
+    pipes = cfg["service"]["pipelines"]
+    # Stamped before anything that could drop the request's context (batch) and before any other processor.
+    assert pipes["metrics"]["processors"][:3] == ["memory_limiter", "resource/team_user", "transform/team_labels"]
+    assert pipes["logs"]["processors"][:2] == ["memory_limiter", "resource/team_user"]
+    assert pipes["metrics/events"]["receivers"] == ["signal_to_metrics"]
+    assert "prometheus" not in cfg["exporters"]  # the team server writes to VictoriaMetrics only
+    rw = cfg["exporters"]["prometheus_remote_write"]
+    assert rw["max_batch_request_parallelism"] == 1  # one request at a time: samples in order
+    assert rw["resource_to_telemetry_conversion"] == {"enabled": False}
+
+
+def test_team_collector_config_validates_with_and_without_tls(tmp_path):
+    from tests._stack import team_otelcol_bin
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("alice:alice-0123456789abcdef\n")
+    env = {"PATH": "/usr/bin:/bin", "TOKENBRIDGE_TEAM_TOKENS_FILE": str(tokens)}
+    base = f"--config={REPO / 'otel-collector-team.yml'}"
+    tls = f"--config={REPO / 'otel-collector-team-tls.yml'}"
+    tls_env = {"TOKENBRIDGE_TEAM_TLS_CERT_FILE": "/c.pem", "TOKENBRIDGE_TEAM_TLS_KEY_FILE": "/k.pem"}
+    for argv, extra in (([base], {}), ([base, base], {}), ([base, tls], tls_env)):
+        proc = subprocess.run(
+            [team_otelcol_bin(), "validate", *argv], capture_output=True, text=True, env={**env, **extra}
+        )
+        assert proc.returncode == 0, proc.stderr
+    # The personal collector lacks teamauth: the team config is refused there (the validation is real).
+    proc = subprocess.run([otelcol_bin(), "validate", base], capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and "teamauth" in proc.stderr
+
+
+def test_team_services_mount_what_they_read():
+    s = compose()["services"]
+    col = s["team-collector"]
+    assert "${TOKENBRIDGE_TEAM_CONFIG_DIR:-./team}:/etc/tokenbridge-team:ro" in col["volumes"]
+    assert col["environment"]["TOKENBRIDGE_TEAM_TOKENS_FILE"] == "/etc/tokenbridge-team/tokens"
+    assert col["environment"]["TOKENBRIDGE_TEAM_REMOTE_WRITE_URL"] == "http://victoriametrics:8428/api/v1/write"
+    assert set(col["ports"]) == {
+        "${TEAM_BIND:-0.0.0.0}:${TEAM_OTLP_GRPC_PORT:-4317}:4317",
+        "${TEAM_BIND:-0.0.0.0}:${TEAM_OTLP_HTTP_PORT:-4318}:4318",
+        "${TOKENBRIDGE_BIND:-127.0.0.1}:${TEAM_OTELCOL_HEALTH_PORT:-13134}:13133",
+    }
+    vm = s["victoriametrics"]
+    assert "victoriametrics_data:/storage" in vm["volumes"]
+    assert vm["ports"] == ["${TOKENBRIDGE_BIND:-127.0.0.1}:${VICTORIAMETRICS_PORT:-8428}:8428"]
+    graf = s["team-grafana"]
+    assert "./grafana/provisioning-team:/etc/grafana/provisioning:ro" in graf["volumes"]
+    assert graf["environment"]["TOKENBRIDGE_GRAFANA_VICTORIAMETRICS_URL"] == "http://victoriametrics:8428"
+    ds = yaml.safe_load((REPO / "grafana/provisioning-team/datasources/victoriametrics.yml").read_text())
+    (source,) = ds["datasources"]
+    # The personal dashboards reference this uid: they run unchanged on the team's data.
+    assert (source["uid"], source["url"]) == ("tokenbridge-prometheus", "${TOKENBRIDGE_GRAFANA_VICTORIAMETRICS_URL}")
+
+
+def test_native_victoriametrics_flags_match_compose():
+    proc = subprocess.run(
+        ["bash", "-c", f"source {REPO / 'scripts/_lib.sh'}; tb_victoriametrics_flags"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "VICTORIAMETRICS_RETENTION": "400d"},
+    )
+    shipped = [
+        re.sub(r"\$\{VICTORIAMETRICS_RETENTION:-([^}]*)\}", r"\1", a)
+        for a in compose()["services"]["victoriametrics"]["command"]
+        if not a.startswith(("-storageDataPath", "-httpListenAddr"))
+    ]
+    assert proc.stdout.split() == shipped

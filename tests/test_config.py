@@ -76,3 +76,46 @@ def test_interval_bounds_are_inclusive(tmp_path):
     assert (s.interval_s, s.rescan_s) == (0.1, 86400.0)
     s = load({}, config=write(tmp_path, "[export]\ninterval_seconds = 86400\n"))
     assert s.interval_s == 86400.0
+
+
+# ------------------------------------------------------------------ team mode
+
+
+def test_team_mode_is_off_unless_asked(tmp_path):
+    assert load({"TOKENBRIDGE_USER": "alice"}, config=tmp_path / "absent.toml").team is None
+    cfg = write(tmp_path, "[team]\nenabled = true\n")
+    assert load({"TOKENBRIDGE_TEAM": "0"}, config=cfg).team is None
+
+
+def test_team_names_default_to_the_login_and_the_short_host_name(tmp_path, monkeypatch):
+    import getpass
+    import socket
+
+    monkeypatch.setattr(getpass, "getuser", lambda: "jdoe")
+    monkeypatch.setattr(socket, "gethostname", lambda: "laptop-7.corp.example.com")
+    team = load({"TOKENBRIDGE_TEAM": "1"}, config=tmp_path / "absent.toml").team
+    assert team is not None and (team.user, team.machine) == ("jdoe", "laptop-7")
+
+
+def test_team_names_environment_over_file(tmp_path):
+    cfg = write(tmp_path, '[team]\nenabled = true\nuser = "ann"\nmachine = "box-1"\n')
+    team = load({}, config=cfg).team
+    assert team is not None and (team.user, team.machine) == ("ann", "box-1")
+    team = load({"TOKENBRIDGE_USER": "bo.b@eng", "TOKENBRIDGE_MACHINE": "ci_2"}, config=cfg).team
+    assert team is not None and (team.user, team.machine) == ("bo.b@eng", "ci_2")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "key"),
+    [
+        ("", {"TOKENBRIDGE_TEAM": "1", "TOKENBRIDGE_USER": "a b"}, "TOKENBRIDGE_USER"),
+        ("", {"TOKENBRIDGE_TEAM": "1", "TOKENBRIDGE_MACHINE": "x" * 65}, "TOKENBRIDGE_MACHINE"),
+        ("", {"TOKENBRIDGE_TEAM": "yes please"}, "TOKENBRIDGE_TEAM"),
+        ('[team]\nenabled = true\nuser = "-x"\n', {}, "config.toml: team.user"),
+        ("[team]\nenabled = 1\n", {}, "config.toml: team.enabled"),
+    ],
+)
+def test_bad_team_names_name_the_key(tmp_path, text, env, key):
+    with pytest.raises(ConfigError) as err:
+        load(env, config=write(tmp_path, text))
+    assert err.value.key.endswith(key)

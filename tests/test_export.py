@@ -459,3 +459,22 @@ def test_ambiguous_endpoint_is_redacted_whole_rather_than_guessed(endpoint):
 
     out = _redact(endpoint)
     assert "hunt" not in out and "er2" not in out and "user" not in out
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_team_mode_sends_user_and_machine_on_the_resource_and_keeps_the_series(protocol, claude_home, cli_env):
+    write_history(claude_home)
+    with running_sink(protocol) as sink:
+        env = {**cli_env, **sink.env()}
+        assert sync(env)[0] == 0
+        personal = sink.latest()
+        team_env = {**env, "TOKENBRIDGE_TEAM": "1", "TOKENBRIDGE_USER": "ann", "TOKENBRIDGE_MACHINE": "box-1"}
+        code, _out, err = sync(team_env)
+        assert code == 0, err
+        team = sink.latest()
+    assert {(p.resource.get("user"), p.resource.get("machine")) for p in personal.values()} == {(None, None)}
+    assert {(p.resource["user"], p.resource["machine"]) for p in team.values()} == {("ann", "box-1")}
+    # Same series, same values, same start times: team mode only adds resource attributes.
+    assert {k: (p.value, p.start_ns) for k, p in team.items()} == {
+        k: (p.value, p.start_ns) for k, p in personal.items()
+    }

@@ -110,6 +110,56 @@ def test_build_collector_is_cached_by_version_and_manifest_hash():
         assert re.search(rf"\b{c}\b", comps), c
 
 
+def _otelcol_key(manifest: Path) -> str:
+    proc = subprocess.run(
+        ["bash", "-c", f'source {REPO / "scripts/_lib.sh"}; tb_otelcol_key "$1"', "key", str(manifest)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_team_collector_cache_key_covers_the_local_teamauth_source(tmp_path):
+    # A manifest without local modules keeps its old key: the sha of the manifest alone.
+    personal = REPO / "otelcol-builder.yaml"
+    assert _otelcol_key(personal) == hashlib.sha256(personal.read_bytes()).hexdigest()[:12]
+    shutil.copy(REPO / "otelcol-team-builder.yaml", tmp_path)
+    shutil.copytree(REPO / "collector", tmp_path / "collector")
+    manifest = tmp_path / "otelcol-team-builder.yaml"
+    key = _otelcol_key(manifest)
+    assert key == _otelcol_key(REPO / "otelcol-team-builder.yaml")  # location-independent
+    test_file = tmp_path / "collector/teamauth/extension_test.go"
+    test_file.write_text(test_file.read_text() + "\n// a test-only edit\n")
+    assert _otelcol_key(manifest) == key  # tests are not built into the binary
+    src = tmp_path / "collector/teamauth/tokens.go"
+    src.write_text(src.read_text().replace("minTokenLen = 16", "minTokenLen = 20"))
+    assert _otelcol_key(manifest) != key  # an edit of the extension rebuilds the collector
+    shutil.rmtree(tmp_path / "collector")
+    proc = subprocess.run(
+        ["bash", "-c", f'source {REPO / "scripts/_lib.sh"}; tb_otelcol_key "$1"', "key", str(manifest)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "local module" in proc.stderr and "not found" in proc.stderr
+
+
+def test_team_collector_is_cached_and_has_teamauth():
+    from tests._stack import team_otelcol_bin
+
+    if os.environ.get("TOKENBRIDGE_TEAM_OTELCOL_BIN") is None:
+        team_otelcol_bin()
+    path, secs, log = _build(
+        "build-collector.sh", {"TOKENBRIDGE_OTELCOL_MANIFEST": str(REPO / "otelcol-team-builder.yaml")}
+    )
+    key = _otelcol_key(REPO / "otelcol-team-builder.yaml")
+    assert path.endswith(f"/otelcol-0.159.0-{key}/otelcol-tokenbridge-team")
+    assert "cached" in log and secs < 10
+    comps = subprocess.run([path, "components"], capture_output=True, text=True, check=True).stdout
+    for c in ("teamauth", "otlp", "prometheus_remote_write", "resource", "transform", "signal_to_metrics"):
+        assert re.search(rf"\b{c}\b", comps), c
+
+
 def test_build_prometheus_is_cached_and_is_the_pinned_release():
     if os.environ.get("TOKENBRIDGE_PROMETHEUS_BIN") is None:
         prometheus_bin()

@@ -198,3 +198,85 @@ def test_sh_without_bash_or_zsh_is_refused():
     )
     assert "needs bash or zsh" in proc.stderr
     assert "CLAUDE_CODE_ENABLE_TELEMETRY" not in proc.stdout
+
+
+# ------------------------------------------------------------------ --team (docs/team.md)
+
+TEAM_TOKEN = "tb-team-7c1d9e2f4a6b"  # must never be printed
+TEAM_VARS = (*VARS, "OTEL_EXPORTER_OTLP_HEADERS", "TOKENBRIDGE_TEAM")
+
+
+def _team_vars(shell: str, source_cmd: str, **env: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    proc = _run(shell, f"{source_cmd}; rc=$?; echo __RC=$rc; env", **env)
+    out = {}
+    for line in proc.stdout.splitlines():
+        k, _, v = line.partition("=")
+        if k in TEAM_VARS or k == "__RC":
+            out[k] = v
+    return proc, out
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_team_points_at_the_central_collector_with_the_token_never_printed(shell, tmp_path):
+    token_file = tmp_path / "team-token"
+    token_file.write_text(TEAM_TOKEN + "\n")
+    env = {
+        "TOKENBRIDGE_TEAM_TOKEN_FILE": str(token_file),
+        "TOKENBRIDGE_USER": "ann",
+        "TOKENBRIDGE_MACHINE": "box-1.lan",
+    }
+    proc, v = _team_vars(shell, f"source {TELEMETRY} --team --host=team.example --tls", **env)
+    assert v["__RC"] == "0", proc.stderr
+    assert v["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://team.example:4318"
+    assert v["OTEL_EXPORTER_OTLP_HEADERS"] == f"Authorization=Bearer%20{TEAM_TOKEN}"
+    assert v["TOKENBRIDGE_TEAM"] == "1"
+    assert v["OTEL_RESOURCE_ATTRIBUTES"].endswith(",user=ann,machine=box-1")
+    printed = proc.stdout.split("__RC=")[0] + proc.stderr
+    assert TEAM_TOKEN not in printed and "otelHeadersHelper" in printed
+    proc, v = _team_vars(
+        shell, f"source {TELEMETRY} --team --host=team.example --protocol=grpc", TEAM_OTLP_GRPC_PORT="5317", **env
+    )
+    assert v["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://team.example:5317"
+    # Sourcing twice keeps one user= and machine=; --unset removes what --team set.
+    _, v = _team_vars(
+        shell, f"source {TELEMETRY} --team --host=h >/dev/null; source {TELEMETRY} --team --host=h >/dev/null", **env
+    )
+    assert v["OTEL_RESOURCE_ATTRIBUTES"].count("user=") == 1
+    _, v = _team_vars(shell, f"source {TELEMETRY} --team --host=h >/dev/null; source {TELEMETRY} --unset", **env)
+    assert v == {"__RC": "0"}
+
+
+@pytest.mark.parametrize(
+    ("args", "token", "message"),
+    [
+        ("--team", TEAM_TOKEN, "--team needs --host"),
+        ("--team --host=h", None, "is not readable"),
+        ("--team --host=h", "", "is empty"),
+        ("--team --host=h", "bad,token" + TEAM_TOKEN, "characters a header cannot carry"),
+    ],
+)
+def test_team_problems_fail_without_setting_anything(tmp_path, args, token, message):
+    token_file = tmp_path / "team-token"
+    if token is not None:
+        token_file.write_text(token)
+    proc, v = _team_vars("bash", f"source {TELEMETRY} {args}", TOKENBRIDGE_TEAM_TOKEN_FILE=str(token_file))
+    assert v == {"__RC": "2"}
+    assert message in proc.stderr and TEAM_TOKEN not in proc.stdout.split("__RC=")[0] + proc.stderr
+
+
+def test_headers_helper_prints_the_current_token_as_json(tmp_path):
+    import json
+
+    token_file = tmp_path / "team-token"
+    helper = REPO / "scripts" / "team-headers.sh"
+    for token in (TEAM_TOKEN, TEAM_TOKEN + "-rotated"):
+        token_file.write_text(token + "\n")
+        r = subprocess.run(
+            [str(helper)], capture_output=True, text=True, env=_clean_env(TOKENBRIDGE_TEAM_TOKEN_FILE=str(token_file))
+        )
+        assert r.returncode == 0 and json.loads(r.stdout) == {"Authorization": f"Bearer {token}"}
+    token_file.write_text("has space" + TEAM_TOKEN)
+    r = subprocess.run(
+        [str(helper)], capture_output=True, text=True, env=_clean_env(TOKENBRIDGE_TEAM_TOKEN_FILE=str(token_file))
+    )
+    assert r.returncode == 1 and TEAM_TOKEN not in r.stdout + r.stderr

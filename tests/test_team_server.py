@@ -1,0 +1,235 @@
+"""`./start.sh --team-server` / `scripts/stop.sh --team-server` in native mode (scripts/team-server.sh) with the
+real team collector and VictoriaMetrics on free ports: a bridge on another "machine" sends over plain HTTP and over
+TLS with the shipped overlay, and its total arrives exactly; bad setups fail with one line naming the thing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from bridge.ledger import Ledger
+from tests._stack import (
+    IN_CI,
+    REPO,
+    free_port,
+    http_get,
+    team_otelcol_bin,
+    victoriametrics_bin,
+    wait_until,
+    write_claude_home,
+)
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+TOKEN = "ann-5b7d9f1e3c2a4b6d8e0f"
+# The team server runs VictoriaMetrics with its production defaults, where a sample becomes visible to queries
+# about 30 s after it arrived (-search.latencyOffset): the test's queries ask for latency_offset=1ms.
+VISIBLE_S = 60
+
+
+def _openssl() -> str:
+    exe = shutil.which("openssl")
+    if exe is None:
+        if IN_CI:
+            pytest.fail("openssl not installed (apt-get install -y openssl)")
+        pytest.skip("openssl not installed (never skipped in CI)")
+    return exe
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    ports = {
+        k: str(free_port())
+        for k in (
+            "TEAM_OTLP_GRPC_PORT",
+            "TEAM_OTLP_HTTP_PORT",
+            "TEAM_OTELCOL_HEALTH_PORT",
+            "TEAM_OTELCOL_METRICS_PORT",
+            "VICTORIAMETRICS_PORT",
+            "TEAM_GRAFANA_PORT",
+        )
+    }
+    tokens = tmp_path / "team-tokens"
+    tokens.write_text(f"ann:{TOKEN}\n")
+    tokens.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENBRIDGE_", "GRAFANA_", "TEAM_"))}
+    env.update(ports)
+    env.update(
+        {
+            "TOKENBRIDGE_MODE": "native",
+            "TEAM_BIND": "127.0.0.1",
+            "TOKENBRIDGE_TEAM_DIR": str(tmp_path / "team"),
+            "TOKENBRIDGE_TEAM_TOKENS_FILE": str(tokens),
+            "TOKENBRIDGE_TEAM_OTELCOL_BIN": team_otelcol_bin(),
+            "TOKENBRIDGE_VICTORIAMETRICS_BIN": victoriametrics_bin(),
+        }
+    )
+
+    def run(*argv: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(a) for a in argv], capture_output=True, text=True, timeout=120, env={**env, **(extra or {})}
+        )
+
+    run.env = env  # type: ignore[attr-defined]
+    run.ports = ports  # type: ignore[attr-defined]
+    yield run
+    run(REPO / "scripts/stop.sh", "--team-server")
+
+
+def _vm_total(port: str, user: str) -> float | None:
+    q = urllib.parse.urlencode(
+        {
+            "query": f'sum(last_over_time(claude_code_token_usage_tokens_total{{user="{user}"}}[1h]))',
+            "latency_offset": "1ms",  # the smallest VictoriaMetrics accepts
+            "nocache": "1",
+        }
+    )
+    code, body = http_get(f"http://127.0.0.1:{port}/api/v1/query?{q}")
+    res = json.loads(body)["data"]["result"] if code == 200 else []
+    return float(res[0]["value"][1]) if res else None
+
+
+def _sync(tmp_path: Path, endpoint: str, protocol: str, extra: dict[str, str] | None = None) -> int:
+    home = write_claude_home(
+        tmp_path / "claude",
+        {"5e5e5e5e-0000-4000-8000-00000000000a": {"model": "claude-sonnet-4-5-20250929", "requests": [
+            {"input": 7, "output": 300, "cacheRead": 9000, "cacheCreation": 120},
+            {"input": 3, "output": 80, "cacheRead": 9500, "cacheCreation": 0},
+        ]}},
+        time.time() - 600,
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENBRIDGE_", "CLAUDE_"))}
+    env.update(
+        {
+            "CLAUDE_CONFIG_DIR": str(home),
+            "TOKENBRIDGE_STATE_DIR": str(tmp_path / "state"),
+            "TOKENBRIDGE_CONFIG": str(tmp_path / "none.toml"),
+            "TOKENBRIDGE_TEAM": "1",
+            "TOKENBRIDGE_MACHINE": "laptop-1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer%20{TOKEN}",
+            **(extra or {}),
+        }
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "sync", "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(REPO),
+    )
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert TOKEN not in r.stdout + r.stderr
+    with Ledger.open(tmp_path / "state") as led:
+        return sum(sum(t.tokens.values()) for t in led.totals())
+
+
+def test_team_server_native_lifecycle(server, tmp_path):
+    p = server.ports
+    start = server(REPO / "start.sh", "--team-server")
+    assert start.returncode == 0, start.stdout + start.stderr
+    out = start.stdout
+    for name in ("victoriametrics", "team-collector"):
+        assert f"  {name} started (pid " in out, name
+    assert f"grpc 127.0.0.1:{p['TEAM_OTLP_GRPC_PORT']}, http 127.0.0.1:{p['TEAM_OTLP_HTTP_PORT']}" in out
+    assert "no TLS" in out and "Grafana: not started" in out
+    again = server(REPO / "start.sh", "--team-server")
+    assert again.returncode == 0 and "already running" in again.stdout and " started (pid" not in again.stdout
+
+    total = _sync(tmp_path, f"http://127.0.0.1:{p['TEAM_OTLP_HTTP_PORT']}", "http/protobuf")
+    wait_until(
+        lambda: _vm_total(p["VICTORIAMETRICS_PORT"], "ann") == total, VISIBLE_S, "ann's total in VictoriaMetrics"
+    )
+
+    pids = [int(f.read_text().split()[0]) for f in (tmp_path / "team" / "run").glob("*.pid")]
+    assert len(pids) == 2
+    stop = server(REPO / "scripts/stop.sh", "--team-server")
+    assert stop.returncode == 0 and "stopped team-collector" in stop.stdout and "stopped victoriametrics" in stop.stdout
+    for pid in pids:
+        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 20, f"pid {pid} gone")
+    assert "nothing running" in server(REPO / "scripts/stop.sh", "--team-server").stdout
+
+
+def test_team_server_over_tls_with_the_shipped_overlay(server, tmp_path):
+    p = server.ports
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    gen = subprocess.run(
+        [_openssl(), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+    tls = {"TOKENBRIDGE_TEAM_TLS_CERT_FILE": str(cert), "TOKENBRIDGE_TEAM_TLS_KEY_FILE": str(key)}
+    start = server(REPO / "start.sh", "--team-server", extra=tls)
+    assert start.returncode == 0, start.stdout + start.stderr
+    assert "(bearer token per user, TLS)" in start.stdout and "no TLS" not in start.stdout
+    total = _sync(
+        tmp_path,
+        f"https://127.0.0.1:{p['TEAM_OTLP_GRPC_PORT']}",
+        "grpc",
+        {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(cert)},
+    )
+    wait_until(lambda: _vm_total(p["VICTORIAMETRICS_PORT"], "ann") == total, VISIBLE_S, "ann's total over TLS")
+    # Plain text to the TLS port is not accepted.
+    code = http_get(f"http://127.0.0.1:{p['TEAM_OTLP_HTTP_PORT']}/v1/metrics")[0]
+    assert code == 400
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"TOKENBRIDGE_TEAM_TOKENS_FILE": ""}, "TOKENBRIDGE_TEAM_TOKENS_FILE is not set"),
+        ({"TOKENBRIDGE_TEAM_TOKENS_FILE": "/nonexistent/tokens"}, "is not a readable file"),
+        ({"TOKENBRIDGE_TEAM_TLS_CERT_FILE": "/nonexistent/cert.pem"}, "TOKENBRIDGE_TEAM_TLS_CERT_FILE"),
+    ],
+)
+def test_team_server_setup_errors_name_the_setting(server, extra, message):
+    r = server(REPO / "start.sh", "--team-server", extra=extra)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+    assert "started (pid" not in r.stdout
+
+
+def test_team_server_starts_a_local_grafana_on_victoriametrics(server, tmp_path):
+    """GRAFANA_HOME=<unpacked Grafana>: the team server runs `bin/grafana server` with the VictoriaMetrics datasource
+    and both dashboard folders. A stand-in binary records what it was given (no Grafana server can be installed)."""
+    import yaml
+
+    gh = tmp_path / "grafana-home"
+    (gh / "bin").mkdir(parents=True)
+    record = tmp_path / "grafana-invocation.txt"
+    fake = gh / "bin" / "grafana"
+    fake.write_text(
+        f'#!/usr/bin/env bash\n{{ echo "ARGS $*"; env | grep -E "^(GF_|TOKENBRIDGE_GRAFANA)"; }} > {record}\n'
+        'exec -a "$0" sleep 300\n'
+    )
+    fake.chmod(0o755)
+    secret = "s3cret-team-grafana-pw"
+    start = server(
+        REPO / "start.sh", "--team-server", extra={"GRAFANA_HOME": str(gh), "GRAFANA_ADMIN_PASSWORD": secret}
+    )
+    assert start.returncode == 0, start.stdout + start.stderr
+    assert "  team-grafana started (pid " in start.stdout and secret not in start.stdout + start.stderr
+    wait_until(lambda: record.exists() and "GF_PATHS_PROVISIONING" in record.read_text(), 10, "the stand-in's env")
+    got = dict(line.split("=", 1) for line in record.read_text().splitlines()[1:])
+    assert got["TOKENBRIDGE_GRAFANA_VICTORIAMETRICS_URL"] == f"http://127.0.0.1:{server.ports['VICTORIAMETRICS_PORT']}"
+    assert got["GF_SERVER_HTTP_PORT"] == server.ports["TEAM_GRAFANA_PORT"]
+    prov = Path(got["GF_PATHS_PROVISIONING"])
+    ds = yaml.safe_load((prov / "datasources/victoriametrics.yml").read_text())["datasources"][0]
+    assert ds["uid"] == "tokenbridge-prometheus"
+    paths = {
+        yaml.safe_load((prov / f"dashboards/{f}.yml").read_text())["providers"][0]["options"]["path"]
+        for f in ("tokenbridge", "team")
+    }
+    assert paths == {str(REPO / "grafana/dashboards"), str(REPO / "grafana/dashboards-team")}
+    stop = server(REPO / "scripts/stop.sh", "--team-server")
+    assert "stopped team-grafana (pid" in stop.stdout
