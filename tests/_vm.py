@@ -1,7 +1,6 @@
 """A real VictoriaMetrics single-node on loopback for the team tests: start it, import known samples, query it.
 
-Binary: env TOKENBRIDGE_VICTORIAMETRICS_BIN, else scripts/build-victoriametrics.sh (cached), like the other binaries
-of tests/_stack.py (skipped without Go outside CI, never in CI).
+Binary: tests/_stack.victoriametrics_bin (env TOKENBRIDGE_VICTORIAMETRICS_BIN, else scripts/build-victoriametrics.sh).
 """
 
 from __future__ import annotations
@@ -11,11 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests._stack import Prometheus, _binary, free_port, http_get, spawn, wait_until
-
-
-def victoriametrics_bin() -> str:
-    return _binary("TOKENBRIDGE_VICTORIAMETRICS_BIN", "build-victoriametrics.sh")
+from tests._stack import Prometheus, free_port, http_get, spawn, victoriametrics_bin, wait_until
 
 
 @dataclass

@@ -11,22 +11,13 @@ import sys
 import psutil
 import pytest
 
-from tests._stack import REPO, _binary
-from tests._vm import victoriametrics_bin
+from tests._stack import REPO, team_otelcol_bin, victoriametrics_bin
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
-def _team_otelcol() -> str:
-    os.environ.setdefault("TOKENBRIDGE_OTELCOL_MANIFEST", str(REPO / "otelcol-team-builder.yaml"))
-    try:
-        return _binary("TOKENBRIDGE_TEAM_OTELCOL_BIN", "build-collector.sh")
-    finally:
-        os.environ.pop("TOKENBRIDGE_OTELCOL_MANIFEST", None)
-
-
 def test_a_short_run_stores_exactly_what_was_sent_and_measures_everything(tmp_path):
-    env = {**os.environ, "TOKENBRIDGE_TEAM_OTELCOL_BIN": _team_otelcol(),
+    env = {**os.environ, "TOKENBRIDGE_TEAM_OTELCOL_BIN": team_otelcol_bin(),
            "TOKENBRIDGE_VICTORIAMETRICS_BIN": victoriametrics_bin(), "PYTHONPATH": str(REPO)}  # fmt: skip
     out = tmp_path / "result.json"
     before = {p.pid for p in psutil.process_iter()}
