@@ -16,7 +16,7 @@ import pytest
 
 from bridge import central, cli
 from bridge.errors import CentralError, ConfigError
-from tests._stack import running
+from tests._stack import running, wait_until
 from tests._vm import VictoriaMetrics, start_victoriametrics
 
 pytestmark = pytest.mark.stack
@@ -270,3 +270,39 @@ def test_token_is_sent_and_never_shown(vm, capsys, monkeypatch):
 def test_unreachable_store_is_one_clear_error(tmp_path: Path):
     with pytest.raises(CentralError, match=r"cannot reach the central store at http://127\.0\.0\.1:9"):
         central.Central("http://user:pw@127.0.0.1:9").query("up", 0)
+
+
+# ------------------------------------------------------------------ through the real team pipeline
+
+from tests.test_team_e2e import GOOD, ledger_totals, sync, team  # noqa: E402, F401 - `team`: the e2e fixture
+
+
+@pytest.mark.slow
+def test_report_by_user_and_machine_equals_each_machines_ledger_through_the_team_collector(team, capsys):  # noqa: F811
+    """Three machines' `tokenbridge sync` through the real team collector into VictoriaMetrics (tests/test_team_e2e):
+    `report --central --by user` and `--by machine` equal each ledger, to the token and to the micro-dollar."""
+    for name in GOOD:
+        sync(team.machines[name], team)
+    url = f"http://127.0.0.1:{team.vm_port}"
+    since = (TODAY - timedelta(days=2)).isoformat()
+    expected: dict[str, dict[str, tuple[int, Decimal]]] = {"user": {}, "machine": {}}
+    for name in GOOD:
+        m = team.machines[name]
+        tokens, cost = ledger_totals(m)
+        for by, key in (("user", m.user), ("machine", m.name)):
+            old = expected[by].get(key, (0, Decimal(0)))
+            expected[by][key] = (old[0] + tokens, old[1] + cost)
+    for by, want in expected.items():
+        args = ["report", "daily", "--central", url, "--by", by, "-z", "UTC", "--since", since, "--json"]
+        wanted_tokens = {k: v[0] for k, v in want.items()}
+        got = wait_until(lambda a=args, b=by, w=wanted_tokens: _report_totals(capsys, a, b, w), 30, f"--by {by}")
+        for key, (tokens, cost) in want.items():
+            assert got[key][0] == tokens and abs(got[key][1] - cost) < Decimal("0.000001"), (by, key, got[key], cost)
+
+
+def _report_totals(capsys, args: list[str], by: str, tokens: dict[str, int]) -> dict[str, tuple[int, Decimal]] | None:
+    """The report's totals per value once its tokens reached `tokens` (the collector batches and retries)."""
+    assert cli.main(args) == 0
+    rows = json.loads(capsys.readouterr().out)["totalsBy"]
+    got = {r[by]: (r["totalTokens"], Decimal(r["totalCost"])) for r in rows}
+    return got if {k: v[0] for k, v in got.items()} == tokens else None
