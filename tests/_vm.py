@@ -10,7 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests._stack import Prometheus, free_port, http_get, spawn, victoriametrics_bin, wait_until
+from tests._stack import Prometheus, _binary, free_port, http_get, spawn, victoriametrics_bin, wait_until
 
 
 @dataclass
@@ -53,3 +53,7 @@ def start_victoriametrics(workdir: Path, extra_flags: list[str] | None = None) -
         proc.stop()
         raise AssertionError(f"VictoriaMetrics did not become ready:\n{proc.tail()}") from None
     return vm
+
+
+def vmalert_bin() -> str:
+    return _binary("TOKENBRIDGE_VMALERT_BIN", "build-vmalert.sh")

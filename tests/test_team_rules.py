@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from bridge import central
-from tests._stack import REPO, running
-from tests._vm import start_victoriametrics
+from tests._stack import REPO, free_port, running, spawn, wait_until
+from tests._vm import start_victoriametrics, vmalert_bin
 from tests.test_central import Series, _team_data
 
 sys.path.insert(0, str(REPO / "prometheus"))
@@ -57,9 +57,9 @@ def test_thresholds_from_the_environment_and_bad_values_name_the_key(tmp_path):
 
 
 def _today_usage() -> list[Series]:
-    """Spend today for alice ($3.25 over two samples) and carol ($0.40), on top of the earlier days' data."""
+    """Spend today for alice ($6.25 over two samples: over $5 a month even on the 1st) and carol ($0.40)."""
     out = []
-    for user, amounts in (("alice", ["1.5", "1.75"]), ("carol", ["0.4"])):
+    for user, amounts in (("alice", ["1.5", "4.75"]), ("carol", ["0.4"])):
         s = Series(central.COST, {"user": user, "source": "claude_transcripts", "provider": "anthropic",
                                   "model": "claude-today", "machine": "m"}, True)  # fmt: skip
         for i, a in enumerate(amounts):
@@ -79,8 +79,8 @@ def vm(tmp_path_factory):
     with running(vm.proc):
         data = _team_data() + _today_usage()
         docs = [s.doc() for s in data]
-        # What vmalert records from thresholds.yml: $50 a month for everyone, bob $1000, $1 a day for everyone.
-        docs += [_constant(f"{CONFIG}budget_monthly_usd", 50), _constant(f"{CONFIG}budget_daily_usd", 1),
+        # What vmalert records from thresholds.yml: $5 a month for everyone, bob $1000, $1 a day for everyone.
+        docs += [_constant(f"{CONFIG}budget_monthly_usd", 5), _constant(f"{CONFIG}budget_daily_usd", 1),
                  _constant(f"{CONFIG}budget_monthly_usd", 1000, {"user": "bob"})]  # fmt: skip
         vm.import_series(docs)
         vm.data_series = data  # type: ignore[attr-defined]
@@ -117,10 +117,73 @@ def test_budgets_per_user_and_the_alerts_that_fire(vm):
     today = _spent_since(vm.data_series, DAY_START)
     budgets = _eval(vm, "tokenbridge:team_threshold:budget_monthly_usd")
     for user in month:
-        assert budgets[user] == (Decimal(1000) if user == "bob" else Decimal(50)), user
-    over = {u for u, v in month.items() if v > (1000 if u == "bob" else 50)}
+        assert budgets[user] == (Decimal(1000) if user == "bob" else Decimal(5)), user
+    over = {u for u, v in month.items() if v > (1000 if u == "bob" else 5)}
+    assert over and "bob" not in over  # the data puts someone over and bob under his own budget
     assert set(_eval(vm, "UserMonthlyBudgetExceeded")) == over
     assert set(_eval(vm, "UserDailyBudgetExceeded")) == {u for u, v in today.items() if v > 1} == {"alice"}
     ratio = _eval(vm, "user:tokenbridge_budget_used:ratio")
     for user, spent in month.items():
         assert abs(ratio[user] - spent / budgets[user]) < Decimal("0.000001"), user
+
+
+# ------------------------------------------------------------------ the real evaluator: vmalert
+
+
+def _rule_files(tmp_path) -> list[str]:
+    """rules.yml with every group evaluated every 2 s (a test deviation: shipped 5m), and thresholds.yml as
+    `generate_team_rules.py --thresholds` writes it: $5 a month for everyone, bob $1000, $1 a day."""
+    rules = yaml.safe_load(gtr.OUT.read_text())
+    for g in rules["groups"]:
+        g["interval"] = "2s"
+    env = {"TOKENBRIDGE_TEAM_BUDGET_MONTHLY_USD": "5", "TOKENBRIDGE_TEAM_BUDGET_DAILY_USD": "1",
+           "TOKENBRIDGE_TEAM_BUDGETS_MONTHLY_USD": "bob=1000"}  # fmt: skip
+    thresholds = yaml.safe_load(gtr.thresholds(env).split("\n", 1)[1])
+    thresholds["groups"][0]["interval"] = "2s"
+    paths = []
+    for name, doc in (("rules.yml", rules), ("thresholds.yml", thresholds)):
+        (tmp_path / name).write_text(yaml.safe_dump(doc, sort_keys=False, width=100_000))
+        paths.append(str(tmp_path / name))
+    return paths
+
+
+@pytest.mark.stack
+def test_vmalert_parses_the_shipped_rules_and_a_thresholds_file(tmp_path):
+    thresholds = tmp_path / "thresholds.yml"
+    thresholds.write_text(gtr.thresholds({"TOKENBRIDGE_TEAM_BUDGET_MONTHLY_USD": "50"}))
+    proc = subprocess.run([vmalert_bin(), "-dryRun", f"-rule={gtr.OUT}", f"-rule={thresholds}"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_vmalert_records_spend_per_user_and_fires_the_budget_alerts(tmp_path):
+    vm = start_victoriametrics(tmp_path)
+    port = free_port()
+    rules = _rule_files(tmp_path)
+    argv = [vmalert_bin(), f"-datasource.url={vm.url}", f"-remoteWrite.url={vm.url}", "-notifier.blackhole",
+            "-rule.evalDelay=0s", "-remoteWrite.flushInterval=200ms", f"-httpListenAddr=127.0.0.1:{port}",
+            *(f"-rule={r}" for r in rules)]  # fmt: skip
+    with running(vm.proc):
+        data = _team_data() + _today_usage()
+        vm.import_series([s.doc() for s in data])
+        alert = spawn("vmalert", argv, tmp_path / "vmalert.log")
+        with running(alert):
+            month = _spent_since(data, MONTH_START)
+
+            def recorded() -> dict[str, Decimal] | None:
+                vm.flush()
+                got = {r["metric"]["user"]: Decimal(r["value"][1]) for r in vm.query("user:tokenbridge_cost_usd:month")}
+                firing = {r["metric"]["user"] for r in vm.query('ALERTS{alertname="UserDailyBudgetExceeded"}')}
+                return got if set(got) >= set(month) and firing else None
+
+            got = wait_until(recorded, 60, f"vmalert's recorded spend and alerts:\n{alert.tail()}", interval=0.5)
+            for user, spent in month.items():
+                assert abs(got[user] - spent) < Decimal("0.000001"), user
+            daily = 'ALERTS{alertstate="firing",alertname="UserDailyBudgetExceeded"}'
+            assert {r["metric"]["user"] for r in vm.query(daily)} == {"alice"}  # $6.25 today vs $1; carol $0.40
+            over = {u for u, v in month.items() if v > (1000 if u == "bob" else 5)}
+            assert over and "bob" not in over
+            monthly = {r["metric"]["user"] for r in vm.query('ALERTS{alertname="UserMonthlyBudgetExceeded"}')}
+            assert monthly == over
