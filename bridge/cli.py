@@ -320,6 +320,8 @@ def _central_report(args: argparse.Namespace, url: str, tz: Any, since: Any, unt
     """``report --central``: the team's usage from the central store (bridge.central)."""
     from bridge import central
 
+    if args.breakdown:
+        raise ConfigError("--breakdown", "not available with --central (use --by model)")
     store = central.Central(url, os.environ.get("TOKENBRIDGE_CENTRAL_TOKEN", "").strip() or None)
     rep = central.build(store, args.kind, args.by or "user", tz, since, until, args.source)
     for source in rep.billing_seen:

@@ -96,11 +96,17 @@ def team(g: Any) -> dict:
         "{{user}}",
         "currencyUSD",
         w=12,
-        desc="This UTC month's spend per user (recording rule of prometheus/team/rules.yml, evaluated by vmalert); "
-        "red above the user's monthly budget (TOKENBRIDGE_TEAM_BUDGET_MONTHLY_USD, per user in the team thresholds).",
+        desc="This UTC month's spend per user and the user's monthly budget (recording rules of "
+        "prometheus/team/rules.yml, evaluated by vmalert; TOKENBRIDGE_TEAM_BUDGET_MONTHLY_USD, "
+        "TOKENBRIDGE_TEAM_BUDGETS_MONTHLY_USD).",
     )
     budget["targets"].append(
-        g.target('user:tokenbridge_budget_used:ratio{user=~"$user"}', ref="B", legend="{{user}} share", instant=True)
+        g.target(
+            'tokenbridge:team_threshold:budget_monthly_usd{user=~"$user"}',
+            ref="B",
+            legend="{{user}} budget",
+            instant=True,
+        )
     )
     p.append(budget)
     billed = central.window_increase(central.COST, f'provider=~"$provider",source=~"{BILLED_COST}"', R)

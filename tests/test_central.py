@@ -214,6 +214,8 @@ def test_by_user_without_a_central_store_is_a_config_error(capsys, monkeypatch, 
     monkeypatch.delenv("TOKENBRIDGE_CENTRAL_URL", raising=False)
     assert cli.main(["--state-dir", str(tmp_path), "report", "daily", "--by", "user"]) == 2
     assert "--by: user needs the team's central store" in capsys.readouterr().err
+    assert cli.main(["report", "daily", "--central", "http://127.0.0.1:9", "--breakdown"]) == 2
+    assert "--breakdown: not available with --central" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="reads the local ledger only"):
         central.build(central.Central("http://127.0.0.1:9"), "session", "user", UTC)
     with pytest.raises(ConfigError, match="source label value"):
