@@ -14,7 +14,7 @@ from bridge import central
 
 FILTERS = 'user=~"$user",machine=~"$machine",provider=~"$provider",model=~"$model"'
 BILLED_COST = "openai_cost_api|anthropic_cost_api|openrouter_credits_api"
-R, IV = "$__range", "$__interval"
+R = "$__range"
 
 TEAM_TEXT = (
     "**Team usage, each request counted once per user.** Every developer's bridge and Claude Code send to the team "
@@ -86,8 +86,22 @@ def team(g: Any) -> dict:
         )
     )
     p.append(g.row(lay, "Over time"))
-    p.append(g.timeseries(lay, "Cost by user over time", q(central.COST, ["user"], IV), "{{user}}", "currencyUSD"))
-    p.append(g.timeseries(lay, "Tokens by model over time", q(central.TOKENS, ["model"], IV), "{{model}}", "short"))
+    # Not the exact window queries: VictoriaMetrics evaluates `offset` inside range queries differently from instant
+    # ones (checked against v1.151.0: wrong per-step values), and a plain increase() per step counts a machine's
+    # whole total again at its first point after a gap. vmalert's exact per-user spend is recorded every 5 minutes.
+    spend = g.timeseries(
+        lay,
+        "Spend today per user (UTC day)",
+        'max by (user) (max_over_time(user:tokenbridge_cost_usd:today{user=~"$user"}[$__interval]))',
+        "{{user}}",
+        "currencyUSD",
+        w=24,
+        draw="line",
+        stack=False,
+        desc="Each user's spend since the start of the UTC day, as vmalert records it every 5 minutes "
+        "(prometheus/team/rules.yml); it returns to zero at midnight UTC. Empty without vmalert.",
+    )
+    p.append(spend)
     p.append(g.row(lay, "Budgets and billing"))
     budget = g.bars(
         lay,

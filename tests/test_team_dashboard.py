@@ -63,12 +63,20 @@ def test_every_panel_query_runs_on_victoriametrics(vm):
     for title, _p, t in _queries(_dashboard()):
         if not _run(vm, t["expr"]):
             empty.append(title)
-        if not t.get("instant"):  # time series panels: the range query Grafana sends
+        if not t.get("instant"):  # time series panels: the range query Grafana sends runs
             variables = {"user": ".*", "machine": ".*", "provider": ".*", "model": ".*"}
             expr = expand(t["expr"], variables, RANGE_S, 3600, 3600)
-            assert vm.query_range(expr, END.timestamp() - RANGE_S, END.timestamp(), 3600), title
-    # Only the budget panel reads recording rules (vmalert writes them); nothing evaluates them here.
-    assert set(empty) <= {"Spent this month by user vs budget"}, empty
+            vm.query_range(expr, END.timestamp() - RANGE_S, END.timestamp(), 3600)
+    # Only the panels reading vmalert's recorded series are empty here (tests/test_team_rules.py runs vmalert).
+    assert set(empty) <= {"Spent this month by user vs budget", "Spend today per user (UTC day)"}, empty
+
+
+def test_no_time_series_panel_uses_the_window_queries():
+    """Range queries evaluate `offset` differently in VictoriaMetrics: exact windows are instant panels only."""
+    for title, p, t in _queries(_dashboard()):
+        if p["type"] == "timeseries":
+            assert "offset" not in t["expr"] and "increase" not in t["expr"], title
+            assert t["expr"].startswith("max by (user) (max_over_time(user:tokenbridge_cost_usd:"), title
 
 
 @pytest.mark.stack

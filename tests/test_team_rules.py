@@ -3,6 +3,7 @@ against a real VictoriaMetrics holding known team data and the budget constants 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -187,3 +188,9 @@ def test_vmalert_records_spend_per_user_and_fires_the_budget_alerts(tmp_path):
             assert over and "bob" not in over
             monthly = {r["metric"]["user"] for r in vm.query('ALERTS{alertname="UserMonthlyBudgetExceeded"}')}
             assert monthly == over
+            # The Team usage dashboard's time series reads these records: today's spend per user.
+            dash = json.loads((REPO / "grafana/dashboards-team/team-usage.json").read_text())
+            (panel,) = [p for p in dash["panels"] if p["title"] == "Spend today per user (UTC day)"]
+            expr = panel["targets"][0]["expr"].replace("$user", ".*").replace("$__interval", "1h")
+            today = {r["metric"]["user"]: Decimal(r["value"][1]) for r in vm.query(expr) if float(r["value"][1])}
+            assert today == {"alice": Decimal("6.25"), "carol": Decimal("0.4")}
