@@ -1,25 +1,15 @@
 #!/usr/bin/env python3
 """Load generator for team mode: N developers' bridges and Claude Code clients against the central stack on loopback.
 
-    python3 scripts/loadgen.py --users 100 --duration 120            # one measurement, a Markdown row + JSON
-    python3 scripts/loadgen.py --users 1000 --interval 60 --json out.json
+    python3 scripts/loadgen.py --users 1000 --duration 120 [--interval 60] [--history-days 7] [--json out.json]
 
-It starts its own team collector (otelcol-team-builder.yaml, teamauth with one token per simulated user) and
-VictoriaMetrics single-node in a temporary directory, exactly as scripts/team-server.sh runs them, then for a bounded
-time sends what real clients send, over OTLP/HTTP protobuf with each user's bearer token:
-
-* the bridge (`service.name=tokenbridge`, `machine` on the resource): cumulative `claude_code.token.usage` for
-  4 models x 4 token types from two sources (transcripts, codex), `claude_code.cost.usage`, and the source-health
-  gauges, every `--interval` seconds (the bridge's default export interval is 60 s);
-* Claude Code (`service.name=claude-code`): delta counters with its standard attributes (`session.id`, `user.id`,
-  `organization.id`, `user.account_uuid`, `terminal.type`): tokens and cost for two models, active time, lines of
-  code, edit decisions, a session count; a new session (new series) every ~45 minutes of use on average.
-
-Each client starts at a random phase inside the interval, like real machines. Measured (psutil, VictoriaMetrics'
-own /metrics): samples ingested per second, collector and VictoriaMetrics CPU and peak RSS, active series, the load
-average of the machine, the generator's own CPU (it shares the cores), the latency of the Team usage dashboard's
-queries (grafana/dashboards-team/team-usage.json, run concurrently like Grafana does), and whether VictoriaMetrics
-holds exactly the tokens that were sent (the bridge's final totals, the sum of Claude Code's deltas).
+Starts its own team collector (otelcol-team-builder.yaml, one token per simulated user) and VictoriaMetrics in a
+temporary directory, as scripts/team-server.sh runs them, then for a bounded time sends OTLP/HTTP protobuf with each
+user's bearer token: each bridge's cumulative token and cost counters (4 models x 4 types, two sources) and health
+gauges, each Claude Code's delta counters with its standard attributes (a new session, new series, every ~45 min of
+use), every --interval seconds from a random phase. Measures samples ingested per second, collector and
+VictoriaMetrics CPU and peak RSS (psutil), active series, load average, the generator's own CPU, the latency of the
+Team usage dashboard's queries, and whether VictoriaMetrics holds exactly the tokens sent (docs/team.md).
 """
 
 from __future__ import annotations
