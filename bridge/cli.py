@@ -65,9 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--until", help="last day (YYYY-MM-DD), inclusive")
     rep.add_argument("--timezone", "-z", help="IANA zone for day buckets (default: system zone)")
     rep.add_argument("--breakdown", action="store_true", help="a row per model under each period (or group)")
-    rep.add_argument("--by", choices=BY, help="a row per provider, model, source, project or session in each period")
+    rep.add_argument(
+        "--by",
+        choices=sorted({*BY, "user", "machine"}),
+        help="a row per provider, model, source, project or session in each period (user, machine: --central)",
+    )
     rep.add_argument("--source", action="append", metavar="NAME", help="only these sources or groups (repeatable)")
     rep.add_argument("--plan", choices=plans.PLANS, help="Claude usage at API list prices vs this plan's price")
+    rep.add_argument(
+        "--central",
+        metavar="URL",
+        help="team mode: read the central store's query API (env TOKENBRIDGE_CENTRAL_URL; token: "
+        "TOKENBRIDGE_CENTRAL_TOKEN)",
+    )
 
     src = sub.add_parser("sources", help="each source: detected, roots, files, last event, problems")
     src.add_argument("--json", action="store_true")
@@ -280,10 +290,15 @@ def _fmt_cost(line: Any) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    settings = _settings(args)
     tz = resolve_tz(args.timezone)
     since = parse_day(args.since, "--since") if args.since else None
     until = parse_day(args.until, "--until") if args.until else None
+    central_url = args.central or os.environ.get("TOKENBRIDGE_CENTRAL_URL", "").strip()
+    if central_url:
+        return _central_report(args, central_url, tz, since, until)
+    if args.by in ("user", "machine"):
+        raise ConfigError("--by", f"{args.by} needs the team's central store: --central URL or TOKENBRIDGE_CENTRAL_URL")
+    settings = _settings(args)
     selected = resolve_selection(args.source)
     if args.kind == "blocks" and (args.by or args.breakdown):
         raise ConfigError("--by" if args.by else "--breakdown", "report blocks has a row per block only")
@@ -329,6 +344,26 @@ def cmd_report(args: argparse.Namespace) -> int:
             "(see `tokenbridge sources`; add prices in the override file).",
             file=sys.stderr,
         )
+    return 0
+
+
+def _central_report(args: argparse.Namespace, url: str, tz: Any, since: Any, until: Any) -> int:
+    """``report --central``: the team's usage from the central store (bridge.central)."""
+    from bridge import central
+
+    if args.breakdown:
+        raise ConfigError("--breakdown", "not available with --central (use --by model)")
+    store = central.Central(url, os.environ.get("TOKENBRIDGE_CENTRAL_TOKEN", "").strip() or None)
+    rep = central.build(store, args.kind, args.by or "user", tz, since, until, args.source)
+    for source in rep.billing_seen:
+        _err(f"{source}: organisation-wide billing data, not attributed to users (see it alone with --source {source})")
+    if args.json:
+        print(json.dumps(rep.as_json(), indent=2))
+        return 0
+    _console().print(central.table(rep, _cell))
+    unpriced = sum(g.unpriced for g in rep.totals().values())
+    if unpriced:
+        _err(f"{unpriced} request(s) use a model without a known price: their cost is not included.")
     return 0
 
 

@@ -50,3 +50,8 @@ class LedgerError(TokenbridgeError):
 
 class ExportError(TokenbridgeError):
     """An export did not reach its destination. Never fatal: totals are re-sent next time."""
+
+
+class CentralError(TokenbridgeError):
+    """The team's central store (``report --central``) could not answer: unreachable, refused, or not a
+    Prometheus-compatible API. Messages name the store's URL, never its credentials."""

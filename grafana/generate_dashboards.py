@@ -35,6 +35,7 @@ from pathlib import Path
 
 DS = {"type": "prometheus", "uid": "tokenbridge-prometheus"}
 OUT = Path(__file__).resolve().parent / "dashboards"
+TEAM_OUT = Path(__file__).resolve().parent / "dashboards-team"  # the team server's Grafana only (VictoriaMetrics)
 
 TOKENS = "claude_code_token_usage_tokens_total"
 COST = "claude_code_cost_usage_USD_total"
@@ -935,6 +936,18 @@ def _spend_dashboard() -> dict:
     return spend(sys.modules[__name__])
 
 
+def _team_dashboard() -> dict:
+    here = Path(__file__).resolve().parent
+    sys.path[:0] = [str(here), str(here.parent)]  # team_dashboard imports bridge.central (the report's queries)
+    from team_dashboard import team
+
+    return team(sys.modules[__name__])
+
+
+def render_team() -> dict[str, str]:
+    return {"team-usage.json": json.dumps(_team_dashboard(), indent=2) + "\n"}
+
+
 def render() -> dict[str, str]:
     return {
         "claude-code.json": json.dumps(claude_code(), indent=2) + "\n",
@@ -947,13 +960,15 @@ def render() -> dict[str, str]:
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     stale = []
-    for name, content in render().items():
-        path = OUT / name
+    outputs = [(OUT, name, content) for name, content in render().items()]
+    outputs += [(TEAM_OUT, name, content) for name, content in render_team().items()]
+    for out, name, content in outputs:
+        path = out / name
         if check:
             if not path.exists() or path.read_text() != content:
                 stale.append(name)
         else:
-            OUT.mkdir(parents=True, exist_ok=True)
+            out.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
     if stale:
         print(f"stale dashboards (run python3 grafana/generate_dashboards.py): {', '.join(stale)}", file=sys.stderr)
