@@ -59,7 +59,7 @@ def test_unknown_prices_are_never_zero():
     assert plans.explain(cmp)[-1] == "No comparison: the usage has no known price."
     some = plans.Usage(cost_pusd=30 * 10**12, requests=3, unpriced=1, first_day=date(2026, 3, 1))
     cmp = plans.compare("pro", Decimal(20), some, None, date(2026, 3, 31), today=date(2026, 4, 1))
-    assert "(+ 1 request(s) without a known price, not included)" in plans.explain(cmp)[2]
+    assert "(+ 1 request(s) or usage row(s) without a known price, not included)" in plans.explain(cmp)[2]
     assert (
         plans.explain(cmp)[3]
         == "At API prices this usage would cost at least $10.00 more than the plan: the plan pays off."
