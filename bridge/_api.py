@@ -136,7 +136,7 @@ def _lines(rep: report.Report, providers: tuple[str, ...] | None) -> list[tuple[
         for (_model, provider), sub in b.models.items():
             if provider in providers:
                 _add(line, sub)
-        if line.requests or line.total:
+        if line.priced or line.unpriced:  # has rows (each is priced or not), with or without requests or tokens
             out.append((b, line))
     return out
 

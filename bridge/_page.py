@@ -61,7 +61,9 @@ def _cards(summary: dict[str, Any]) -> str:
     for key, title in names.items():
         s = summary[key]
         unpriced = (
-            f"<div class='muted'>+ {s['unpricedRequests']} unpriced request(s)</div>" if s["unpricedRequests"] else ""
+            f"<div class='muted'>+ {s['unpricedRequests']} unpriced request(s) or usage row(s)</div>"
+            if s["unpricedRequests"]
+            else ""
         )
         cards.append(
             f"<div class='card' id='card-{key}'><h3>{_e(title)}</h3>"

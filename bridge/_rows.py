@@ -198,9 +198,16 @@ def max_opt_int(a: int | None, b: int | None) -> int | None:
     return a if b is None else max(a, b)
 
 
+def entries(row: Row) -> int:
+    """What a row weighs in the unpriced and priced counts: its requests, or 1 for a row that
+    carries no request count (a provider's usage bucket, an analytics row): such a row with an
+    unknown price is still unknown, never a silent $0. SQL: ``MAX(requests, 1)``."""
+    return max(row.requests, 1)
+
+
 def add_delta(deltas: Deltas, row: Row, sign: int) -> None:
     key = (row.source, row.provider, row.model, row.session_id or "")
-    d = deltas.setdefault(key, [0, 0, 0, 0, 0, 0, 0])
+    d = deltas.setdefault(key, [0, 0, 0, 0, 0, 0, 0, 0])
     t = row.tokens
     d[0] += sign * t.input
     d[1] += sign * t.output
@@ -208,4 +215,5 @@ def add_delta(deltas: Deltas, row: Row, sign: int) -> None:
     d[3] += sign * t.cache_creation
     d[4] += sign * (row.cost_pusd or 0)
     d[5] += sign * row.requests
-    d[6] += sign * (row.requests if row.cost_pusd is None else 0)
+    d[6] += sign * (entries(row) if row.cost_pusd is None else 0)  # unpriced
+    d[7] += sign * (0 if row.cost_pusd is None else entries(row))  # priced

@@ -149,7 +149,7 @@ def _iso(ms: int) -> str:
 def _add(a: SeriesTotal, b: SeriesTotal) -> SeriesTotal:
     tokens = {k: a.tokens[k] + b.tokens[k] for k in a.tokens}
     return replace(a, tokens=tokens, cost=a.cost + b.cost, requests=a.requests + b.requests,
-                   unpriced=a.unpriced + b.unpriced)  # fmt: skip
+                   unpriced=a.unpriced + b.unpriced, priced=a.priced + b.priced)  # fmt: skip
 
 
 def history(

@@ -340,8 +340,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print("\n".join(plans.explain(plan)))
     if rep.totals.unpriced:
         print(
-            f"{rep.totals.unpriced} request(s) use a model without a known price: their cost is not included "
-            "(see `tokenbridge sources`; add prices in the override file).",
+            f"{rep.totals.unpriced} request(s) or usage row(s) use a model without a known price: their cost is "
+            "not included (see `tokenbridge sources`; add prices in the override file).",
             file=sys.stderr,
         )
     return 0

@@ -52,7 +52,9 @@ log = logging.getLogger("tokenbridge.ledger")
 # table instead of random leaves of a text-keyed tree (a third of the write I/O on large scans).
 # 3: rows count requests (a provider bucket stands for many), gauges (balances, quotas) and
 # source health; replace-by-bucket merge policy for polled sources.
-SCHEMA_VERSION = 3
+# 4: totals count unpriced and priced entries (a row without a request count weighs 1, see
+# ``_rows.entries``): a usage bucket with an unknown price is unknown, never $0.
+SCHEMA_VERSION = 4
 
 _USAGE_TABLE = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -98,7 +100,7 @@ CREATE TABLE IF NOT EXISTS cursors (
     source TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, session_id TEXT NOT NULL,
     input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
     cache_creation INTEGER NOT NULL, cost_pusd INTEGER NOT NULL,
-    requests INTEGER NOT NULL, unpriced INTEGER NOT NULL,
+    requests INTEGER NOT NULL, unpriced INTEGER NOT NULL, priced INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (source, provider, model, session_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS source_state (
@@ -126,6 +128,14 @@ _COLS_V2 = (
 )
 _COLS = _COLS_V2 + ", requests, speed, web_search, web_fetch"
 _NCOLS = _COLS.count(",") + 1
+# Entries without and with a known price (``_rows.entries``), as sums over usage rows.
+_UNPRICED = "SUM(CASE WHEN cost_pusd IS NULL THEN MAX(requests, 1) ELSE 0 END)"
+_PRICED = "SUM(CASE WHEN cost_pusd IS NULL THEN 0 ELSE MAX(requests, 1) END)"
+# The columns of ``_series_total`` summed from the rows (the key columns come before them).
+_SERIES_SUMS = (
+    "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
+    f"SUM(requests), {_UNPRICED}, {_PRICED}"
+)
 
 
 def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
@@ -173,7 +183,8 @@ class SeriesTotal:
     tokens: dict[str, int]
     cost: Decimal
     requests: int
-    unpriced: int
+    unpriced: int  # entries (a row without a request count weighs 1) without a known price
+    priced: int  # entries with one: none while unpriced > 0 means the cost is unknown, not $0
     project: str = ""  # only in ``totals_by_project`` (the opt-in ``project`` attribute)
 
 
@@ -361,6 +372,8 @@ class Ledger:
                 # Every schema-2 row is one Claude request: the default of 1 is exact.
                 db.execute("ALTER TABLE usage ADD COLUMN requests INTEGER NOT NULL DEFAULT 1")
             _add_missing_columns(db)
+            if version < 4:
+                _recount_totals(db)
             db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         log.info("ledger %s upgraded from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
@@ -500,9 +513,7 @@ class Ledger:
         index range of the keys: no scan of the other rows)."""
         hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         rows = self._db.execute(
-            "SELECT source, provider, '', COALESCE(session_id, ''), SUM(input), SUM(output), SUM(cache_read), "
-            "SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
-            "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END) FROM usage "
+            f"SELECT source, provider, '', COALESCE(session_id, ''), {_SERIES_SUMS} FROM usage "
             "WHERE dedup_key >= ? AND dedup_key < ? AND source=? GROUP BY 4",
             (prefix, hi, source),
         )
@@ -592,11 +603,11 @@ class Ledger:
         if not params:
             return
         db.executemany(
-            "INSERT INTO totals VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
+            "INSERT INTO totals VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
             "input=input+excluded.input, output=output+excluded.output, "
             "cache_read=cache_read+excluded.cache_read, cache_creation=cache_creation+excluded.cache_creation, "
             "cost_pusd=cost_pusd+excluded.cost_pusd, requests=requests+excluded.requests, "
-            "unpriced=unpriced+excluded.unpriced",
+            "unpriced=unpriced+excluded.unpriced, priced=priced+excluded.priced",
             params,
         )
 
@@ -606,7 +617,7 @@ class Ledger:
         """Cumulative totals per (source, provider, model, session)."""
         rows = self._db.execute(
             "SELECT source, provider, model, session_id, input, output, cache_read, cache_creation, "
-            "cost_pusd, requests, unpriced FROM totals ORDER BY source, provider, model, session_id"
+            "cost_pusd, requests, unpriced, priced FROM totals ORDER BY source, provider, model, session_id"
         ).fetchall()
         return [_series_total(r) for r in rows]
 
@@ -614,20 +625,16 @@ class Ledger:
         """Cumulative totals per (source, provider, model, session, project), summed from the
         rows: the running totals have no project, so this reads every row (opt-in export)."""
         rows = self._db.execute(
-            "SELECT source, provider, model, COALESCE(session_id, ''), SUM(input), SUM(output), "
-            "SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
-            f"SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), {_GROUP_COLUMNS['project']} "
-            f"FROM {_WITH_PROJECT} GROUP BY 1, 2, 3, 4, 12 ORDER BY 1, 2, 3, 4, 12"
+            f"SELECT source, provider, model, COALESCE(session_id, ''), {_SERIES_SUMS}, {_GROUP_COLUMNS['project']} "
+            f"FROM {_WITH_PROJECT} GROUP BY 1, 2, 3, 4, 13 ORDER BY 1, 2, 3, 4, 13"
         ).fetchall()
-        return [replace(_series_total(r), project=str(r[11])) for r in rows]
+        return [replace(_series_total(r), project=str(r[12])) for r in rows]
 
     def recomputed_totals(self) -> list[SeriesTotal]:
         """Totals recomputed from the rows: must always equal ``totals()`` (a consistency check)."""
         rows = self._db.execute(
-            "SELECT source, provider, model, COALESCE(session_id, ''), SUM(input), SUM(output), "
-            "SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
-            "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END) FROM usage GROUP BY 1, 2, 3, 4 "
-            "ORDER BY 1, 2, 3, 4"
+            f"SELECT source, provider, model, COALESCE(session_id, ''), {_SERIES_SUMS} FROM usage "
+            "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
         ).fetchall()
         return [_series_total(r) for r in rows]
 
@@ -643,7 +650,8 @@ class Ledger:
         """Sums grouped by ``group`` ("quarter" = 15-minute bucket, "ms" = the exact time, or "session") and model.
 
         Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
-        cost_pusd, unpriced, requests), then one value per column named in ``extra`` ("source",
+        cost_pusd (None when no row of the group has a known price), unpriced (entries without a
+        price, ``_rows.entries``), requests), then one value per column named in ``extra`` ("source",
         "project", "session_id"; missing ones as ""), which also group. Every real time zone offset
         is a multiple of 15 minutes, so quarter-hour buckets convert exactly to local days, weeks
         and months. ``exclude`` leaves out the rows of (source, provider) from a time on (see
@@ -692,13 +700,11 @@ class Ledger:
         where, params = _where(None, None, sources)
         session = "COALESCE(session_id, '')" if by_session else "''"
         q = (
-            f"SELECT source, provider, model, {session}, SUM(input), SUM(output), SUM(cache_read), "
-            "SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), SUM(requests), "
-            f"SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), ts_ms / ? FROM usage WHERE {where} "
-            "GROUP BY 12, 1, 2, 3, 4 ORDER BY 12, 1, 2, 3, 4"
+            f"SELECT source, provider, model, {session}, {_SERIES_SUMS}, ts_ms / ? FROM usage WHERE {where} "
+            "GROUP BY 13, 1, 2, 3, 4 ORDER BY 13, 1, 2, 3, 4"
         )
         for r in self._db.execute(q, [bucket_ms, *params]):  # streamed: a long history never sits in memory
-            yield int(r[11]), _series_total(r)
+            yield int(r[12]), _series_total(r)
 
     def tokens_for(self, keys: list[str]) -> dict[str, Tokens]:
         """Stored tokens of the given dedup keys (missing keys are absent)."""
@@ -742,7 +748,10 @@ class Ledger:
         """Remove ``source``'s rows from ``since_ms`` on (and their totals): for a source whose
         rule gives way to a better one for those days. Returns the number of rows removed."""
         if (
-            self._db.execute("SELECT 1 FROM totals WHERE source=? AND requests > 0 LIMIT 1", (source,)).fetchone()
+            self._db.execute(  # every row is a priced or an unpriced entry, with or without requests
+                "SELECT 1 FROM totals WHERE source=? AND (requests > 0 OR unpriced > 0 OR priced > 0) LIMIT 1",
+                (source,),
+            ).fetchone()
             is None
         ):
             return 0  # the source has no rows at all: skip the scan of the time index
@@ -865,7 +874,26 @@ class Ledger:
 
 def _series_total(r: Any) -> SeriesTotal:
     tokens = {"input": int(r[4]), "output": int(r[5]), "cacheRead": int(r[6]), "cacheCreation": int(r[7])}
-    return SeriesTotal(str(r[0]), str(r[1]), str(r[2]), str(r[3]), tokens, from_pusd(int(r[8])), int(r[9]), int(r[10]))
+    return SeriesTotal(
+        str(r[0]), str(r[1]), str(r[2]), str(r[3]), tokens, from_pusd(int(r[8])), int(r[9]), int(r[10]), int(r[11])
+    )
+
+
+def _recount_totals(db: sqlite3.Connection) -> None:
+    """Schema 4: the running totals recomputed from the rows, with the unpriced and priced
+    entries (before, a row without a request count added nothing to ``unpriced``). A series
+    whose rows are all gone keeps its row of zeros, as the running totals had it."""
+    if "priced" not in {str(r[1]) for r in db.execute("PRAGMA table_info(totals)")}:
+        db.execute("ALTER TABLE totals ADD COLUMN priced INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "UPDATE totals SET input=0, output=0, cache_read=0, cache_creation=0, cost_pusd=0, requests=0, "
+        "unpriced=0, priced=0"
+    )
+    db.execute(
+        "INSERT OR REPLACE INTO totals (source, provider, model, session_id, input, output, cache_read, "
+        "cache_creation, cost_pusd, requests, unpriced, priced) "
+        f"SELECT source, provider, model, COALESCE(session_id, ''), {_SERIES_SUMS} FROM usage GROUP BY 1, 2, 3, 4"
+    )
 
 
 _OPEN_TIMEOUT_S = 30.0
@@ -930,7 +958,5 @@ _GROUP_COLUMNS = {
     "project": "COALESCE(start_project, project, '')",  # only with _WITH_PROJECT
     "session_id": "COALESCE(session_id, '')",
 }
-_SUMS = (
-    "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
-    "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), SUM(requests)"
-)
+# The cost is NULL when no row of the group has a known price (unknown, never $0).
+_SUMS = f"SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), SUM(cost_pusd), {_UNPRICED}, SUM(requests)"

@@ -48,11 +48,12 @@ class Usage:
     cost_pusd: int = 0
     requests: int = 0
     unpriced: int = 0
+    priced: bool = False
     first_day: date | None = None
 
     @property
     def cost(self) -> Decimal | None:
-        return None if self.requests and self.unpriced == self.requests else from_pusd(self.cost_pusd)
+        return None if self.unpriced and not self.priced else from_pusd(self.cost_pusd)
 
 
 @dataclass(slots=True)
@@ -151,6 +152,7 @@ def usage_of(daily: report.Report) -> Usage:
             u.cost_pusd += line.cost_pusd
             u.requests += line.requests
             u.unpriced += line.unpriced
+            u.priced = u.priced or line.priced
             if u.first_day is None:
                 u.first_day = date.fromisoformat(b.key)
     return u
@@ -170,8 +172,12 @@ def explain(c: Comparison) -> list[str]:
     name = PLANS[c.plan][0]
     cost = c.usage.cost
     known = "" if cost is None else f"${cost:,.2f}"
-    missing = f" (+ {c.usage.unpriced} request(s) without a known price, not included)" if c.usage.unpriced else ""
-    if not c.usage.requests:
+    missing = (
+        f" (+ {c.usage.unpriced} request(s) or usage row(s) without a known price, not included)"
+        if c.usage.unpriced
+        else ""
+    )
+    if not (c.usage.requests or c.usage.unpriced or c.usage.priced):  # usage rows may carry no request count
         return [f"Plan {name}: no Claude usage (provider {PROVIDER}) in this report to compare."]
     usage_line = f"Claude usage at API list prices: {known or 'unknown (no request has a known price)'}{missing}."
     if c.monthly is None:

@@ -2,7 +2,8 @@
 
 Days, weeks and months are buckets in the user's time zone (``--timezone``, else the system's).
 A cost that includes requests without a known price is reported with the count of those
-requests; a bucket whose every request is unpriced has cost ``None``, never ``0``.
+requests (a usage row without a request count, e.g. a provider's usage bucket, counts as one);
+a bucket with no priced row has cost ``None``, never ``0``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Line:
     cost_pusd: int = 0
     unpriced: int = 0
     requests: int = 0
+    priced: bool = False  # some row has a known price (else, with unpriced rows, the cost is unknown)
     providers: set[str] = field(default_factory=set)
     sources: set[str] = field(default_factory=set)
 
@@ -47,7 +49,9 @@ class Line:
         self.output += int(row[1])
         self.cache_read += int(row[2])
         self.cache_creation += int(row[3])
-        self.cost_pusd += int(row[4])
+        if row[4] is not None:  # None: no row of the group has a known price
+            self.cost_pusd += int(row[4])
+            self.priced = True
         self.unpriced += int(row[5])
         self.requests += int(row[6])
         if provider is not None:
@@ -57,8 +61,8 @@ class Line:
 
     def merge(self, other: Line) -> None:
         """Add ``other``'s sums, providers and sources."""
-        self.add((other.input, other.output, other.cache_read, other.cache_creation, other.cost_pusd,
-                  other.unpriced, other.requests))  # fmt: skip
+        self.add((other.input, other.output, other.cache_read, other.cache_creation,
+                  other.cost_pusd if other.priced else None, other.unpriced, other.requests))  # fmt: skip
         self.providers |= other.providers
         self.sources |= other.sources
 
@@ -68,8 +72,8 @@ class Line:
 
     @property
     def cost(self) -> Decimal | None:
-        """Known cost; None when no request in the bucket has a price."""
-        return None if self.unpriced == self.requests and self.requests else from_pusd(self.cost_pusd)
+        """Known cost; None when the bucket has rows without a price and none with one."""
+        return None if self.unpriced and not self.priced else from_pusd(self.cost_pusd)
 
     def as_json(self) -> dict[str, Any]:
         cost = self.cost

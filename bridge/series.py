@@ -94,9 +94,9 @@ def values(
         for typ, _column in TOKEN_TYPES:
             k = tuple(sorted((*attrs, ("type", typ))))
             tokens[k] = tokens.get(k, Decimal(0)) + t.tokens[typ]
-        # A series whose every request is unpriced has no cost (unknown, never $0); billed cost
-        # lines (a provider's cost API) stand for no requests and are all priced.
-        if t.requests > t.unpriced or not t.unpriced:
+        # A series with unpriced rows and no priced one has no cost (unknown, never $0); the
+        # unpriced count weighs a row without a request count (a usage bucket) as one.
+        if t.priced or not t.unpriced:
             cost[attrs] = cost.get(attrs, Decimal(0)) + t.cost
         if t.unpriced:
             unpriced[attrs] = unpriced.get(attrs, Decimal(0)) + t.unpriced

@@ -92,7 +92,7 @@ def build(ledger: Ledger, env: Mapping[str, str], now: float | None = None, tz: 
 
     def cost_since(ms: int) -> Decimal:
         rows = ledger.aggregate("quarter", since_ms=ms, until_ms=now_ms, exclude=exclude)
-        return from_pusd(sum(int(r[8]) for r in rows))
+        return from_pusd(sum(int(r[8] or 0) for r in rows))  # known cost (None: none known)
 
     burn = cost_since(now_ms - 1 - 3600_000)
     day_rate = cost_since(now_ms - 1 - 86400_000) / 24
@@ -196,7 +196,10 @@ def render(data: dict[str, Any]) -> str:
         out.append(f"Plan quota {window}: {q.get('used_percent', Decimal(0)):.0f}% used{reset}")
     unpriced = data["month"]["total"]["unpriced"]
     if unpriced:
-        out.append(f"Warning: {unpriced} request(s) this month have no known price: their cost is not included.")
+        out.append(
+            f"Warning: {unpriced} request(s) or usage row(s) this month have no known price: "
+            "their cost is not included."
+        )
     for name, h in data["sources"].items():
         if h["consecutive_failures"]:
             out.append(f"Source {name}: failing ({h['last_error_kind']}: {h['last_error']})")

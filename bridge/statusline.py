@@ -107,7 +107,7 @@ def _epoch(v: Any) -> int | None:
 class Spend:
     today: Decimal
     per_hour: Decimal  # the last 60 minutes
-    unpriced: int  # requests today without a known price: today's figure is a lower bound
+    unpriced: int  # requests (or usage rows) today without a known price: today's figure is a lower bound
 
 
 def record_and_read(state_dir: Path, inp: StatusInput, now: float) -> Spend | None:
@@ -138,10 +138,10 @@ def _spend(ledger: Any, now: float) -> Spend:
     now_ms = int(now * 1000) + 1  # until is exclusive: a request at this very millisecond counts
     today = ledger.aggregate("quarter", since_ms=int(midnight.timestamp() * 1000), until_ms=now_ms)
     hour = ledger.aggregate("quarter", since_ms=now_ms - 1 - 3600_000, until_ms=now_ms)
-    # Row layout of Ledger.aggregate: ..., cost_pusd at 8, unpriced requests at 9.
+    # Row layout of Ledger.aggregate: ..., cost_pusd at 8 (None: no known price), unpriced at 9.
     return Spend(
-        today=from_pusd(sum(int(r[8]) for r in today)),
-        per_hour=from_pusd(sum(int(r[8]) for r in hour)),
+        today=from_pusd(sum(int(r[8] or 0) for r in today)),
+        per_hour=from_pusd(sum(int(r[8] or 0) for r in hour)),
         unpriced=sum(int(r[9]) for r in today),
     )
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from bridge import app
+from bridge import _api, app, cli, report, status
 from bridge.config import Settings
 from bridge.ledger import Ledger
 from bridge.sources.anthropic_api import COSTS, USAGE, AnthropicCosts, AnthropicUsage
@@ -123,3 +124,40 @@ def test_a_403_for_a_non_admin_key_is_recorded_by_kind(tmp_path, server, apis, p
         assert stats.failure is not None and stats.failure.kind == "http_403"  # type: ignore[attr-defined]
         assert "not an admin key" in str(stats.failure) and KEY not in str(stats.failure)
         assert ledger.health()[COSTS].last_error_kind == "http_403"
+
+
+def test_usage_of_an_unknown_model_without_the_cost_api_is_unknown_never_zero(tmp_path, server, apis, pricer):
+    # The usage report has no request count: its rows count 0 requests. With the cost API off the
+    # usage row's cost is estimated, and a model without a price must read as unknown everywhere.
+    apis["messages"].put(
+        H0,
+        anthropic_usage("unknown-claude-x", uncached=1_000_000, read=0, w5m=0, w1h=0, output=0),
+        anthropic_usage("claude-sonnet-5", uncached=2_000_000, read=0, w5m=0, w1h=0, output=500_000),
+    )
+    s = settings(tmp_path, server)
+    s.enabled_sources = (USAGE,)  # the cost report is not read: usage rows are estimated
+    with Ledger.open(s.state_dir) as ledger:
+        assert app.scan_one(ledger, AnthropicUsage(s), pricer).failure is None
+        models = report.build(ledger, "models", UTC)
+        daily = report.build(ledger, "daily", UTC).as_json()
+        status_data = status.build(ledger, {}, now=NOW, tz=UTC)
+        web = _api.by_model(ledger, _api.parse_query({"timezone": ["UTC"]}))
+        web_summary = _api.summary(ledger, _api.parse_query({"timezone": ["UTC"]}))
+        totals = {t.model: t for t in ledger.totals()}
+        assert ledger.totals() == ledger.recomputed_totals()
+    unknown = next(b for b in models.buckets if b.key == "unknown-claude-x")
+    assert unknown.line.cost is None and cli._fmt_cost(unknown.line) == "unknown"
+    assert cli._fmt_cost(models.totals) == "$2.50 + ?"  # the priced row's $2.50 and the unknown row
+    day = daily["daily"][0]  # one bucket holding both rows
+    assert (day["totalCost"], day["unpricedRequests"], day["requests"]) == ("2.5", 1, 0)
+    breakdown = {m["modelName"]: m for m in day["modelBreakdowns"]}
+    assert breakdown["unknown-claude-x"]["totalCost"] is None and breakdown["unknown-claude-x"]["unpricedRequests"] == 1
+    assert breakdown["claude-sonnet-5"]["totalCost"] == "2.5" and breakdown["claude-sonnet-5"]["unpricedRequests"] == 0
+    by_web = {m["model"]: m for m in web["models"]}
+    assert by_web["unknown-claude-x"]["totalCost"] is None and by_web["unknown-claude-x"]["unpricedRequests"] == 1
+    assert web["totals"]["unpricedRequests"] == 1 and web_summary["allTime"]["unpricedRequests"] == 1
+    month = status_data["month"]["anthropic"]
+    assert (month["cost"], month["unpriced"]) == (Decimal("2.5"), 1)
+    assert "1 request(s) or usage row(s) this month have no known price" in status.render(status_data)
+    assert (totals["unknown-claude-x"].unpriced, totals["unknown-claude-x"].priced) == (1, 0)
+    assert (totals["claude-sonnet-5"].unpriced, totals["claude-sonnet-5"].priced) == (0, 1)

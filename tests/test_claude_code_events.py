@@ -267,7 +267,7 @@ def test_after_rekeying_a_reread_line_and_its_event_add_nothing(tmp_path, claude
         led._db.execute("DELETE FROM totals")
         led._db.execute(
             "INSERT INTO totals SELECT source, provider, model, session_id, SUM(input), SUM(output), SUM(cache_read), "
-            "SUM(cache_creation), SUM(cost_pusd), SUM(requests), 0 FROM usage GROUP BY 1, 2, 3, 4"
+            "SUM(cache_creation), SUM(cost_pusd), SUM(requests), 0, SUM(requests) FROM usage GROUP BY 1, 2, 3, 4"
         )
     with Ledger(path) as led:
         before = sums(led)

@@ -57,7 +57,7 @@ def test_report_daily_table_snapshot(cli_env, claude_home):
     out = cli(cli_env, "report", "daily", "--timezone", "UTC", "--breakdown")
     assert out.returncode == 0, out.stderr
     check_snapshot("report_daily.txt", out.stdout, claude_home.root)
-    assert "1 request(s) use a model without a known price" in out.stderr
+    assert "1 request(s) or usage row(s) use a model without a known price" in out.stderr
 
 
 def test_report_json_totals_and_unknown_cost(cli_env, claude_home):

@@ -318,7 +318,7 @@ def test_schema_2_ledger_is_upgraded_in_place_counting_one_request_per_row(tmp_p
     )
     con.close()
     with Ledger.open(tmp_path) as led:
-        assert led._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+        assert led._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         assert led.totals() == before == led.recomputed_totals()
         assert led.request_count() == 2
         led.set_gauges("openrouter_api", [Gauge("tokenbridge.balance", {"provider": "openrouter"}, Decimal("4.5"), 1)])
@@ -481,3 +481,66 @@ def test_sessions_stored_before_the_fallback_rule_are_known_as_primary(ledger, p
     ledger.commit([_session_rec("a-1", "a", 30)], pricer)  # an older bridge: no fallback rule yet
     ledger.commit([_session_rec("fb:a:1", "a", 50), _session_rec("fb:c:1", "c", 5)], pricer, fallback="fb:")
     assert {t.session_id: t.tokens["output"] for t in ledger.totals()} == {"a": 30, "c": 5}
+
+
+def usage_row(key: str, model: str, requests: int = 0, source: str = "anthropic_usage_api") -> UsageRecord:
+    """A provider's usage bucket: tokens without a request count (Anthropic's usage report)."""
+    return UsageRecord(
+        source=source, provider="anthropic", model=model, timestamp=TS, dedup_key=key,
+        tokens=Tokens(input=1000, output=10), requests=requests, replace=True,
+    )  # fmt: skip
+
+
+def test_a_row_without_a_request_count_and_without_a_price_is_one_unpriced_entry(ledger, pricer):
+    ledger.commit([usage_row("u", "unknown-x"), usage_row("k", "m"), usage_row("k3", "m3", requests=3)], pricer)
+    by_model = {t.model: (t.requests, t.unpriced, t.priced) for t in ledger.totals()}
+    assert by_model == {"unknown-x": (0, 1, 0), "m": (0, 0, 1), "m3": (3, 0, 3)}
+    assert ledger.unpriced_requests() == 1
+    [row] = [r for r in ledger.aggregate("quarter") if r[1] == "unknown-x"]
+    assert (row[8], row[9], row[10]) == (None, 1, 0)  # no known cost: None, never 0
+
+    class Later:
+        def cost(self, provider: str, model: str, tokens: Tokens, at: Any = None) -> Decimal:
+            return Decimal("0.25")
+
+    assert ledger.reprice_unknown(Later()) == 1
+    assert {t.model: (t.unpriced, t.priced) for t in ledger.totals()}["unknown-x"] == (0, 1)
+    assert ledger.totals() == ledger.recomputed_totals()
+
+
+def test_schema_3_ledger_totals_are_recounted_from_the_rows(tmp_path, pricer):
+    """A ledger written before schema 4 counted an unpriced row without a request count as 0
+    unpriced and had no priced count; opening it recomputes the running totals from the rows."""
+    import sqlite3
+
+    with Ledger.open(tmp_path) as led:
+        led.commit([usage_row("u", "unknown-x"), usage_row("k", "m"), rec("a", 7), rec("b", 9, model="unknown-y")],
+                   pricer)  # fmt: skip
+        led.commit([usage_row("gone", "unknown-z", source="anthropic_claude_code_api")], pricer)
+        assert led.retract("anthropic_claude_code_api", 0) == 1  # its series keeps a row of zeros
+        want = led.totals()
+    con = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    con.executescript(
+        # What schema 3 stored: unpriced = the requests of rows without a cost; no priced column.
+        "ALTER TABLE totals DROP COLUMN priced; "
+        "UPDATE totals SET unpriced = COALESCE((SELECT SUM(CASE WHEN u.cost_pusd IS NULL THEN u.requests ELSE 0 END) "
+        "FROM usage u WHERE u.source = totals.source AND u.provider = totals.provider AND u.model = totals.model "
+        "AND COALESCE(u.session_id, '') = totals.session_id), 0); "
+        "UPDATE meta SET value='3' WHERE key='schema_version';"
+    )
+    old = dict(con.execute("SELECT model, unpriced FROM totals WHERE model LIKE 'unknown-%'").fetchall())
+    con.close()
+    assert old == {"unknown-x": 0, "unknown-y": 1, "unknown-z": 0}  # the bug: unknown-x read as $0
+    with Ledger.open(tmp_path) as led:
+        assert led._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        assert led.totals() == want
+        assert {(t.source[:9], t.model): (t.requests, t.unpriced, t.priced) for t in led.totals()} == {
+            ("anthropic", "unknown-x"): (0, 1, 0), ("anthropic", "m"): (0, 0, 1), ("anthropic", "unknown-z"): (0, 0, 0),
+            ("claude_tr", "m"): (1, 0, 1), ("claude_tr", "unknown-y"): (1, 1, 0),
+        }  # fmt: skip
+        assert [t for t in led.totals() if t.model != "unknown-z"] == led.recomputed_totals()
+        led.commit([usage_row("u", "unknown-x"), rec("c", 5)], pricer)  # the running totals go on from there
+        after = {(t.source, t.model): (t.requests, t.unpriced, t.priced) for t in led.totals()}
+        assert after[("claude_transcripts", "m")] == (2, 0, 2)
+        assert after[("anthropic_usage_api", "unknown-x")] == (0, 1, 0)
+        assert [t for t in led.totals() if t.model != "unknown-z"] == led.recomputed_totals()

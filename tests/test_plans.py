@@ -57,9 +57,9 @@ def test_unknown_prices_are_never_zero():
     assert cmp.usage.cost is None and cmp.difference is None
     assert cmp.as_json()["apiCostUsd"] is None and cmp.as_json()["planCostUsd"] == "20"
     assert plans.explain(cmp)[-1] == "No comparison: the usage has no known price."
-    some = plans.Usage(cost_pusd=30 * 10**12, requests=3, unpriced=1, first_day=date(2026, 3, 1))
+    some = plans.Usage(cost_pusd=30 * 10**12, requests=3, unpriced=1, priced=True, first_day=date(2026, 3, 1))
     cmp = plans.compare("pro", Decimal(20), some, None, date(2026, 3, 31), today=date(2026, 4, 1))
-    assert "(+ 1 request(s) without a known price, not included)" in plans.explain(cmp)[2]
+    assert "(+ 1 request(s) or usage row(s) without a known price, not included)" in plans.explain(cmp)[2]
     assert (
         plans.explain(cmp)[3]
         == "At API prices this usage would cost at least $10.00 more than the plan: the plan pays off."
@@ -132,3 +132,13 @@ def test_without_until_the_plan_runs_to_today(state, capsys):
     plan = json.loads(capsys.readouterr().out)["plan"]
     assert plan["since"] == "2026-02-10"  # the first day with Claude usage
     assert plan["until"] == datetime.now(UTC).date().isoformat()
+
+
+def test_usage_rows_without_a_request_count_are_usage_to_compare():
+    # Anthropic's usage report carries no request count: its priced rows are still Claude usage.
+    buckets = plans.Usage(cost_pusd=30 * 10**12, requests=0, priced=True, first_day=date(2026, 3, 1))
+    cmp = plans.compare("pro", Decimal(20), buckets, None, date(2026, 3, 31), today=date(2026, 4, 1))
+    assert plans.explain(cmp)[-1] == "At API prices this usage would cost $10.00 more than the plan: the plan pays off."
+    unknown = plans.Usage(requests=0, unpriced=1, first_day=date(2026, 3, 1))
+    cmp = plans.compare("pro", Decimal(20), unknown, None, date(2026, 3, 31), today=date(2026, 4, 1))
+    assert cmp.usage.cost is None and plans.explain(cmp)[-1] == "No comparison: the usage has no known price."

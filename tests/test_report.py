@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bridge.cli import _fmt_cost
 from bridge.errors import ConfigError
 from bridge.record import Tokens, UsageRecord
 from bridge.report import build, parse_day, resolve_tz
@@ -114,6 +115,27 @@ def test_unknown_cost_is_null_never_zero(ledger, pricer):
     assert second["totalCost"] == "0.00011" and second["unpricedRequests"] == 0
     assert data["totals"]["totalCost"] == "0.00011" and data["totals"]["unpricedRequests"] == 1
     assert build(ledger, "daily", UTC).totals.cost == Decimal("0.00011")
+
+
+def test_a_usage_row_without_requests_and_without_a_price_is_unknown_beside_a_priced_request(ledger, pricer):
+    # A provider's usage bucket carries no request count; with no price its cost is unknown, never $0.
+    bucket = UsageRecord(
+        source="anthropic_usage_api", provider="anthropic", model="unknown-model",
+        timestamp=datetime.fromisoformat("2026-03-01T12:00:00+00:00"), dedup_key="bucket",
+        tokens=Tokens(input=500), requests=0, replace=True,
+    )  # fmt: skip
+    ledger.commit([bucket], pricer)
+    alone = build(ledger, "daily", UTC)
+    assert alone.buckets[0].line.cost is None and _fmt_cost(alone.buckets[0].line) == "unknown"
+    assert alone.as_json()["totals"]["totalCost"] is None and alone.as_json()["totals"]["unpricedRequests"] == 1
+    add(ledger, pricer, "k", "2026-03-01T13:00:00+00:00")  # a priced request in the same day
+    rep = build(ledger, "daily", UTC)
+    [day] = rep.buckets
+    assert _fmt_cost(day.line) == "$0.00 + ?" and day.line.cost == Decimal("0.00011")
+    data = rep.as_json()["daily"][0]
+    assert (data["totalCost"], data["unpricedRequests"], data["requests"]) == ("0.00011", 1, 1)
+    by_model = {m["modelName"]: m["totalCost"] for m in data["modelBreakdowns"]}
+    assert by_model == {"unknown-model": None, "claude-sonnet-4-5": "0.00011"}
 
 
 def test_bad_timezone_and_dates_name_the_flag():

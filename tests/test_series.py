@@ -15,7 +15,7 @@ from pathlib import Path
 from bridge.export import BridgeExporter
 from bridge.ledger import Ledger
 from bridge.record import Tokens, UsageRecord
-from bridge.series import COST_METRIC, TOKEN_METRIC, SeriesBook, guarded_points, series_key, values
+from bridge.series import COST_METRIC, TOKEN_METRIC, UNPRICED_METRIC, SeriesBook, guarded_points, series_key, values
 from tests._otlp_sink import running_sink
 
 TS = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -114,6 +114,21 @@ def test_billed_cost_lines_without_requests_are_exported_as_cost(ledger, pricer)
     ledger.commit([line], pricer)
     cost = {a: v for m, a, v in values(ledger.totals(), include_session_id=False) if m == COST_METRIC}
     assert cost == {(("model", "gpt-5"), ("provider", "openai"), ("source", "openai_cost_api")): Decimal("0.875")}
+
+
+def test_usage_rows_without_requests_and_without_a_price_export_unpriced_never_a_zero_cost(ledger, pricer):
+    # Anthropic's usage report (no request count) with the cost API off: an unknown model's cost is
+    # unknown, exported as one unpriced entry and no cost series; a priced model's cost is exported.
+    def usage(model: str) -> UsageRecord:
+        return UsageRecord(
+            source="anthropic_usage_api", provider="anthropic", model=model, timestamp=TS,
+            dedup_key=f"anthropic:messages:1:{model}", tokens=Tokens(input=2_000_000), requests=0, replace=True,
+        )  # fmt: skip
+
+    ledger.commit([usage("unknown-x"), usage("claude-m")], pricer)
+    got = {(m, dict(a)["model"]): v for m, a, v in values(ledger.totals(), include_session_id=False)}
+    assert got[(UNPRICED_METRIC, "unknown-x")] == 1 and (COST_METRIC, "unknown-x") not in got
+    assert got[(COST_METRIC, "claude-m")] == 2 and (UNPRICED_METRIC, "claude-m") not in got
 
 
 def test_balances_and_source_health_are_exported_as_otlp_gauges(tmp_path: Path, pricer):

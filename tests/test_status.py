@@ -122,7 +122,7 @@ def test_text_view_answers_in_one_screen(ledger):
     assert "Budget monthly: $2.00 of $20.00 (10%), projected $22.50" in text
     assert "Balance openrouter: 7.25 USD" in text
     assert "Plan quota five_hour: 42% used" in text
-    assert "Warning: 1 request(s) this month have no known price" in text
+    assert "Warning: 1 request(s) or usage row(s) this month have no known price" in text
     assert "Source openai_api: failing (http_401: HTTP 401 from the usage API)" in text
     assert len(text.splitlines()) <= 24
 

@@ -146,6 +146,17 @@ def test_unpriced_requests_mark_today_as_a_lower_bound(tmp_path):
     assert "today $0.50+? | $0.50/h" in out.getvalue()
 
 
+def test_an_unpriced_usage_row_without_requests_alone_marks_today_unknown(tmp_path):
+    # A provider's usage bucket (no request count) of a model without a price: "+?", never a bare $0.
+    bucket = _usage("u", NOON - timedelta(minutes=5), model="mystery-1")
+    bucket.requests = 0
+    with Ledger.open(tmp_path) as led:
+        led.commit([bucket], _Price())
+    out = io.StringIO()
+    run(io.StringIO(status_doc()), out, tmp_path, now=NOON.timestamp())
+    assert "today $0.00+? | $0.00/h" in out.getvalue()
+
+
 def test_a_busy_ledger_does_not_hold_the_line(tmp_path):
     _run(status_doc(), tmp_path)  # create the ledger
     holder = sqlite3.connect(tmp_path / "ledger.sqlite3", isolation_level=None)

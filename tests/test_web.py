@@ -295,3 +295,27 @@ def test_run_with_http_port_serves_beside_the_daemon(history):
         assert daemon.stop() == 0, daemon.stderr()
     finally:
         daemon.close()
+
+
+def test_a_provider_filter_keeps_rows_without_requests_or_tokens(ledger, pricer):
+    # Billed cost lines carry no tokens and no request count (a day of its own here); usage buckets
+    # carry no request count.
+    from datetime import UTC, datetime, timedelta
+
+    from bridge import _api
+    from bridge.record import CostOrigin, Tokens, UsageRecord
+
+    at = datetime(2026, 3, 2, 10, tzinfo=UTC)
+    cost = UsageRecord(
+        source="anthropic_cost_api", provider="anthropic", model="claude-m", timestamp=at - timedelta(days=1),
+        dedup_key="cost",
+        tokens=Tokens(), cost=Decimal("1.25"), cost_origin=CostOrigin.REPORTED, requests=0,
+    )  # fmt: skip
+    usage = UsageRecord(
+        source="anthropic_usage_api", provider="anthropic", model="unknown-m", timestamp=at, dedup_key="usage",
+        tokens=Tokens(input=10), requests=0,
+    )  # fmt: skip
+    ledger.commit([cost, usage], pricer)
+    q = _api.parse_query({"timezone": ["UTC"], "provider": ["anthropic"], "since": ["2026-03-01"]})
+    total = _api.summary(ledger, q)["allTime"]
+    assert (total["totalCost"], total["unpricedRequests"], total["requests"]) == ("1.25", 1, 0)
