@@ -15,11 +15,8 @@ case "${1:-}" in
     tb_team_use_dir
     vm="http://127.0.0.1:$VICTORIAMETRICS_PORT"
     tb_http_ok "$vm/health" || tb_die "VictoriaMetrics is not answering on 127.0.0.1:$VICTORIAMETRICS_PORT (./start.sh --team-server)"
-    collector="" log=()
-    if tb_team_native_active || ! tb_have_docker; then
-      collector="http://127.0.0.1:$TEAM_OTELCOL_METRICS_PORT/metrics"
-      log=(--log "$(tb_logfile team-collector)")
-    fi
+    collector="http://127.0.0.1:$TEAM_OTELCOL_METRICS_PORT/metrics" log=()
+    if tb_team_native_active || ! tb_have_docker; then log=(--log "$(tb_logfile team-collector)"); fi
     echo "Team collector and VictoriaMetrics (their own counters, since each started):"
     "$py" "$TB_ROOT/scripts/team_stats.py" traffic --collector "$collector" --vm "$vm" ${log[@]+"${log[@]}"} || true
     echo

@@ -60,25 +60,31 @@ team_status() {
     else
       # Users, never tokens: the part before the first colon of each user:token line.
       users="$(grep -Ev '^[[:space:]]*(#|$)' "$f" | cut -d: -f1 | tr -d '[:blank:]' | sort -u | grep -c . || true)"
-      ok "tokens file $f ($users users; re-read when it changes)"
+      ok "tokens file $f (users: $users; re-read when it changes)"
       if [[ -n "$(find "$f" -perm /o=rwx 2>/dev/null)" ]]; then warn "$f is readable by other users: chmod 600 it"; fi
     fi
     if [[ -n "$col_pid" ]]; then
       if tr '\0' ' ' <"/proc/$col_pid/cmdline" 2>/dev/null | grep -q 'otel-collector-team-tls.yml'; then ok "TLS on both OTLP receivers"
       else warn "no TLS: tokens cross the network in clear text (docs/team.md, TLS)"; fi
     fi
-    collector_url="http://127.0.0.1:$TEAM_OTELCOL_METRICS_PORT/metrics"
   fi
+  collector_url="http://127.0.0.1:$TEAM_OTELCOL_METRICS_PORT/metrics"
   echo "Traffic (counters since each process started):"
   local args=(traffic --collector "$collector_url" --vm "http://127.0.0.1:$VICTORIAMETRICS_PORT")
-  [[ $mode == native ]] && args+=(--log "$(tb_logfile team-collector)")
-  "$py" "$TB_ROOT/scripts/team_stats.py" "${args[@]}" || problems=$((problems + 1))
+  if [[ $mode == native ]]; then
+    "$py" "$TB_ROOT/scripts/team_stats.py" "${args[@]}" --log "$(tb_logfile team-collector)" || problems=$((problems + 1))
+  else
+    docker compose --project-directory "$TB_ROOT" --profile team logs --no-color team-collector 2>/dev/null \
+      | "$py" "$TB_ROOT/scripts/team_stats.py" "${args[@]}" --log - || problems=$((problems + 1))
+  fi
   if [[ $mode == native ]]; then
     echo "Logs (scripts/logs.sh --team-server [NAME] [-f]):"
     for name in "${TB_TEAM_NAMES[@]}"; do
       f="$(tb_logfile "$name")"
       [[ -f "$f" ]] && printf '  %-16s %s\n' "$name" "$f"
     done
+  else
+    echo "Logs: scripts/logs.sh --team-server [NAME] [-f] (docker compose --profile team logs)"
   fi
   if [[ $problems -gt 0 ]]; then echo "$problems problem(s)."; exit 1; fi
   echo "All good."

@@ -1,7 +1,7 @@
 """What the team server received and stored, for `scripts/status.sh --team-server` and `scripts/metrics.sh
 --team-server` (docs/team.md). Standard library only: it runs with the system's python3.
 
-  team_stats.py traffic --collector URL --vm URL [--log FILE]   the team collector's own telemetry (points
+  team_stats.py traffic --collector URL --vm URL [--log FILE|-]   the team collector's own telemetry (points
       accepted/refused by its receivers, sent/failed by its exporter), the requests refused for their token (counted
       in the collector's log, which never holds a token), VictoriaMetrics' ingested rows and active series
   team_stats.py data --vm URL                                    per metric and user: series, sum of the latest
@@ -61,10 +61,11 @@ def _n(value: int | None) -> str:
 
 def refusals(log: Path) -> tuple[int, str]:
     """How many requests the collector refused for their token, and the last such line's reason and peer."""
-    try:
-        lines = [line for line in log.read_text(errors="replace").splitlines() if REFUSAL in line]
+    try:  # "-": the log on stdin (`docker compose logs team-collector`)
+        text = sys.stdin.read() if str(log) == "-" else log.read_text(errors="replace")
     except OSError:
         return 0, ""
+    lines = [line for line in text.splitlines() if REFUSAL in line]
     if not lines:
         return 0, ""
     last = lines[-1]
@@ -76,13 +77,10 @@ def refusals(log: Path) -> tuple[int, str]:
 def traffic(collector: str, vm: str, log: Path | None) -> int:
     failed = 0
     try:
-        c = scrape(collector) if collector else None
+        c = scrape(collector)
     except (OSError, urllib.error.URLError) as exc:
         print(f"  warn  team collector's own telemetry not readable at {collector} ({exc})")
-        c = None
-    if c is None and not collector:
-        print("  warn  team collector's own telemetry: not published by the Docker team profile (native only)")
-    if c is not None:
+    else:
         accepted = _sum(c, "otelcol_receiver_accepted_metric_points")
         refused = _sum(c, "otelcol_receiver_refused_metric_points")
         logs_in = _sum(c, "otelcol_receiver_accepted_log_records")
@@ -158,7 +156,7 @@ def data(vm: str) -> int:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="team_stats.py")
     p.add_argument("what", choices=("traffic", "data"))
-    p.add_argument("--collector", default="")
+    p.add_argument("--collector", default="http://127.0.0.1:18898/metrics")
     p.add_argument("--vm", required=True)
     p.add_argument("--log", type=Path)
     a = p.parse_args(argv)

@@ -264,7 +264,7 @@ def test_status_metrics_and_logs_show_the_team_server_without_a_token(server, tm
     assert f"ok    team-collector (pid {pids['team-collector']}, " in out
     assert f"ok    victoriametrics (pid {pids['victoriametrics']}, " in out
     assert "warn  team-grafana not running" in out
-    assert f"tokens file {server.env['TOKENBRIDGE_TEAM_TOKENS_FILE']} (1 users" in out
+    assert f"tokens file {server.env['TOKENBRIDGE_TEAM_TOKENS_FILE']} (users: 1;" in out
     assert "warn  no TLS" in out
     refusal = "refused requests (missing or unknown token): 1; last: reason teamauth: token not accepted, peer 127."
     assert refusal in out
