@@ -102,6 +102,7 @@ _tb_telemetry_main() {
       '') echo "telemetry.sh: team token file $token_file is empty" >&2; return 2 ;;
       *[!A-Za-z0-9._~+/=-]*) echo "telemetry.sh: the token in $token_file has characters a header cannot carry (not shown)" >&2; return 2 ;;
     esac
+    case "$token_file" in /*) ;; *) token_file="$PWD/$token_file" ;; esac  # for a bridge started elsewhere
     if [ "$tls" = 1 ] || [ "${TOKENBRIDGE_TEAM_TLS:-}" = 1 ]; then scheme="https"; fi
     team_user="${TOKENBRIDGE_USER:-${LOGNAME:-${USER:-$(id -un 2>/dev/null || echo unknown)}}}"
     team_machine="${TOKENBRIDGE_MACHINE:-$(hostname 2>/dev/null || echo unknown)}"
@@ -136,6 +137,8 @@ _tb_telemetry_main() {
     attrs="$attrs,user=$team_user,machine=$team_machine"
     export OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer%20$token"
     export TOKENBRIDGE_TEAM=1 TOKENBRIDGE_TELEMETRY_TEAM=1
+    # A `tokenbridge run` from this shell re-reads the token from the file before each export (rotation).
+    export TOKENBRIDGE_TEAM_TOKEN_FILE="$token_file"
   fi
   export OTEL_RESOURCE_ATTRIBUTES="$attrs"
 
@@ -159,7 +162,7 @@ _tb_telemetry_main() {
   if [ -n "$cleared" ]; then echo "  unset (would override the above):$cleared"; fi
   if [ "$team" = 1 ]; then
     echo "  OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<token from $token_file, not shown>"
-    echo "  TOKENBRIDGE_TEAM=1 (tokenbridge run from this shell sends to the same server with the same token)"
+    echo "  TOKENBRIDGE_TEAM=1 TOKENBRIDGE_TEAM_TOKEN_FILE=$token_file (tokenbridge run from this shell sends to the same server, re-reading the token file)"
     echo "Rotating tokens without restarting Claude Code (http only): add to ~/.claude/settings.json"
     echo "  \"otelHeadersHelper\": \"$(cd "$here" && pwd)/scripts/team-headers.sh\""
     echo "  (it prints the header from TOKENBRIDGE_TEAM_TOKEN_FILE or ~/.config/tokenbridge/team-token; Claude Code re-runs it every 29 min)"

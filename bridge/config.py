@@ -20,6 +20,7 @@ import platformdirs
 
 from bridge import alerts
 from bridge.errors import ConfigError
+from bridge.teamtoken import read_token
 
 _PROVIDERS = ("openai", "anthropic", "openrouter", "moonshot", "deepseek")
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -45,7 +46,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     **alerts.schema(),
     "plans": {"pro": (int, float), "max5": (int, float), "max20": (int, float)},
     # Team mode (docs/team.md): the `user` and `machine` resource attributes on the exported series.
-    "team": {"enabled": bool, "user": str, "machine": str},
+    "team": {"enabled": bool, "user": str, "machine": str, "token_file": str},
 }
 
 # A label value on every series of a user or machine: the team collector's user-name alphabet (collector/teamauth).
@@ -59,6 +60,9 @@ class TeamIdentity:
 
     user: str
     machine: str
+    # The bearer token's file, re-read before every export (bridge/teamtoken.py); None: the token, if any, is
+    # the static one in OTEL_EXPORTER_OTLP_HEADERS.
+    token_file: Path | None = None
 
 
 @dataclass(slots=True)
@@ -270,7 +274,32 @@ def _team(env: dict[str, str], table: dict[str, Any], file: str) -> TeamIdentity
         if not _TEAM_NAME.fullmatch(value):
             raise ConfigError(key, f"{value!r} is not a usable {attr} name: 1-64 of A-Z a-z 0-9 . _ @ -")
         names[attr] = value
-    return TeamIdentity(user=names["user"], machine=names["machine"])
+    return TeamIdentity(user=names["user"], machine=names["machine"], token_file=_team_token_file(env, table, file))
+
+
+# The file telemetry.sh --team and scripts/team-headers.sh read when TOKENBRIDGE_TEAM_TOKEN_FILE is unset.
+DEFAULT_TEAM_TOKEN_FILE = "~/.config/tokenbridge/team-token"  # noqa: S105 (a path, not a token)
+
+
+def _team_token_file(env: dict[str, str], table: dict[str, Any], file: str) -> Path | None:
+    """``TOKENBRIDGE_TEAM_TOKEN_FILE``, else ``[team] token_file``, else the default file when it exists and
+    ``OTEL_EXPORTER_OTLP_[METRICS_]HEADERS`` carries no Authorization (an explicit header keeps working)."""
+    if env.get("TOKENBRIDGE_TEAM_TOKEN_FILE", "").strip():
+        key, raw = "TOKENBRIDGE_TEAM_TOKEN_FILE", env["TOKENBRIDGE_TEAM_TOKEN_FILE"].strip()
+    elif str(table.get("token_file", "")).strip():
+        key, raw = f"{file}: team.token_file", str(table["token_file"]).strip()
+    else:
+        headers = env.get("OTEL_EXPORTER_OTLP_METRICS_HEADERS") or env.get("OTEL_EXPORTER_OTLP_HEADERS") or ""
+        default = Path(env.get("HOME") or os.path.expanduser("~")) / DEFAULT_TEAM_TOKEN_FILE.removeprefix("~/")
+        if "authorization" in headers.lower() or not default.is_file():
+            return None
+        key, raw = "TOKENBRIDGE_TEAM_TOKEN_FILE", str(default)
+    path = Path(os.path.expanduser(raw)).absolute()  # `tokenbridge run` may be started from anywhere
+    try:
+        read_token(path)
+    except ValueError as exc:
+        raise ConfigError(key, f"team token file {path}: {exc}") from None
+    return path
 
 
 def _login() -> str:

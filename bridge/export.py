@@ -60,6 +60,7 @@ from bridge.series import (
     guarded_points,
     series_key,
 )
+from bridge.teamtoken import TokenRotation, headers_with_token
 
 log = logging.getLogger("tokenbridge.export")
 
@@ -145,11 +146,14 @@ def _capture_sdk_errors() -> None:
 class _StableStartExporter(MetricExporter):
     """Wraps the OTLP exporter: stable start times, and one clear line when delivery fails."""
 
-    def __init__(self, inner: MetricExporter, owner: BridgeExporter, target: str) -> None:
+    def __init__(
+        self, inner: MetricExporter, owner: BridgeExporter, target: str, token: TokenRotation | None = None
+    ) -> None:
         super().__init__(preferred_temporality=_CUMULATIVE)
         self._inner = inner
         self._owner = owner
         self._target = target
+        self._token = token
         self.failures = 0
         self.successes = 0
         # Set by BridgeExporter.shutdown: the SDK's reader does one more collection and export
@@ -185,6 +189,8 @@ class _StableStartExporter(MetricExporter):
                     sm.metrics[i] = replace(metric, data=data)  # type: ignore[index]
 
     def _send(self, metrics_data: MetricsData, timeout_millis: float) -> MetricExportResult:
+        if self._token is not None:
+            self._inner = self._token.exporter(self._inner)
         _sdk_errors.take()
         try:
             result = self._inner.export(metrics_data, timeout_millis=timeout_millis)
@@ -199,9 +205,9 @@ class _StableStartExporter(MetricExporter):
             self.failures += 1
             log.warning(
                 "collector at %s refused the credentials (401 Unauthenticated / 403): check the token in "
-                "OTEL_EXPORTER_OTLP_HEADERS (not shown); the ledger keeps every total and the next accepted export "
-                "carries them",
+                "%s (not shown); the ledger keeps every total and the next accepted export carries them",
                 self._target,
+                self._token.source if self._token is not None else "OTEL_EXPORTER_OTLP_HEADERS",
             )
         else:
             self.failures += 1
@@ -283,7 +289,8 @@ def check_otlp_headers(env: dict[str, str]) -> None:
         return  # the SDK reads only the first of the two that is set
 
 
-def _otlp_exporter(env: dict[str, str]) -> tuple[MetricExporter, str]:
+def _otlp_exporter(env: dict[str, str], headers: dict[str, str] | None = None) -> tuple[MetricExporter, str]:
+    """The SDK's OTLP exporter from the environment; ``headers`` replace the environment's headers."""
     proto = otlp_protocol(env)
     check_otlp_headers(env)
     signal_ep = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
@@ -294,7 +301,7 @@ def _otlp_exporter(env: dict[str, str]) -> tuple[MetricExporter, str]:
         )
 
         endpoint = signal_ep or base_ep or DEFAULT_ENDPOINT
-        return Grpc(endpoint=endpoint, preferred_temporality=_CUMULATIVE), _redact(endpoint)
+        return Grpc(endpoint=endpoint, headers=headers, preferred_temporality=_CUMULATIVE), _redact(endpoint)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as Http,
     )
@@ -304,7 +311,7 @@ def _otlp_exporter(env: dict[str, str]) -> tuple[MetricExporter, str]:
     else:
         base = base_ep or DEFAULT_ENDPOINT.replace("14317", "14318")
         endpoint = base.rstrip("/") + "/v1/metrics"
-    return Http(endpoint=endpoint, preferred_temporality=_CUMULATIVE), _redact(endpoint)
+    return Http(endpoint=endpoint, headers=headers, preferred_temporality=_CUMULATIVE), _redact(endpoint)
 
 
 def bridge_resource(env: dict[str, str], instance_id: str | None, team: TeamIdentity | None = None) -> Resource:
@@ -353,9 +360,16 @@ class BridgeExporter:
         self.otlp: _StableStartExporter | None = None
         readers: list[MetricReader] = []
         if otlp:
-            inner, target = _otlp_exporter(env)
+            rotation = None
+            if team is not None and team.token_file is not None:
+
+                def with_token(token: str) -> MetricExporter:
+                    return _otlp_exporter(env, headers_with_token(env, token))[0]
+
+                rotation = TokenRotation(team.token_file, with_token)
+            inner, target = _otlp_exporter(env, rotation.headers(env)) if rotation else _otlp_exporter(env)
             _capture_sdk_errors()
-            self.otlp = _StableStartExporter(inner, self, target)
+            self.otlp = _StableStartExporter(inner, self, target, rotation)
             self.target = target
             readers.append(PeriodicExportingMetricReader(self.otlp, export_interval_millis=interval_s * 1000))
         if prometheus_port is not None:

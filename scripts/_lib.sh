@@ -333,6 +333,25 @@ tb_team_defaults() {
     VICTORIAMETRICS_PORT VICTORIAMETRICS_RETENTION TEAM_GRAFANA_PORT TOKENBRIDGE_TEAM_DIR
 }
 
+# The team server's processes, as scripts/team-server.sh names their pid and log files under $TOKENBRIDGE_TEAM_DIR.
+# shellcheck disable=SC2034
+TB_TEAM_NAMES=(team-collector victoriametrics team-grafana)
+
+# tb_team_use_dir: the native helpers (tb_pidfile, tb_logfile, tb_native_pid) then work on the team server's files.
+tb_team_use_dir() {
+  tb_team_defaults
+  TOKENBRIDGE_NATIVE_DIR="$TOKENBRIDGE_TEAM_DIR"
+}
+
+# tb_team_health_url NAME -> the loopback URL that answers 2xx when NAME is healthy.
+tb_team_health_url() {
+  case "$1" in
+    team-collector) echo "http://127.0.0.1:$TEAM_OTELCOL_HEALTH_PORT/" ;;
+    victoriametrics) echo "http://127.0.0.1:$VICTORIAMETRICS_PORT/health" ;;
+    team-grafana) echo "http://127.0.0.1:$TEAM_GRAFANA_PORT/api/health" ;;
+  esac
+}
+
 tb_team_native_active() {
   [[ -d "$TOKENBRIDGE_TEAM_DIR/run" ]] && compgen -G "$TOKENBRIDGE_TEAM_DIR/run/*.pid" >/dev/null
 }

@@ -1,11 +1,28 @@
 #!/usr/bin/env bash
 # The data flow end to end: what the collector received and exposed, and per metric and source what Prometheus
 # holds (series, latest value summed, age of the last sample).
+# --team-server: the team server's flow instead (docs/team.md): what the team collector accepted, refused and wrote,
+# what VictoriaMetrics ingested, and per metric and user what it holds.
 set -euo pipefail
 # shellcheck source=scripts/_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 tb_defaults
 py="$(tb_python)"
+
+case "${1:-}" in
+  "") ;;
+  --team-server)
+    tb_team_use_dir
+    vm="http://127.0.0.1:$VICTORIAMETRICS_PORT"
+    tb_http_ok "$vm/health" || tb_die "VictoriaMetrics is not answering on 127.0.0.1:$VICTORIAMETRICS_PORT (./start.sh --team-server)"
+    collector="http://127.0.0.1:$TEAM_OTELCOL_METRICS_PORT/metrics" log=()
+    if tb_team_native_active || ! tb_have_docker; then log=(--log "$(tb_logfile team-collector)"); fi
+    echo "Team collector and VictoriaMetrics (their own counters, since each started):"
+    "$py" "$TB_ROOT/scripts/team_stats.py" traffic --collector "$collector" --vm "$vm" ${log[@]+"${log[@]}"} || true
+    echo
+    exec "$py" "$TB_ROOT/scripts/team_stats.py" data --vm "$vm" ;;
+  *) tb_die "unknown option '$1' (usage: scripts/metrics.sh [--team-server])" ;;
+esac
 tb_http_ok "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" || tb_die "Prometheus is not answering on 127.0.0.1:$PROMETHEUS_PORT (./start.sh)"
 
 exec "$py" - "http://127.0.0.1:$PROMETHEUS_PORT" <<'PY'

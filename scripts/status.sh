@@ -1,16 +1,96 @@
 #!/usr/bin/env bash
 # Health of the tokenbridge stack: each service, the telemetry variables in THIS shell, and whether Prometheus
 # holds claude_code_* series. Exit status 1 when something needs attention.
+# --team-server: the central side of team mode instead (docs/team.md): its processes and their health, the tokens
+# file (users counted, tokens never shown), TLS, what the team collector accepted, refused and wrote, what
+# VictoriaMetrics ingested, and the log files.
 set -euo pipefail
 # shellcheck source=scripts/_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 tb_defaults
 py="$(tb_python)"
 
+team=0
+for arg in "$@"; do
+  case "$arg" in
+    --team-server) team=1 ;;
+    *) tb_die "unknown option '$arg' (usage: scripts/status.sh [--team-server])" ;;
+  esac
+done
+
 problems=0
 ok() { printf '  ok    %s\n' "$*"; }
 bad() { printf '  FAIL  %s\n' "$*"; problems=$((problems + 1)); }
 warn() { printf '  warn  %s\n' "$*"; }
+
+# The tokens file of the running team collector: this shell's setting, else the collector's own environment.
+team_tokens_file() {
+  local pid="$1"
+  if [[ -n "${TOKENBRIDGE_TEAM_TOKENS_FILE:-}" ]]; then echo "$TOKENBRIDGE_TEAM_TOKENS_FILE"; return; fi
+  [[ -n "$pid" && -r "/proc/$pid/environ" ]] || return 0
+  tr '\0' '\n' <"/proc/$pid/environ" | sed -n 's/^TOKENBRIDGE_TEAM_TOKENS_FILE=//p'
+}
+
+team_status() {
+  local mode name url pid state col_pid="" f users collector_url=""
+  tb_team_use_dir
+  if tb_team_native_active || ! tb_have_docker; then mode=native; else mode=docker; fi
+  echo "Team server ($mode mode, state $TOKENBRIDGE_TEAM_DIR):"
+  for name in "${TB_TEAM_NAMES[@]}"; do
+    url="$(tb_team_health_url "$name")"
+    if [[ $mode == native ]]; then
+      if pid="$(tb_native_pid "$name")"; then
+        [[ $name == team-collector ]] && col_pid="$pid"
+        if tb_http_ok "$url"; then ok "$name (pid $pid, $url)"; else bad "$name (pid $pid) not answering $url"; fi
+      elif [[ $name == team-grafana ]]; then
+        warn "team-grafana not running (the team server runs it when GRAFANA_HOME is set; see docs/team.md)"
+      else
+        bad "$name is not running (./start.sh --team-server; log: $(tb_logfile "$name"))"
+      fi
+    else
+      state="$(docker compose --project-directory "$TB_ROOT" --profile team ps --format '{{.State}}' "$name" 2>/dev/null)" || state=""
+      if [[ "$state" == running ]] && tb_http_ok "$url"; then ok "$name container running ($url)"
+      else bad "$name container: ${state:-not created}, $url not answering"; fi
+    fi
+  done
+  if [[ $mode == native ]]; then
+    f="$(team_tokens_file "$col_pid")"
+    if [[ -z "$f" ]]; then warn "tokens file unknown (TOKENBRIDGE_TEAM_TOKENS_FILE unset here and no running collector)"
+    elif [[ ! -r "$f" ]]; then bad "tokens file $f is not readable"
+    else
+      # Users, never tokens: the part before the first colon of each user:token line.
+      users="$(grep -Ev '^[[:space:]]*(#|$)' "$f" | cut -d: -f1 | tr -d '[:blank:]' | sort -u | grep -c . || true)"
+      ok "tokens file $f (users: $users; re-read when it changes)"
+      if [[ -n "$(find "$f" -perm /o=rwx 2>/dev/null)" ]]; then warn "$f is readable by other users: chmod 600 it"; fi
+    fi
+    if [[ -n "$col_pid" ]]; then
+      if tr '\0' ' ' <"/proc/$col_pid/cmdline" 2>/dev/null | grep -q 'otel-collector-team-tls.yml'; then ok "TLS on both OTLP receivers"
+      else warn "no TLS: tokens cross the network in clear text (docs/team.md, TLS)"; fi
+    fi
+  fi
+  collector_url="http://127.0.0.1:$TEAM_OTELCOL_METRICS_PORT/metrics"
+  echo "Traffic (counters since each process started):"
+  local args=(traffic --collector "$collector_url" --vm "http://127.0.0.1:$VICTORIAMETRICS_PORT")
+  if [[ $mode == native ]]; then
+    "$py" "$TB_ROOT/scripts/team_stats.py" "${args[@]}" --log "$(tb_logfile team-collector)" || problems=$((problems + 1))
+  else
+    docker compose --project-directory "$TB_ROOT" --profile team logs --no-color team-collector 2>/dev/null \
+      | "$py" "$TB_ROOT/scripts/team_stats.py" "${args[@]}" --log - || problems=$((problems + 1))
+  fi
+  if [[ $mode == native ]]; then
+    echo "Logs (scripts/logs.sh --team-server [NAME] [-f]):"
+    for name in "${TB_TEAM_NAMES[@]}"; do
+      f="$(tb_logfile "$name")"
+      [[ -f "$f" ]] && printf '  %-16s %s\n' "$name" "$f"
+    done
+  else
+    echo "Logs: scripts/logs.sh --team-server [NAME] [-f] (docker compose --profile team logs)"
+  fi
+  if [[ $problems -gt 0 ]]; then echo "$problems problem(s)."; exit 1; fi
+  echo "All good."
+  exit 0
+}
+[[ $team == 1 ]] && team_status
 
 if tb_native_mode_active; then mode=native
 elif tb_have_docker; then mode=docker
@@ -99,5 +179,6 @@ else
   bad "could not query Prometheus: ${out##*$'\n'}"
 fi
 
+if (tb_team_use_dir && tb_team_native_active); then echo "A team server runs here too: scripts/status.sh --team-server"; fi
 if [[ $problems -gt 0 ]]; then echo "$problems problem(s)."; exit 1; fi
 echo "All good."

@@ -12,10 +12,7 @@ set -euo pipefail
 # shellcheck source=scripts/_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 tb_defaults
-tb_team_defaults
-# The native helpers (pid files, logs) work under TOKENBRIDGE_NATIVE_DIR: point them at the team's own dir.
-# shellcheck disable=SC2034  # read by tb_pidfile / tb_logfile in _lib.sh
-TOKENBRIDGE_NATIVE_DIR="$TOKENBRIDGE_TEAM_DIR"
+tb_team_use_dir  # pid files and logs under $TOKENBRIDGE_TEAM_DIR
 
 action="${1:-}"; shift || true
 force_native=0

@@ -394,6 +394,7 @@ def test_team_services_mount_what_they_read():
         "${TEAM_BIND:-0.0.0.0}:${TEAM_OTLP_GRPC_PORT:-4317}:4317",
         "${TEAM_BIND:-0.0.0.0}:${TEAM_OTLP_HTTP_PORT:-4318}:4318",
         "${TOKENBRIDGE_BIND:-127.0.0.1}:${TEAM_OTELCOL_HEALTH_PORT:-13134}:13133",
+        "${TOKENBRIDGE_BIND:-127.0.0.1}:${TEAM_OTELCOL_METRICS_PORT:-18898}:8888",  # read by status.sh --team-server
     }
     vm = s["victoriametrics"]
     assert "victoriametrics_data:/storage" in vm["volumes"]

@@ -119,3 +119,50 @@ def test_bad_team_names_name_the_key(tmp_path, text, env, key):
     with pytest.raises(ConfigError) as err:
         load(env, config=write(tmp_path, text))
     assert err.value.key.endswith(key)
+
+
+TEAM_TOKEN = "tok-0123456789abcdef"
+
+
+def test_team_token_file_from_the_variable_over_the_file(tmp_path):
+    env_file, cfg_file = tmp_path / "env-token", tmp_path / "cfg-token"
+    env_file.write_text(TEAM_TOKEN + "\n")
+    cfg_file.write_text(TEAM_TOKEN + "\n")
+    cfg = write(tmp_path, f'[team]\nenabled = true\ntoken_file = "{cfg_file}"\n')
+    home = {"HOME": str(tmp_path / "home")}
+    assert load(home, config=cfg).team.token_file == cfg_file  # type: ignore[union-attr]
+    team = load({**home, "TOKENBRIDGE_TEAM_TOKEN_FILE": str(env_file)}, config=cfg).team
+    assert team is not None and team.token_file == env_file
+
+
+def test_team_default_token_file_only_without_an_authorization_header(tmp_path):
+    default = tmp_path / "home/.config/tokenbridge/team-token"
+    env = {"TOKENBRIDGE_TEAM": "1", "HOME": str(tmp_path / "home")}
+    absent = tmp_path / "absent.toml"
+    assert load(env, config=absent).team.token_file is None  # type: ignore[union-attr]  # no file: none
+    default.parent.mkdir(parents=True)
+    default.write_text(TEAM_TOKEN + "\n")
+    assert load(env, config=absent).team.token_file == default  # type: ignore[union-attr]
+    header = {"OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{TEAM_TOKEN}"}
+    assert load({**env, **header}, config=absent).team.token_file is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "cannot read it"),
+        ("\n" + TEAM_TOKEN, "first line is empty"),
+        (f"{TEAM_TOKEN} trailing", "characters a header cannot carry"),
+        (f'"{TEAM_TOKEN}"', "characters a header cannot carry"),
+    ],
+)
+def test_bad_team_token_file_names_the_variable_never_the_token(tmp_path, content, problem):
+    token_file = tmp_path / "team-token"
+    if content is not None:
+        token_file.write_text(content)
+    env = {"TOKENBRIDGE_TEAM": "1", "TOKENBRIDGE_TEAM_TOKEN_FILE": str(token_file)}
+    with pytest.raises(ConfigError) as err:
+        load(env, config=tmp_path / "absent.toml")
+    assert err.value.key == "TOKENBRIDGE_TEAM_TOKEN_FILE"
+    assert problem in str(err.value) and str(token_file) in str(err.value)
+    assert TEAM_TOKEN not in str(err.value)

@@ -376,3 +376,77 @@ def test_machine_offline_then_back_sends_exact_totals_never_twice(team: Team):
         for name in GOOD:
             sync(team.machines[name], team)
         _assert_exact(team)
+
+
+def _set_tokens(team: Team, text: str) -> None:
+    """Rewrite the central tokens file and wait for the collector to reload it."""
+    reloads = team.collector_logs().count("team tokens reloaded")
+    team.tokens_file.write_text(text)
+    later = time.time() + 2 + reloads  # a new mtime even within the file system's time granularity
+    os.utime(team.tokens_file, (later, later))
+    wait_until(lambda: team.collector_logs().count("team tokens reloaded") > reloads, 15, "the tokens file reload")
+
+
+def test_rotated_token_file_keeps_a_running_bridge_exporting_without_restart(team: Team):
+    from tests._otlp_sink import Daemon
+
+    old, new = "erin-1a2b3c4d5e6f7a8b9c0d", "erin-9f8e7d6c5b4a3f2e1d0c"
+    others = "".join(f"{u}:{t}\n" for u, t in TOKENS.items())
+    _set_tokens(team, others + f"erin:{old}\n")
+    root = team.work / "m-erin"
+    home = write_claude_home(root / "claude", _sessions("m-erin", 5, 2, SONNET), time.time() - 3000)
+    erin = team.machines["m-erin"] = Machine("m-erin", "erin", "erin", old, "grpc", home, root / "state")
+    token_file = root / "team-token"
+    token_file.write_text(old + "\n")
+    env = _env(erin, team)
+    del env["OTEL_EXPORTER_OTLP_HEADERS"]  # the token comes from the file only
+    env.update(
+        {
+            "TOKENBRIDGE_TEAM_TOKEN_FILE": str(token_file),
+            "TOKENBRIDGE_EXPORT_INTERVAL": "0.5",
+            "TOKENBRIDGE_EVENTS_PORT": "0",
+            "TOKENBRIDGE_PRICES_REFRESH": "0",
+        }
+    )
+
+    def erin_total() -> float | None:
+        return team.by_user("claude_code_token_usage_tokens_total").get("erin")
+
+    def exact(what: str) -> None:
+        want, _ = _expected(team, ["m-erin"])
+        wait_until(lambda: erin_total() == want["erin"], 30, what)
+
+    daemon = Daemon(env)
+    try:
+        daemon.wait_ready(60)
+        exact("erin's totals with the first token")
+        pid = daemon.proc.pid
+
+        # The server rotates first: the running bridge's old token is refused, and it says so.
+        before = erin_total()
+        _set_tokens(team, others + f"erin:{new}\n")
+        write_claude_home(home, _sessions("m-erin-2", 6, 3, OPUS), time.time() - 1200)
+        wait_until(lambda: _expected(team, ["m-erin"])[0]["erin"] > before, 30, "the new session in erin's ledger")
+        refusals = daemon.stderr().count("refused the credentials")
+        wait_until(lambda: daemon.stderr().count("refused the credentials") > refusals, 30, "a refused export")
+        assert str(token_file) in daemon.stderr()
+        assert erin_total() == before  # the new usage waits in the ledger
+
+        # Then the agent's token file: the same process carries on with the new token, totals exact.
+        token_file.write_text(new + "\n")
+        exact("erin's totals after the rotation")
+        write_claude_home(home, _sessions("m-erin-3", 7, 2, SONNET), time.time() - 600)
+        exact("erin's totals with more usage on the new token")
+        assert daemon.proc.pid == pid and daemon.proc.poll() is None
+        assert "changed: exporting with the new token" in daemon.stderr()
+    finally:
+        daemon.stop()
+        daemon.close()
+    assert old not in daemon.stderr() and new not in daemon.stderr()
+    assert old not in team.collector_logs() and new not in team.collector_logs()
+
+    # The old token is refused from now on (a one-shot export with it in the header).
+    r = sync(dataclasses.replace(erin, token=old), team)
+    assert [line for line in r.stderr.splitlines() if "refused the credentials" in line], r.stderr
+    assert old not in r.stdout + r.stderr
+    _set_tokens(team, others)

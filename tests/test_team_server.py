@@ -233,3 +233,60 @@ def test_team_server_starts_a_local_grafana_on_victoriametrics(server, tmp_path)
     assert paths == {str(REPO / "grafana/dashboards"), str(REPO / "grafana/dashboards-team")}
     stop = server(REPO / "scripts/stop.sh", "--team-server")
     assert "stopped team-grafana (pid" in stop.stdout
+
+
+def test_status_metrics_and_logs_show_the_team_server_without_a_token(server, tmp_path):
+    p = server.ports
+    scripts = REPO / "scripts"
+    down = server(scripts / "status.sh", "--team-server")
+    assert down.returncode == 1 and "FAIL  team-collector is not running" in down.stdout, down.stdout + down.stderr
+    start = server(REPO / "start.sh", "--team-server")
+    assert start.returncode == 0, start.stdout + start.stderr
+    total = _sync(tmp_path, f"http://127.0.0.1:{p['TEAM_OTLP_HTTP_PORT']}", "http/protobuf")
+    wrong = "nobody-0000-not-a-known-token"
+    refused = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", f"Authorization: Bearer {wrong}",
+         "-H", "Content-Type: application/x-protobuf", f"http://127.0.0.1:{p['TEAM_OTLP_HTTP_PORT']}/v1/metrics"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.stdout == "401"
+    wait_until(lambda: _vm_total(p["VICTORIAMETRICS_PORT"], "ann") == total, VISIBLE_S, "ann's total")
+
+    # VictoriaMetrics refreshes its count of the hour's active series every few seconds.
+    def status() -> subprocess.CompletedProcess[str] | None:
+        r = server(scripts / "status.sh", "--team-server")
+        return None if ", 0 active series" in r.stdout else r
+
+    st = wait_until(status, 60, "VictoriaMetrics' active series in status.sh", interval=2)
+    out = st.stdout
+    assert st.returncode == 0, out + st.stderr
+    pids = {f.stem: f.read_text().split()[0] for f in (tmp_path / "team" / "run").glob("*.pid")}
+    assert f"ok    team-collector (pid {pids['team-collector']}, " in out
+    assert f"ok    victoriametrics (pid {pids['victoriametrics']}, " in out
+    assert "warn  team-grafana not running" in out
+    assert f"tokens file {server.env['TOKENBRIDGE_TEAM_TOKENS_FILE']} (users: 1;" in out
+    assert "warn  no TLS" in out
+    refusal = "refused requests (missing or unknown token): 1; last: reason teamauth: token not accepted, peer 127."
+    assert refusal in out
+    # Counters from the processes' own /metrics: the sync's points in, out, and stored.
+    received = int(out.split("received: ")[1].split()[0])
+    written = int(out.split("written to VictoriaMetrics: ")[1].split()[0])
+    ingested = int(out.split("VictoriaMetrics: ")[-1].split()[0])
+    active = int(out.split("rows ingested, ")[1].split()[0])
+    assert received > 0 and written == received and ingested >= written and active > 0, out
+    assert f"team-collector   {tmp_path / 'team/logs/team-collector.log'}" in out
+    assert TOKEN not in out + st.stderr and wrong not in out + st.stderr
+
+    m = server(scripts / "metrics.sh", "--team-server")
+    assert m.returncode == 0, m.stdout + m.stderr
+    rows = [line.split() for line in m.stdout.splitlines() if line.startswith("claude_code_token_usage_tokens_total")]
+    assert [(r[1], float(r[3]), r[-2:]) for r in rows] == [("ann", float(total), ["s", "ago"])], m.stdout
+    assert "received: " in m.stdout and "rows ingested" in m.stdout
+    assert TOKEN not in m.stdout + m.stderr
+
+    logs = server(scripts / "logs.sh", "--team-server", "team-collector")
+    assert logs.returncode == 0 and "team OTLP request refused" in logs.stdout
+    assert TOKEN not in logs.stdout and wrong not in logs.stdout
+    assert "victoriametrics.log" in server(scripts / "logs.sh", "--team-server").stdout
+    bad = server(scripts / "logs.sh", "--team-server", "prometheus")
+    assert bad.returncode != 0 and "not a team server service" in bad.stderr

@@ -246,6 +246,14 @@ def test_team_points_at_the_central_collector_with_the_token_never_printed(shell
     assert v == {"__RC": "0"}
 
 
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_team_exports_the_absolute_token_file_for_the_bridge(shell, tmp_path):
+    (tmp_path / "team-token").write_text(TEAM_TOKEN + "\n")
+    proc = _run(shell, f"cd {tmp_path} && source {TELEMETRY} --team --host=h --token-file=team-token >/dev/null; env")
+    exported = [line for line in proc.stdout.splitlines() if line.startswith("TOKENBRIDGE_TEAM_TOKEN_FILE=")]
+    assert exported == [f"TOKENBRIDGE_TEAM_TOKEN_FILE={tmp_path / 'team-token'}"], proc.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "token", "message"),
     [
