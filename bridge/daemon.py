@@ -103,10 +103,16 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
     stop = threading.Event()
     wake = _Wakeup()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: final ingest and export", signal.Signals(signum).name)
+    def stop_now(name: str) -> None:
+        log.info("received %s: final ingest and export", name)
         stop.set()
         wake.event.set()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # Not Event.set() here: the handler runs on the main thread, which may be inside Event.wait() holding that
+        # event's lock at this instant; set() would then deadlock on it (seen as a SIGTERM ignored under load).
+        name = signal.Signals(signum).name
+        threading.Thread(target=stop_now, args=(name,), name="tokenbridge-stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
