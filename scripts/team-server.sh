@@ -164,7 +164,6 @@ if [[ -n "${GRAFANA_HOME:-}" && -x "${GRAFANA_HOME}/bin/grafana" ]]; then
   prov="$TOKENBRIDGE_TEAM_DIR/grafana/provisioning"
   rm -rf "$prov"; mkdir -p "$prov"
   cp -R "$TB_ROOT/grafana/provisioning-team/." "$prov/"
-  sed -i "s|/var/lib/grafana/dashboards/tokenbridge|$TB_ROOT/grafana/dashboards|" "$prov/dashboards/tokenbridge.yml"
   sed -i "s|/var/lib/grafana/dashboards/team|$TB_ROOT/grafana/dashboards-team|" "$prov/dashboards/team.yml"
   TOKENBRIDGE_GRAFANA_VICTORIAMETRICS_URL="http://127.0.0.1:$VICTORIAMETRICS_PORT" \
   GF_PATHS_DATA="$TOKENBRIDGE_TEAM_DIR/grafana/data" GF_PATHS_LOGS="$TOKENBRIDGE_TEAM_DIR/logs" \

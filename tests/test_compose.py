@@ -401,6 +401,11 @@ def test_team_services_mount_what_they_read():
     assert vm["ports"] == ["${TOKENBRIDGE_BIND:-127.0.0.1}:${VICTORIAMETRICS_PORT:-8428}:8428"]
     graf = s["team-grafana"]
     assert "./grafana/provisioning-team:/etc/grafana/provisioning:ro" in graf["volumes"]
+    # Only the team dashboards: the personal ones use Prometheus 3's `anchored` ranges, which VictoriaMetrics
+    # v1.151.0 rejects (`unexpected token "anchored"`), so every panel would fail on the team's store.
+    assert not any(v.startswith("./grafana/dashboards:") for v in graf["volumes"])
+    assert graf["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == "/var/lib/grafana/dashboards/team/team-usage.json"
+    assert sorted(p.name for p in (REPO / "grafana/provisioning-team/dashboards").iterdir()) == ["team.yml"]
     assert graf["environment"]["TOKENBRIDGE_GRAFANA_VICTORIAMETRICS_URL"] == "http://victoriametrics:8428"
     ds = yaml.safe_load((REPO / "grafana/provisioning-team/datasources/victoriametrics.yml").read_text())
     (source,) = ds["datasources"]
