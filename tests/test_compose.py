@@ -404,7 +404,8 @@ def test_team_services_mount_what_they_read():
     # Only the team dashboards: the personal ones use Prometheus 3's `anchored` ranges, which VictoriaMetrics
     # v1.151.0 rejects (`unexpected token "anchored"`), so every panel would fail on the team's store.
     assert not any(v.startswith("./grafana/dashboards:") for v in graf["volumes"])
-    assert graf["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == "/var/lib/grafana/dashboards/team/team-usage.json"
+    home = graf["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == "/var/lib/grafana/dashboards/team/team-usage.json"
     assert sorted(p.name for p in (REPO / "grafana/provisioning-team/dashboards").iterdir()) == ["team.yml"]
     assert graf["environment"]["TOKENBRIDGE_GRAFANA_VICTORIAMETRICS_URL"] == "http://victoriametrics:8428"
     ds = yaml.safe_load((REPO / "grafana/provisioning-team/datasources/victoriametrics.yml").read_text())
