@@ -309,6 +309,10 @@ def test_native_mode_lifecycle(native):
     assert f"http://127.0.0.1:{p['PROMETHEUS_PORT']}" in out
     assert f"Web view    http://127.0.0.1:{p['WEB_PORT']}" in out
 
+    # Claude Code's events for the bridge queue on disk under the native dir (file_storage/events), not in memory.
+    queue = Path(native.env["TOKENBRIDGE_NATIVE_DIR"]) / "otelcol-queue"
+    wait_until(lambda: any("tokenbridge" in f.name for f in queue.iterdir()), 30, "the collector's events queue file")
+
     # A second start does not start duplicates.
     again = native(REPO / "start.sh")
     assert again.returncode == 0 and "already running" in again.stdout and " started (pid" not in again.stdout
