@@ -118,14 +118,19 @@ def _collector_log(col: Collector) -> str:
     return col.proc.log.read_text(errors="replace")
 
 
-def _delivered(col: Collector) -> float:
-    """Log records the exporter to the bridge delivered (answered 200), from the collector's own metrics."""
+def _exporter_metric(col: Collector, name: str) -> float:
+    """One of the collector's own metrics for the exporter to the bridge."""
     _, body = http_get(f"http://127.0.0.1:{col.telemetry}/metrics")
     total = 0.0
     for line in body.decode().splitlines():
-        if line.startswith("otelcol_exporter_sent_log_records") and 'exporter="otlphttp/tokenbridge"' in line:
+        if line.startswith(name) and 'exporter="otlphttp/tokenbridge"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def _delivered(col: Collector) -> float:
+    """Log records the exporter to the bridge delivered (answered 200)."""
+    return _exporter_metric(col, "otelcol_exporter_sent_log_records")
 
 
 def _tried_and_failed(col: Collector) -> bool:
@@ -133,7 +138,8 @@ def _tried_and_failed(col: Collector) -> bool:
     return any("otlphttp/tokenbridge" in line and "Will retry" in line for line in _collector_log(col).splitlines())
 
 
-def test_events_queued_while_the_bridge_is_down_survive_a_collector_restart(cli_env, tmp_path):
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_events_queued_while_the_bridge_is_down_survive_a_collector_restart(cli_env, tmp_path, stop):
     port = free_port()
     token = secrets.token_hex(24)
     queue = tmp_path / "events-queue"
@@ -149,9 +155,15 @@ def test_events_queued_while_the_bridge_is_down_survive_a_collector_restart(cli_
     # 1. The bridge is down: Claude Code's events reach the collector (HTTP and gRPC), which cannot deliver them.
     col = start_collector(tmp_path, col_env, name="otelcol-1")
     with running(col.proc):
-        assert send_http(f"http://127.0.0.1:{col.http}/v1/logs", logs_request(sent[:2])) == 200
         send_grpc(f"127.0.0.1:{col.grpc}", logs_request(sent[2:]))
         wait_until(lambda: _tried_and_failed(col), 60, "the collector's first failed delivery to the bridge")
+        # The one consumer retries that batch; the next one waits behind it in the queue, on disk once counted (the
+        # size counts the batch being retried too).
+        assert send_http(f"http://127.0.0.1:{col.http}/v1/logs", logs_request(sent[:2])) == 200
+        wait_until(lambda: _exporter_metric(col, "otelcol_exporter_queue_size") == 2, 30, "the second batch queued")
+        if stop == "sigkill":  # no shutdown at all: what the queue wrote (fsync) is what survives
+            col.proc.popen.kill()
+            col.proc.popen.wait(10)
     # 2. The collector stopped with the events undelivered: they are on disk, not in the ledger.
     assert col.proc.popen.returncode is not None
     assert any(p.is_file() and p.stat().st_size > 0 for p in queue.iterdir()), list(queue.iterdir())
