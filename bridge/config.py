@@ -88,6 +88,8 @@ class Settings:
     # None: off. Loopback unless set otherwise (in Docker the collector reaches it by service name).
     events_port: int | None = 14319
     events_host: str = "127.0.0.1"
+    # The receiver's shared token (TOKENBRIDGE_EVENTS_TOKEN): required beyond loopback. Never shown (repr).
+    events_token: str | None = field(default=None, repr=False)
     # ``tokenbridge run`` refreshes the price table through genai-prices' update mechanism
     # (bridge/price_data.py); None URL: genai-prices' own.
     prices_refresh: bool = True
@@ -246,6 +248,7 @@ def load(env: dict[str, str] | None = None, state_dir: Path | None = None, confi
         s.plan_prices[plan] = Decimal(str(price))
     s.events_port = _port_env(env, "TOKENBRIDGE_EVENTS_PORT", s.events_port)
     s.events_host = env.get("TOKENBRIDGE_EVENTS_HOST", "").strip() or s.events_host
+    s.events_token = env.get("TOKENBRIDGE_EVENTS_TOKEN", "").strip() or None  # checked by the receiver (run)
     refresh = _bool_env(env, "TOKENBRIDGE_PRICES_REFRESH")
     if refresh is not None:
         s.prices_refresh = refresh

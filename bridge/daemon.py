@@ -22,7 +22,7 @@ from bridge.config import Settings
 from bridge.errors import TokenbridgeError
 from bridge.export import BridgeExporter
 from bridge.ledger import Ledger
-from bridge.receiver import EventReceiver
+from bridge.receiver import EventReceiver, check_auth
 from bridge.sources import Source, build_sources
 
 log = logging.getLogger("tokenbridge.daemon")
@@ -117,6 +117,9 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     sources = build_sources(settings)
+    receiving = settings.events_port is not None and any(s.name == EVENTS_SOURCE for s in sources)
+    if receiving:
+        check_auth(settings.events_host, settings.events_token)  # a receiver open to the network: refuse to start
     auto = backfill.Auto(settings.env, settings.include_session_id)
     with Ledger.open(settings.state_dir, check=True) as ledger:
         pricer = LazyPricer(settings)
@@ -137,7 +140,7 @@ def run(settings: Settings, prometheus_host: str = "127.0.0.1", show_progress: b
         rescan_s = settings.rescan_s
         if http is not None:
             http.start()
-        receiver = _start_receiver(settings, wake) if any(s.name == EVENTS_SOURCE for s in sources) else None
+        receiver = _start_receiver(settings, wake) if receiving else None
         prices = _start_price_refresh(settings, wake)
         try:
             observer = _observer(sources, wake)
@@ -253,13 +256,14 @@ def _start_receiver(settings: Settings, wake: _Wakeup) -> EventReceiver | None:
             settings.events_host,
             settings.events_port,
             on_commit=lambda: wake.mark(EVENTS_SOURCE),
+            token=settings.events_token,
         )
         receiver.start()
     except TokenbridgeError as exc:
         log.warning("%s; Claude Code's events are not received (set TOKENBRIDGE_EVENTS_PORT)", exc)
         return None
     if not is_loopback(settings.events_host):
-        log.warning("the events receiver listens on %s: whatever reaches it can add usage", receiver.url)
+        log.info("the events receiver listens on %s and requires its token (TOKENBRIDGE_EVENTS_TOKEN)", receiver.url)
     return receiver
 
 

@@ -11,12 +11,16 @@ drops a request that can never succeed (400, 413, 415). Re-sent events merge int
 * Bodies are limited (``MAX_BODY`` before and after decompression) and read with a timeout, so a slow or huge
   sender cannot hold the thread or the memory.
 * Loopback by default. Another address must be asked for (``TOKENBRIDGE_EVENTS_HOST``, e.g. ``0.0.0.0`` inside
-  the Compose network, where the port is not published): anything that reaches the port can add usage.
+  the Compose network, where the port is not published) and then needs a shared token
+  (``TOKENBRIDGE_EVENTS_TOKEN``): anything that reaches the port could otherwise add usage. With a token, every
+  request must carry ``Authorization: Bearer <token>`` (the collector's exporter sends it); others get 401,
+  checked before the body is read, and logged without what they sent.
 * After a commit that changed rows, ``on_commit`` wakes the daemon's loop, which exports the new totals.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import zlib
@@ -36,6 +40,30 @@ PATH = "/v1/logs"
 _READ_TIMEOUT_S = 10.0
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
+TOKEN_SETTING = "TOKENBRIDGE_EVENTS_TOKEN"  # noqa: S105 (the name of the setting, not a secret)
+MIN_TOKEN_LENGTH = 16
+
+
+def check_auth(host: str, token: str | None) -> None:
+    """Refuse a receiver that anything beyond this machine could reach without a token, and a token that cannot
+    travel in a header or is too short to be a secret. Messages never contain the token."""
+    from bridge.web import is_loopback
+
+    if token is None:
+        if not is_loopback(host):
+            raise ConfigError(
+                TOKEN_SETTING,
+                f"required when the events receiver listens on {host} (not loopback): set the same random value "
+                f"(at least {MIN_TOKEN_LENGTH} characters) for the bridge and the collector; scripts/init.sh "
+                "writes one to .env",
+            )
+        return
+    if len(token) < MIN_TOKEN_LENGTH or not all(33 <= ord(c) <= 126 for c in token):
+        raise ConfigError(
+            TOKEN_SETTING,
+            f"must be at least {MIN_TOKEN_LENGTH} printable ASCII characters without spaces "
+            f"(it has {len(token)} characters)",
+        )
 
 
 class _Refused(Exception):
@@ -54,7 +82,10 @@ class EventReceiver:
         host: str = "127.0.0.1",
         port: int = 14319,
         on_commit: Callable[[], None] | None = None,
+        token: str | None = None,
     ) -> None:
+        check_auth(host, token)
+        self._token = token.encode() if token is not None else None
         self._open_ledger = ledger_opener
         self._pricer = pricer
         self._on_commit = on_commit
@@ -103,6 +134,15 @@ class EventReceiver:
             self.httpd.shutdown()  # waits for the request in progress: its commit completes or rolls back
             self._thread.join(10)
         self.httpd.server_close()
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether a request's ``Authorization`` header carries the token (always, without a token)."""
+        if self._token is None:
+            return True
+        scheme, _, given = (header or "").strip().partition(" ")
+        # Constant time: the answer's timing tells nothing about how much of a guess was right.
+        same = hmac.compare_digest(given.strip().encode("utf-8", "replace"), self._token)
+        return scheme.lower() == "bearer" and same
 
     def handle(self, body: bytes, content_type: str) -> tuple[int, EventBatch]:
         """Decode and commit one request's events (in the serving thread)."""
@@ -189,6 +229,9 @@ def _handler_class(receiver: EventReceiver) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             ctype = str(self.headers.get("Content-Type", "")).split(";")[0].strip().lower()
             try:
+                if not receiver.authorized(self.headers.get("Authorization")):
+                    # Before the path or the body: an unknown sender learns nothing and costs no decoding.
+                    raise _Refused(401, f"missing or wrong token ({TOKEN_SETTING}) from {self.client_address[0]}")
                 if self.path.split("?")[0] != PATH:
                     raise _Refused(404, f"{self.path}: not found (events go to {PATH})")
                 if ctype not in (_PROTOBUF, _JSON):
@@ -223,6 +266,8 @@ def _handler_class(receiver: EventReceiver) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             if retry_after:
                 self.send_header("Retry-After", "5")
+            if code == 401:
+                self.send_header("WWW-Authenticate", 'Bearer realm="tokenbridge events"')
             if close:
                 self.send_header("Connection", "close")
                 self.close_connection = True

@@ -46,6 +46,24 @@ tb_load_env() {
   done <"$file"
 }
 
+# A random hex secret of $1 bytes (openssl when present), never printed by the callers.
+tb_random_hex() {
+  if command -v openssl >/dev/null 2>&1; then openssl rand -hex "$1"
+  else head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; fi
+}
+
+# The bridge's events receiver listens beyond loopback in Docker and then requires a shared token, sent by the
+# collector (docs/events.md). Append a random TOKENBRIDGE_EVENTS_TOKEN to the env file FILE unless it has one;
+# prints "added" when it did. An .env written before the token existed gets one on the next ./start.sh.
+tb_ensure_events_token() {
+  local file="$1"
+  [[ -f "$file" ]] || return 0
+  grep -Eq '^[[:space:]]*TOKENBRIDGE_EVENTS_TOKEN=[^[:space:]]+' "$file" && return 0
+  (umask 077 && printf '\n# Written by scripts/init.sh: the shared token of the bridge'"'"'s events receiver (collector -> bridge).\nTOKENBRIDGE_EVENTS_TOKEN=%s\n' \
+    "$(tb_random_hex 24)" >>"$file")
+  echo added
+}
+
 # Port and path defaults (override in .env or the environment).
 tb_defaults() {
   tb_load_env "$TB_ROOT/.env"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-time setup: create .env from .env.example with a random Grafana admin password and your uid/gid, and
+# One-time setup: create .env from .env.example with a random Grafana admin password, a random token for the
+# bridge's events receiver and your uid/gid (an existing .env only gets the token when it lacks one), and
 # report what is available (Docker engine, or Go to build the native binaries). Never prints the password.
 set -euo pipefail
 # shellcheck source=scripts/_lib.sh
@@ -7,16 +8,20 @@ source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 env_file="$TB_ROOT/.env"
 if [[ -f "$env_file" ]]; then
-  echo ".env exists; left unchanged ($env_file)"
+  if [[ "$(tb_ensure_events_token "$env_file")" == added ]]; then
+    echo "added a random TOKENBRIDGE_EVENTS_TOKEN to $env_file (the bridge's events receiver; read it there)"
+  else
+    echo ".env exists; left unchanged ($env_file)"
+  fi
 else
   [[ -f "$TB_ROOT/.env.example" ]] || tb_die ".env.example not found in $TB_ROOT"
-  if command -v openssl >/dev/null 2>&1; then pw="$(openssl rand -hex 16)"
-  else pw="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"; fi
+  pw="$(tb_random_hex 16)"
   umask 077
   sed -e "s|^GRAFANA_ADMIN_PASSWORD=.*|GRAFANA_ADMIN_PASSWORD=$pw|" "$TB_ROOT/.env.example" >"$env_file"
   printf '\n# Written by scripts/init.sh: the uid/gid the bridge container runs as (to read ~/.claude),\n# and its stable identity.\nTOKENBRIDGE_UID=%s\nTOKENBRIDGE_GID=%s\nTOKENBRIDGE_INSTANCE_ID=tokenbridge@%s\n' \
     "$(id -u)" "$(id -g)" "$(hostname 2>/dev/null || echo local)" >>"$env_file"
-  echo "wrote $env_file (random GRAFANA_ADMIN_PASSWORD; read it there)"
+  tb_ensure_events_token "$env_file" >/dev/null
+  echo "wrote $env_file (random GRAFANA_ADMIN_PASSWORD and TOKENBRIDGE_EVENTS_TOKEN; read them there)"
 fi
 
 tb_defaults

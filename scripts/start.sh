@@ -42,6 +42,8 @@ first_data_note() {
 # ------------------------------------------------------------------ Docker mode
 if [[ $force_native == 0 ]] && tb_have_docker; then
   [[ -f "$TB_ROOT/.env" ]] || "$TB_ROOT/scripts/init.sh"
+  # The bridge's receiver listens on the Compose network and requires the collector's token (docs/events.md).
+  [[ "$(tb_ensure_events_token "$TB_ROOT/.env")" != added ]] || tb_log "added a random TOKENBRIDGE_EVENTS_TOKEN to $TB_ROOT/.env"
   tb_load_env "$TB_ROOT/.env"
   problem="$(tb_grafana_password_problem)"
   [[ -z "$problem" ]] || tb_die "$problem"
@@ -66,7 +68,7 @@ if [[ $force_native == 0 ]]; then
     tb_log "docker not found: native mode."
   fi
 fi
-mkdir -p "$TOKENBRIDGE_NATIVE_DIR"/{run,logs,config,prometheus-data,grafana,alertmanager-data}
+mkdir -p "$TOKENBRIDGE_NATIVE_DIR"/{run,logs,config,prometheus-data,grafana,alertmanager-data,otelcol-queue}
 
 # Where each binary comes from, in this order: TOKENBRIDGE_*_BIN; PATH; the official release archive for this host
 # (downloaded once into $TB_CACHE_DIR, verified against scripts/release-checksums.txt); a copy already built from
@@ -163,10 +165,12 @@ tb_alert_config
 echo "tokenbridge native mode (state: $TOKENBRIDGE_NATIVE_DIR)"
 
 # Collector: the repo's config, ports from env. Claude Code's events go on to the bridge's receiver (docs/events.md)
-# unless the bridge is not started here.
+# unless the bridge is not started here; while the bridge is down they wait on disk in otelcol-queue. The bridge
+# listens on loopback here: TOKENBRIDGE_EVENTS_TOKEN is optional (both processes get it from .env when set).
 logs_exporters="[debug, signal_to_metrics, otlphttp/tokenbridge]"
 [[ $with_bridge == 1 ]] || logs_exporters="[debug, signal_to_metrics]"
 TOKENBRIDGE_EVENTS_ENDPOINT="http://127.0.0.1:$EVENTS_PORT" TOKENBRIDGE_LOGS_EXPORTERS="$logs_exporters" \
+TOKENBRIDGE_EVENTS_QUEUE_DIR="$TOKENBRIDGE_NATIVE_DIR/otelcol-queue" \
 OTELCOL_GRPC_ENDPOINT="$TOKENBRIDGE_BIND:$OTLP_GRPC_PORT" \
 OTELCOL_HTTP_ENDPOINT="$TOKENBRIDGE_BIND:$OTLP_HTTP_PORT" \
 OTELCOL_PROMETHEUS_ENDPOINT="127.0.0.1:$OTELCOL_PROM_PORT" \

@@ -190,7 +190,9 @@ def start_collector(
     workdir: Path, extra_env: dict[str, str] | None = None, name: str = "otelcol", args: list[str] | None = None
 ) -> Collector:
     ports = [free_port() for _ in range(5)]
-    env = {**collector_env(*ports), **(extra_env or {})}
+    # The events' persistent queue (file_storage/events) per test, never the Docker default path on this machine.
+    queue = {"TOKENBRIDGE_EVENTS_QUEUE_DIR": str(workdir / f"{name}-queue")}
+    env = {**collector_env(*ports), **queue, **(extra_env or {})}
     proc = spawn(
         name,
         [otelcol_bin(), f"--config={REPO / 'otel-collector-config.yml'}", *(args or [])],

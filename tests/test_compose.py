@@ -13,7 +13,7 @@ import yaml
 
 from tests._stack import REPO, collector_env, compose, otelcol_bin, promtool_bin
 
-SERVICES = {"otel-collector", "prometheus", "grafana", "tokenbridge", "alertmanager"}
+SERVICES = {"otel-collector", "otel-collector-queue", "prometheus", "grafana", "tokenbridge", "alertmanager"}
 TEAM_SERVICES = {"team-collector", "victoriametrics", "team-grafana"}  # profile `team` (docs/team.md)
 
 
@@ -38,6 +38,7 @@ def test_services_and_pinned_images():
     assert images["prometheus"] == f"prom/prometheus:v{_lib_var('TB_PROMETHEUS_VERSION')}"
     assert images["alertmanager"] == f"prom/alertmanager:v{_lib_var('TB_ALERTMANAGER_VERSION')}"
     assert images["grafana"] == f"grafana/grafana:{_lib_var('TB_GRAFANA_VERSION')}"  # scripts/get-grafana.sh's pin
+    assert images["otel-collector-queue"] == images["prometheus"]  # a one-shot chown: no image of its own
     assert c["services"]["tokenbridge"]["build"] == "."
     assert images["victoriametrics"] == f"victoriametrics/victoria-metrics:v{_lib_var('TB_VICTORIAMETRICS_VERSION')}"
     assert images["team-grafana"] == images["grafana"]
@@ -115,6 +116,7 @@ def test_ports_bound_to_loopback_by_default_and_configurable():
 def test_volumes_retention_healthchecks_and_password():
     c = compose()
     assert set(c["volumes"]) == {
+        "otelcol_queue",
         "prometheus_data",
         "grafana_data",
         "tokenbridge_state",
@@ -291,6 +293,47 @@ def test_collector_config_choices():
     bridge_env = services["tokenbridge"]["environment"]
     assert (bridge_env["TOKENBRIDGE_EVENTS_HOST"], bridge_env["TOKENBRIDGE_EVENTS_PORT"]) == ("0.0.0.0", "14319")
     assert not any("14319" in p for p in services["tokenbridge"].get("ports", []))  # never published
+
+
+def test_events_wait_in_a_persistent_queue_on_a_volume_the_collector_can_write():
+    cfg = yaml.safe_load((REPO / "otel-collector-config.yml").read_text())
+    storage = cfg["extensions"]["file_storage/events"]
+    assert storage == {
+        "directory": "${env:TOKENBRIDGE_EVENTS_QUEUE_DIR:-/var/lib/otelcol/events-queue}",
+        "create_directory": True,
+        "fsync": True,
+    }
+    assert "file_storage/events" in cfg["service"]["extensions"]
+    to_bridge = cfg["exporters"]["otlphttp/tokenbridge"]
+    assert to_bridge["sending_queue"] == {"enabled": True, "storage": "file_storage/events", "num_consumers": 1}
+    assert to_bridge["retry_on_failure"]["max_elapsed_time"] == "${env:TOKENBRIDGE_EVENTS_RETRY:-24h}"
+    m = _manifest()
+    assert "github.com/open-telemetry/opentelemetry-collector-contrib/extension/storage/filestorage v0.159.0" in [
+        e["gomod"] for e in m["extensions"]
+    ]
+    services = compose()["services"]
+    col = services["otel-collector"]
+    assert col["environment"]["TOKENBRIDGE_EVENTS_QUEUE_DIR"] == "/var/lib/otelcol/events-queue"
+    assert "otelcol_queue:/var/lib/otelcol/events-queue" in col["volumes"]
+    # A new named volume is root's; the one-shot service hands it to the contrib image's user before the collector.
+    init = services["otel-collector-queue"]
+    assert col["depends_on"] == {"otel-collector-queue": {"condition": "service_completed_successfully"}}
+    assert init["volumes"] == ["otelcol_queue:/queue"] and init["user"] == "0:0" and init["restart"] == "no"
+    assert init["entrypoint"] == ["/bin/sh", "-c", "chown 10001:10001 /queue && chmod 700 /queue"]
+    assert "ports" not in init
+
+
+def test_the_collector_sends_the_token_the_bridge_requires_on_the_compose_network():
+    cfg = yaml.safe_load((REPO / "otel-collector-config.yml").read_text())
+    headers = cfg["exporters"]["otlphttp/tokenbridge"]["headers"]
+    assert headers == {"Authorization": "Bearer ${env:TOKENBRIDGE_EVENTS_TOKEN:-}"}
+    services = compose()["services"]
+    for svc in ("otel-collector", "tokenbridge"):
+        assert services[svc]["environment"]["TOKENBRIDGE_EVENTS_TOKEN"] == "${TOKENBRIDGE_EVENTS_TOKEN:-}", svc
+    # Beyond loopback in the container: without the token `tokenbridge run` refuses to start (tests/test_daemon.py).
+    assert services["tokenbridge"]["environment"]["TOKENBRIDGE_EVENTS_HOST"] == "0.0.0.0"
+    # .env.example documents it commented out: an empty uncommented line would shadow the one init.sh appends.
+    assert "\n# TOKENBRIDGE_EVENTS_TOKEN=\n" in (REPO / ".env.example").read_text()
 
 
 def test_prometheus_config_is_valid_for_promtool():

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from tests._otlp_sink import CUMULATIVE, Daemon, OtlpSink, daily_report, running_sink, wait_for
+from tests._otlp_sink import CUMULATIVE, Daemon, OtlpSink, daily_report, running_sink, tokenbridge, wait_for
 from tests.conftest import assistant_line, user_tool_result
 
 SONNET = "claude-sonnet-4-5-20250929"
@@ -307,6 +308,39 @@ def test_events_received_by_run_are_exported_at_once_under_their_own_source(cli_
             assert daemon.stop() == 0, daemon.stderr()
         finally:
             daemon.close()
+
+
+def test_run_refuses_to_start_a_receiver_beyond_loopback_without_a_token(cli_env):
+    token = "not-a-token"  # too short: refused too, and never shown
+    for extra, why in (
+        ({"TOKENBRIDGE_EVENTS_HOST": "0.0.0.0"}, "required when the events receiver listens on 0.0.0.0"),
+        ({"TOKENBRIDGE_EVENTS_TOKEN": token}, "must be at least 16"),
+    ):
+        proc = tokenbridge({**cli_env, **extra}, "run", "--no-otlp", "--no-progress")
+        assert proc.returncode == 2, proc.stderr
+        assert f"tokenbridge: config error: TOKENBRIDGE_EVENTS_TOKEN: {why}" in proc.stderr
+        assert token not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_with_a_token_serves_beyond_loopback_and_requires_it(cli_env):
+    from tests._events import api_request, logs_request, send_http
+    from tests._stack import free_port
+
+    port, token = free_port(), "events-token-for-this-test-0123"
+    env = {**cli_env, "TOKENBRIDGE_EVENTS_HOST": "0.0.0.0", "TOKENBRIDGE_EVENTS_PORT": str(port)}
+    daemon = Daemon({**env, "TOKENBRIDGE_EVENTS_TOKEN": token}, "--no-otlp")
+    try:
+        daemon.wait_ready()
+        body = logs_request([api_request("s-1", "req_1", SONNET, duration_ms=1, input_tokens=3, output_tokens=7)])
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            send_http(f"http://127.0.0.1:{port}/v1/logs", body)
+        assert refused.value.code == 401
+        assert send_http(f"http://127.0.0.1:{port}/v1/logs", body, {"Authorization": f"Bearer {token}"}) == 200
+        assert daemon.stop() == 0, daemon.stderr()
+    finally:
+        daemon.close()
+    assert token not in daemon.stderr()
+    assert daily_report(env)["totals"]["requests"] == 1
 
 
 def test_a_disabled_events_source_opens_no_receiver(cli_env, tmp_path):

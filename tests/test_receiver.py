@@ -148,3 +148,85 @@ def test_a_taken_port_is_a_clear_error(rx, tmp_path):
 
     with pytest.raises(ConfigError, match=f"127.0.0.1:{rx.rx.port}"):
         EventReceiver(lambda: Ledger.open(tmp_path / "other"), FlatPricer(), "127.0.0.1", rx.rx.port)
+
+
+# ------------------------------------------------------------------ the shared token (TOKENBRIDGE_EVENTS_TOKEN)
+
+TOKEN = "s3cret-events-token-0123456789"
+
+
+@pytest.fixture
+def rx_token(tmp_path: Path) -> Iterator[_Running]:
+    r = _Running(tmp_path / "state")
+    r.rx.stop()  # the fixture's tokenless server: replaced by one that requires the token
+    r.rx = EventReceiver(lambda: Ledger.open(r.state), FlatPricer(), "127.0.0.1", 0, on_commit=r._woke, token=TOKEN)
+    r.rx.start()
+    try:
+        yield r
+    finally:
+        r.rx.stop()
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        None,
+        "",
+        "Bearer",
+        f"Bearer {TOKEN[:-1]}",
+        f"Bearer {TOKEN}x",
+        f"Basic {TOKEN}",
+        TOKEN,
+        f"Bearer {TOKEN.upper()}",
+    ],
+)
+def test_with_a_token_requests_without_it_get_401_store_nothing_and_are_logged_without_it(rx_token, auth, caplog):
+    headers = {} if auth is None else {"Authorization": auth}
+    with caplog.at_level("DEBUG", logger="tokenbridge.receiver"):
+        code, body, resp_headers = rx_token.post(_req("req_1").SerializeToString(), **headers)
+    assert code == 401, body
+    assert resp_headers["WWW-Authenticate"].startswith("Bearer")
+    assert b"TOKENBRIDGE_EVENTS_TOKEN" in body and TOKEN.encode() not in body
+    assert rx_token.sums()["requests"] == 0 and rx_token.commits == 0
+    assert "(401)" in caplog.text and "TOKENBRIDGE_EVENTS_TOKEN" in caplog.text
+    assert TOKEN not in caplog.text and TOKEN[:-1] not in caplog.text
+    # Checked before the path and the body: a wrong path without the token is 401 too, not 404.
+    assert rx_token.post(b"{}", "application/json", "/elsewhere", **headers)[0] == 401
+
+
+def test_with_a_token_requests_carrying_it_are_stored(rx_token):
+    # The scheme's name is case-insensitive (RFC 9110 §11.1); the token is not.
+    code, _, _ = rx_token.post(_req("req_1", "req_2").SerializeToString(), Authorization=f"bearer {TOKEN}")
+    assert code == 200
+    gz = gzip.compress(_req("req_3").SerializeToString())
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip"}
+    assert rx_token.post(gz, **headers)[0] == 200
+    assert rx_token.sums()["requests"] == 3
+
+
+def test_without_a_token_the_authorization_header_is_ignored_on_loopback(rx):
+    # The collector sends "Bearer " with an empty TOKENBRIDGE_EVENTS_TOKEN (native mode on loopback).
+    assert rx.post(_req("req_1").SerializeToString(), Authorization="Bearer ")[0] == 200
+    assert rx.sums()["requests"] == 1
+
+
+def test_beyond_loopback_the_receiver_refuses_to_start_without_a_token(tmp_path):
+    from bridge.errors import ConfigError
+
+    for host in ("0.0.0.0", "::", "192.0.2.10", "tokenbridge"):
+        with pytest.raises(ConfigError, match=f"TOKENBRIDGE_EVENTS_TOKEN: required when .* listens on {host}"):
+            EventReceiver(lambda: Ledger.open(tmp_path / "state"), FlatPricer(), host, 0)
+    for host in ("127.0.0.1", "localhost", "::1"):
+        receiver_mod.check_auth(host, None)  # loopback: the token stays optional
+    # With a token, all interfaces are fine.
+    any_if = EventReceiver(lambda: Ledger.open(tmp_path / "state"), FlatPricer(), "0.0.0.0", 0, token=TOKEN)
+    any_if.stop()
+
+
+@pytest.mark.parametrize("bad", ["short-token", "with a space 0123456789", "tab\tseparated-0123456789", "é" * 20])
+def test_a_token_too_short_or_unfit_for_a_header_is_refused_without_showing_it(tmp_path, bad):
+    from bridge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="TOKENBRIDGE_EVENTS_TOKEN: must be at least 16") as err:
+        EventReceiver(lambda: Ledger.open(tmp_path / "state"), FlatPricer(), "127.0.0.1", 0, token=bad)
+    assert bad not in str(err.value)

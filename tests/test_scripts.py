@@ -309,6 +309,10 @@ def test_native_mode_lifecycle(native):
     assert f"http://127.0.0.1:{p['PROMETHEUS_PORT']}" in out
     assert f"Web view    http://127.0.0.1:{p['WEB_PORT']}" in out
 
+    # Claude Code's events for the bridge queue on disk under the native dir (file_storage/events), not in memory.
+    queue = Path(native.env["TOKENBRIDGE_NATIVE_DIR"]) / "otelcol-queue"
+    wait_until(lambda: any("tokenbridge" in f.name for f in queue.iterdir()), 30, "the collector's events queue file")
+
     # A second start does not start duplicates.
     again = native(REPO / "start.sh")
     assert again.returncode == 0 and "already running" in again.stdout and " started (pid" not in again.stdout
@@ -470,6 +474,27 @@ def test_init_writes_env_with_a_secret_it_does_not_print(tmp_path):
     assert oct((repo / ".env").stat().st_mode & 0o777) == "0o600"
     assert f"TOKENBRIDGE_UID={os.getuid()}" in text
     assert re.search(r"^TOKENBRIDGE_INSTANCE_ID=tokenbridge@\S+$", text, re.M)
+    token = re.findall(r"^TOKENBRIDGE_EVENTS_TOKEN=(.*)$", text, re.M)
+    assert len(token) == 1 and re.fullmatch(r"[0-9a-f]{48}", token[0]), token
+    assert token[0] not in proc.stdout + proc.stderr
+    again = subprocess.run([str(repo / "scripts/init.sh")], capture_output=True, text=True, env=env, timeout=60)
+    assert ".env exists; left unchanged" in again.stdout and (repo / ".env").read_text() == text
+
+
+def test_init_gives_an_existing_env_without_an_events_token_one(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for f in ("scripts/_lib.sh", "scripts/init.sh", ".env.example"):
+        shutil.copy(REPO / f, repo / f)
+    old = "GRAFANA_ADMIN_PASSWORD=mine-already\n# TOKENBRIDGE_EVENTS_TOKEN=\n"
+    (repo / ".env").write_text(old)
+    env = {"PATH": _path_without_go(tmp_path), "HOME": str(tmp_path), "TOKENBRIDGE_MODE": "native"}
+    proc = subprocess.run([str(repo / "scripts/init.sh")], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = (repo / ".env").read_text()
+    assert text.startswith(old)  # nothing else touched
+    token = re.search(r"^TOKENBRIDGE_EVENTS_TOKEN=([0-9a-f]{48})$", text, re.M).group(1)
+    assert "added a random TOKENBRIDGE_EVENTS_TOKEN" in proc.stdout and token not in proc.stdout + proc.stderr
     again = subprocess.run([str(repo / "scripts/init.sh")], capture_output=True, text=True, env=env, timeout=60)
     assert ".env exists; left unchanged" in again.stdout and (repo / ".env").read_text() == text
 

@@ -37,7 +37,7 @@ def _run(repo: Path, tmp_path: Path, password: str) -> tuple[subprocess.Complete
     bindir = tmp_path / "fakebin"
     bindir.mkdir(exist_ok=True)
     docker = bindir / "docker"
-    names = " ".join(AGENT_VARS)
+    names = " ".join((*AGENT_VARS, "TOKENBRIDGE_EVENTS_TOKEN"))
     docker.write_text(
         "#!/bin/sh\n"
         'case "$1 $2" in\n'
@@ -95,3 +95,8 @@ def test_docker_mode_prepares_every_agent_dir_as_the_user_before_compose_up(repo
     for var in AGENT_VARS:
         assert Path(got[var]).is_dir(), var  # every bind source exists: create_host_path: false never trips
     assert "First data:" in proc.stdout
+    # The .env (written before the events token existed) got a random one, which compose sees and nothing prints.
+    token = got["TOKENBRIDGE_EVENTS_TOKEN"]
+    assert len(token) == 48 and f"TOKENBRIDGE_EVENTS_TOKEN={token}\n" in (repo / ".env").read_text()
+    assert token not in proc.stdout + proc.stderr
+    assert "added a random TOKENBRIDGE_EVENTS_TOKEN" in proc.stderr

@@ -321,7 +321,7 @@ SPECS = (
         _factory,
         "Claude Code's api_request events (OTLP logs, forwarded by the collector to tokenbridge run)",
         group="claude",
-        settings=("TOKENBRIDGE_EVENTS_PORT", "TOKENBRIDGE_EVENTS_HOST"),
+        settings=("TOKENBRIDGE_EVENTS_PORT", "TOKENBRIDGE_EVENTS_HOST", "TOKENBRIDGE_EVENTS_TOKEN"),
         order=90,
     ),
 )
