@@ -157,6 +157,20 @@ tb_alert_config() {
     || tb_die "fix the alert setting named above (config file or .env)"
 }
 
+# Move a finished build ($work/out) into its cache directory in one step (a half-built directory is never
+# cached), check that BIN runs, and print its path. Used by every build-*.sh after `go build`.
+# Args: outdir bin.
+tb_install_build() {
+  local outdir="$1" bin="$2"
+  mkdir -p "$(dirname "$outdir")"
+  rm -rf "$outdir.tmp"
+  mv "$work/out" "$outdir.tmp"
+  rm -rf "$outdir"
+  mv "$outdir.tmp" "$outdir"
+  "$bin" --version >&2 || tb_die "built $bin does not run"
+  echo "$bin"
+}
+
 # Download a Go module and copy its source into a writable build directory: sets $work ($work/src holds the
 # source; the directory is removed at exit). The module's go.work is dropped: it names directories absent from
 # the module zip (build with GOWORK=off). Used by the build scripts of Prometheus and Alertmanager.

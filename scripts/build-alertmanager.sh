@@ -38,10 +38,4 @@ ldflags+=" -X github.com/prometheus/common/version.Branch=tokenbridge -X github.
 (cd "$work/src" && GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" \
   -o "$work/out/" ./cmd/alertmanager ./cmd/amtool) >&2 || tb_die "go build of Alertmanager $version failed (see output above)"
 
-mkdir -p "$(dirname "$outdir")"
-rm -rf "$outdir.tmp"
-mv "$work/out" "$outdir.tmp"
-rm -rf "$outdir"
-mv "$outdir.tmp" "$outdir"
-"$bin" --version >&2 || tb_die "built $bin does not run"
-echo "$bin"
+tb_install_build "$outdir" "$bin"
