@@ -35,12 +35,12 @@ from decimal import Decimal
 from typing import Any
 
 from bridge.errors import CentralError, ConfigError
-from bridge.views import billing_sources
+from bridge.views import NATIVE_PREFERRED, billing_sources
 
 TOKENS = "claude_code_token_usage_tokens_total"
 COST = "claude_code_cost_usage_USD_total"
 UNPRICED = "tokenbridge_unpriced_requests_total"
-PREFERRED = "claude_transcripts|claude_stats_cache"  # the bridge's local Claude Code sources
+PREFERRED = "|".join(NATIVE_PREFERRED)  # the bridge's own views: native telemetry of their models is not counted
 FALLBACK = "claude_code_otel"  # Claude Code's native telemetry, stamped by the collector
 # "All time" for increase_pure: longer than any retention a team configures (VictoriaMetrics reads what it has).
 ALL = "100y"

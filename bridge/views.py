@@ -28,6 +28,12 @@ import functools
 
 from bridge.ledger import Ledger
 
+# The bridge's own views of tools that also send native telemetry (Claude Code's transcripts, the events it forwards,
+# its stats cache; the Codex and Gemini CLI files). Where one of them has a series for a model, that model's native
+# telemetry is the same requests again and is not counted: the rule of the dashboards
+# (grafana/generate_dashboards.py) and of `report --central` (bridge/central.py), kept here once.
+NATIVE_PREFERRED = ("claude_transcripts", "claude_code_events", "claude_stats_cache", "codex", "gemini_cli")
+
 
 @functools.cache
 def attribution_sources() -> frozenset[str]:

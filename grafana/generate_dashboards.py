@@ -42,6 +42,7 @@ COST = "claude_code_cost_usage_USD_total"
 UNPRICED = "tokenbridge_unpriced_requests_total"
 
 # The bridge's own views of the coding agents that also send native telemetry.
+# = bridge.views.NATIVE_PREFERRED, which bridge/central.py uses (tests/test_dashboards.py checks they agree).
 PREFERRED = "claude_transcripts|claude_code_events|claude_stats_cache|codex|gemini_cli"
 FALLBACK = "claude_code_otel"  # Claude Code's native telemetry
 # Gemini CLI's and Codex's native token metrics (native-telemetry.md §3), labelled provider/source by the collector.

@@ -93,6 +93,9 @@ def _team_data() -> list[Series]:
     usage("bob", None, "claude_code_otel", "anthropic", sonnet, True)  # bob's bridge never saw sonnet
     usage("dave", "laptop", "claude_transcripts", "anthropic", opus, True, history=True, off=[DAYS[1]])
     usage("carol", None, "claude_code_otel", "anthropic", sonnet, True, reset_on=(DAYS[1], 4))  # collector restart
+    # Requests the bridge only has as Claude Code's forwarded events: they win over the same requests natively.
+    usage("erin", "mini", "claude_code_events", "anthropic", sonnet, True)
+    usage("erin", None, "claude_code_otel", "anthropic", sonnet, False)
     billed = Series(central.COST, {"user": "alice", "machine": "laptop", "source": "anthropic_cost_api",
                                    "provider": "anthropic", "model": "Claude Sonnet Usage"}, False)  # fmt: skip
     for day in DAYS:

@@ -223,3 +223,15 @@ def test_spend_dashboard_reads_the_rules_and_gauges():
     joined = " ".join(exprs)
     for gauge in ("tokenbridge_balance", "tokenbridge_quota_used_percent", 'ALERTS{alertstate="firing"}'):
         assert gauge in joined
+
+
+def test_the_dashboards_prefer_the_same_bridge_sources_over_native_telemetry_as_the_central_report():
+    import importlib.util
+
+    from bridge import central, views
+
+    spec = importlib.util.spec_from_file_location("_gen", REPO / "grafana/generate_dashboards.py")
+    assert spec and spec.loader
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.PREFERRED == central.PREFERRED == "|".join(views.NATIVE_PREFERRED)
