@@ -24,6 +24,10 @@ local sources of that provider are attribution views (the rule of bridge/views.p
 Exact numbers: every increase() uses an `anchored` range (Prometheus 3 with
 --enable-feature=promql-extended-range-selectors): the value at the range's end minus the value at its start, no
 extrapolation to the window edges (which read 3-6 % high and gave fractional counts). Counts show no decimals.
+
+Team mode (grafana/team_personal.py, docs/team.md): the same builders write the team server's variants of the
+overview, Claude Code and activity dashboards to grafana/dashboards-team/, for VictoriaMetrics: `user`/`machine`
+variables on every selector, exact `increase_pure` windows instead of `anchored`, counting once per user.
 """
 
 from __future__ import annotations
