@@ -24,6 +24,10 @@ local sources of that provider are attribution views (the rule of bridge/views.p
 Exact numbers: every increase() uses an `anchored` range (Prometheus 3 with
 --enable-feature=promql-extended-range-selectors): the value at the range's end minus the value at its start, no
 extrapolation to the window edges (which read 3-6 % high and gave fractional counts). Counts show no decimals.
+
+Team mode (grafana/team_personal.py, docs/team.md): the same builders write the team server's variants of the
+overview, Claude Code and activity dashboards to grafana/dashboards-team/, for VictoriaMetrics: `user`/`machine`
+variables on every selector, exact `increase_pure` windows instead of `anchored`, counting once per user.
 """
 
 from __future__ import annotations
@@ -67,7 +71,16 @@ FILTERS = 'provider=~"$provider",model=~"$model",source=~"$source"'
 # Provider billing APIs (bridge/views.py): where one has data for a provider, it is that provider's total.
 BILLING = "openai_usage_api|openai_cost_api|anthropic_usage_api|anthropic_cost_api|openrouter_credits_api"
 BILLED_COST = "openai_cost_api|anthropic_cost_api|openrouter_credits_api"
+BILLED = f'provider=~"$provider",source=~"{BILLED_COST}"'
 BALANCE = "tokenbridge_balance"
+
+# The team server's variants of these dashboards (grafana/team_personal.py) are built by this same code for
+# VictoriaMetrics, which rejects `anchored`: while `_TEAM["on"]` is set (team_personal.variant()), every selector
+# starts with the `user` and `machine` variables, every increase is an exact window of two all-time totals
+# (`window`), and Claude Code's native telemetry gives way to the bridge per user and model.
+_TEAM = {"on": False}
+TEAM_SEL = 'user=~"$user",machine=~"$machine"'
+ALL_TIME = "100y"  # longer than any retention: increase_pure over it is a series' all-time total (bridge.central)
 
 DEDUP_TEXT = (
     "**Each token is counted once.** Claude Code usage can arrive twice: from Claude Code's own telemetry "
@@ -90,6 +103,34 @@ def _join(labels: list[str]) -> str:
     return ", ".join(labels)
 
 
+def series(metric: str, matchers: str | None = None) -> str:
+    """`metric{matchers}`; on the team server the user and machine variables come first. `None`: no braces."""
+    if _TEAM["on"]:
+        return f"{metric}{{{','.join(m for m in (TEAM_SEL, matchers) if m)}}}"
+    return metric if matchers is None else f"{metric}{{{matchers}}}"
+
+
+def window(metric: str, matchers: str | None, rng: str, fn: str = "increase", exact: bool = True) -> str:
+    """`fn(metric{matchers}[rng])`, exact: Prometheus 3's `anchored` increase (module docstring), or on the team
+    server each series' all-time total now minus the same `rng` earlier, whole when it has no sample before
+    (bridge.central.window_increase; VictoriaMetrics' own increase misses the sample before a gap of more than a few
+    minutes). The offset stays inside the rollup: outside it (`f(m[w]) offset d`), VictoriaMetrics v1.151.0 drops
+    the first points of a range query (checked: a series' first step then counted again one step later). A rate
+    is that window over `$__interval` per second."""
+    if not _TEAM["on"]:
+        anchored = " anchored" if fn == "increase" and exact else ""
+        return f"{fn}({series(metric, matchers)}[{rng}]{anchored})"
+    if fn == "rate":
+        return f"({window(metric, matchers, IV)} / ($__interval_ms / 1000))"
+    full = f"increase_pure({series(metric, matchers)}[{ALL_TIME}])"
+    return f"(({full} - increase_pure({series(metric, matchers)}[{ALL_TIME}] offset {rng})) or {full})"
+
+
+def _scope() -> tuple[str, ...]:
+    """The labels kept inside the count-once rule: on the team server per user (native series carry no machine)."""
+    return ("user", "provider", "model", "source") if _TEAM["on"] else ("provider", "model", "source")
+
+
 def dedup(
     metric: str,
     by: list[str],
@@ -104,22 +145,24 @@ def dedup(
     `filters` are the dashboard variables; prometheus/generate_rules.py passes "" to build its recording rules
     from this same rule, and `exact=False`: promtool's rule unit tests cannot enable the `anchored` modifier
     (`promtool test rules` rejects it even with --enable-feature), so the rules keep plain increase()."""
-    inner_by = _join([*by, *(label for label in ("provider", "model", "source") if label not in by)])
+    inner_by = _join([*by, *(label for label in _scope() if label not in by)])
     sel = ",".join(m for m in (filters, extra) if m)
-
-    anchored = " anchored" if fn == "increase" and exact else ""
 
     def part(src_matcher: str) -> str:
         matchers = f"{sel},{src_matcher}" if sel else src_matcher
-        return f"sum by ({inner_by}) ({fn}({metric}{{{matchers}}}[{rng}]{anchored}))"
+        return f"sum by ({inner_by}) ({window(metric, matchers, rng, fn, exact)})"
 
     billing = part('source=~"' + BILLING + '"')
     preferred = part('source=~"' + PREFERRED + '"')
     fallback = part('source="' + FALLBACK + '"')
     if metric == TOKENS:  # native Gemini CLI and Codex tokens join Claude Code's as the per-model fallback
-        natives = [_native_tokens(src, by, rng, fn, filters, extra, anchored) for src in NATIVE_TOKENS]
+        natives = [_native_tokens(src, by, rng, fn, filters, extra, exact) for src in NATIVE_TOKENS]
         fallback = "(\n  " + "\n  or ".join([fallback, *(n for n in natives if n)]) + "\n  )"
     others = part('source!~"' + PREFERRED + "|" + FALLBACK + "|" + BILLING + '"')
+    if _TEAM["on"]:
+        # Billing APIs are organisation-wide (they carry the user whose bridge polled them): never a user's total.
+        body = f"{preferred}\n  or on (user, model) {fallback}\n  or {others}"
+        return f"sum by ({_join(by)}) (\n  {body}\n)" if by else f"sum (\n  {body}\n)"
     # Billing first; the client views only for providers without billing data in the range.
     body = f"{billing}\n  or on (provider) (\n  {preferred}\n  or on (model) {fallback}\n  or {others}\n  )"
     outer = f"sum by ({_join(by)}) (\n  {body}\n)" if by else f"sum (\n  {body}\n)"
@@ -140,7 +183,7 @@ def _admits(matchers: list[tuple[str, str, str]], label: str, value: str) -> boo
     return True
 
 
-def _native_tokens(source: str, by: list[str], rng: str, fn: str, filters: str, extra: str, anchored: str) -> str:
+def _native_tokens(source: str, by: list[str], rng: str, fn: str, filters: str, extra: str, exact: bool) -> str:
     """One native agent's token series in Claude Code's schema (see NATIVE_TOKENS), or "" when the panel's
     static matchers (a token type, a provider) exclude it. The dashboard variables apply to the raw series."""
     metric, type_label, mapping, provider = NATIVE_TOKENS[source]
@@ -149,10 +192,11 @@ def _native_tokens(source: str, by: list[str], rng: str, fn: str, filters: str, 
         return ""
     keep = ",".join(f'{n}{op}"{v}"' for n, op, v in matchers if n not in ("type", "provider", "source"))
     base = ",".join(x for x in (filters, keep, f'source="{source}"') if x)
-    labels = _join([b for b in by if b != "type"] + [x for x in ("provider", "model", "source") if x not in by])
+    labels = _join([b for b in by if b != "type"] + [x for x in _scope() if x not in by])
 
     def total(types: str) -> str:
-        return f'sum by ({labels}) ({fn}({metric}{{{base},{type_label}=~"{types}"}}[{rng}]{anchored}))'
+        matchers = f'{base},{type_label}=~"{types}"'
+        return f"sum by ({labels}) ({window(metric, matchers, rng, fn, exact)})"
 
     parts = []
     for unified, (plus, minus) in mapping.items():
@@ -530,7 +574,7 @@ def claude_code() -> dict:
         stat(
             lay,
             "Sessions",
-            "sum(increase(claude_code_session_count_total[$__range] anchored))",
+            f"sum({window('claude_code_session_count_total', None, R)})",
             "short",
             desc="Claude Code sessions started (native telemetry: claude_code.session.count).",
         )
@@ -539,20 +583,18 @@ def claude_code() -> dict:
         stat(
             lay,
             "Active time",
-            "sum(increase(claude_code_active_time_seconds_total[$__range] anchored))",
+            f"sum({window('claude_code_active_time_seconds_total', None, R)})",
             "s",
             desc="claude_code.active_time.total: user (keyboard) and cli (tools, responses) time.",
         )
     )
-    p.append(stat(lay, "Commits", "sum(increase(claude_code_commit_count_total[$__range] anchored))", "short"))
-    p.append(
-        stat(lay, "Pull requests", "sum(increase(claude_code_pull_request_count_total[$__range] anchored))", "short")
-    )
+    p.append(stat(lay, "Commits", f"sum({window('claude_code_commit_count_total', None, R)})", "short"))
+    p.append(stat(lay, "Pull requests", f"sum({window('claude_code_pull_request_count_total', None, R)})", "short"))
     p.append(
         bars(
             lay,
             "Lines of code",
-            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__range] anchored))",
+            f"sum by (type) ({window('claude_code_lines_of_code_count_total', None, R)})",
             "{{type}}",
             "short",
             w=6,
@@ -563,7 +605,7 @@ def claude_code() -> dict:
         bars(
             lay,
             "Edit tool decisions",
-            "sum by (decision) (increase(claude_code_code_edit_tool_decision_total[$__range] anchored))",
+            f"sum by (decision) ({window('claude_code_code_edit_tool_decision_total', None, R)})",
             "{{decision}}",
             "short",
             w=6,
@@ -575,7 +617,7 @@ def claude_code() -> dict:
         bars(
             lay,
             "Edit decisions by source",
-            "sum by (source) (increase(claude_code_code_edit_tool_decision_total[$__range] anchored))",
+            f"sum by (source) ({window('claude_code_code_edit_tool_decision_total', None, R)})",
             "{{source}}",
             "short",
             w=6,
@@ -611,7 +653,7 @@ def claude_code() -> dict:
         timeseries(
             lay,
             "Sessions and activity",
-            "sum by (type) (increase(claude_code_active_time_seconds_total[$__interval] anchored))",
+            f"sum by (type) ({window('claude_code_active_time_seconds_total', None, IV)})",
             "active {{type}}",
             "s",
             stack=False,
@@ -621,7 +663,7 @@ def claude_code() -> dict:
         timeseries(
             lay,
             "Lines of code",
-            "sum by (type) (increase(claude_code_lines_of_code_count_total[$__interval] anchored))",
+            f"sum by (type) ({window('claude_code_lines_of_code_count_total', None, IV)})",
             "{{type}}",
             "short",
         )
@@ -633,8 +675,8 @@ def claude_code() -> dict:
             lay,
             "Tokens and cost per source",
             [
-                table_target(f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__range] anchored))", "A"),
-                table_target(f"sum by (source) (increase({COST}{{{FILTERS}}}[$__range] anchored))", "B"),
+                table_target(f"sum by (source) ({window(TOKENS, FILTERS, R)})", "A"),
+                table_target(f"sum by (source) ({window(COST, FILTERS, R)})", "B"),
             ],
             units={"Value #A": "short", "Value #B": "currencyUSD"},
             desc="Each source's own count. Sources can carry the same usage: do not add these rows.",
@@ -644,7 +686,7 @@ def claude_code() -> dict:
         timeseries(
             lay,
             "Tokens per source",
-            f"sum by (source) (increase({TOKENS}{{{FILTERS}}}[$__interval] anchored))",
+            f"sum by (source) ({window(TOKENS, FILTERS, IV)})",
             "{{source}}",
             "short",
             stack=False,
@@ -684,7 +726,7 @@ def overview() -> dict:
         stat(
             lay,
             "Unpriced requests",
-            f"sum(increase({UNPRICED}{{{FILTERS}}}[$__range] anchored)) or vector(0)",
+            f"sum({window(UNPRICED, FILTERS, R)}) or vector(0)",
             "short",
             w=6,
             desc="Requests whose model has no known price: their cost is missing above.",
@@ -718,7 +760,7 @@ def overview() -> dict:
         timeseries(
             lay,
             "Unpriced requests",
-            f"sum by (provider, model) (increase({UNPRICED}{{{FILTERS}}}[$__interval] anchored))",
+            f"sum by (provider, model) ({window(UNPRICED, FILTERS, IV)})",
             "{{provider}} {{model}}",
             "short",
         )
@@ -729,7 +771,7 @@ def overview() -> dict:
         balance_bars(
             lay,
             "Balances",
-            f"{BALANCE}",
+            series(BALANCE),
             "Prepaid balance left per provider, in its own currency (the legend names it). Yellow below 20, "
             "red below 5.",
         )
@@ -738,7 +780,7 @@ def overview() -> dict:
         balance_bars(
             lay,
             "Key limits left",
-            "tokenbridge_key_limit_remaining",
+            series("tokenbridge_key_limit_remaining"),
             "Spending cap left on the API key (OpenRouter), when the key has one.",
         )
     )
@@ -746,7 +788,7 @@ def overview() -> dict:
         bars(
             lay,
             "Billed cost by provider and model",
-            f'sum by (provider, model) (increase({COST}{{provider=~"$provider",source=~"{BILLED_COST}"}}[$__range] anchored))',
+            "sum by (provider, model) " + f"({window(COST, BILLED, R)})",
             "{{provider}} {{model}}",
             "currencyUSD",
             desc="What the providers' cost APIs billed in the range (not estimates).",
@@ -757,8 +799,10 @@ def overview() -> dict:
             lay,
             "Provider API health",
             [
-                table_target("max by (source, last_error_kind) (tokenbridge_source_consecutive_failures)", "A"),
-                table_target("max by (source) (time() - tokenbridge_source_last_success_seconds)", "B"),
+                table_target(
+                    f"max by (source, last_error_kind) ({series('tokenbridge_source_consecutive_failures')})", "A"
+                ),
+                table_target(f"max by (source) (time() - {series('tokenbridge_source_last_success_seconds')})", "B"),
             ],
             w=24,
             units={"Value #A": "short", "Value #B": "s"},
@@ -772,8 +816,8 @@ def overview() -> dict:
             lay,
             "Tokens and cost per source",
             [
-                table_target(f"sum by (provider, source) (increase({TOKENS}{{{FILTERS}}}[$__range] anchored))", "A"),
-                table_target(f"sum by (provider, source) (increase({COST}{{{FILTERS}}}[$__range] anchored))", "B"),
+                table_target(f"sum by (provider, source) ({window(TOKENS, FILTERS, R)})", "A"),
+                table_target(f"sum by (provider, source) ({window(COST, FILTERS, R)})", "B"),
             ],
             w=24,
             units={"Value #A": "short", "Value #B": "currencyUSD"},
@@ -815,12 +859,11 @@ ACTIVITY_TEXT = (
 
 def _inc(metric: str, sel: str, rng: str, by: str = "") -> str:
     head = f"sum by ({by}) " if by else "sum "
-    return f"{head}(increase({metric}{{{sel}}}[{rng}] anchored))"
+    return f"{head}({window(metric, sel, rng)})"
 
 
 def _quantile(q: str, metric: str, sel: str, rng: str, by: str, fn: str = "increase") -> str:
-    anchored = " anchored" if fn == "increase" else ""
-    return f"histogram_quantile({q}, sum by (le, {by}) ({fn}({metric}{{{sel}}}[{rng}]{anchored})))"
+    return f"histogram_quantile({q}, sum by (le, {by}) ({window(metric, sel, rng, fn)}))"
 
 
 def activity() -> dict:
@@ -859,7 +902,7 @@ def activity() -> dict:
         stat(
             lay,
             "Prompts per session",
-            f"sum(increase({PROMPTS}[$__range] anchored)) / sum(increase({SESSIONS}[$__range] anchored))",
+            f"sum({window(PROMPTS, None, R)}) / sum({window(SESSIONS, None, R)})",
             "short",
             decimals=1,
             desc="user_prompt events / sessions started (claude_code.session.count) in the range.",
@@ -945,8 +988,16 @@ def _team_dashboard() -> dict:
     return team(sys.modules[__name__])
 
 
+def _team_personal() -> dict[str, dict]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from team_personal import variants
+
+    return variants(sys.modules[__name__])
+
+
 def render_team() -> dict[str, str]:
-    return {"team-usage.json": json.dumps(_team_dashboard(), indent=2) + "\n"}
+    out = {"team-usage.json": _team_dashboard(), **_team_personal()}
+    return {name: json.dumps(d, indent=2) + "\n" for name, d in out.items()}
 
 
 def render() -> dict[str, str]:

@@ -444,8 +444,8 @@ def test_team_services_mount_what_they_read():
     assert vm["ports"] == ["${TOKENBRIDGE_BIND:-127.0.0.1}:${VICTORIAMETRICS_PORT:-8428}:8428"]
     graf = s["team-grafana"]
     assert "./grafana/provisioning-team:/etc/grafana/provisioning:ro" in graf["volumes"]
-    # Only the team dashboards: the personal ones use Prometheus 3's `anchored` ranges, which VictoriaMetrics
-    # v1.151.0 rejects (`unexpected token "anchored"`), so every panel would fail on the team's store.
+    # Only the team dashboards (Team usage and the personal ones' team variants): the personal ones use Prometheus
+    # 3's `anchored` ranges, which VictoriaMetrics v1.151.0 rejects (`unexpected token "anchored"`).
     assert not any(v.startswith("./grafana/dashboards:") for v in graf["volumes"])
     home = graf["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home == "/var/lib/grafana/dashboards/team/team-usage.json"

@@ -226,7 +226,8 @@ def test_team_server_starts_a_local_grafana_on_victoriametrics(server, tmp_path)
     prov = Path(got["GF_PATHS_PROVISIONING"])
     ds = yaml.safe_load((prov / "datasources/victoriametrics.yml").read_text())["datasources"][0]
     assert ds["uid"] == "tokenbridge-prometheus"
-    # Only the team dashboards: VictoriaMetrics rejects the personal dashboards' `anchored` ranges.
+    # Only grafana/dashboards-team (Team usage, the personal dashboards' team variants): VictoriaMetrics rejects the
+    # personal dashboards' `anchored` ranges.
     assert sorted(p.name for p in (prov / "dashboards").iterdir()) == ["team.yml"]
     team = yaml.safe_load((prov / "dashboards/team.yml").read_text())["providers"][0]["options"]["path"]
     assert team == str(REPO / "grafana/dashboards-team")
