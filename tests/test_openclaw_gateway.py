@@ -66,7 +66,12 @@ class Gateway:
         self.silent = False  # accept the socket, never answer
         self.close_on_bad_token = False  # close 1008 without an error frame
         self.requests: list[dict[str, Any]] = []
-        self.server: Server = serve(self._handle, "127.0.0.1", 0, process_request=self._http)
+        self.conns: list[ServerConnection] = []
+        # Its own silent logger: a connection's thread may log its close after the test's captured streams closed.
+        quiet = logging.getLogger("tests.openclaw_gateway")
+        quiet.propagate = False
+        quiet.addHandler(logging.NullHandler())
+        self.server: Server = serve(self._handle, "127.0.0.1", 0, process_request=self._http, logger=quiet)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -80,6 +85,7 @@ class Gateway:
         return None
 
     def _handle(self, ws: ServerConnection) -> None:
+        self.conns.append(ws)
         with contextlib.suppress(ConnectionClosed):  # the client gave up (the silent gateway's timeout)
             self._serve(ws)
 
@@ -115,6 +121,8 @@ class Gateway:
     def stop(self) -> None:
         self.server.shutdown()
         self.thread.join(5)
+        for ws in self.conns:  # their threads end with them, not after the test
+            ws.close()
 
 
 @pytest.fixture
