@@ -4,4 +4,5 @@
 #
 # The team server's per-user budget rules (prometheus/team/rules.yml) are MetricsQL for vmalert: VictoriaMetrics
 # single-node evaluates no rules itself (docs/team.md).
+set -euo pipefail
 exec "$(dirname "${BASH_SOURCE[0]}")/build-victoriametrics.sh" --app vmalert "$@"
