@@ -14,16 +14,19 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge import __version__, backfill, config
-from bridge.app import resolve_selection
+from bridge import __version__, config
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
-from bridge.report import BY, KINDS, Bucket, Report, build, parse_day, resolve_tz
-from bridge.status import cmd_status
-from bridge.statusline import cmd_statusline
-from bridge.views import default_exclusions
+
+if TYPE_CHECKING:
+    from bridge.report import Bucket, Report
+
+# Each command imports what it needs when it runs: a one-off `tokenbridge sync` spends most of
+# its time starting up, and the report, backfill and status modules are not part of it.
+KINDS = ("daily", "weekly", "monthly", "session", "models")  # bridge.report.KINDS (checked by a test)
+BY = ("provider", "model", "source", "project", "session")  # bridge.report.BY
 
 log = logging.getLogger("tokenbridge")
 
@@ -268,6 +271,10 @@ def _fmt_cost(line: Any) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bridge.app import resolve_selection
+    from bridge.report import build, parse_day, resolve_tz
+    from bridge.views import default_exclusions
+
     settings = _settings(args)
     tz = resolve_tz(args.timezone)
     since = parse_day(args.since, "--since") if args.since else None
@@ -422,15 +429,28 @@ def _delegated(target: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _lazy(target: str) -> Callable[[argparse.Namespace], int]:
+    """A command ``cmd(args)`` of its own module, imported when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        module, func = target.split(":")
+        command: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), func)
+        return command(args)
+
+    return run
+
+
 _COMMANDS = {
     "sync": cmd_sync,
     "run": cmd_run,
     "report": cmd_report,
     "sources": cmd_sources,
     "serve": cmd_serve,
-    "backfill": backfill.cmd,
-    "statusline": cmd_statusline,
-    "status": cmd_status,
+    "backfill": _lazy("bridge.backfill:cmd"),
+    "statusline": _lazy("bridge.statusline:cmd_statusline"),
+    "status": _lazy("bridge.status:cmd_status"),
     "wrap": _delegated("bridge.wrap:cmd_wrap"),
     "parse": _delegated("bridge.wrap:cmd_parse"),
     "capture": _delegated("bridge.wrap:cmd_capture"),

@@ -18,22 +18,26 @@ mirror a subagent's assistant line. Per line:
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from bridge.record import CostOrigin, Tokens, UsageRecord
+from bridge.record import CostOrigin, Tokens, UsageRecord, record_from_tuple, record_to_tuple
 from bridge.sources._base import infer_provider, log
+from bridge.sources._claude_fast import (
+    EARLIEST,
+    FALLBACK,
+    LATEST,
+    MAX_REQUEST_USD,
+    SOURCE,
+    available,
+    fast_tuple,
+)
 from bridge.sources._claude_session import FileContext
 from bridge.sources._tail import ChunkResult
 
-SOURCE = "claude_transcripts"
-# Lines outside these bounds are corrupt (no Claude Code before 2000 or after 2100).
-_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
-_MAX_REQUEST_USD = 10_000
 UNKNOWN_MODEL = "unknown"  # for lines without message.model
 
 
@@ -135,7 +139,7 @@ def parse_line(obj: Any, ctx: FileContext, line: bytes) -> UsageRecord | None:
     ts = datetime.fromisoformat(ts_raw)
     if ts.tzinfo is None:
         raise ValueError(f"timestamp without timezone: {ts_raw!r}")
-    if not _EARLIEST <= ts < _LATEST:
+    if not EARLIEST <= ts < LATEST:
         # A year-1 or year-9999 time would break every later report and export (date overflow
         # in local time, OTLP start times): the line is dropped and counted, never stored.
         raise ValueError(f"timestamp {ts_raw!r} is outside 2000-01-01..2100-01-01")
@@ -155,8 +159,8 @@ def parse_line(obj: Any, ctx: FileContext, line: bytes) -> UsageRecord | None:
     if raw_cost is not None:
         # One request never costs more than this; a negative, NaN or huge amount is corruption
         # that would swamp (or overflow) every total it is added to.
-        if type(raw_cost) not in (int, float) or not 0 <= raw_cost <= _MAX_REQUEST_USD:
-            raise ValueError(f"costUSD {raw_cost!r} is not an amount between 0 and {_MAX_REQUEST_USD} USD")
+        if type(raw_cost) not in (int, float) or not 0 <= raw_cost <= MAX_REQUEST_USD:
+            raise ValueError(f"costUSD {raw_cost!r} is not an amount between 0 and {MAX_REQUEST_USD} USD")
         cost, origin = Decimal(str(raw_cost)), CostOrigin.REPORTED
     session = obj.get("sessionId")
     cwd = obj.get("cwd")
@@ -223,37 +227,59 @@ _NEEDLE = b'"output_tokens"'
 _CLOSE = ord("}")
 
 
-def chunk_parser(ctx: FileContext) -> Any:
+def chunk_parser(ctx: FileContext, fast: bool = False) -> Any:
+    """A parser of chunks of complete lines into records (the in-process path); ``fast`` as in
+    ``parse_tuples``."""
+
     def parse(buf: bytes) -> ChunkResult:
-        out = ChunkResult(records=[])
-        find, rfind = buf.find, buf.rfind
-        pos, n = 0, len(buf)
-        while True:
-            # Only lines that carry usage can count; most bytes (tool results) are skipped at
-            # fast-search speed without being parsed.
-            i = find(_NEEDLE, pos)
-            if i < 0:
-                break
-            start = rfind(b"\n", 0, i) + 1
-            end = find(b"\n", i)
-            end = n if end < 0 else end
-            pos = end + 1
-            line = buf[start:end]
-            if b'"assistant"' not in line:
-                continue
-            try:
-                rec = parse_line(orjson.loads(line), ctx, line)
-            except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-                log.debug("malformed transcript line at chunk byte %d: %s", start, exc)
-                if line.rstrip().endswith(b"}"):  # cut lines are counted by _count_cut_lines
-                    _note_malformed(out, start, str(exc))
-                continue
-            if rec is not None:
-                out.records.append(rec)
-        _count_cut_lines(buf, out)
+        tuples, out = parse_tuples(buf, ctx, fast)
+        out.records = [record_from_tuple(t) for t in tuples]
         return out
 
     return parse
+
+
+def parse_tuples(buf: bytes, ctx: FileContext, fast: bool = False) -> tuple[list[tuple[Any, ...]], ChunkResult]:
+    """Records (as ``record_to_tuple`` tuples) of a chunk of complete lines, and its malformed
+    lines. ``fast``: try ``_claude_fast`` first, if msgspec is installed (the reference
+    ``parse_line`` decides whatever it does not handle)."""
+    fast = fast and available()
+    out = ChunkResult(records=[])
+    tuples: list[tuple[Any, ...]] = []
+    add = tuples.append
+    find, rfind = buf.find, buf.rfind
+    pos, n = 0, len(buf)
+    session, project, slug = ctx.session_id, ctx.start_cwd, ctx.slug
+    while True:
+        # Only lines that carry usage can count; most bytes (tool results) are skipped at
+        # fast-search speed without being parsed.
+        i = find(_NEEDLE, pos)
+        if i < 0:
+            break
+        start = rfind(b"\n", 0, i) + 1
+        end = find(b"\n", i)
+        end = n if end < 0 else end
+        pos = end + 1
+        line = buf[start:end]
+        if b'"assistant"' not in line:
+            continue
+        if fast:
+            got = fast_tuple(line, session, project, slug)
+            if got is not FALLBACK:
+                if got is not None:
+                    add(got)
+                continue
+        try:
+            rec = parse_line(orjson.loads(line), ctx, line)
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            log.debug("malformed transcript line at chunk byte %d: %s", start, exc)
+            if line.rstrip().endswith(b"}"):  # cut lines are counted by _count_cut_lines
+                _note_malformed(out, start, str(exc))
+            continue
+        if rec is not None:
+            add(record_to_tuple(rec))
+    _count_cut_lines(buf, out)
+    return tuples, out
 
 
 def _note_malformed(out: ChunkResult, at: int, reason: str) -> None:

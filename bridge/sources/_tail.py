@@ -209,6 +209,13 @@ def plan_read(source: str, path: Path, cursor: Cursor | None) -> ReadPlan | None
 def read_chunks(path: str, start: int, parse: ChunkParser, chunk_bytes: int = CHUNK_BYTES) -> Iterator[ChunkOutcome]:
     """Parse complete lines from ``start`` on, chunk by chunk; a partial last line is left unread.
     Each outcome carries the mark (``fingerprint``) of the bytes up to its end."""
+    for complete, mark in complete_chunks(path, start, chunk_bytes):
+        yield ChunkOutcome(parse(complete), len(complete), mark)
+
+
+def complete_chunks(path: str, start: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[bytes, bytes]]:
+    """Chunks of complete lines from ``start`` on (a partial last line is left unread), each with
+    the mark (``fingerprint``) of the file's bytes up to its end."""
     with open(path, "rb") as fh:  # noqa: PTH123 - plain open: also runs in worker processes
         back = max(0, start - _MARK_BYTES)
         fh.seek(back)
@@ -226,7 +233,7 @@ def read_chunks(path: str, start: int, parse: ChunkParser, chunk_bytes: int = CH
                 continue
             complete, carry = data[: cut + 1], data[cut + 1 :]
             before = complete[-_MARK_BYTES:] if len(complete) >= _MARK_BYTES else (before + complete)[-_MARK_BYTES:]
-            yield ChunkOutcome(parse(complete), len(complete), fingerprint(before))
+            yield complete, fingerprint(before)
 
 
 @dataclass(slots=True)

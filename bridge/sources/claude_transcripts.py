@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.errors import SourceError
 from bridge.ledger import CostFunction, Ledger
-from bridge.record import collapse, record_to_tuple
+from bridge.record import collapse_tuples
 from bridge.sources._base import (
     BaseSource,
     ProgressHook,
@@ -46,7 +46,8 @@ from bridge.sources._base import (
     expand_dir_list,
     log,
 )
-from bridge.sources._claude_lines import SOURCE, chunk_parser
+from bridge.sources._claude_fast import SOURCE
+from bridge.sources._claude_lines import chunk_parser, parse_tuples
 from bridge.sources._claude_session import FileContext, file_context, with_start_cwd
 from bridge.sources._registry import SourceSpec
 from bridge.sources._tail import (
@@ -55,6 +56,7 @@ from bridge.sources._tail import (
     ChunkOutcome,
     ReadPlan,
     apply_read,
+    complete_chunks,
     iter_jsonl,
     needs_read,
     plan_read,
@@ -215,8 +217,9 @@ class ClaudeTranscripts(BaseSource):
         else:
             results = ((p, None) for p in plans)
         skipped: str | None = None
+        fast = pending >= _FAST_MIN_BYTES  # the msgspec path pays for its import on big scans only
         for plan, got in results:
-            outcome = _read_here(plan) if got is None else got
+            outcome = _read_here(plan, fast) if got is None else got
             if isinstance(outcome, OSError):
                 _read_error(stats, Path(plan.path), outcome)
                 continue
@@ -231,6 +234,9 @@ class ClaudeTranscripts(BaseSource):
         if skipped is not None:
             ledger.set_state(NAME, SKIPPED_NOTE, skipped, bump=False)  # shown by `tokenbridge sources`
         return stats
+
+
+_FAST_MIN_BYTES = 16 * 1024 * 1024
 
 
 def _worth_a_worker(pending: int) -> bool:
@@ -276,30 +282,26 @@ def _read_error(stats: ScanStats, path: Path, exc: OSError) -> None:
     _problem(stats, f"{path}: {exc.strerror or exc}")
 
 
-def _read_here(plan: ReadPlan) -> list[ChunkOutcome] | OSError:
+def _read_here(plan: ReadPlan, fast: bool) -> list[ChunkOutcome] | OSError:
     try:
         ctx = with_start_cwd(file_context(Path(plan.path)), plan.path)
-        return list(read_chunks(plan.path, plan.start, chunk_parser(ctx)))
+        return list(read_chunks(plan.path, plan.start, chunk_parser(ctx, fast)))
     except OSError as exc:
         return exc
 
 
 def _read_file(path: str, start: int, ctx: FileContext) -> list[EncodedChunk]:
     """Read and parse one file; records as tuples (the worker's wire format)."""
-    parse = chunk_parser(with_start_cwd(ctx, path))
-    # Streamed duplicates are merged here, per chunk (a chunk's records travel with its cursor),
-    # so the ledger's process decodes and merges about half as many records.
-    return [
-        (
-            o.consumed,
-            o.result.malformed,
-            o.result.first_malformed_at,
-            o.result.malformed_reason,
-            o.mark,
-            [record_to_tuple(r) for r in collapse(o.result.records).values()],
+    ctx = with_start_cwd(ctx, path)
+    out: list[EncodedChunk] = []
+    for buf, mark in complete_chunks(path, start):
+        tuples, res = parse_tuples(buf, ctx, fast=True)
+        # Streamed duplicates are merged here, per chunk (a chunk's records travel with its
+        # cursor), so the ledger's process decodes and merges about half as many records.
+        out.append(
+            (len(buf), res.malformed, res.first_malformed_at, res.malformed_reason, mark, collapse_tuples(tuples))
         )
-        for o in read_chunks(path, start, parse)
-    ]
+    return out
 
 
 def _read_files(items: list[tuple[str, int, FileContext]]) -> list[list[EncodedChunk] | OSError]:
