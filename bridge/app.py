@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import config
+from bridge._ratecache import tokens_cost
 from bridge.errors import ConfigError, LedgerError, TokenbridgeError
 from bridge.ledger import Ledger
 from bridge.sources import ScanStats, Source, build_sources
@@ -78,8 +79,6 @@ class LazyPricer:
         return self._surcharges.apply(base, model, extras)
 
     def _base_cost(self, provider: str, model: str, tokens: Any, at: Any) -> Any:
-        from bridge._ratecache import tokens_cost
-
         hit, rates = self._rates().get(provider, model)
         if hit:
             if rates is not None:

@@ -456,9 +456,9 @@ class Ledger:
         """Cost of a row from its tokens at its own (first-seen) time: the same whatever the
         batch boundaries, and never lower after more tokens arrive."""
         if row.reported_pusd is not None:
-            row.cost_pusd, row.cost_origin = row.reported_pusd, CostOrigin.REPORTED.value
+            row.cost_pusd, row.cost_origin = row.reported_pusd, _REPORTED
             return
-        if row.cost_origin == CostOrigin.EXTERNAL.value:
+        if row.cost_origin == _EXTERNAL:
             row.cost_pusd = 0  # the provider's billing source carries this cost
             return
         at = datetime.fromtimestamp(row.ts_ms / 1000, UTC)
@@ -472,7 +472,7 @@ class Ledger:
             log.warning("cost of %s (%s) is out of range; kept as unknown", row.dedup_key, cost)
             pusd = None
         row.cost_pusd = pusd
-        row.cost_origin = (CostOrigin.UNKNOWN if pusd is None else CostOrigin.ESTIMATED).value
+        row.cost_origin = _UNKNOWN if pusd is None else _ESTIMATED
 
     def _load(self, db: sqlite3.Connection, column: str, values: list[str]) -> dict[str, Row]:
         """Stored rows whose ``column`` (dedup_key or group_key) is one of ``values``, by key."""
@@ -759,6 +759,9 @@ def _series_total(r: Any) -> SeriesTotal:
     return SeriesTotal(str(r[0]), str(r[1]), str(r[2]), str(r[3]), tokens, from_pusd(int(r[8])), int(r[9]), int(r[10]))
 
 
+# Enum values as plain strings: ``CostOrigin.X.value`` is a descriptor call, and _price runs per row.
+_REPORTED, _EXTERNAL = CostOrigin.REPORTED.value, CostOrigin.EXTERNAL.value
+_UNKNOWN, _ESTIMATED = CostOrigin.UNKNOWN.value, CostOrigin.ESTIMATED.value
 _OPEN_TIMEOUT_S = 30.0
 _FAST_TIMEOUT_S = 0.3
 _CHECK_EVERY_MS = 24 * 3600 * 1000
