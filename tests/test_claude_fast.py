@@ -227,3 +227,49 @@ def test_tuple_collapse_equals_record_collapse() -> None:
         records = [_random_record(rng) for _ in range(rng.randrange(1, 12))]
         want = [record_to_tuple(r) for r in collapse(records).values()]
         assert collapse_tuples([record_to_tuple(r) for r in records]) == want
+
+
+def _full_parse(buf: bytes, ctx: FileContext) -> list[tuple[Any, ...]]:
+    """Every line through orjson and parse_line: no prefilter at all."""
+    out = []
+    for line in buf.split(b"\n"):
+        got = _reference(line, ctx) if line.strip() else None
+        if got is not None and got[0] != "error":
+            out.append(got)
+    return out
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_prefilter_drops_no_usage_line_of_a_generated_history(corpus: Path, fast: bool) -> None:
+    """The byte-level prefilter (cut lines, user lines, lines without usage) against parsing every
+    line in full, on the generator's traps: Task results holding a real usage object, tool output
+    quoting transcript lines, lines cut inside their usage object, sidechains, resumed sessions."""
+    malformed = 0
+    for path in sorted((corpus / "projects").rglob("*.jsonl")):
+        ctx = with_start_cwd(file_context(path), str(path))
+        buf = path.read_bytes()
+        tuples, res = parse_tuples(buf, ctx, fast=fast)
+        assert tuples == _full_parse(buf, ctx), path
+        malformed += res.malformed
+    truth = orjson.loads((corpus / "truth.json").read_bytes())
+    assert malformed == truth["malformedLines"]
+    assert truth["traps"]  # the traps are there to be passed
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b'{"x":"a\\"type\\":\\"user\\"","type":"assistant",',  # escaped quotes inside a string
+        b'{"x":{"type":"user"},"type":"assistant",',  # a nested object's type
+        b'{"x":["type"],"type":"user","type":"assistant",',  # after a "[": not judged (parsed)
+        b'{"x\\"type":"user","type":"assistant",',  # a key ending in an escaped quote
+    ],
+)
+def test_lines_that_only_look_like_user_lines_are_parsed(head: bytes) -> None:
+    body = orjson.dumps(_line())[1:]  # the rest of an assistant line
+    line = head + body.replace(b'"type":"assistant",', b"", 1)
+    ctx = FileContext("s", "-slug", None, None)
+    want = _full_parse(line, ctx)
+    assert len(want) == 1  # an assistant line with usage
+    assert parse_tuples(line + b"\n", ctx, fast=True)[0] == want
+    assert parse_tuples(line + b"\n", ctx, fast=False)[0] == want

@@ -242,27 +242,37 @@ def chunk_parser(ctx: FileContext, fast: bool = False) -> Any:
 def parse_tuples(buf: bytes, ctx: FileContext, fast: bool = False) -> tuple[list[tuple[Any, ...]], ChunkResult]:
     """Records (as ``record_to_tuple`` tuples) of a chunk of complete lines, and its malformed
     lines. ``fast``: try ``_claude_fast`` first, if msgspec is installed (the reference
-    ``parse_line`` decides whatever it does not handle)."""
+    ``parse_line`` decides whatever it does not handle).
+
+    Lines are visited newline to newline (memchr speed) and looked at in three cheap steps
+    before any parsing: a line that does not end with ``}`` was cut short (counted, never
+    parsed: it cannot be a JSON object); a ``user`` line (``_is_user_line``, 80 % of the bytes:
+    tool results) is skipped without scanning its body; a line without ``"output_tokens"`` and
+    ``"assistant"`` carries no usage.
+    """
     fast = fast and available()
     out = ChunkResult(records=[])
     tuples: list[tuple[Any, ...]] = []
     add = tuples.append
-    find, rfind = buf.find, buf.rfind
+    find = buf.find
     pos, n = 0, len(buf)
     session, project, slug = ctx.session_id, ctx.start_cwd, ctx.slug
-    while True:
-        # Only lines that carry usage can count; most bytes (tool results) are skipped at
-        # fast-search speed without being parsed.
-        i = find(_NEEDLE, pos)
-        if i < 0:
-            break
-        start = rfind(b"\n", 0, i) + 1
-        end = find(b"\n", i)
+    while pos < n:
+        start = pos
+        end = find(b"\n", pos)
         end = n if end < 0 else end
         pos = end + 1
-        line = buf[start:end]
-        if b'"assistant"' not in line:
+        last = end - 1
+        while last >= start and buf[last] in _TRAILING:
+            last -= 1
+        if last < start:
+            continue  # an empty line
+        if buf[last] != _CLOSE:
+            _note_malformed(out, start, "line cut short (not a whole JSON object)")
             continue
+        if _is_user_line(buf, start, end) or find(_NEEDLE, start, end) < 0 or find(b'"assistant"', start, end) < 0:
+            continue
+        line = buf[start:end]
         if fast:
             got = fast_tuple(line, session, project, slug)
             if got is not FALLBACK:
@@ -273,34 +283,31 @@ def parse_tuples(buf: bytes, ctx: FileContext, fast: bool = False) -> tuple[list
             rec = parse_line(orjson.loads(line), ctx, line)
         except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
             log.debug("malformed transcript line at chunk byte %d: %s", start, exc)
-            if line.rstrip().endswith(b"}"):  # cut lines are counted by _count_cut_lines
-                _note_malformed(out, start, str(exc))
+            _note_malformed(out, start, str(exc))
             continue
         if rec is not None:
             add(record_to_tuple(rec))
-    _count_cut_lines(buf, out)
     return tuples, out
+
+
+_USER = b'"type":"user"'
+_USER_WITHIN = 1024  # Claude Code writes "type" before "message": within the first few hundred bytes
+_TRAILING = b" \t\r"
+_OPENERS = (ord("{"), ord(","))
+
+
+def _is_user_line(buf: bytes, start: int, end: int) -> bool:
+    """Whether the line at ``buf[start:end]`` is certainly a top-level ``"type":"user"`` line (which
+    never counts), judged from its first bytes. Certain means: the key follows ``{`` or ``,`` (so
+    its quote is not an escaped one inside a string) and only the line's own ``{`` and no ``[``
+    comes before it (so it is a key of the top-level object). Anything less certain is parsed.
+    A line repeating the ``type`` key (JSON parsers keep the last) would be misjudged; Claude
+    Code does not write such lines."""
+    h = buf.find(_USER, start, min(end, start + _USER_WITHIN))
+    return h > start and buf[h - 1] in _OPENERS and buf.count(b"{", start, h) == 1 and buf.find(b"[", start, h) < 0
 
 
 def _note_malformed(out: ChunkResult, at: int, reason: str) -> None:
     if out.first_malformed_at is None or at < out.first_malformed_at:
         out.first_malformed_at, out.malformed_reason = at, reason[:200]
     out.malformed += 1
-
-
-def _count_cut_lines(buf: bytes, out: ChunkResult) -> None:
-    """Count lines that cannot be JSON objects because they do not end with ``}`` (a crash cut
-    them short), without parsing the lines that carry no usage.
-
-    Lines are long (tool results), so hopping from newline to newline with ``find`` (memchr)
-    and looking at one byte costs little.
-    """
-    find = buf.find
-    prev, end = 0, find(b"\n")
-    while end >= 0:
-        last = end - 1
-        while last >= prev and buf[last] in b" \t\r":
-            last -= 1
-        if last >= prev and buf[last] != _CLOSE:
-            _note_malformed(out, prev, "line cut short (not a whole JSON object)")
-        prev, end = end + 1, find(b"\n", end + 1)
