@@ -31,6 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+from bridge import _rollups
 from bridge._rows import (
     MAX_PUSD,
     Deltas,
@@ -52,7 +53,8 @@ log = logging.getLogger("tokenbridge.ledger")
 # table instead of random leaves of a text-keyed tree (a third of the write I/O on large scans).
 # 3: rows count requests (a provider bucket stands for many), gauges (balances, quotas) and
 # source health; replace-by-bucket merge policy for polled sources.
-SCHEMA_VERSION = 3
+# 4: rollup tables (bridge/_rollups.py) kept with the rows, so reports need not scan every row.
+SCHEMA_VERSION = 4
 
 _USAGE_TABLE = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -85,7 +87,8 @@ _USAGE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts_ms);",
 )
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (
     source TEXT NOT NULL, path TEXT NOT NULL,
@@ -119,6 +122,8 @@ CREATE TABLE IF NOT EXISTS health (
     consecutive_failures INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """.replace("{usage}", _USAGE_TABLE + "\n".join(_USAGE_INDEXES) + "\n")
+    + _rollups.SCHEMA
+)
 
 _COLS_V2 = (
     "dedup_key, group_key, source, provider, model, ts_ms, session_id, project, sidechain, "
@@ -338,6 +343,9 @@ class Ledger:
                 # Every schema-2 row is one Claude request: the default of 1 is exact.
                 db.execute("ALTER TABLE usage ADD COLUMN requests INTEGER NOT NULL DEFAULT 1")
             _add_missing_columns(db)
+            # 4: the rollups (created empty with the schema) are filled from the rows.
+            _rollups.rebuild_quarters(db)
+            _rollups.rebuild_sessions(db)
             db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         log.info("ledger %s upgraded from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
@@ -427,10 +435,12 @@ class Ledger:
             rows[key] = merge_record(rows.get(key), rec)
         resolve_groups(rows, groups)
         deltas: Deltas = {}
+        roll = _rollups.Rollups()
         writes: list[tuple[object, ...]] = []
         gone = [old for key, old in stored.items() if key not in rows]  # replays folded into a parent
         for old in gone:
             add_delta(deltas, old, -1)
+            roll.add(old, -1)
             result.tokens_added -= old.tokens.total
         db.executemany("DELETE FROM usage WHERE dedup_key=?", [(old.dedup_key,) for old in gone])
         for key, row in rows.items():
@@ -440,9 +450,11 @@ class Ledger:
             self._price(row, pricer)
             if prev is None:
                 result.new_requests += 1
+                roll.add(row, +1)
             else:
                 result.updated_requests += 1
                 add_delta(deltas, prev, -1)
+                roll.replace(prev, row)
                 result.tokens_added -= prev.tokens.total
             add_delta(deltas, row, +1)
             result.tokens_added += row.tokens.total
@@ -450,6 +462,7 @@ class Ledger:
         if writes:
             db.executemany(f"INSERT OR REPLACE INTO usage ({_COLS}) VALUES ({','.join('?' * _NCOLS)})", writes)
         self._apply_deltas(db, deltas)
+        roll.apply(db)
 
     @staticmethod
     def _price(row: Row, pricer: CostFunction) -> None:
@@ -546,6 +559,22 @@ class Ledger:
         and months. ``exclude`` leaves out the rows of (source, provider) from a time on (see
         ``bridge.views``).
         """
+        if not exclude and list(extra) in ([], ["source"]):
+            rolled = _rollups.aggregate(self._db, group, since_ms, until_ms, sources, bool(extra))
+            if rolled is not None:
+                return rolled
+        return self.aggregate_rows(group, since_ms, until_ms, sources, extra, exclude)
+
+    def aggregate_rows(
+        self,
+        group: str,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        sources: Sequence[str] | None = None,
+        extra: Sequence[str] = (),
+        exclude: Sequence[tuple[str, str, int]] = (),
+    ) -> list[tuple[Any, ...]]:
+        """``aggregate`` from the rows themselves (what the rollups must always equal)."""
         where, params = _where(since_ms, until_ms, sources)
         for source, provider, from_ms in exclude:
             where += " AND NOT (source=? AND provider=? AND ts_ms >= ?)"
@@ -570,6 +599,14 @@ class Ledger:
     ) -> dict[str, str]:
         """Each session's project as of its first row (a session that moves to another
         directory stays attributed to the one it started in)."""
+        if since_ms is None and until_ms is None:
+            return _rollups.session_projects(self._db, sources)
+        return self.session_projects_rows(since_ms, until_ms, sources)
+
+    def session_projects_rows(
+        self, since_ms: int | None = None, until_ms: int | None = None, sources: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        """``session_projects`` from the rows themselves."""
         where, params = _where(since_ms, until_ms, sources)
         # SQLite: with MIN() as the only aggregate, a bare column comes from the row holding it.
         q = (
@@ -642,10 +679,13 @@ class Ledger:
                 f"SELECT {_COLS} FROM usage WHERE source=? AND ts_ms >= ?", (source, since_ms)
             )]  # fmt: skip
             deltas: Deltas = {}
+            roll = _rollups.Rollups()
             for row in rows:
                 add_delta(deltas, row, -1)
+                roll.add(row, -1)
             db.executemany("DELETE FROM usage WHERE dedup_key=?", [(r.dedup_key,) for r in rows])
             self._apply_deltas(db, deltas)
+            roll.apply(db)
         return len(rows)
 
     def unpriced_requests(self) -> int:
@@ -660,6 +700,7 @@ class Ledger:
         with self._transaction() as db:
             rows = [Row.from_db(r) for r in db.execute(f"SELECT {_COLS} FROM usage WHERE cost_pusd IS NULL")]
             deltas: Deltas = {}
+            roll = _rollups.Rollups()
             for row in rows:
                 before = replace(row)
                 self._price(row, pricer)
@@ -667,10 +708,12 @@ class Ledger:
                     continue
                 add_delta(deltas, before, -1)
                 add_delta(deltas, row, +1)
+                roll.replace(before, row)
                 db.execute("UPDATE usage SET cost_pusd=?, cost_origin=? WHERE dedup_key=?",
                            (row.cost_pusd, row.cost_origin, row.dedup_key))  # fmt: skip
                 changed += 1
             self._apply_deltas(db, deltas)
+            roll.apply(db)
         return changed
 
     # -- small per-source state and export bookkeeping -----------------------------------------

@@ -318,7 +318,7 @@ def test_schema_2_ledger_is_upgraded_in_place_counting_one_request_per_row(tmp_p
     )
     con.close()
     with Ledger.open(tmp_path) as led:
-        assert led._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+        assert led._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         assert led.totals() == before == led.recomputed_totals()
         assert led.request_count() == 2
         led.set_gauges("openrouter_api", [Gauge("tokenbridge.balance", {"provider": "openrouter"}, Decimal("4.5"), 1)])

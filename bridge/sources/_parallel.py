@@ -93,10 +93,12 @@ def read_in_worker(
     work: Worker,
     context: Callable[[ReadPlan], Any],
     on_worker_death: Callable[[], None] | None = None,
+    while_starting: Callable[[], None] | None = None,
 ) -> Iterator[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]]:
     """Yield each plan with its parsed chunks, the OSError reading it raised, or None when the
     worker is gone and the caller must read the plan itself; in order. ``on_worker_death`` is
-    called once if the worker dies."""
+    called once if the worker dies; ``while_starting`` once while the worker starts up (this
+    process would only wait: e.g. load the price table meanwhile)."""
     log.debug("parsing files in a worker process")
     # spawn, not fork: the daemon has threads (exporter, file watcher) and forking them is unsafe.
     with ProcessPoolExecutor(
@@ -121,6 +123,8 @@ def read_in_worker(
                 in_flight += sum(p.size - p.start for p in task)
 
         refill()
+        if while_starting is not None:
+            while_starting()
         while queue:
             task, fut = queue.popleft()
             in_flight -= sum(p.size - p.start for p in task)

@@ -212,7 +212,7 @@ class ClaudeTranscripts(BaseSource):
                 stats.complete = False
 
             results: Iterable[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]] = read_in_worker(
-                plans, _read_files, lambda p: file_context(Path(p.path)), worker_died
+                plans, _read_files, lambda p: file_context(Path(p.path)), worker_died, getattr(pricer, "warm", None)
             )
         else:
             results = ((p, None) for p in plans)
