@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from bridge._rows import Row
@@ -199,9 +200,11 @@ def aggregate(
     until_ms: int | None,
     sources: Any,
     with_source: bool,
+    days_in: tzinfo | None = None,
 ) -> list[tuple[Any, ...]] | None:
     """``Ledger.aggregate``'s rows from the rollups, or None when they cannot answer exactly
-    (bounds that are not whole 15-minute buckets; a session report limited in time)."""
+    (bounds that are not whole 15-minute buckets; a session report limited in time). With
+    ``days_in``, quarter rows of one local day of that zone are merged (see ``_day_of``)."""
     where, params = ["1=1"], []  # type: list[str], list[Any]
     if group == "quarter":
         for bound, op in ((since_ms, ">="), (until_ms, "<")):
@@ -211,7 +214,8 @@ def aggregate(
                 return None
             where.append(f"quarter {op} ?")
             params.append(bound // QUARTER_MS)
-        head, table = "quarter, model, provider, NULL", "rollup_quarter"
+        day = _day_of(db, days_in) if days_in is not None else None
+        head, table = f"{day or 'quarter'}, model, provider, NULL", "rollup_quarter"
     elif group == "session":
         if since_ms is not None or until_ms is not None:
             return None
@@ -228,6 +232,57 @@ def aggregate(
     tail, by = (", source", "1, 2, 3, 12") if with_source else ("", "1, 2, 3")
     q = f"SELECT {head}, {sums}{tail} FROM {table} WHERE {' AND '.join(where)} GROUP BY {by}"
     return list(db.execute(q, params))
+
+
+def _day_of(db: sqlite3.Connection, tz: tzinfo) -> str | None:
+    """SQL mapping a quarter to one quarter of its local day in ``tz`` (its local noon: a switch
+    of offset happens at night, so noon computed with either offset is on the same date): a CASE
+    over the spans of constant UTC offset between the first and the last quarter stored. None
+    when an offset is not a whole number of quarters (then the rows stay per quarter)."""
+    lo, hi = db.execute("SELECT MIN(quarter), MAX(quarter) FROM rollup_quarter").fetchone()
+    if lo is None:
+        return None
+    spans = _offset_spans(tz, int(lo), int(hi))
+    if spans is None:
+        return None
+    per_day = 86_400_000 // QUARTER_MS
+
+    def midnight(off: int) -> str:  # local noon, in fact: never on the other side of a switch
+        return f"((quarter + {off}) / {per_day}) * {per_day} + {per_day // 2} - {off}"
+
+    if len(spans) == 1:
+        return midnight(spans[0][1])
+    parts = " ".join(f"WHEN quarter < {end} THEN {midnight(off)}" for end, off in spans[:-1])
+    return f"CASE {parts} ELSE {midnight(spans[-1][1])} END"
+
+
+def _offset_spans(tz: tzinfo, lo: int, hi: int) -> list[tuple[int, int]] | None:
+    """[(first quarter after the span, UTC offset in quarters)] covering quarters lo..hi."""
+
+    def offset(q: int) -> int | None:
+        off = datetime.fromtimestamp(q * QUARTER_MS / 1000, UTC).astimezone(tz).utcoffset()
+        seconds = int(off.total_seconds()) if off is not None else 0
+        return None if seconds % (QUARTER_MS // 1000) else seconds // (QUARTER_MS // 1000)
+
+    spans: list[tuple[int, int]] = []
+    step = 86_400_000 // QUARTER_MS  # offsets change at most a few times a year: look daily ...
+    q, cur = lo, offset(lo)
+    while q <= hi:
+        if cur is None:
+            return None
+        nxt = min(q + step, hi + 1)
+        off = offset(nxt)
+        if off != cur:  # ... and find the change within the day by bisection
+            a, b = q, nxt  # offset(a) == cur, offset(b) != cur
+            while b - a > 1:
+                mid = (a + b) // 2
+                a, b = (mid, b) if offset(mid) == cur else (a, mid)
+            spans.append((b, cur))
+            q, cur = b, offset(b)
+            continue
+        q = nxt
+    spans.append((hi + 1, cur if cur is not None else 0))
+    return spans
 
 
 def session_projects(db: sqlite3.Connection, sources: Any) -> dict[str, str]:

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -549,8 +549,11 @@ class Ledger:
         sources: Sequence[str] | None = None,
         extra: Sequence[str] = (),
         exclude: Sequence[tuple[str, str, int]] = (),
+        days_in: tzinfo | None = None,
     ) -> list[tuple[Any, ...]]:
         """Sums grouped by ``group`` ("quarter" = 15-minute bucket, or "session") and model.
+        ``days_in``: the quarter rows may come merged into local days of that zone (each row's
+        quarter is then one of its day's; far fewer rows for a daily or monthly report).
 
         Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
         cost_pusd, unpriced, requests), then one value per column named in ``extra`` ("source",
@@ -560,7 +563,7 @@ class Ledger:
         ``bridge.views``).
         """
         if not exclude and list(extra) in ([], ["source"]):
-            rolled = _rollups.aggregate(self._db, group, since_ms, until_ms, sources, bool(extra))
+            rolled = _rollups.aggregate(self._db, group, since_ms, until_ms, sources, bool(extra), days_in)
             if rolled is not None:
                 return rolled
         return self.aggregate_rows(group, since_ms, until_ms, sources, extra, exclude)

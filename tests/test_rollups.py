@@ -22,7 +22,7 @@ from bridge.ledger import SCHEMA_VERSION, Ledger
 from bridge.record import CostOrigin, Tokens, UsageRecord
 from bridge.report import build
 
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
+T0 = datetime(2026, 3, 7, tzinfo=UTC)  # the data spans the US switch to summer time (March 8)
 
 
 class Pricer:
@@ -83,7 +83,7 @@ def _rebuilt(db: sqlite3.Connection) -> dict[str, set[tuple[Any, ...]]]:
 def _strip_info(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Rows without the session head's "last|project" text (its project part may differ: the
     report replaces it with ``session_projects``, compared separately)."""
-    return sorted((r[:3] + (None if r[3] is None else str(r[3]).split("|")[0],) + r[4:] for r in rows), key=repr)
+    return sorted(((*r[:3], None if r[3] is None else str(r[3]).split("|")[0], *r[4:]) for r in rows), key=repr)
 
 
 def _assert_consistent(led: Ledger) -> None:
@@ -143,7 +143,7 @@ def test_a_schema_3_ledger_gets_its_rollups_filled_from_its_rows(tmp_path: Path)
 
 
 @pytest.mark.parametrize("kind", ["daily", "weekly", "monthly", "session", "models"])
-@pytest.mark.parametrize("tz", ["UTC", "Asia/Kolkata", "America/St_Johns"])
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Kolkata", "America/St_Johns", "America/New_York"])
 def test_reports_from_rollups_equal_reports_from_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, tz: str
 ) -> None:
@@ -166,3 +166,21 @@ def test_reports_from_rollups_equal_reports_from_rows(
         assert used  # the report was answered from the rollups ...
         monkeypatch.setattr(_rollups, "aggregate", lambda *a: None)
         assert build(led, kind, ZoneInfo(tz)).as_json() == fast  # ... exactly as from the rows
+
+
+@pytest.mark.parametrize("zone", ["Europe/London", "America/St_Johns", "Australia/Lord_Howe", "Asia/Kathmandu"])
+def test_offset_spans_match_each_quarters_own_offset(zone: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+    lo = int(datetime(2025, 12, 20, tzinfo=UTC).timestamp()) // 900
+    hi = lo + 96 * 400  # over a year: both switches where the zone has them
+    spans = _rollups._offset_spans(tz, lo, hi)
+    assert spans is not None
+    start = lo
+    for end, off in spans:
+        for q in range(start, end, 7):
+            got = datetime.fromtimestamp(q * 900, UTC).astimezone(tz).utcoffset()
+            assert got is not None and got.total_seconds() == off * 900, (q, start, end)
+        start = end
+    assert start == hi + 1
