@@ -56,10 +56,26 @@ def _running_descendants() -> list[Any]:
     return out
 
 
+def _stop_own_resource_tracker() -> None:
+    """multiprocessing's resource tracker of this very process (tests that scan in-process start
+    it) lives until this process exits, by design: end it now, as the exit would."""
+    module = sys.modules.get("multiprocessing.resource_tracker")
+    tracker = getattr(module, "_resource_tracker", None)
+    fd, pid = getattr(tracker, "_fd", None), getattr(tracker, "_pid", None)
+    if tracker is None or fd is None or pid is None:
+        return
+    with contextlib.suppress(OSError):
+        os.close(fd)  # the tracker exits when its pipe closes
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    tracker._fd = tracker._pid = None
+
+
 def survivors(grace: float = GRACE_S) -> list[str]:
     """Descendants still running after ``grace`` seconds ("pid: command"); they are killed."""
     import psutil
 
+    _stop_own_resource_tracker()
     deadline = time.monotonic() + grace
     while True:
         _reap_zombies()

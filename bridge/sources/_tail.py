@@ -279,6 +279,11 @@ def apply_read(
 
 
 def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects", errors: list[str] | None = None) -> list[Path]:
+    """``jsonl_paths`` as ``Path`` objects."""
+    return [Path(p) for p in jsonl_paths(roots, pattern_dir, errors)]
+
+
+def jsonl_paths(roots: Sequence[Path], pattern_dir: str = "projects", errors: list[str] | None = None) -> list[str]:
     """Every ``*.jsonl`` below ``root/pattern_dir`` for each root, recursively.
 
     Roots that are the same directory (a symlink, or listed twice) are walked once; the walk
@@ -292,7 +297,7 @@ def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects", errors: lis
             errors.append(f"{exc.filename}: {exc.strerror or exc}")
 
     seen_roots: set[str] = set()
-    out: list[Path] = []
+    out: list[str] = []  # strings: a Path per file costs more than the walk (an incremental sync)
     for root in roots:
         base = root / pattern_dir
         real = os.path.realpath(base)
@@ -301,5 +306,5 @@ def iter_jsonl(roots: Sequence[Path], pattern_dir: str = "projects", errors: lis
         seen_roots.add(real)
         for dirpath, dirnames, filenames in os.walk(base, onerror=unlistable, followlinks=False):
             dirnames.sort()
-            out.extend(Path(dirpath) / name for name in sorted(filenames) if name.endswith(".jsonl"))
+            out.extend(os.path.join(dirpath, name) for name in sorted(filenames) if name.endswith(".jsonl"))
     return out

@@ -57,7 +57,7 @@ from bridge.sources._tail import (
     ReadPlan,
     apply_read,
     complete_chunks,
-    iter_jsonl,
+    jsonl_paths,
     needs_read,
     plan_read,
     read_chunks,
@@ -116,14 +116,14 @@ class ClaudeTranscripts(BaseSource):
             raise SourceError(NAME, f"CLAUDE_CONFIG_DIR has no directory with a projects/ folder: {names}{why}")
         return found
 
-    def walk(self) -> tuple[list[Path], list[str]]:
+    def walk(self) -> tuple[list[str], list[str]]:
         """Every transcript file, and the entries that could not be looked at (path: reason)."""
         problems: list[str] = []
         roots = self.existing_roots(problems)
-        return iter_jsonl(roots, errors=problems), problems
+        return jsonl_paths(roots, errors=problems), problems
 
     def files(self) -> list[Path]:
-        return self.walk()[0]
+        return [Path(p) for p in self.walk()[0]]
 
     def watches(self) -> list[Watch]:
         return [Watch(r / "projects", True, (".jsonl",)) for r in self.existing_roots()]
@@ -134,7 +134,7 @@ class ClaudeTranscripts(BaseSource):
             roots = self.existing_roots(notes)
         except SourceError as exc:
             roots, notes = [], [str(exc)]
-        files = iter_jsonl(roots, errors=notes) if roots else []
+        files = jsonl_paths(roots, errors=notes) if roots else []
         notes.extend(st for st in map(_stat, files) if isinstance(st, str))  # named, not skipped silently
         return SourceStatus(
             name=NAME,
@@ -155,6 +155,7 @@ class ClaudeTranscripts(BaseSource):
         """Files with something new, and how many bytes; entries that cannot be looked at go to
         ``stats`` (each named, the pass then incomplete) and the rest goes on."""
         problems: list[str] = []
+        candidates: list[str] | list[Path]
         if paths is not None:
             # File events named the changed files: no tree walk (the incremental fast path).
             cursors = {str(p): ledger.cursor(NAME, str(p)) for p in paths}
@@ -179,7 +180,7 @@ class ClaudeTranscripts(BaseSource):
                 continue
             cur = cursors.get(str(path))
             if needs_read(cur, st):
-                todo.append((path, cur, st))
+                todo.append((Path(path), cur, st))
                 same = cur is not None and cur.inode == st.st_ino and st.st_size >= cur.offset
                 pending += st.st_size - (cur.offset if same and cur else 0)
         if stats is not None:
@@ -258,10 +259,10 @@ def _plans(todo: list[tuple[Path, Any, Any]], stats: ScanStats) -> Iterator[Read
             stats.complete = False  # vanished between the walk and its reading
 
 
-def _stat(path: Path) -> os.stat_result | str | None:
+def _stat(path: Path | str) -> os.stat_result | str | None:
     """A listed file's stat; None when it is gone; why it cannot be read (naming it) otherwise."""
     try:
-        st = path.stat()
+        st = os.stat(path)  # noqa: PTH116 - the walk lists strings: a Path per file costs more
     except FileNotFoundError:
         return None
     except OSError as exc:  # EACCES (a directory without search permission), ELOOP
