@@ -25,6 +25,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime, tzinfo
+from operator import add
 from typing import Any
 
 from bridge._rows import Row
@@ -75,8 +76,7 @@ def _sums(row: Row, sign: int) -> list[int]:
 
 
 def _add_into(acc: list[Any], sums: list[int]) -> None:
-    for i, v in enumerate(sums):
-        acc[i] += v
+    acc[: len(sums)] = map(add, acc[: len(sums)], sums)
 
 
 class Rollups:
@@ -93,20 +93,19 @@ class Rollups:
         """``row`` joins (+1) or leaves (-1) the ledger."""
         label = _label(row)
         sums = _sums(row, sign)
-        q = self.quarter.get((row.ts_ms // QUARTER_MS, row.source, row.provider, label))
-        if q is None:
-            self.quarter[(row.ts_ms // QUARTER_MS, row.source, row.provider, label)] = sums
-        else:
-            _add_into(q, sums)
+        key = (row.ts_ms // QUARTER_MS, row.source, row.provider, label)
+        q = self.quarter.get(key)
+        self.quarter[key] = sums if q is None else list(map(add, q, sums))
         session = row.session_id or ""
         if sign < 0:
             self.dirty.add(session)  # its last time or first project may have been this row's
             return
-        key = (session, row.source, row.provider, label)
-        s = self.session.get(key)
+        skey = (session, row.source, row.provider, label)
+        s = self.session.get(skey)
         if s is None:
-            s = self.session[key] = [0, 0, 0, 0, 0, 0, 0, 0, row.ts_ms, None, None]
-        _add_into(s, sums)
+            self.session[skey] = [*sums, row.ts_ms, row.ts_ms if row.project is not None else None, row.project]
+            return
+        s[:8] = map(add, s[:8], sums)
         s[8] = max(s[8], row.ts_ms)
         if row.project is not None and (s[9] is None or row.ts_ms < s[9]):
             s[9], s[10] = row.ts_ms, row.project

@@ -44,6 +44,7 @@ class LazyPricer:
         self._cache: Any = None
         self._surcharges: Any = None
         self._warned: set[tuple[str, str]] = set()
+        self._memo: dict[tuple[str, str], Any] = {}  # rates found in the rate cache, by (provider, model)
 
     def _get(self) -> Any:
         if self._pricer is None:
@@ -79,9 +80,13 @@ class LazyPricer:
         return self._surcharges.apply(base, model, extras)
 
     def _base_cost(self, provider: str, model: str, tokens: Any, at: Any) -> Any:
+        rates = self._memo.get((provider, model))
+        if rates is not None:  # the common case: a model priced a moment ago
+            return tokens_cost(rates, tokens)
         hit, rates = self._rates().get(provider, model)
         if hit:
             if rates is not None:
+                self._memo[(provider, model)] = rates
                 return tokens_cost(rates, tokens)
             if (provider, model) not in self._warned:  # same words as the price table's warning
                 self._warned.add((provider, model))
