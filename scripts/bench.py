@@ -756,6 +756,16 @@ def measure_tokenbridge(
         res.notes.append("tokenbridge CLI not found: its figures are pending")
         return
     nbytes = res.meta["corpusBytes"]
+    code = subprocess.run(
+        [sys.executable, "-c", "import bridge; print(bridge.__file__)"],
+        env=clean_env(home, corpus),
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    res.meta["tokenbridgeCode"] = code
+    if code and not Path(code).resolve().is_relative_to(ROOT):
+        res.notes.append(f"the tokenbridge measured is {code}, not this checkout ({ROOT}): set PYTHONPATH={ROOT}")
     ver = run_measured([*tb, "--version"], clean_env(home, corpus))
     res.meta["tokenbridgeVersion"] = (
         (ver.stdout.strip() or ver.stderr.strip()).splitlines()[-1:] if ver.rc == 0 else None
