@@ -58,13 +58,6 @@ def available() -> bool:
     return _Decoder.decode is not False
 
 
-def _count(v: int | None) -> int:
-    """A token count as parse_line reads it (null is 0); -1 for one it would reject."""
-    if v is None:
-        return 0
-    return v if 0 <= v <= MAX_TOKENS else -1
-
-
 def fast_tuple(line: bytes, session_id: str | None, project: str | None, slug: str | None) -> Any:
     """The record tuple (``record_to_tuple`` layout) of a plain assistant line, None for a line
     that counts nothing, or ``FALLBACK``. ``project`` is the session's starting cwd, if known.
@@ -88,18 +81,21 @@ def fast_tuple(line: bytes, session_id: str | None, project: str | None, slug: s
         return None
     if not model:
         return FALLBACK
-    inp, out = _count(usage.input_tokens), _count(usage.output_tokens)
-    read, write = _count(usage.cache_read_input_tokens), _count(usage.cache_creation_input_tokens)
+    # Counts as parse_line reads them: null is 0; anything outside 0..MAX_TOKENS is its call.
+    inp, out, read, write = (
+        usage.input_tokens or 0,
+        usage.output_tokens or 0,
+        usage.cache_read_input_tokens or 0,
+        usage.cache_creation_input_tokens or 0,
+    )
     one_hour = 0
     split = usage.cache_creation
     if split is not None:
-        five, one_hour = _count(split.ephemeral_5m_input_tokens), _count(split.ephemeral_1h_input_tokens)
-        if five < 0 or one_hour < 0:
+        five, one_hour = split.ephemeral_5m_input_tokens or 0, split.ephemeral_1h_input_tokens or 0
+        if not (0 <= five <= MAX_TOKENS and 0 <= one_hour <= MAX_TOKENS):
             return FALLBACK
         write = five + one_hour
-        if write > MAX_TOKENS:
-            return FALLBACK
-    if inp < 0 or out < 0 or read < 0 or write < 0:
+    if not (0 <= inp <= MAX_TOKENS and 0 <= out <= MAX_TOKENS and 0 <= read <= MAX_TOKENS and 0 <= write <= MAX_TOKENS):
         return FALLBACK
     if inp == out == read == write == 0:
         return None
@@ -121,8 +117,8 @@ def fast_tuple(line: bytes, session_id: str | None, project: str | None, slug: s
     search = fetch = 0
     stu = usage.server_tool_use
     if stu is not None:
-        search, fetch = _count(stu.web_search_requests), _count(stu.web_fetch_requests)
-        if search < 0 or fetch < 0:
+        search, fetch = stu.web_search_requests or 0, stu.web_fetch_requests or 0
+        if not (0 <= search <= MAX_TOKENS and 0 <= fetch <= MAX_TOKENS):
             return FALLBACK
     provider = _providers.get(model)
     if provider is None:

@@ -231,7 +231,10 @@ def complete_chunks(path: str, start: int, chunk_bytes: int = CHUNK_BYTES) -> It
             if cut < 0:
                 carry = data
                 continue
-            complete, carry = data[: cut + 1], data[cut + 1 :]
+            if cut + 1 == len(data):  # the usual end of a file: no copy of the whole chunk
+                complete, carry = data, b""
+            else:
+                complete, carry = data[: cut + 1], data[cut + 1 :]
             before = complete[-_MARK_BYTES:] if len(complete) >= _MARK_BYTES else (before + complete)[-_MARK_BYTES:]
             yield complete, fingerprint(before)
 
