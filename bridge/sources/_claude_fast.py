@@ -58,7 +58,7 @@ def available() -> bool:
     return _Decoder.decode is not False
 
 
-def fast_tuple(line: bytes, session_id: str | None, project: str | None, slug: str | None) -> Any:
+def fast_tuple(line: bytes | bytearray, session_id: str | None, project: str | None, slug: str | None) -> Any:
     """The record tuple (``record_to_tuple`` layout) of a plain assistant line, None for a line
     that counts nothing, or ``FALLBACK``. ``project`` is the session's starting cwd, if known.
     Only after ``available()`` returned True."""

@@ -102,7 +102,7 @@ def _tokens(usage: dict[str, Any]) -> Tokens:
     return Tokens(inp, out, read, write, one_hour)
 
 
-def parse_line(obj: Any, ctx: FileContext, line: bytes) -> UsageRecord | None:
+def parse_line(obj: Any, ctx: FileContext, line: bytes | bytearray) -> UsageRecord | None:
     """One transcript line → a record, or None when the line carries no countable usage.
 
     Raises ``ValueError`` for a line that claims usage but is not well-formed.
@@ -239,10 +239,12 @@ def chunk_parser(ctx: FileContext, fast: bool = False) -> Any:
     return parse
 
 
-def parse_tuples(buf: bytes, ctx: FileContext, fast: bool = False) -> tuple[list[tuple[Any, ...]], ChunkResult]:
+def parse_tuples(
+    buf: bytes | bytearray, ctx: FileContext, fast: bool = False, end: int | None = None
+) -> tuple[list[tuple[Any, ...]], ChunkResult]:
     """Records (as ``record_to_tuple`` tuples) of a chunk of complete lines, and its malformed
     lines. ``fast``: try ``_claude_fast`` first, if msgspec is installed (the reference
-    ``parse_line`` decides whatever it does not handle).
+    ``parse_line`` decides whatever it does not handle). ``end``: the chunk is ``buf[:end]``.
 
     Lines are visited newline to newline (memchr speed) and looked at in three cheap steps
     before any parsing: a line that does not end with ``}`` was cut short (counted, never
@@ -255,11 +257,11 @@ def parse_tuples(buf: bytes, ctx: FileContext, fast: bool = False) -> tuple[list
     tuples: list[tuple[Any, ...]] = []
     add = tuples.append
     find = buf.find
-    pos, n = 0, len(buf)
+    pos, n = 0, len(buf) if end is None else end
     session, project, slug = ctx.session_id, ctx.start_cwd, ctx.slug
     while pos < n:
         start = pos
-        end = find(b"\n", pos)
+        end = find(b"\n", pos, n)
         end = n if end < 0 else end
         pos = end + 1
         last = end - 1
@@ -296,7 +298,7 @@ _TRAILING = b" \t\r"
 _OPENERS = (ord("{"), ord(","))
 
 
-def _is_user_line(buf: bytes, start: int, end: int) -> bool:
+def _is_user_line(buf: bytes | bytearray, start: int, end: int) -> bool:
     """Whether the line at ``buf[start:end]`` is certainly a top-level ``"type":"user"`` line (which
     never counts), judged from its first bytes. Certain means: the key follows ``{`` or ``,`` (so
     its quote is not an escaped one inside a string) and only the line's own ``{`` and no ``[``

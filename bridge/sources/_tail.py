@@ -239,6 +239,37 @@ def complete_chunks(path: str, start: int, chunk_bytes: int = CHUNK_BYTES) -> It
             yield complete, fingerprint(before)
 
 
+def complete_spans(
+    path: str, start: int, buf: bytearray, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[tuple[bytearray, int, bytes]]:
+    """``complete_chunks`` read into one reused buffer: (buffer, end, mark), the chunk being
+    ``buffer[:end]``, valid until the next item. A fresh 8 MB buffer per chunk costs a page
+    fault per 4 KB: reading into the same one is a third cheaper (the parse worker's path)."""
+    with open(path, "rb") as fh:  # noqa: PTH123 - plain open: also runs in worker processes
+        back = max(0, start - _MARK_BYTES)
+        fh.seek(back)
+        before = fh.read(start - back)
+        fh.seek(start)
+        have = 0  # bytes of a partial line kept at the buffer's start
+        while True:
+            if len(buf) < have + chunk_bytes:  # a line longer than a chunk, or a new buffer
+                buf.extend(bytes(have + chunk_bytes - len(buf)))
+            with memoryview(buf) as view:
+                n = fh.readinto(view[have : have + chunk_bytes])
+            if not n:
+                return
+            total = have + n
+            cut = buf.rfind(b"\n", 0, total)
+            if cut < 0:
+                have = total
+                continue
+            end = cut + 1
+            before = bytes(buf[end - _MARK_BYTES : end]) if end >= _MARK_BYTES else (before + buf[:end])[-_MARK_BYTES:]
+            yield buf, end, fingerprint(before)
+            buf[: total - end] = buf[end:total]  # the partial line moves to the front
+            have = total - end
+
+
 @dataclass(slots=True)
 class ChunkOutcome:
     result: ChunkResult

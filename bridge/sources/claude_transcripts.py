@@ -56,7 +56,7 @@ from bridge.sources._tail import (
     ChunkOutcome,
     ReadPlan,
     apply_read,
-    complete_chunks,
+    complete_spans,
     jsonl_paths,
     needs_read,
     plan_read,
@@ -291,26 +291,25 @@ def _read_here(plan: ReadPlan, fast: bool) -> list[ChunkOutcome] | OSError:
         return exc
 
 
-def _read_file(path: str, start: int, ctx: FileContext) -> list[EncodedChunk]:
-    """Read and parse one file; records as tuples (the worker's wire format)."""
+def _read_file(path: str, start: int, ctx: FileContext, buf: bytearray) -> list[EncodedChunk]:
+    """Read and parse one file (into ``buf``, reused); records as tuples (the worker's wire format)."""
     ctx = with_start_cwd(ctx, path)
     out: list[EncodedChunk] = []
-    for buf, mark in complete_chunks(path, start):
-        tuples, res = parse_tuples(buf, ctx, fast=True)
+    for data, end, mark in complete_spans(path, start, buf):
+        tuples, res = parse_tuples(data, ctx, fast=True, end=end)
         # Streamed duplicates are merged here, per chunk (a chunk's records travel with its
         # cursor), so the ledger's process decodes and merges about half as many records.
-        out.append(
-            (len(buf), res.malformed, res.first_malformed_at, res.malformed_reason, mark, collapse_tuples(tuples))
-        )
+        out.append((end, res.malformed, res.first_malformed_at, res.malformed_reason, mark, collapse_tuples(tuples)))
     return out
 
 
 def _read_files(items: list[tuple[str, int, FileContext]]) -> list[list[EncodedChunk] | OSError]:
     """Worker-process side of a parallel scan: one task of several files."""
     out: list[list[EncodedChunk] | OSError] = []
+    buf = bytearray()
     for path, start, ctx in items:
         try:
-            out.append(_read_file(path, start, ctx))
+            out.append(_read_file(path, start, ctx, buf))
         except OSError as exc:
             out.append(exc)
     return out
