@@ -145,9 +145,10 @@ def serve() -> None:
 
 
 class _Worker:
-    """The child process. Tasks are written by a thread of their own: a task frame larger than
-    the pipe's buffer would otherwise block this process while the child blocks on writing a
-    result this process has not read yet."""
+    """The child process. Tasks are written and answers read by threads of their own: the child
+    never waits on a full pipe while this process merges a batch (it works ahead, as far as the
+    tasks submitted), and a task frame larger than the pipe's buffer cannot block this process.
+    Answers are unpickled here, in order, when asked for."""
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
@@ -157,8 +158,20 @@ class _Worker:
         self.inp, self.out = self.proc.stdin, self.proc.stdout
         self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.tasks.put(list(sys.path))
+        self.answers: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.writer = threading.Thread(target=self._write, name="parse-worker-feed", daemon=True)
+        self.reader = threading.Thread(target=self._read, name="parse-worker-answers", daemon=True)
         self.writer.start()
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            head = self.out.read(_FRAME.size)
+            data = self.out.read(_FRAME.unpack(head)[0]) if len(head) == _FRAME.size else b""
+            if not data:
+                self.answers.put(None)  # end of the child's output: it is gone
+                return
+            self.answers.put(data)
 
     def _write(self) -> None:
         while (item := self.tasks.get()) is not _STOP:
@@ -171,10 +184,10 @@ class _Worker:
         self.tasks.put((work, items))
 
     def result(self) -> list[list[EncodedChunk] | OSError]:
-        try:
-            kind, value = _receive(self.out)
-        except EOFError as exc:
-            raise WorkerGone(f"the parse worker ended ({self.proc.poll()})") from exc
+        data = self.answers.get()
+        if data is None:
+            raise WorkerGone(f"the parse worker ended ({self.proc.poll()})")
+        kind, value = pickle.loads(data)  # noqa: S301 - our own child's answers
         if kind == "error":
             raise value
         return value  # type: ignore[no-any-return]
@@ -182,14 +195,16 @@ class _Worker:
     def close(self) -> None:
         self.tasks.put(_STOP)
         self.writer.join(5)
-        for pipe in (self.inp, self.out):
-            with contextlib.suppress(OSError):
-                pipe.close()  # the child exits when its stdin closes
+        with contextlib.suppress(OSError):
+            self.inp.close()  # the child exits when its stdin closes
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.reader.join(5)  # it ends at the end of the child's output
+        with contextlib.suppress(OSError):
+            self.out.close()
 
 
 _STOP = object()

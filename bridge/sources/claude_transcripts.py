@@ -238,6 +238,7 @@ class ClaudeTranscripts(BaseSource):
 
 
 _FAST_MIN_BYTES = 16 * 1024 * 1024
+_BUFFER = bytearray()  # the parse worker's read buffer, allocated once (a fresh one page-faults)
 
 
 def _worth_a_worker(pending: int) -> bool:
@@ -306,10 +307,9 @@ def _read_file(path: str, start: int, ctx: FileContext, buf: bytearray) -> list[
 def _read_files(items: list[tuple[str, int, FileContext]]) -> list[list[EncodedChunk] | OSError]:
     """Worker-process side of a parallel scan: one task of several files."""
     out: list[list[EncodedChunk] | OSError] = []
-    buf = bytearray()
     for path, start, ctx in items:
         try:
-            out.append(_read_file(path, start, ctx, buf))
+            out.append(_read_file(path, start, ctx, _BUFFER))
         except OSError as exc:
             out.append(exc)
     return out
