@@ -35,7 +35,7 @@ from bridge.record import record_from_tuple
 from bridge.sources._base import log
 from bridge.sources._tail import ChunkOutcome, ChunkResult, ReadPlan
 
-_AHEAD_BYTES = 64 * 1024 * 1024  # file bytes submitted ahead; results held are ~1% of that
+_AHEAD_BYTES = 192 * 1024 * 1024  # file bytes submitted ahead (> a batch: see Batch.MAX_BYTES)
 
 # What a worker returns per chunk: consumed bytes, malformed count, first malformed offset and
 # why, the mark at the chunk's end, records as tuples (tuples pickle several times faster than

@@ -60,7 +60,9 @@ class Batch:
     """
 
     MAX_RECORDS = 50_000
-    MAX_BYTES = 64 * 1024 * 1024
+    # Larger batches write each index page of a big ledger fewer times (its keys are random);
+    # the parse worker works this far ahead (``_parallel._AHEAD_BYTES``) while a batch commits.
+    MAX_BYTES = 128 * 1024 * 1024
 
     def __init__(self, ledger: Ledger, pricer: CostFunction) -> None:
         self.ledger, self.pricer = ledger, pricer
