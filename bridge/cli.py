@@ -205,7 +205,7 @@ def _say_where_we_looked(settings: config.Settings, only: Sequence[str] | None) 
     from bridge import app
 
     with Ledger.open(settings.state_dir) as ledger:
-        if ledger.request_count():
+        if not ledger.is_empty():
             return
     _err("tokenbridge: no usage found yet.")
     for line in app.where_to_look(settings, only):
@@ -285,7 +285,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         # stands for its local sources' rows (bridge.views); --source shows any source as it is.
         exclude = [] if selected else default_exclusions(ledger)
         rep = build(ledger, args.kind, tz, since, until, selected, by=args.by, exclude=exclude)
-        empty = not ledger.request_count()
+        empty = ledger.is_empty()
     if empty:
         _err(f"tokenbridge: the ledger at {settings.state_dir} is empty: run `tokenbridge sync` first.")
     for source, provider, start in exclude:

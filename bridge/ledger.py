@@ -743,6 +743,10 @@ class Ledger:
     def all_series(self) -> dict[str, tuple[int, str]]:
         return {str(r[0]): (int(r[1]), str(r[2])) for r in self._db.execute("SELECT * FROM series")}
 
+    def is_empty(self) -> bool:
+        """No usage rows at all (one index probe; ``request_count`` sums every row)."""
+        return self._db.execute("SELECT 1 FROM usage LIMIT 1").fetchone() is None
+
     def request_count(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(requests), 0) FROM usage").fetchone()[0])
 

@@ -453,3 +453,11 @@ def test_disk_full_is_one_error_naming_the_ledger_and_the_batch_is_not_half_writ
         assert str(tmp_path / "ledger.sqlite3") in str(err.value) and "full" in str(err.value)
         assert led.request_count() == 1
         assert led.totals() == led.recomputed_totals()
+
+
+def test_is_empty_until_the_first_row(ledger, pricer):
+    assert ledger.is_empty()
+    ledger.commit([rec("a", 3)], pricer)
+    assert not ledger.is_empty()
+    ledger.retract("claude_transcripts", 0)
+    assert ledger.is_empty()

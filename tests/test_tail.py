@@ -119,3 +119,21 @@ def test_reused_buffer_spans_equal_the_plain_chunks(tmp_path, start, chunk):
     got = [(bytes(b[:end]), mark) for b, end, mark in complete_spans(str(path), start, buf, chunk)]
     assert got == want
     assert b"".join(c for c, _ in got) == path.read_bytes()[start : path.read_bytes().rfind(b"\n") + 1]
+
+
+def test_batches_start_small_and_double_up_to_the_maximum(tmp_path):
+    """The first commits of a long scan come early; later ones are large (fewer index writes)."""
+    from bridge.sources._tail import Batch
+
+    mb = 1024 * 1024
+    with Ledger.open(tmp_path) as led:
+        batch = Batch(led, FlatPricer())
+        flushed_at: list[int] = []
+        seen = 0
+        for i in range(100):
+            batch.add([], Cursor("s", f"/f{i}", 1, 4 * mb, 4 * mb, b""), 4 * mb)
+            seen += 4 * mb
+            if batch.bytes == 0:
+                flushed_at.append(seen // mb)
+        sizes = [b - a for a, b in zip([0, *flushed_at], flushed_at, strict=False)]
+        assert sizes[:4] == [16, 32, 64, 128] and set(sizes[4:]) == {128}

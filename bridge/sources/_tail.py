@@ -62,7 +62,10 @@ class Batch:
     MAX_RECORDS = 50_000
     # Larger batches write each index page of a big ledger fewer times (its keys are random);
     # the parse worker works this far ahead (``_parallel._AHEAD_BYTES``) while a batch commits.
+    # The first batches are smaller (doubling up to the maximum): a long first scan has its
+    # first files in the ledger early.
     MAX_BYTES = 128 * 1024 * 1024
+    FIRST_BYTES = 16 * 1024 * 1024
 
     def __init__(self, ledger: Ledger, pricer: CostFunction) -> None:
         self.ledger, self.pricer = ledger, pricer
@@ -71,6 +74,7 @@ class Batch:
         self.state: dict[tuple[str, str], str] = {}
         self.bytes = 0
         self.new_requests = 0
+        self.limit = self.FIRST_BYTES
 
     def add(
         self,
@@ -86,8 +90,9 @@ class Batch:
         if state:
             self.state.update(state)
         self.bytes += nbytes
-        if len(self.records) >= self.MAX_RECORDS or self.bytes >= self.MAX_BYTES:
+        if len(self.records) >= self.MAX_RECORDS or self.bytes >= self.limit:
             self.flush()
+            self.limit = min(2 * self.limit, self.MAX_BYTES)
 
     def flush(self) -> None:
         if not self.records and not self.cursors:
