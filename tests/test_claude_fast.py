@@ -273,3 +273,14 @@ def test_lines_that_only_look_like_user_lines_are_parsed(head: bytes) -> None:
     assert len(want) == 1  # an assistant line with usage
     assert parse_tuples(line + b"\n", ctx, fast=True)[0] == want
     assert parse_tuples(line + b"\n", ctx, fast=False)[0] == want
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_an_assistant_line_cut_just_after_a_brace_before_its_output_tokens_is_counted(fast: bool) -> None:
+    """The generator's 10 GB corpus (seed 44) has one: cut after the cache_creation object."""
+    usage = {"input_tokens": 3, "cache_creation": {"ephemeral_5m_input_tokens": 0}, "output_tokens": 9}
+    whole = orjson.dumps(_line(message={"usage": usage}))
+    cut = whole[: whole.index(b"}", whole.index(b'"cache_creation":{')) + 1]
+    assert b'"output_tokens"' not in cut and cut.endswith(b"}")
+    tuples, res = parse_tuples(cut + b"\n" + whole + b"\n", FileContext("s", "-slug", None, None), fast=fast)
+    assert len(tuples) == 1 and res.malformed == 1 and res.first_malformed_at == 0

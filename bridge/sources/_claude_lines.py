@@ -249,8 +249,9 @@ def parse_tuples(
     Lines are visited newline to newline (memchr speed) and looked at in three cheap steps
     before any parsing: a line that does not end with ``}`` was cut short (counted, never
     parsed: it cannot be a JSON object); a ``user`` line (``_is_user_line``, 80 % of the bytes:
-    tool results) is skipped without scanning its body; a line without ``"output_tokens"`` and
-    ``"assistant"`` carries no usage.
+    tool results) is skipped without scanning its body; a line without ``"assistant"`` carries no
+    usage, nor one without ``"output_tokens"`` (only checked to be whole JSON). Not detected: a
+    ``user`` line cut just after a ``}`` (it ends like a whole line, and user lines are not parsed).
     """
     fast = fast and available()
     out = ChunkResult(records=[])
@@ -272,9 +273,17 @@ def parse_tuples(
         if buf[last] != _CLOSE:
             _note_malformed(out, start, "line cut short (not a whole JSON object)")
             continue
-        if _is_user_line(buf, start, end) or find(_NEEDLE, start, end) < 0 or find(b'"assistant"', start, end) < 0:
+        if _is_user_line(buf, start, end) or find(b'"assistant"', start, end) < 0:
             continue
         line = buf[start:end]
+        if find(_NEEDLE, start, end) < 0:
+            # No usage, unless it was cut off: an assistant line cut just after a "}" inside its
+            # usage object ends like a whole line. Rare enough to check by parsing.
+            try:
+                orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                _note_malformed(out, start, str(exc))
+            continue
         if fast:
             got = fast_tuple(line, session, project, slug)
             if got is not FALLBACK:
