@@ -1122,6 +1122,8 @@ def _roles(procs: list[str] | None, pending: str = "pending") -> str:
         cmd = entry.split(": ", 1)[1]
         if i == 0:
             names.append("main")
+        elif "import pickle,struct,sys" in cmd:  # bridge/sources/_parallel.py's child
+            names.append("parse worker")
         elif "spawn_main" in cmd:
             names.append("parse worker (spawn)")
         elif "resource_tracker" in cmd:
