@@ -1,9 +1,13 @@
 """pytest hooks: no process started by the test session may outlive it.
 
-At the start the session becomes a child subreaper (Linux ``prctl``): a process orphaned by a
-test (a daemon whose parent was killed, a parse worker, multiprocessing's resource tracker) is
-re-parented to pytest instead of init, so it stays visible. At the end every descendant still
-running after a short grace period is named, killed, and the session fails.
+At the start the session puts a marker of its own in its environment (``PYTEST_TB_SESSION``):
+every process a test starts inherits it, even one orphaned and re-parented to init (a daemon
+whose parent was killed, a parse worker). At the end every process still running that is a
+descendant of the session or carries its marker is named, killed, and the session fails.
+
+The session does not make itself a child subreaper (that would find orphans without a marker):
+it would then have to reap them, and zombies it left unreaped would look alive to the tests that
+wait for a process to stop (``/proc/PID`` stays until the reaping).
 
 Used by ``conftest.py`` (which imports the two hooks) and, as a plugin, by the test of the check.
 """
@@ -15,50 +19,18 @@ import os
 import signal
 import sys
 import time
+import uuid
 from typing import Any
 
 import pytest
 
-_PR_SET_CHILD_SUBREAPER = 36
-GRACE_S = 5.0  # multiprocessing's resource tracker exits a moment after the process it served
-
-
-def _set_subreaper() -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        return bool(ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
-def _reap_zombies() -> None:
-    """Wait for exited orphans re-parented here (nobody else will)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _running_descendants() -> list[Any]:
-    import psutil
-
-    out = []
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if child.status() != psutil.STATUS_ZOMBIE:
-                out.append(child)
-    return out
+MARKER = "PYTEST_TB_SESSION"
+GRACE_S = 5.0  # a process may still be on its way out when the last test ends
 
 
 def _stop_own_resource_tracker() -> None:
-    """multiprocessing's resource tracker of this very process (tests that scan in-process start
-    it) lives until this process exits, by design: end it now, as the exit would."""
+    """multiprocessing's resource tracker of this very process (started by any test that uses
+    multiprocessing) lives until this process exits, by design: end it now, as the exit would."""
     module = sys.modules.get("multiprocessing.resource_tracker")
     tracker = getattr(module, "_resource_tracker", None)
     fd, pid = getattr(tracker, "_fd", None), getattr(tracker, "_pid", None)
@@ -71,15 +43,44 @@ def _stop_own_resource_tracker() -> None:
     tracker._fd = tracker._pid = None
 
 
-def survivors(grace: float = GRACE_S) -> list[str]:
-    """Descendants still running after ``grace`` seconds ("pid: command"); they are killed."""
+def _marked(marker: str) -> list[int]:
+    """Running processes whose environment holds this session's marker."""
+    needle = f"{MARKER}={marker}".encode()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    out.append(int(entry))
+        except OSError:
+            continue
+    return out
+
+
+def _running(marker: str) -> list[Any]:
+    import psutil
+
+    pids = {p.pid for p in psutil.Process().children(recursive=True)} | set(_marked(marker))
+    out = []
+    for pid in sorted(pids):
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+    return out
+
+
+def survivors(marker: str, grace: float = GRACE_S) -> list[str]:
+    """Processes of this session still running after ``grace`` seconds ("pid: command"); they
+    are killed."""
     import psutil
 
     _stop_own_resource_tracker()
     deadline = time.monotonic() + grace
     while True:
-        _reap_zombies()
-        left = _running_descendants()
+        left = _running(marker)
         if not left or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
@@ -88,18 +89,21 @@ def survivors(grace: float = GRACE_S) -> list[str]:
         with contextlib.suppress(psutil.Error):
             names.append(f"{proc.pid}: {' '.join(proc.cmdline())[:160]}")
             proc.send_signal(signal.SIGKILL)
-    _reap_zombies()
     return names
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[_ACTIVE] = _set_subreaper()
+    if sys.platform.startswith("linux"):
+        marker = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        os.environ[MARKER] = marker
+        session.config.stash[_MARK] = marker
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not session.config.stash.get(_ACTIVE, False):
+    marker = session.config.stash.get(_MARK, None)
+    if marker is None:
         return
-    left = survivors()
+    left = survivors(marker)
     if not left:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -112,4 +116,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-_ACTIVE = pytest.StashKey[bool]()
+_MARK = pytest.StashKey[str]()

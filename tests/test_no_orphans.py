@@ -12,13 +12,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="child subreaper: Linux only")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc: Linux only")
 
 
 def _run_session(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
     test = tmp_path / "test_inner.py"
     test.write_text(textwrap.dedent(body))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_TB_SESSION"}  # the inner session sets its own
+    env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "tests._no_orphans", "-p", "no:cacheprovider", str(test)],
         cwd=tmp_path,
