@@ -11,8 +11,10 @@ from a few thousand rows instead:
   time and the session's first project (the project of its earliest row that has one).
 
 The model label is the model, with `` (fast)`` for fast-mode rows (a line of its own in reports).
-``n`` counts the rows behind a rollup row; a rollup row whose rows are all gone is deleted, so
-a rollup groups exactly what the rows would.
+``unpriced`` and ``priced`` count entries as the running totals do (``_rows.entries``: a row
+without a request count weighs 1), and ``aggregate`` gives a group without a priced entry a NULL
+cost, as a SUM over its rows would: unknown, never $0. ``n`` counts the rows behind a rollup row;
+a rollup row whose rows are all gone is deleted, so a rollup groups exactly what the rows would.
 
 Sums move by the same deltas as the ledger's running totals. A maximum or minimum cannot be
 undone by a delta: when a row leaves a session or changes its time or project, the session's
@@ -28,7 +30,7 @@ from datetime import UTC, datetime, tzinfo
 from operator import add
 from typing import Any
 
-from bridge._rows import Row
+from bridge._rows import PRICED_SQL, UNPRICED_SQL, Row, entries
 
 QUARTER_MS = 900_000
 SCHEMA = """
@@ -36,14 +38,14 @@ CREATE TABLE IF NOT EXISTS rollup_quarter (
     quarter INTEGER NOT NULL, source TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
     input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
     cache_creation INTEGER NOT NULL, cost_pusd INTEGER NOT NULL, unpriced INTEGER NOT NULL,
-    requests INTEGER NOT NULL, n INTEGER NOT NULL,
+    priced INTEGER NOT NULL, requests INTEGER NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (quarter, source, provider, model)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_session (
     session_id TEXT NOT NULL, source TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
     input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
     cache_creation INTEGER NOT NULL, cost_pusd INTEGER NOT NULL, unpriced INTEGER NOT NULL,
-    requests INTEGER NOT NULL, n INTEGER NOT NULL,
+    priced INTEGER NOT NULL, requests INTEGER NOT NULL, n INTEGER NOT NULL,
     last_ms INTEGER NOT NULL, start_ms INTEGER, start_project TEXT,
     PRIMARY KEY (session_id, source, provider, model)
 ) WITHOUT ROWID;
@@ -52,12 +54,14 @@ CREATE TABLE IF NOT EXISTS rollup_session (
 LABEL_SQL = "model || CASE WHEN speed = 'fast' THEN ' (fast)' ELSE '' END"
 _SUMS_SQL = (
     "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
-    "SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), SUM(requests), COUNT(*)"
+    f"{UNPRICED_SQL}, {PRICED_SQL}, SUM(requests), COUNT(*)"
 )
+_NSUMS = 9  # the sums above, in a Rollups list: n (the rows behind a rollup row) is the last
 _ADD = (
     "input=input+excluded.input, output=output+excluded.output, cache_read=cache_read+excluded.cache_read, "
     "cache_creation=cache_creation+excluded.cache_creation, cost_pusd=cost_pusd+excluded.cost_pusd, "
-    "unpriced=unpriced+excluded.unpriced, requests=requests+excluded.requests, n=n+excluded.n"
+    "unpriced=unpriced+excluded.unpriced, priced=priced+excluded.priced, requests=requests+excluded.requests, "
+    "n=n+excluded.n"
 )
 _EARLIER = "excluded.start_ms IS NOT NULL AND (start_ms IS NULL OR excluded.start_ms < start_ms)"
 
@@ -68,10 +72,11 @@ def _label(row: Row) -> str:
 
 def _sums(row: Row, sign: int) -> list[int]:
     t = row.tokens
-    unpriced = row.requests if row.cost_pusd is None else 0
+    weight = sign * entries(row)  # the totals' weight: a row without a request count is one entry
+    unpriced, priced = (weight, 0) if row.cost_pusd is None else (0, weight)
     return [
         sign * t.input, sign * t.output, sign * t.cache_read, sign * t.cache_creation,
-        sign * (row.cost_pusd or 0), sign * unpriced, sign * row.requests, sign,
+        sign * (row.cost_pusd or 0), unpriced, priced, sign * row.requests, sign,
     ]  # fmt: skip
 
 
@@ -85,7 +90,7 @@ class Rollups:
 
     def __init__(self) -> None:
         self.quarter: dict[tuple[int, str, str, str], list[int]] = {}
-        # per key: 8 sums, last_ms, start_ms, start_project
+        # per key: the _NSUMS sums, last_ms, start_ms, start_project
         self.session: dict[tuple[str, str, str, str], list[Any]] = {}
         self.dirty: set[str] = set()  # sessions to recompute from their rows
 
@@ -105,10 +110,10 @@ class Rollups:
         if s is None:
             self.session[skey] = [*sums, row.ts_ms, row.ts_ms if row.project is not None else None, row.project]
             return
-        s[:8] = map(add, s[:8], sums)
-        s[8] = max(s[8], row.ts_ms)
-        if row.project is not None and (s[9] is None or row.ts_ms < s[9]):
-            s[9], s[10] = row.ts_ms, row.project
+        s[:_NSUMS] = map(add, s[:_NSUMS], sums)
+        s[_NSUMS] = max(s[_NSUMS], row.ts_ms)
+        if row.project is not None and (s[_NSUMS + 1] is None or row.ts_ms < s[_NSUMS + 1]):
+            s[_NSUMS + 1], s[_NSUMS + 2] = row.ts_ms, row.project
 
     def replace(self, old: Row, new: Row) -> None:
         """A stored row updated in place: with the same identity, only its sums move."""
@@ -119,27 +124,27 @@ class Rollups:
             self.add(old, -1)
             self.add(new, +1)
             return
-        q = self.quarter.setdefault((new.ts_ms // QUARTER_MS, new.source, new.provider, _label(new)), [0] * 8)
+        q = self.quarter.setdefault((new.ts_ms // QUARTER_MS, new.source, new.provider, _label(new)), [0] * _NSUMS)
         diff = [b - a for a, b in zip(_sums(old, 1), _sums(new, 1), strict=True)]
         _add_into(q, diff)
         key = (new.session_id or "", new.source, new.provider, _label(new))
         s = self.session.get(key)
         if s is None:
-            s = self.session[key] = [0, 0, 0, 0, 0, 0, 0, 0, new.ts_ms, None, None]
+            s = self.session[key] = [*[0] * _NSUMS, new.ts_ms, None, None]
         _add_into(s, diff)
 
     def apply(self, db: sqlite3.Connection) -> None:
         if self.quarter:
             db.executemany(
-                f"INSERT INTO rollup_quarter VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET {_ADD}",
+                f"INSERT INTO rollup_quarter VALUES ({_marks(4 + _NSUMS)}) ON CONFLICT DO UPDATE SET {_ADD}",
                 [(*k, *v) for k, v in self.quarter.items() if any(v)],
             )
-            if any(v[7] < 0 for v in self.quarter.values()):
+            if any(v[_NSUMS - 1] < 0 for v in self.quarter.values()):
                 db.execute("DELETE FROM rollup_quarter WHERE n <= 0")
         rows = [(*k, *v) for k, v in self.session.items() if k[0] not in self.dirty]
         if rows:
             db.executemany(
-                "INSERT INTO rollup_session VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
+                f"INSERT INTO rollup_session VALUES ({_marks(7 + _NSUMS)}) ON CONFLICT DO UPDATE SET "
                 f"{_ADD}, last_ms=MAX(last_ms, excluded.last_ms), "
                 f"start_project=CASE WHEN {_EARLIER} THEN excluded.start_project ELSE start_project END, "
                 f"start_ms=CASE WHEN {_EARLIER} THEN excluded.start_ms ELSE start_ms END",
@@ -147,6 +152,22 @@ class Rollups:
             )
         if self.dirty:
             rebuild_sessions(db, sorted(self.dirty))
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def recreate(db: sqlite3.Connection) -> None:
+    """Both tables dropped, created with this schema and filled from the rows (a migration: an
+    older table may lack a column or count differently)."""
+    db.execute("DROP TABLE IF EXISTS rollup_quarter")
+    db.execute("DROP TABLE IF EXISTS rollup_session")
+    for stmt in SCHEMA.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+    rebuild_quarters(db)
+    rebuild_sessions(db)
 
 
 def rebuild_quarters(db: sqlite3.Connection) -> None:
@@ -227,7 +248,9 @@ def aggregate(
     if sources is not None:
         where.append(f"source IN ({','.join('?' * len(sources))})")
         params.extend(sources)
-    sums = "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), SUM(cost_pusd), SUM(unpriced), SUM(requests)"
+    # The cost is NULL when no entry of the group is priced, as SUM over the rows gives it: unknown, never $0.
+    cost = "CASE WHEN SUM(priced) = 0 THEN NULL ELSE SUM(cost_pusd) END"
+    sums = f"SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), {cost}, SUM(unpriced), SUM(requests)"
     tail, by = (", source", "1, 2, 3, 12") if with_source else ("", "1, 2, 3")
     q = f"SELECT {head}, {sums}{tail} FROM {table} WHERE {' AND '.join(where)} GROUP BY {by}"
     return list(db.execute(q, params))

@@ -206,6 +206,11 @@ def entries(row: Row) -> int:
     return max(row.requests, 1)
 
 
+# ``entries`` without and with a known price, as sums over usage rows in SQL.
+UNPRICED_SQL = "SUM(CASE WHEN cost_pusd IS NULL THEN MAX(requests, 1) ELSE 0 END)"
+PRICED_SQL = "SUM(CASE WHEN cost_pusd IS NULL THEN 0 ELSE MAX(requests, 1) END)"
+
+
 def add_delta(deltas: Deltas, row: Row, sign: int) -> None:
     key = (row.source, row.provider, row.model, row.session_id or "")
     d = deltas.setdefault(key, [0, 0, 0, 0, 0, 0, 0, 0])

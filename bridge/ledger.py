@@ -34,6 +34,8 @@ from typing import Any, Protocol
 from bridge import _rollups
 from bridge._rows import (
     MAX_PUSD,
+    PRICED_SQL,
+    UNPRICED_SQL,
     Deltas,
     Row,
     add_delta,
@@ -136,8 +138,7 @@ _COLS_V2 = (
 _COLS = _COLS_V2 + ", requests, speed, web_search, web_fetch"
 _NCOLS = _COLS.count(",") + 1
 # Entries without and with a known price (``_rows.entries``), as sums over usage rows.
-_UNPRICED = "SUM(CASE WHEN cost_pusd IS NULL THEN MAX(requests, 1) ELSE 0 END)"
-_PRICED = "SUM(CASE WHEN cost_pusd IS NULL THEN 0 ELSE MAX(requests, 1) END)"
+_UNPRICED, _PRICED = UNPRICED_SQL, PRICED_SQL
 # The columns of ``_series_total`` summed from the rows (the key columns come before them).
 _SERIES_SUMS = (
     "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
@@ -382,9 +383,9 @@ class Ledger:
             if not _has_column(db, "totals", "priced"):  # schema 3, or 4 with rollups only
                 _recount_totals(db)
             # Rollups: none before 4, empty ones (created with the schema on opening) in a 4 with
-            # priced totals: filled from the rows.
-            _rollups.rebuild_quarters(db)
-            _rollups.rebuild_sessions(db)
+            # priced totals, or ones without the priced column that count unpriced by requests in
+            # a 4 with rollups: in every case they are made anew from the rows.
+            _rollups.recreate(db)
             db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         log.info("ledger %s upgraded from schema %d to %d", self.path, version, SCHEMA_VERSION)
 

@@ -39,12 +39,16 @@ class Pricer:
 def _record(rng: random.Random, i: int) -> UsageRecord:
     n = rng.randrange(40)
     group = f"msg_{n}"
-    # One time per request (first-seen wins anyway); distinct, so "earliest" never ties.
-    ts = T0 + timedelta(minutes=37 * n + rng.choice([0, 0, 0, 3000]), seconds=n)
+    rid = rng.choice(["r1", "r2"])
+    # One time per request (first-seen wins anyway); distinct, so "earliest" never ties (the two
+    # requests of a message half a second apart).
+    ts = T0 + timedelta(minutes=37 * n + rng.choice([0, 0, 0, 3000]), seconds=n + (0.5 if rid == "r2" else 0))
     if rng.random() < 0.1:  # a provider bucket, re-polled: replaces its stored state
+        b = rng.randrange(6)  # buckets 4 and 5: a model without a price, often without a request count
         return UsageRecord(
-            "openai_api", "openai", "gpt-5", T0 + timedelta(hours=rng.randrange(5)), f"bucket:{rng.randrange(4)}",
-            Tokens(rng.randrange(1000), rng.randrange(100)), requests=rng.randrange(0, 9), replace=True,
+            "openai_api", "openai", "unknown-o" if b > 3 else "gpt-5", T0 + timedelta(hours=rng.randrange(5)),
+            f"bucket:{b}", Tokens(rng.randrange(1000), rng.randrange(100)), requests=rng.choice([0, 0, 3]),
+            replace=True,
         )  # fmt: skip
     reported = rng.random() < 0.15
     cc = rng.randrange(30)
@@ -53,7 +57,7 @@ def _record(rng: random.Random, i: int) -> UsageRecord:
         "anthropic",
         rng.choice(["claude-a", "claude-b", "unknown-x"]),
         ts,
-        f"cc:{group}:{rng.choice(['r1', 'r2'])}",
+        f"cc:{group}:{rid}",
         Tokens(rng.randrange(50), rng.randrange(50) + i % 7, rng.randrange(50), cc, rng.randrange(cc + 1)),
         Decimal(rng.randrange(1, 99)) / 1000 if reported else None,
         CostOrigin.REPORTED if reported else CostOrigin.UNKNOWN,
@@ -88,6 +92,8 @@ def _strip_info(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 def _assert_consistent(led: Ledger) -> None:
     assert _tables(led._db) == _rebuilt(led._db)
+    # Every row is an entry (priced or not): a series without any is one whose rows all left.
+    assert [t for t in led.totals() if t.unpriced or t.priced] == led.recomputed_totals()
     for group in ("quarter", "session"):
         for extra in ([], ["source"]):
             for sources in (None, ["claude_transcripts"]):
@@ -125,20 +131,146 @@ def test_rollups_equal_the_rows_after_random_commits_retractions_repricing_and_r
         led.close()
 
 
-def test_a_schema_3_ledger_gets_its_rollups_filled_from_its_rows(tmp_path: Path) -> None:
+def _bucket(key: str, model: str, day: int, requests: int = 0, out: int = 10) -> UsageRecord:
+    """A provider's usage bucket: tokens, often without a request count (Anthropic's usage report)."""
+    return UsageRecord(
+        "anthropic_usage_api", "anthropic", model, T0 + timedelta(days=day, hours=10), key, Tokens(1000, out),
+        requests=requests, replace=True,
+    )  # fmt: skip
+
+
+def _line(key: str, model: str, day: int, session: str = "s1") -> UsageRecord:
+    return UsageRecord(
+        "claude_transcripts", "anthropic", model, T0 + timedelta(days=day, hours=11), key, Tokens(1_000_000, 0),
+        session_id=session, project="/p/a",
+    )  # fmt: skip
+
+
+def test_unpriced_rows_without_requests_are_unknown_in_rollups_as_in_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Day 0: only a bucket without a price or a request count (cost unknown, never $0); day 1: a
+    priced line and such a bucket ($1 + ?); day 2: a priced line only."""
+    from bridge.cli import _fmt_cost
+
+    used: list[str] = []
+    real = _rollups.aggregate
+    monkeypatch.setattr(_rollups, "aggregate", lambda *a: used.append(a[1]) or real(*a))
+    with Ledger.open(tmp_path) as led:
+        led.commit(
+            [_bucket("b0", "unknown-u", 0), _bucket("b1", "unknown-u", 1), _line("l1", "claude-a", 1),
+             _line("l2", "claude-a", 2, session="s2")],
+            Pricer(),
+        )  # fmt: skip
+        for group in ("quarter", "session"):
+            for extra in ([], ["source"]):
+                assert sorted(led.aggregate(group, extra=extra), key=repr) == sorted(
+                    led.aggregate_rows(group, extra=extra), key=repr
+                )
+        rolled = {(r[0], r[1]): r[4:] for r in led.aggregate("quarter")}
+        q0 = int((T0 + timedelta(hours=10)).timestamp()) // 900
+        assert rolled[(q0, "unknown-u")] == (1000, 10, 0, 0, None, 1, 0)  # one unpriced entry, cost NULL
+        by_session = {(r[0], r[1]): (r[8], r[9]) for r in led.aggregate("session")}
+        assert by_session == {
+            ("", "unknown-u"): (None, 2),
+            ("s1", "claude-a"): (10**12, 0),
+            ("s2", "claude-a"): (10**12, 0),
+        }  # pusd: $1 each
+        daily = build(led, "daily", UTC)
+        models = build(led, "models", UTC)
+    assert used.count("quarter") >= 2  # both reports were answered from the rollups
+    days = {b.key: b.line for b in daily.buckets}
+    assert [(k, line.cost, line.unpriced, _fmt_cost(line)) for k, line in sorted(days.items())] == [
+        ("2026-03-07", None, 1, "unknown"),
+        ("2026-03-08", Decimal(1), 1, "$1.00 + ?"),
+        ("2026-03-09", Decimal(1), 0, "$1.00"),
+    ]
+    assert daily.as_json()["daily"][0]["totalCost"] is None
+    assert (daily.totals.cost, daily.totals.unpriced, _fmt_cost(daily.totals)) == (Decimal(2), 2, "$2.00 + ?")
+    assert {b.key: b.line.cost for b in models.buckets} == {"unknown-u": None, "claude-a": Decimal(2)}
+
+
+# Schema 3's totals: unpriced counted the requests of rows without a cost (0 for a bucket without
+# a request count) and had no priced column.
+_V3_TOTALS = (
+    "ALTER TABLE totals DROP COLUMN priced; "
+    "UPDATE totals SET unpriced = COALESCE((SELECT SUM(CASE WHEN u.cost_pusd IS NULL THEN u.requests ELSE 0 END) "
+    "FROM usage u WHERE u.source = totals.source AND u.provider = totals.provider AND u.model = totals.model "
+    "AND COALESCE(u.session_id, '') = totals.session_id), 0); "
+)
+# The perf branch's schema 4 rollups: no priced column, unpriced counted by requests.
+_PERF_V4_ROLLUPS = f"""
+CREATE TABLE rollup_quarter (
+    quarter INTEGER NOT NULL, source TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+    input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
+    cache_creation INTEGER NOT NULL, cost_pusd INTEGER NOT NULL, unpriced INTEGER NOT NULL,
+    requests INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (quarter, source, provider, model)
+) WITHOUT ROWID;
+CREATE TABLE rollup_session (
+    session_id TEXT NOT NULL, source TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+    input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
+    cache_creation INTEGER NOT NULL, cost_pusd INTEGER NOT NULL, unpriced INTEGER NOT NULL,
+    requests INTEGER NOT NULL, n INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL, start_ms INTEGER, start_project TEXT,
+    PRIMARY KEY (session_id, source, provider, model)
+) WITHOUT ROWID;
+INSERT INTO rollup_quarter SELECT ts_ms / 900000, source, provider, {_rollups.LABEL_SQL}, SUM(input), SUM(output),
+    SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0),
+    SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), SUM(requests), COUNT(*) FROM usage GROUP BY 1, 2, 3, 4;
+INSERT INTO rollup_session SELECT COALESCE(session_id, ''), source, provider, {_rollups.LABEL_SQL}, SUM(input),
+    SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0),
+    SUM(CASE WHEN cost_pusd IS NULL THEN requests ELSE 0 END), SUM(requests), COUNT(*), MAX(ts_ms), MIN(ts_ms),
+    MIN(project) FROM usage GROUP BY 1, 2, 3, 4;
+"""
+_OLD_SHAPES = {
+    "3": _V3_TOTALS + "DROP TABLE rollup_quarter; DROP TABLE rollup_session; ",
+    "4-perf": _V3_TOTALS + "DROP TABLE rollup_quarter; DROP TABLE rollup_session; " + _PERF_V4_ROLLUPS,
+    "4-unpriced": "DROP TABLE rollup_quarter; DROP TABLE rollup_session; ",  # priced totals, no rollups
+}
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})")}
+
+
+@pytest.mark.parametrize("shape", sorted(_OLD_SHAPES))
+def test_an_older_ledger_gets_every_step_it_lacks_totals_recounted_and_rollups_rebuilt(
+    tmp_path: Path, shape: str
+) -> None:
+    """A ledger of each older shape, written by hand from a current one, opens with the totals
+    and rollups the current one had, equal to a rebuild from its rows."""
     rng = random.Random(3)
     with Ledger.open(tmp_path) as led:
         led.commit([_record(rng, i) for i in range(200)], Pricer())
-        before = _tables(led._db)
-        assert before["rollup_quarter"] and before["rollup_session"]
+        led.commit([_bucket("b0", "unknown-u", 0), _bucket("b1", "unknown-u", 1, requests=4)], Pricer())
+        led.commit([_bucket("gone", "unknown-g", 0)], Pricer())
+        led._db.execute("UPDATE usage SET source='gone_api' WHERE dedup_key='gone'")  # a series of its own ...
+        led._db.execute("UPDATE totals SET source='gone_api' WHERE model='unknown-g'")
+        led._db.execute("UPDATE rollup_quarter SET source='gone_api' WHERE model='unknown-g'")
+        led._db.execute("UPDATE rollup_session SET source='gone_api' WHERE model='unknown-g'")
+        assert led.retract("gone_api", 0) == 1  # ... whose rows are gone: a row of zeros in the totals
+        _assert_consistent(led)
+        want_totals, want_rollups = led.totals(), _tables(led._db)
+    assert any(t.unpriced and not t.requests for t in want_totals)  # buckets without requests, unpriced
     con = sqlite3.connect(tmp_path / "ledger.sqlite3")
-    con.executescript(
-        "DROP TABLE rollup_quarter; DROP TABLE rollup_session; UPDATE meta SET value='3' WHERE key='schema_version';"
-    )
+    con.executescript(_OLD_SHAPES[shape] + f"UPDATE meta SET value='{shape[0]}' WHERE key='schema_version';")
+    if shape != "4-unpriced":  # the old count: an unpriced bucket without requests read as $0
+        assert (
+            con.execute("SELECT unpriced FROM totals WHERE model='unknown-u' AND source LIKE 'anthropic%'").fetchone()[
+                0
+            ]
+            == 4
+        )
     con.close()
     with Ledger.open(tmp_path) as led:
         assert led._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
-        assert _tables(led._db) == before
+        assert {"priced"} <= _columns(led._db, "totals") & _columns(led._db, "rollup_quarter")
+        assert "priced" in _columns(led._db, "rollup_session")
+        assert led.totals() == want_totals
+        assert _tables(led._db) == want_rollups
+        _assert_consistent(led)
+        led.commit([_bucket("b2", "unknown-u", 2), _line("l9", "claude-a", 2)], Pricer())  # and they go on
         _assert_consistent(led)
 
 
