@@ -476,15 +476,18 @@ class Ledger:
             if r.session_id and not r.dedup_key.startswith(prefix):
                 primary.add((r.source, r.session_id))
         deltas: Deltas = {}
+        roll = _rollups.Rollups()
         for source, session in sorted(primary):
             if db.execute(
                 "INSERT OR IGNORE INTO source_state VALUES (?,?,'1')", (source, f"{_PRIMARY}{session}")
             ).rowcount:
                 for row in self._fallback_rows(db, source, prefix, session):
                     add_delta(deltas, row, -1)
+                    roll.add(row, -1)
                     result.tokens_added -= row.tokens.total
                     db.execute("DELETE FROM usage WHERE dedup_key=?", (row.dedup_key,))
         self._apply_deltas(db, deltas)
+        roll.apply(db)
         keep = []
         for rec in records:
             if rec.dedup_key.startswith(prefix) and (

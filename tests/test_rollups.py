@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -188,6 +189,18 @@ def test_unpriced_rows_without_requests_are_unknown_in_rollups_as_in_the_rows(
     assert daily.as_json()["daily"][0]["totalCost"] is None
     assert (daily.totals.cost, daily.totals.unpriced, _fmt_cost(daily.totals)) == (Decimal(2), 2, "$2.00 + ?")
     assert {b.key: b.line.cost for b in models.buckets} == {"unknown-u": None, "claude-a": Decimal(2)}
+
+
+def test_fallback_rows_that_give_way_to_their_sessions_primary_rows_leave_the_rollups(tmp_path: Path) -> None:
+    def rec(key: str, session: str, day: int) -> UsageRecord:
+        return replace(_line(key, "claude-a", day, session), source="openclaw")
+
+    with Ledger.open(tmp_path) as led:
+        led.commit([rec("fb:a:1", "a", 0), rec("fb:b:1", "b", 1)], Pricer(), fallback="fb:")
+        led.commit([rec("a-1", "a", 2)], Pricer(), fallback="fb:")  # session a's fallback row goes
+        assert {r[0]: r[4] for r in led.aggregate("session")} == {"a": 1_000_000, "b": 1_000_000}
+        assert len(led.aggregate("quarter")) == 2
+        _assert_consistent(led)
 
 
 # Schema 3's totals: unpriced counted the requests of rows without a cost (0 for a bucket without
