@@ -65,7 +65,7 @@ class LazyPricer:
 
         if self._pricer is None or price_data.identity(self._settings.state_dir) == self._table:
             return False
-        self._pricer, self._cache = None, None
+        self._pricer, self._cache, self._memo = None, None, {}  # the memoised rates were the old table's
         self._get()
         return True
 
