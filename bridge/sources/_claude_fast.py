@@ -125,8 +125,9 @@ def fast_tuple(line: bytes | bytearray, session_id: str | None, project: str | N
         provider = _providers.setdefault(model, infer_provider(model))
     req_id = obj.requestId
     cwd = obj.cwd
+    key = f"cc-req:{req_id}" if req_id else f"cc:{msg_id}:"  # parse_line's key, shared with the events
     return (
-        SOURCE, provider, model, ts, f"cc:{msg_id}:{req_id or ''}",
+        SOURCE, provider, model, ts, key,
         inp, out, read, write, one_hour,
         cost, origin, obj.sessionId or session_id, project or cwd or slug, msg_id, obj.isSidechain is True,
         1, False, usage.speed or None, search, fetch,
