@@ -1,7 +1,8 @@
 """The rollup tables (bridge/_rollups.py) always equal the rows they sum up.
 
 Random ledgers are built through the ledger's own entry points (commits with streamed
-duplicates, sidechain replays before and after their parent, replaced buckets, retractions,
+duplicates, sidechain replays before and after their parent, Claude Code's events of the same
+requests before and after their lines, replaced buckets, retractions,
 repricing, restarts) and after every step the rollups are compared with a rebuild from the rows
 and the reports answered from them with the reports answered from the rows.
 """
@@ -50,6 +51,12 @@ def _record(rng: random.Random, i: int) -> UsageRecord:
             "openai_api", "openai", "unknown-o" if b > 3 else "gpt-5", T0 + timedelta(hours=rng.randrange(5)),
             f"bucket:{b}", Tokens(rng.randrange(1000), rng.randrange(100)), requests=rng.choice([0, 0, 3]),
             replace=True,
+        )  # fmt: skip
+    if rng.random() < 0.12:  # Claude Code's api_request event of the same request: no group, no project
+        return UsageRecord(
+            "claude_code_events", "anthropic", rng.choice(["claude-a", "unknown-x"]),
+            ts + timedelta(seconds=rng.choice([-1, 0, 2])), f"cc:{group}:{rid}", Tokens(rng.randrange(60), 9),
+            session_id=rng.choice(["s1", "s2", None]), speed=rng.choice([None, "fast"]),
         )  # fmt: skip
     reported = rng.random() < 0.15
     cc = rng.randrange(30)
@@ -256,7 +263,10 @@ def test_an_older_ledger_gets_every_step_it_lacks_totals_recounted_and_rollups_r
     rng = random.Random(3)
     with Ledger.open(tmp_path) as led:
         led.commit([_record(rng, i) for i in range(200)], Pricer())
-        led.commit([_bucket("b0", "unknown-u", 0), _bucket("b1", "unknown-u", 1, requests=4)], Pricer())
+        led.commit(
+            [_bucket("b0", "unknown-u", 0), _bucket("b1", "unknown-u", 1, requests=4), _bucket("b5", "unknown-v", 2)],
+            Pricer(),
+        )
         led.commit([_bucket("gone", "unknown-g", 0)], Pricer())
         led._db.execute("UPDATE usage SET source='gone_api' WHERE dedup_key='gone'")  # a series of its own ...
         led._db.execute("UPDATE totals SET source='gone_api' WHERE model='unknown-g'")
@@ -265,7 +275,7 @@ def test_an_older_ledger_gets_every_step_it_lacks_totals_recounted_and_rollups_r
         assert led.retract("gone_api", 0) == 1  # ... whose rows are gone: a row of zeros in the totals
         _assert_consistent(led)
         want_totals, want_rollups = led.totals(), _tables(led._db)
-    assert any(t.unpriced and not t.requests for t in want_totals)  # buckets without requests, unpriced
+    assert [(t.unpriced, t.requests) for t in want_totals if t.model == "unknown-v"] == [(1, 0)]
     con = sqlite3.connect(tmp_path / "ledger.sqlite3")
     con.executescript(_OLD_SHAPES[shape] + f"UPDATE meta SET value='{shape[0]}' WHERE key='schema_version';")
     if shape != "4-unpriced":  # the old count: an unpriced bucket without requests read as $0
