@@ -385,3 +385,11 @@ def test_cli_report_choices_are_the_reports():
 
     assert (cli.KINDS, cli.BY) == (report.KINDS, report.BY)
     assert tuple(plans.PLANS) == cli.PLANS
+
+
+def test_the_cli_module_imports_no_command_module_until_a_command_runs():
+    """`tokenbridge sync` starts without the report, blocks, plans, backfill and status modules."""
+    lazy = ["bridge.report", "bridge.blocks", "bridge.plans", "bridge.backfill", "bridge.status", "bridge.statusline"]
+    code = f"import sys, bridge.cli; print([m for m in {lazy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
