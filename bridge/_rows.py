@@ -17,6 +17,7 @@ from bridge.surcharges import Extras
 _PICO = Decimal(10) ** 12
 MAX_PUSD = 2**62  # SQLite INTEGER is 64-bit; keep sums of many rows in range
 
+_EXTERNAL, _UNKNOWN = CostOrigin.EXTERNAL.value, CostOrigin.UNKNOWN.value
 Deltas = dict[tuple[str, str, str, str], list[int]]
 
 # Claude Code's api_request events (bridge/sources/claude_code_events.py): rows keyed like the
@@ -115,10 +116,10 @@ def merge_record(old: Row | None, rec: UsageRecord) -> Row:
     reported = to_pusd(rec.cost) if rec.cost is not None and rec.cost_origin is CostOrigin.REPORTED else None
     if reported is not None and not 0 <= reported < MAX_PUSD:
         reported = None
-    origin = CostOrigin.EXTERNAL if rec.cost_origin is CostOrigin.EXTERNAL else CostOrigin.UNKNOWN
+    origin = _EXTERNAL if rec.cost_origin is CostOrigin.EXTERNAL else _UNKNOWN
     new = Row(
         rec.dedup_key, rec.group_key, rec.source, rec.provider, rec.model, rec.timestamp_ms,
-        rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, origin.value, rec.requests,
+        rec.session_id, rec.project, rec.is_sidechain, rec.tokens, reported, None, origin, rec.requests,
         rec.speed, rec.web_search_requests, rec.web_fetch_requests,
     )  # fmt: skip
     if rec.replace or old is None:
@@ -148,7 +149,7 @@ def adopt_line(row: Row, line: Row) -> Row:
 def identity_and_usage(r: Row) -> tuple[object, ...]:
     return (
         r.tokens, r.reported_pusd, r.sidechain, r.ts_ms, r.session_id, r.project, r.model, r.source, r.requests,
-        r.cost_origin == CostOrigin.EXTERNAL.value, r.speed, r.web_search, r.web_fetch, r.group_key,
+        r.cost_origin == _EXTERNAL, r.speed, r.web_search, r.web_fetch, r.group_key,
     )  # fmt: skip
 
 
@@ -203,6 +204,11 @@ def entries(row: Row) -> int:
     carries no request count (a provider's usage bucket, an analytics row): such a row with an
     unknown price is still unknown, never a silent $0. SQL: ``MAX(requests, 1)``."""
     return max(row.requests, 1)
+
+
+# ``entries`` without and with a known price, as sums over usage rows in SQL.
+UNPRICED_SQL = "SUM(CASE WHEN cost_pusd IS NULL THEN MAX(requests, 1) ELSE 0 END)"
+PRICED_SQL = "SUM(CASE WHEN cost_pusd IS NULL THEN 0 ELSE MAX(requests, 1) END)"
 
 
 def add_delta(deltas: Deltas, row: Row, sign: int) -> None:

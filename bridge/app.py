@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import config
+from bridge._ratecache import tokens_cost
 from bridge.errors import ConfigError, LedgerError, TokenbridgeError
 from bridge.ledger import Ledger
 from bridge.sources import ScanStats, Source, build_sources
@@ -44,6 +45,7 @@ class LazyPricer:
         self._surcharges: Any = None
         self._warned: set[tuple[str, str]] = set()
         self._table = ""  # the price table's identity when it was loaded (bridge.price_data)
+        self._memo: dict[tuple[str, str], Any] = {}  # rates found in the rate cache, by (provider, model)
 
     def _get(self) -> Any:
         if self._pricer is None:
@@ -63,7 +65,7 @@ class LazyPricer:
 
         if self._pricer is None or price_data.identity(self._settings.state_dir) == self._table:
             return False
-        self._pricer, self._cache = None, None
+        self._pricer, self._cache, self._memo = None, None, {}  # the memoised rates were the old table's
         self._get()
         return True
 
@@ -93,11 +95,13 @@ class LazyPricer:
         return self._surcharges.apply(base, model, extras)
 
     def _base_cost(self, provider: str, model: str, tokens: Any, at: Any) -> Any:
-        from bridge._ratecache import tokens_cost
-
+        rates = self._memo.get((provider, model))
+        if rates is not None:  # the common case: a model priced a moment ago
+            return tokens_cost(rates, tokens)
         hit, rates = self._rates().get(provider, model)
         if hit:
             if rates is not None:
+                self._memo[(provider, model)] = rates
                 return tokens_cost(rates, tokens)
             if (provider, model) not in self._warned:  # same words as the price table's warning
                 self._warned.add((provider, model))

@@ -14,16 +14,20 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge import __version__, backfill, blocks, config, plans
-from bridge.app import resolve_selection
+from bridge import __version__, config
 from bridge.errors import ConfigError, TokenbridgeError
 from bridge.ledger import Ledger
-from bridge.report import BY, KINDS, Bucket, Report, build, parse_day, resolve_tz
-from bridge.status import cmd_status
-from bridge.statusline import cmd_statusline
-from bridge.views import default_exclusions
+
+if TYPE_CHECKING:
+    from bridge.report import Bucket, Report
+
+# Each command imports what it needs when it runs: a one-off `tokenbridge sync` spends most of
+# its time starting up, and the report, backfill and status modules are not part of it.
+KINDS = ("daily", "weekly", "monthly", "session", "models")  # bridge.report.KINDS (checked by a test)
+BY = ("provider", "model", "source", "project", "session")  # bridge.report.BY
+PLANS = ("pro", "max5", "max20", "api")  # bridge.plans.PLANS
 
 log = logging.getLogger("tokenbridge")
 
@@ -71,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a row per provider, model, source, project or session in each period (user, machine: --central)",
     )
     rep.add_argument("--source", action="append", metavar="NAME", help="only these sources or groups (repeatable)")
-    rep.add_argument("--plan", choices=plans.PLANS, help="Claude usage at API list prices vs this plan's price")
+    rep.add_argument("--plan", choices=PLANS, help="Claude usage at API list prices vs this plan's price")
     rep.add_argument(
         "--central",
         metavar="URL",
@@ -215,7 +219,7 @@ def _say_where_we_looked(settings: config.Settings, only: Sequence[str] | None) 
     from bridge import app
 
     with Ledger.open(settings.state_dir) as ledger:
-        if ledger.request_count():
+        if not ledger.is_empty():
             return
     _err("tokenbridge: no usage found yet.")
     for line in app.where_to_look(settings, only):
@@ -290,6 +294,11 @@ def _fmt_cost(line: Any) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bridge import blocks, plans
+    from bridge.app import resolve_selection
+    from bridge.report import build, parse_day, resolve_tz
+    from bridge.views import default_exclusions
+
     tz = resolve_tz(args.timezone)
     since = parse_day(args.since, "--since") if args.since else None
     until = parse_day(args.until, "--until") if args.until else None
@@ -315,7 +324,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.plan:  # over the same days and rows as the report
             rows = selected or (rep.sources if args.kind == "blocks" else None)
             plan = plans.for_report(ledger, args.plan, settings.plan_prices, tz, (since, until), rows, exclude)
-        empty = not ledger.request_count()
+        empty = ledger.is_empty()
     if empty:
         _err(f"tokenbridge: the ledger at {settings.state_dir} is empty: run `tokenbridge sync` first.")
     for source, provider, start in exclude:
@@ -329,7 +338,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         data = rep.as_json(tz) if args.kind == "blocks" else rep.as_json(breakdown=True)
         if plan is not None:
             data["plan"] = plan.as_json()
-        print(json.dumps(data, indent=2))
+        print(json_text(data))
         return 0
     if args.kind == "blocks":
         _console().print(blocks.table(rep, tz, _cell, _cells))
@@ -369,6 +378,16 @@ def _central_report(args: argparse.Namespace, url: str, tz: Any, since: Any, unt
 
 _FIRST = {"daily": "Date", "weekly": "Week of", "monthly": "Month", "session": "Session", "models": "Model"}
 _BY_HEADER = {"provider": "Provider", "model": "Model", "source": "Source", "project": "Project", "session": "Session"}
+
+
+def json_text(doc: Any) -> str:
+    """``json.dumps(doc, indent=2)``, the same text, several times faster (a session report of a
+    large history is tens of thousands of values). Text json would escape (non-ASCII, DEL) is
+    left to json."""
+    import orjson
+
+    text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+    return text if text.isascii() and "\x7f" not in text else json.dumps(doc, indent=2)
 
 
 def _report_table(rep: Report, breakdown: bool) -> Any:
@@ -530,15 +549,28 @@ def _delegated(target: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _lazy(target: str) -> Callable[[argparse.Namespace], int]:
+    """A command ``cmd(args)`` of its own module, imported when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        module, func = target.split(":")
+        command: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), func)
+        return command(args)
+
+    return run
+
+
 _COMMANDS = {
     "sync": cmd_sync,
     "run": cmd_run,
     "report": cmd_report,
     "sources": cmd_sources,
     "serve": cmd_serve,
-    "backfill": backfill.cmd,
-    "statusline": cmd_statusline,
-    "status": cmd_status,
+    "backfill": _lazy("bridge.backfill:cmd"),
+    "statusline": _lazy("bridge.statusline:cmd_statusline"),
+    "status": _lazy("bridge.status:cmd_status"),
     "wrap": _delegated("bridge.wrap:cmd_wrap"),
     "parse": _delegated("bridge.wrap:cmd_parse"),
     "capture": _delegated("bridge.wrap:cmd_capture"),

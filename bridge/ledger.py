@@ -26,13 +26,16 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+from bridge import _rollups
 from bridge._rows import (
     MAX_PUSD,
+    PRICED_SQL,
+    UNPRICED_SQL,
     Deltas,
     Row,
     add_delta,
@@ -52,9 +55,12 @@ log = logging.getLogger("tokenbridge.ledger")
 # table instead of random leaves of a text-keyed tree (a third of the write I/O on large scans).
 # 3: rows count requests (a provider bucket stands for many), gauges (balances, quotas) and
 # source health; replace-by-bucket merge policy for polled sources.
-# 4: totals count unpriced and priced entries (a row without a request count weighs 1, see
-# ``_rows.entries``): a usage bucket with an unknown price is unknown, never $0.
-SCHEMA_VERSION = 4
+# 4: two branches each called their change schema 4, so a version-4 ledger is one of two shapes:
+# totals count unpriced and priced entries (a row without a request count weighs 1, see
+# ``_rows.entries``: a usage bucket with an unknown price is unknown, never $0); or rollup tables
+# (bridge/_rollups.py) kept with the rows, so reports need not scan every row.
+# 5: both. ``_migrate`` tells the two 4s apart by the columns present.
+SCHEMA_VERSION = 5
 
 _USAGE_TABLE = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -87,7 +93,8 @@ _USAGE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts_ms);",
 )
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (
     source TEXT NOT NULL, path TEXT NOT NULL,
@@ -121,6 +128,8 @@ CREATE TABLE IF NOT EXISTS health (
     consecutive_failures INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """.replace("{usage}", _USAGE_TABLE + "\n".join(_USAGE_INDEXES) + "\n")
+    + _rollups.SCHEMA
+)
 
 _COLS_V2 = (
     "dedup_key, group_key, source, provider, model, ts_ms, session_id, project, sidechain, "
@@ -129,8 +138,7 @@ _COLS_V2 = (
 _COLS = _COLS_V2 + ", requests, speed, web_search, web_fetch"
 _NCOLS = _COLS.count(",") + 1
 # Entries without and with a known price (``_rows.entries``), as sums over usage rows.
-_UNPRICED = "SUM(CASE WHEN cost_pusd IS NULL THEN MAX(requests, 1) ELSE 0 END)"
-_PRICED = "SUM(CASE WHEN cost_pusd IS NULL THEN 0 ELSE MAX(requests, 1) END)"
+_UNPRICED, _PRICED = UNPRICED_SQL, PRICED_SQL
 # The columns of ``_series_total`` summed from the rows (the key columns come before them).
 _SERIES_SUMS = (
     "SUM(input), SUM(output), SUM(cache_read), SUM(cache_creation), COALESCE(SUM(cost_pusd), 0), "
@@ -372,8 +380,12 @@ class Ledger:
                 # Every schema-2 row is one Claude request: the default of 1 is exact.
                 db.execute("ALTER TABLE usage ADD COLUMN requests INTEGER NOT NULL DEFAULT 1")
             _add_missing_columns(db)
-            if version < 4:
+            if not _has_column(db, "totals", "priced"):  # schema 3, or 4 with rollups only
                 _recount_totals(db)
+            # Rollups: none before 4, empty ones (created with the schema on opening) in a 4 with
+            # priced totals, or ones without the priced column that count unpriced by requests in
+            # a 4 with rollups: in every case they are made anew from the rows.
+            _rollups.recreate(db)
             db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         log.info("ledger %s upgraded from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
@@ -464,15 +476,18 @@ class Ledger:
             if r.session_id and not r.dedup_key.startswith(prefix):
                 primary.add((r.source, r.session_id))
         deltas: Deltas = {}
+        roll = _rollups.Rollups()
         for source, session in sorted(primary):
             if db.execute(
                 "INSERT OR IGNORE INTO source_state VALUES (?,?,'1')", (source, f"{_PRIMARY}{session}")
             ).rowcount:
                 for row in self._fallback_rows(db, source, prefix, session):
                     add_delta(deltas, row, -1)
+                    roll.add(row, -1)
                     result.tokens_added -= row.tokens.total
                     db.execute("DELETE FROM usage WHERE dedup_key=?", (row.dedup_key,))
         self._apply_deltas(db, deltas)
+        roll.apply(db)
         keep = []
         for rec in records:
             if rec.dedup_key.startswith(prefix) and (
@@ -541,10 +556,12 @@ class Ledger:
             rows[key] = merge_record(rows.get(key), rec)
         resolve_groups(rows, groups)
         deltas: Deltas = {}
+        roll = _rollups.Rollups()
         writes: list[tuple[object, ...]] = []
         gone = [old for key, old in stored.items() if key not in rows]  # replays folded into a parent
         for old in gone:
             add_delta(deltas, old, -1)
+            roll.add(old, -1)
             result.tokens_added -= old.tokens.total
         db.executemany("DELETE FROM usage WHERE dedup_key=?", [(old.dedup_key,) for old in gone])
         for key, row in rows.items():
@@ -554,9 +571,11 @@ class Ledger:
             self._price(row, pricer)
             if prev is None:
                 result.new_requests += 1
+                roll.add(row, +1)
             else:
                 result.updated_requests += 1
                 add_delta(deltas, prev, -1)
+                roll.replace(prev, row)
                 result.tokens_added -= prev.tokens.total
             add_delta(deltas, row, +1)
             result.tokens_added += row.tokens.total
@@ -564,15 +583,16 @@ class Ledger:
         if writes:
             db.executemany(f"INSERT OR REPLACE INTO usage ({_COLS}) VALUES ({','.join('?' * _NCOLS)})", writes)
         self._apply_deltas(db, deltas)
+        roll.apply(db)
 
     @staticmethod
     def _price(row: Row, pricer: CostFunction) -> None:
         """Cost of a row from its tokens at its own (first-seen) time: the same whatever the
         batch boundaries, and never lower after more tokens arrive."""
         if row.reported_pusd is not None:
-            row.cost_pusd, row.cost_origin = row.reported_pusd, CostOrigin.REPORTED.value
+            row.cost_pusd, row.cost_origin = row.reported_pusd, _REPORTED
             return
-        if row.cost_origin == CostOrigin.EXTERNAL.value:
+        if row.cost_origin == _EXTERNAL:
             row.cost_pusd = 0  # the provider's billing source carries this cost
             return
         at = datetime.fromtimestamp(row.ts_ms / 1000, UTC)
@@ -586,7 +606,7 @@ class Ledger:
             log.warning("cost of %s (%s) is out of range; kept as unknown", row.dedup_key, cost)
             pusd = None
         row.cost_pusd = pusd
-        row.cost_origin = (CostOrigin.UNKNOWN if pusd is None else CostOrigin.ESTIMATED).value
+        row.cost_origin = _UNKNOWN if pusd is None else _ESTIMATED
 
     def _load(self, db: sqlite3.Connection, column: str, values: list[str]) -> dict[str, Row]:
         """Stored rows whose ``column`` (dedup_key or group_key) is one of ``values``, by key."""
@@ -646,8 +666,11 @@ class Ledger:
         sources: Sequence[str] | None = None,
         extra: Sequence[str] = (),
         exclude: Sequence[tuple[str, str, int]] = (),
+        days_in: tzinfo | None = None,
     ) -> list[tuple[Any, ...]]:
         """Sums grouped by ``group`` ("quarter" = 15-minute bucket, "ms" = the exact time, or "session") and model.
+        ``days_in``: the quarter rows may come merged into local days of that zone (each row's
+        quarter is then one of its day's; far fewer rows for a daily or monthly report).
 
         Rows: (group value, model, provider, extra, input, output, cache_read, cache_creation,
         cost_pusd (None when no row of the group has a known price), unpriced (entries without a
@@ -657,6 +680,22 @@ class Ledger:
         and months. ``exclude`` leaves out the rows of (source, provider) from a time on (see
         ``bridge.views``).
         """
+        if not exclude and list(extra) in ([], ["source"]):
+            rolled = _rollups.aggregate(self._db, group, since_ms, until_ms, sources, bool(extra), days_in)
+            if rolled is not None:
+                return rolled
+        return self.aggregate_rows(group, since_ms, until_ms, sources, extra, exclude)
+
+    def aggregate_rows(
+        self,
+        group: str,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        sources: Sequence[str] | None = None,
+        extra: Sequence[str] = (),
+        exclude: Sequence[tuple[str, str, int]] = (),
+    ) -> list[tuple[Any, ...]]:
+        """``aggregate`` from the rows themselves (what the rollups must always equal)."""
         where, params = _where(since_ms, until_ms, sources)
         for source, provider, from_ms in exclude:
             where += " AND NOT (source=? AND provider=? AND ts_ms >= ?)"
@@ -683,6 +722,14 @@ class Ledger:
     ) -> dict[str, str]:
         """Each session's project as of its first row (a session that moves to another
         directory stays attributed to the one it started in)."""
+        if since_ms is None and until_ms is None:
+            return _rollups.session_projects(self._db, sources)
+        return self.session_projects_rows(since_ms, until_ms, sources)
+
+    def session_projects_rows(
+        self, since_ms: int | None = None, until_ms: int | None = None, sources: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        """``session_projects`` from the rows themselves."""
         where, params = _where(since_ms, until_ms, sources)
         # SQLite: with MIN() as the only aggregate, a bare column comes from the row holding it.
         q = (
@@ -760,10 +807,13 @@ class Ledger:
                 f"SELECT {_COLS} FROM usage WHERE source=? AND ts_ms >= ?", (source, since_ms)
             )]  # fmt: skip
             deltas: Deltas = {}
+            roll = _rollups.Rollups()
             for row in rows:
                 add_delta(deltas, row, -1)
+                roll.add(row, -1)
             db.executemany("DELETE FROM usage WHERE dedup_key=?", [(r.dedup_key,) for r in rows])
             self._apply_deltas(db, deltas)
+            roll.apply(db)
         return len(rows)
 
     def unpriced_requests(self) -> int:
@@ -778,6 +828,7 @@ class Ledger:
         with self._transaction() as db:
             rows = [Row.from_db(r) for r in db.execute(f"SELECT {_COLS} FROM usage WHERE cost_pusd IS NULL")]
             deltas: Deltas = {}
+            roll = _rollups.Rollups()
             for row in rows:
                 before = replace(row)
                 self._price(row, pricer)
@@ -785,10 +836,12 @@ class Ledger:
                     continue
                 add_delta(deltas, before, -1)
                 add_delta(deltas, row, +1)
+                roll.replace(before, row)
                 db.execute("UPDATE usage SET cost_pusd=?, cost_origin=? WHERE dedup_key=?",
                            (row.cost_pusd, row.cost_origin, row.dedup_key))  # fmt: skip
                 changed += 1
             self._apply_deltas(db, deltas)
+            roll.apply(db)
         return changed
 
     # -- small per-source state and export bookkeeping -----------------------------------------
@@ -814,6 +867,10 @@ class Ledger:
 
     def all_series(self) -> dict[str, tuple[int, str]]:
         return {str(r[0]): (int(r[1]), str(r[2])) for r in self._db.execute("SELECT * FROM series")}
+
+    def is_empty(self) -> bool:
+        """No usage rows at all (one index probe; ``request_count`` sums every row)."""
+        return self._db.execute("SELECT 1 FROM usage LIMIT 1").fetchone() is None
 
     def request_count(self) -> int:
         return int(self._db.execute("SELECT COALESCE(SUM(requests), 0) FROM usage").fetchone()[0])
@@ -879,11 +936,15 @@ def _series_total(r: Any) -> SeriesTotal:
     )
 
 
+def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    return column in {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})")}
+
+
 def _recount_totals(db: sqlite3.Connection) -> None:
-    """Schema 4: the running totals recomputed from the rows, with the unpriced and priced
+    """Schema 4 (priced totals): the running totals recomputed from the rows, with the unpriced and priced
     entries (before, a row without a request count added nothing to ``unpriced``). A series
     whose rows are all gone keeps its row of zeros, as the running totals had it."""
-    if "priced" not in {str(r[1]) for r in db.execute("PRAGMA table_info(totals)")}:
+    if not _has_column(db, "totals", "priced"):
         db.execute("ALTER TABLE totals ADD COLUMN priced INTEGER NOT NULL DEFAULT 0")
     db.execute(
         "UPDATE totals SET input=0, output=0, cache_read=0, cache_creation=0, cost_pusd=0, requests=0, "
@@ -896,6 +957,9 @@ def _recount_totals(db: sqlite3.Connection) -> None:
     )
 
 
+# Enum values as plain strings: ``CostOrigin.X.value`` is a descriptor call, and _price runs per row.
+_REPORTED, _EXTERNAL = CostOrigin.REPORTED.value, CostOrigin.EXTERNAL.value
+_UNKNOWN, _ESTIMATED = CostOrigin.UNKNOWN.value, CostOrigin.ESTIMATED.value
 _OPEN_TIMEOUT_S = 30.0
 _PRIMARY = "primary:"  # source_state key prefix: a session with primary (non-fallback) rows
 _REKEY_MARK = "claude_keys_by_request"  # meta: when the one-time re-keying ran

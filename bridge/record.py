@@ -151,13 +151,14 @@ def record_to_tuple(r: UsageRecord) -> tuple[object, ...]:
     )  # fmt: skip
 
 
+_ORIGINS = {o.value: o for o in CostOrigin}  # a dict lookup costs a tenth of CostOrigin(value)
+
+
 def record_from_tuple(v: tuple[Any, ...]) -> UsageRecord:
+    # Positional: keyword arguments cost a third more, and a cold scan decodes every record.
     return UsageRecord(
-        source=v[0], provider=v[1], model=v[2], timestamp=v[3], dedup_key=v[4],
-        tokens=Tokens(v[5], v[6], v[7], v[8], v[9]),
-        cost=v[10], cost_origin=CostOrigin(v[11]), session_id=v[12], project=v[13], group_key=v[14],
-        is_sidechain=v[15], requests=v[16], replace=v[17],
-        speed=v[18], web_search_requests=v[19], web_fetch_requests=v[20],
+        v[0], v[1], v[2], v[3], v[4], Tokens(v[5], v[6], v[7], v[8], v[9]), v[10], _ORIGINS[v[11]],
+        v[12], v[13], v[14], v[15], {}, v[16], v[17], v[18], v[19], v[20],
     )  # fmt: skip
 
 
@@ -217,3 +218,46 @@ def collapse(records: Iterable[UsageRecord]) -> dict[str, UsageRecord]:
     for key in [k for k, r in out.items() if r.is_sidechain and r.group_key in parents]:
         del out[key]
     return out
+
+
+# Positions in a record tuple (``record_to_tuple``).
+_KEY, _COST, _ORIGIN, _GROUP, _SIDE, _REPLACE, _SPEED, _SEARCH, _FETCH = 4, 10, 11, 14, 15, 17, 18, 19, 20
+_REPORTED, _EXTERNAL, _UNKNOWN = CostOrigin.REPORTED.value, CostOrigin.EXTERNAL.value, CostOrigin.UNKNOWN.value
+
+
+def _merge_tuples(base: tuple[Any, ...], other: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``_merge_into`` on record tuples (the same rules, without building records)."""
+    a = base[_COST] if base[_ORIGIN] == _REPORTED else None
+    b = other[_COST] if other[_ORIGIN] == _REPORTED else None
+    cost = a if b is None else b if a is None else max(a, b)
+    tokens = (
+        max(base[5], other[5]), max(base[6], other[6]), max(base[7], other[7]), max(base[8], other[8]),
+        max(base[9], other[9]),
+    )  # fmt: skip
+    speed = base[_SPEED] if base[_SPEED] is not None else other[_SPEED]
+    search, fetch = max(base[_SEARCH], other[_SEARCH]), max(base[_FETCH], other[_FETCH])
+    if tokens == base[5:10] and cost == a and (speed, search, fetch) == base[_SPEED:]:
+        return base
+    origin = _REPORTED if cost is not None else _EXTERNAL if base[_ORIGIN] == _EXTERNAL else _UNKNOWN
+    return (*base[:5], *tokens, cost, origin, *base[12:_SPEED], speed, search, fetch)
+
+
+def collapse_tuples(records: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``collapse`` on record tuples (the parse worker's wire format), in the same order."""
+    out: dict[str, tuple[Any, ...]] = {}
+    get = out.get
+    sidechains = False
+    for rec in records:
+        key = rec[_KEY]
+        prev = get(key)
+        if prev is None or rec[_REPLACE]:
+            out[key] = rec
+        elif prev[_SIDE] and not rec[_SIDE]:
+            out[key] = _merge_tuples(rec, prev)
+        else:
+            out[key] = _merge_tuples(prev, rec)
+        sidechains = sidechains or rec[_SIDE]
+    if not sidechains:
+        return list(out.values())
+    parents = {r[_GROUP] for r in out.values() if r[_GROUP] and not r[_SIDE]}
+    return [r for r in out.values() if not (r[_SIDE] and r[_GROUP] in parents)]

@@ -220,7 +220,8 @@ def build(
     totals = Line()
     group = "session" if kind == "session" else "quarter"
     extra = ["source"] + ([_BY_COLUMN[by]] if by in _BY_COLUMN else [])
-    for row in ledger.aggregate(group, since_ms, until_ms, sources, extra, exclude):
+    days_in = tz if kind != "session" and by is None else None  # rows merged per local day suffice
+    for row in ledger.aggregate(group, since_ms, until_ms, sources, extra, exclude, days_in):
         g, model, provider, info, sums = row[0], str(row[1]), str(row[2]), row[3], row[4:11]
         source = str(row[11])
         if kind == "session":

@@ -390,6 +390,8 @@ def clean_env(home: Path, corpus: Path, state: Path | None = None) -> dict[str, 
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("XDG_", "CLAUDE_", "TOKENBRIDGE_", "OTEL_", "CODEX_", "OPENCLAW_"))
+        # Bytecode cached as after `pip install` (a workspace may turn it off: +50 ms per start).
+        and k != "PYTHONDONTWRITEBYTECODE"
     }
     env.update(HOME=str(home), CLAUDE_CONFIG_DIR=str(corpus), NO_COLOR="1", TERM="dumb", LC_ALL="C.UTF-8")
     env["XDG_CONFIG_HOME"] = str(home / ".config")
@@ -722,14 +724,48 @@ def measure_ccusage(args: argparse.Namespace, res: Results, corpus: Path, home: 
         res.cc["timezones"][tz] = compare(json.loads(r.stdout), want) if r.rc == 0 else None
 
 
+REPORT_KINDS = ("daily", "monthly", "session", "models")
+
+
+def measure_reports(args: argparse.Namespace, res: Results, tb: list[str], env: dict[str, str]) -> None:
+    """Process wall time of `tokenbridge report KIND --json` on the cold-scanned ledger (median of 3)."""
+    wait_quiet(args, res, "reports")
+    out: dict[str, Any] = {}
+    for kind in REPORT_KINDS:
+        runs = [run_measured([*tb, "report", kind, "--json", "--timezone", "UTC"], env, timeout=600) for _ in range(3)]
+        ok = all(r.rc == 0 for r in runs)
+        out[kind] = statistics.median(r.wall for r in runs) if ok else None
+        if not ok:
+            res.notes.append(f"tokenbridge report {kind} --json failed: {(runs[-1].stderr or runs[-1].stdout)[-300:]}")
+    res.tb["reportLatency"] = out
+
+
 def measure_tokenbridge(
-    args: argparse.Namespace, res: Results, corpus: Path, home: Path, work: Path, truth: dict[str, Any]
+    args: argparse.Namespace,
+    res: Results,
+    corpus: Path,
+    home: Path,
+    work: Path,
+    truth: dict[str, Any],
+    full: bool = True,
 ) -> None:
+    """Everything about tokenbridge on ``corpus``; ``full=False`` (the scaling runs): cold scans,
+    reports and correctness only."""
     tb = tokenbridge_cmd(args.tokenbridge)
     if tb is None:
         res.notes.append("tokenbridge CLI not found: its figures are pending")
         return
     nbytes = res.meta["corpusBytes"]
+    code = subprocess.run(
+        [sys.executable, "-c", "import bridge; print(bridge.__file__)"],
+        env=clean_env(home, corpus),
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    res.meta["tokenbridgeCode"] = code
+    if code and not Path(code).resolve().is_relative_to(ROOT):
+        res.notes.append(f"the tokenbridge measured is {code}, not this checkout ({ROOT}): set PYTHONPATH={ROOT}")
     ver = run_measured([*tb, "--version"], clean_env(home, corpus))
     res.meta["tokenbridgeVersion"] = (
         (ver.stdout.strip() or ver.stderr.strip()).splitlines()[-1:] if ver.rc == 0 else None
@@ -789,6 +825,9 @@ def measure_tokenbridge(
         }
     except (ValueError, KeyError, StopIteration) as exc:
         res.notes.append(f"tokenbridge sources --json unreadable ({sr.rc}): {exc}; {(sr.stderr or sr.stdout)[-300:]}")
+    measure_reports(args, res, tb, env)
+    if not full:
+        return
     # no-change sync (startup + stat of every file)
     wait_quiet(args, res, "syncs with nothing new")
     nochange = [run_measured([*tb, "sync", "--no-export"], env) for _ in range(3)]
@@ -1083,6 +1122,8 @@ def _roles(procs: list[str] | None, pending: str = "pending") -> str:
         cmd = entry.split(": ", 1)[1]
         if i == 0:
             names.append("main")
+        elif "import pickle,struct,sys" in cmd:  # bridge/sources/_parallel.py's child
+            names.append("parse worker")
         elif "spawn_main" in cmd:
             names.append("parse worker (spawn)")
         elif "resource_tracker" in cmd:
@@ -1098,6 +1139,67 @@ def _ms(v: float | None) -> float | None:
 
 def _per_cpu(nbytes: int, cpu: float | None) -> float | None:
     return None if not cpu else nbytes / 1e6 / cpu
+
+
+def _latencies(lat: dict[str, Any] | None) -> str:
+    if not lat:
+        return "pending"
+    return " / ".join(_f(_ms(lat.get(k)), pending="failed") for k in REPORT_KINDS)
+
+
+def scale_row(res: Results) -> dict[str, Any]:
+    """One point of the size curve: what a corpus' cold scans, reports and checks gave."""
+    m, cc, tb = res.meta, res.cc, res.tb
+    nb = m["corpusBytes"]
+    return {
+        "corpusBytes": nb,
+        "files": m["files"],
+        "genCommand": m["genCommand"],
+        "tbWall": tb.get("wall"),
+        "tbMBps": tb.get("mbps"),
+        "tbCpuPerGB": tb["cpu"] / (nb / 1e9) if tb.get("cpu") else None,
+        "tbRssMB": tb.get("rssMB"),
+        "tbRssMainMB": tb.get("rssMainMB"),
+        "tbRssOtherMB": tb.get("rssOtherMB"),
+        "otherLoadPct": tb.get("otherLoadPct"),
+        "ccWall": cc.get("wall"),
+        "ccRssMB": cc.get("rssMB"),
+        "ccCpuPerGB": cc["cpu"] / (nb / 1e9) if cc.get("cpu") else None,
+        "reportLatency": tb.get("reportLatency"),
+        "exact": bool(tb.get("correctness", {}).get("exact")),
+        "ccExact": bool(cc.get("correctness", {}).get("exact")),
+        "sources": tb.get("sources"),
+        "repeat": m.get("repeat"),
+    }
+
+
+def curve_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        f"From the same run as the table above ({meta['date']}, commit `{meta['machine']['commit']}`); the first row "
+        "is that table's corpus. Cold scans: median of the runs shown (xN); peak RSS: the largest over them.",
+        "",
+        "| Corpus | Files | tokenbridge cold scan, s (median) | MB/s | CPU-s per GB | Peak RSS of the tree, MB "
+        "(main; worker) | ccusage, s | ccusage peak RSS, MB | Wall ratio tokenbridge / ccusage | Reports daily / "
+        "monthly / session / models, ms | Totals vs truth (tokenbridge; ccusage) | Other load, % of CPUs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = r["tbWall"] / r["ccWall"] if r.get("tbWall") and r.get("ccWall") else None
+        src = r.get("sources") or {}
+        counts = src.get("skippedLines") == src.get("truthMalformed") and src.get("requests") == src.get(
+            "truthRequests"
+        )
+        lines.append(
+            f"| {r['corpusBytes'] / 1e9:.1f} GB | {r['files']:,} | {_f(r.get('tbWall'), '{:.2f}')} "
+            f"(x{r.get('repeat')}) | {_f(r.get('tbMBps'))} | {_f(r.get('tbCpuPerGB'), '{:.2f}')} | "
+            f"{_f(r.get('tbRssMB'))} ({_f(r.get('tbRssMainMB'))}; {_f(r.get('tbRssOtherMB'))}) | "
+            f"{_f(r.get('ccWall'), '{:.2f}', 'not run')} | {_f(r.get('ccRssMB'), pending='not run')} | "
+            f"{_f(ratio, '{:.2f}')} | {_latencies(r.get('reportLatency'))} | "
+            f"{'exact' if r['exact'] and counts else 'NOT exact'}; {'exact' if r['ccExact'] else 'not exact'} | "
+            f"{_f(r.get('otherLoadPct'), '{:.0f}')} |"
+        )
+    lines += ["", "Corpora: " + "; ".join(f"`{r['genCommand']}`" for r in rows) + "."]
+    return "\n".join(lines)
 
 
 def markdown(res: Results) -> str:
@@ -1148,6 +1250,11 @@ def markdown(res: Results) -> str:
         f"{_f(_per_cpu(nb, cc.get('cpu')), pending=ccn)} | |",
         f"| tokenbridge vs ccusage: wall throughput ratio; CPU-time ratio | {_f(ratio, '{:.2f}x')}; "
         f"{_f(cpu_ratio, '{:.2f}x')} | 1x | >= 1x |",
+        f"| Cold scan wall time / ccusage's (median walls; issue #11: <= 1.0, stretch 0.8) | "
+        f"{_f(tb['wall'] / cc['wall'] if tb.get('wall') and cc.get('wall') else None, '{:.2f}')} | 1 | <= 1.0 |",
+        f"| CPU-seconds per GB of corpus (whole process tree, median) | "
+        f"{_f(tb['cpu'] / (nb / 1e9) if tb.get('cpu') else None, '{:.2f}')} | "
+        f"{_f(cc['cpu'] / (nb / 1e9) if cc.get('cpu') else None, '{:.2f}', ccn)} | |",
         "| Peak RSS of the cold scan, MB: sum over the process tree, sampled every 20 ms (max of the runs) | "
         f"{_f(tb.get('rssMB'))} | {_f(cc.get('rssMB'), pending=ccn)} | < 150 |",
         "| Peak RSS per process (kernel high-water mark), MB: main process; largest other process | "
@@ -1161,6 +1268,8 @@ def markdown(res: Results) -> str:
         f"{_f(_ms(tb.get('incrWall')))} ({_f(_ms(tb.get('incrWallMax')), pending='-')}) | n/a | < 200 |",
         f"| Incremental sync: ingest time printed by the CLI, ms (median) | {incr_ip} | n/a | < 200 |",
         f"| Sync with nothing new: process wall, ms (median of 3) | {_f(_ms(tb.get('noChangeWall')))} | n/a | |",
+        "| `tokenbridge report daily / monthly / session / models --json` on the cold-scanned ledger: process "
+        f"wall, ms (median of 3 each) | {_latencies(tb.get('reportLatency'))} | n/a | < 150 |",
         "| Peak RSS (process tree), MB: incremental sync; sync with nothing new; `tokenbridge run` during the "
         f"daemon tests | {_f(tb.get('incrRssMB'))}; {_f(tb.get('noChangeRssMB'))}; "
         f"{_f(tb.get('daemonRssMB'), pending='not measured' if m.get('skipDaemon') else 'pending')} | n/a | < 150 |",
@@ -1263,6 +1372,14 @@ def main(argv: list[str] | None = None) -> int:
         help="before each timed run, wait until the machine's CPUs were at most this %% busy over 2 s (0: off)",
     )
     ap.add_argument("--quiet-wait", type=float, default=120, help="with --quiet-cpu: longest wait per run, seconds")
+    ap.add_argument(
+        "--scale-corpora",
+        type=lambda v: [Path(x) for x in v.split(",") if x],
+        default=[],
+        help="more generated corpora (comma list, e.g. 3 GB and 10 GB): cold scans of both tools, reports and "
+        "totals on each, shown as a size curve (section bench:curve)",
+    )
+    ap.add_argument("--scale-repeat", type=int, default=2, help="cold-scan repetitions per tool on --scale-corpora")
     ap.add_argument("--write", type=Path, help="update the results section of this markdown file")
     ap.add_argument("--section", default="results", help="with --write: which bench:SECTION markers to fill")
     ap.add_argument("--json", type=Path, help="write all raw results as JSON here")
@@ -1341,6 +1458,10 @@ def main(argv: list[str] | None = None) -> int:
             measure_tokenbridge(args, res, corpus, home, work, truth)
         else:
             res.notes.append("tokenbridge skipped (--skip-tokenbridge): its figures are pending")
+        res.meta["scaling"] = [scale_row(res)]
+        for extra in args.scale_corpora:
+            print(f"scaling: {extra} ...", file=sys.stderr)
+            res.meta["scaling"].append(measure_scale(args, extra, home, work))
     finally:
         # Undo the appends so the corpus and its truth stay as generated.
         with target.open("r+b") as fh:
@@ -1358,9 +1479,42 @@ def main(argv: list[str] | None = None) -> int:
     return emit(args, res)
 
 
+def measure_scale(args: argparse.Namespace, corpus: Path, home: Path, work: Path) -> dict[str, Any]:
+    """Cold scans of both tools, reports and correctness (UTC) on a larger corpus: one curve point."""
+    truth = json.loads((corpus / "truth.json").read_text())
+    sub = Results()
+    sub.meta.update(
+        date="",
+        repeat=args.scale_repeat,
+        corpusBytes=corpus_bytes(corpus),
+        files=truth["files"],
+        genCommand=(
+            f"python scripts/gen_history.py --out DIR --size {_size(truth['requestedSize'])} --seed {truth['seed']} "
+            f"--days {truth['days']} --start {truth['start']}"
+        ),
+    )
+    one = argparse.Namespace(**{**vars(args), "repeat": args.scale_repeat, "timezones": []})
+    warm_cache(corpus)
+    if not args.skip_ccusage:
+        try:
+            measure_ccusage(one, sub, corpus, home, truth)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            sub.notes.append(f"ccusage not measured: {exc}")
+    scale_work = work / f"scale-{corpus.name}"
+    scale_work.mkdir(exist_ok=True)
+    measure_tokenbridge(one, sub, corpus, home, scale_work, truth, full=False)
+    shutil.rmtree(scale_work, ignore_errors=True)
+    row = scale_row(sub)
+    row["notes"] = sub.notes
+    row["quietChecks"] = sub.meta.get("quietChecks")
+    return row
+
+
 def emit(args: argparse.Namespace, res: Results) -> int:
     text = markdown(res)
     print(text)
+    if len(res.meta.get("scaling") or []) > 1:
+        print("\n" + curve_markdown(res.meta["scaling"], res.meta))
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -1370,6 +1524,8 @@ def emit(args: argparse.Namespace, res: Results) -> int:
         )
     if args.write:
         write_doc(args.write, text, args.section)
+        if len(res.meta.get("scaling") or []) > 1:
+            write_doc(args.write, curve_markdown(res.meta["scaling"], res.meta), "curve")
         print(f"updated {args.write}", file=sys.stderr)
     return 0
 

@@ -15,6 +15,9 @@ import pytest
 
 from bridge.ledger import Ledger
 from bridge.record import Tokens
+from tests._no_orphans import pytest_sessionfinish, pytest_sessionstart  # no process outlives the suite
+
+__all__ = ["pytest_sessionfinish", "pytest_sessionstart"]  # hooks: pytest finds them by name
 
 SESSION = "3b9e0c3a-1d2f-4c55-9a0e-7f1b2c3d4e5f"
 PROVIDER_KEYS = (

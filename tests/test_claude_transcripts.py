@@ -421,14 +421,14 @@ def test_file_that_cannot_be_stat_ed_does_not_abort_the_scan(claude_home, ledger
     claude_home.append(good, assistant_line("msg_A", "req_A"))
     bad = claude_home.session_file(project="-home-dev-other")
     claude_home.append(bad, assistant_line("msg_B", "req_B"))
-    real = Path.stat
+    real = os.stat
 
-    def stat(self: Path, **kw: Any) -> os.stat_result:
-        if self == bad:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self, **kw)
+    def stat(path: Any, *args: Any, **kw: Any) -> os.stat_result:
+        if os.fspath(path) == str(bad):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kw)
 
-    monkeypatch.setattr(Path, "stat", stat)
+    monkeypatch.setattr(os, "stat", stat)  # what the walk uses (and Path.stat too)
     stats = _scan_pass(claude_home, ledger, pricer)
     assert totals(ledger)["requests"] == 1
     assert stats.failure is None and not stats.complete and any(str(bad) in e for e in stats.errors)

@@ -361,3 +361,35 @@ def test_report_by_source_with_the_stats_cache_filling_an_earlier_day(cli_env, c
         ("claude_stats_cache", 1000),
     ]
     assert data["totals"]["source"] == ["claude_stats_cache", "claude_transcripts"]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"daily": [], "totals": {}, "timezone": "UTC"},
+        {"a": [1, {"b": None, "c": "x\ty\n\u001b[31m"}, [], {}], "d": "2.50", "e": 10**15, "f": True},
+        {"session": "caf\u00e9 \u2603", "g": ["/p/\u00fc"]},
+        {"k": 'quote " backslash \\ slash / del \x7f'},
+    ],
+)
+def test_json_text_is_json_dumps_with_indent_2(doc):
+    import json
+
+    from bridge.cli import json_text
+
+    assert json_text(doc) == json.dumps(doc, indent=2)
+
+
+def test_cli_report_choices_are_the_reports():
+    from bridge import cli, plans, report
+
+    assert (cli.KINDS, cli.BY) == (report.KINDS, report.BY)
+    assert tuple(plans.PLANS) == cli.PLANS
+
+
+def test_the_cli_module_imports_no_command_module_until_a_command_runs():
+    """`tokenbridge sync` starts without the report, blocks, plans, backfill and status modules."""
+    lazy = ["bridge.report", "bridge.blocks", "bridge.plans", "bridge.backfill", "bridge.status", "bridge.statusline"]
+    code = f"import sys, bridge.cli; print([m for m in {lazy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

@@ -544,3 +544,11 @@ def test_schema_3_ledger_totals_are_recounted_from_the_rows(tmp_path, pricer):
         assert after[("claude_transcripts", "m")] == (2, 0, 2)
         assert after[("anthropic_usage_api", "unknown-x")] == (0, 1, 0)
         assert [t for t in led.totals() if t.model != "unknown-z"] == led.recomputed_totals()
+
+
+def test_is_empty_until_the_first_row(ledger, pricer):
+    assert ledger.is_empty()
+    ledger.commit([rec("a", 3)], pricer)
+    assert not ledger.is_empty()
+    ledger.retract("claude_transcripts", 0)
+    assert ledger.is_empty()

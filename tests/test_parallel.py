@@ -63,7 +63,7 @@ def _history(home: ClaudeHome, files: int = 8) -> None:
 @pytest.mark.parametrize(
     "command", [["sync", "--no-export"], ["run", "--no-otlp", "--no-progress"]], ids=["sync", "run"]
 )
-def test_sigkilled_process_leaves_no_parse_worker_or_resource_tracker(cli_env, claude_home, command):
+def test_sigkilled_process_leaves_no_parse_worker(cli_env, claude_home, command):
     _history(claude_home)
     env = {**cli_env, "TOKENBRIDGE_PARALLEL_MIN_BYTES": "1"}  # always parse in the worker
     proc = subprocess.Popen(
@@ -78,7 +78,7 @@ def test_sigkilled_process_leaves_no_parse_worker_or_resource_tracker(cli_env, c
         while time.monotonic() < deadline and proc.poll() is None:
             seen = _children(proc.pid)
             lines = [_cmdline(p) for p in seen]
-            if any("spawn_main" in c for c in lines) and any("resource_tracker" in c for c in lines):
+            if any("_parallel import serve" in c for c in lines):
                 break
             time.sleep(0.005)
         else:

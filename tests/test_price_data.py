@@ -118,6 +118,19 @@ def test_a_fetched_table_is_stored_and_prices_every_later_process(tmp_path, serv
     assert _cost(state, "claude-opus-4-1") is None
 
 
+def test_a_long_lived_pricer_prices_with_the_reloaded_table_a_model_it_priced_before(tmp_path, server):
+    state = tmp_path / "state"
+    settings = config.load(env={"TOKENBRIDGE_STATE_DIR": str(state)}, config=state / "none.toml")
+    settings.prices_path = state / "no-overrides.toml"
+    pricer = app.LazyPricer(settings)
+    # Twice: the first prices from the table, the second from the rates remembered since.
+    assert [pricer.cost("anthropic", SONNET, TOKENS) for _ in range(2)] == [Decimal("1.8")] * 2
+    assert not pricer.reload_if_changed()
+    assert price_data.refresher(state, server.url).fetch() is not None
+    assert pricer.reload_if_changed()
+    assert pricer.cost("anthropic", SONNET, TOKENS) == Decimal("2.4")  # no rate kept from the old table
+
+
 def test_an_unchanged_document_is_not_stored_again(tmp_path, server):
     state = tmp_path / "state"
     notes: list[int] = []

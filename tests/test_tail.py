@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,39 @@ def test_each_chunk_carries_the_fingerprint_of_the_bytes_before_its_end(tmp_path
     assert fingerprint(b"") == fingerprint(b"")
     assert fingerprint(b"a" * 10_000) == fingerprint(b"b" + b"a" * 9_999), "only the bytes just before count"
     assert len(hashlib.sha256().digest()) > len(fingerprint(b"x")) > 8
+
+
+@pytest.mark.parametrize("start", [0, 5, 300])
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
+def test_reused_buffer_spans_equal_the_plain_chunks(tmp_path, start, chunk):
+    """complete_spans (one reused buffer: the parse worker) yields exactly complete_chunks' chunks
+    and marks: lines longer than a chunk, a partial last line, a start inside the file."""
+    from bridge.sources._tail import complete_chunks, complete_spans
+
+    rng = random.Random(start * 31 + chunk)
+    lines = [b"x" * rng.choice([0, 1, 5, 40, 200, 700]) for _ in range(60)]
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n" + b'{"partial"')
+    want = list(complete_chunks(str(path), start, chunk))
+    buf = bytearray(b"left over from another file")
+    got = [(bytes(b[:end]), mark) for b, end, mark in complete_spans(str(path), start, buf, chunk)]
+    assert got == want
+    assert b"".join(c for c, _ in got) == path.read_bytes()[start : path.read_bytes().rfind(b"\n") + 1]
+
+
+def test_batches_start_small_and_double_up_to_the_maximum(tmp_path):
+    """The first commits of a long scan come early; later ones are large (fewer index writes)."""
+    from bridge.sources._tail import Batch
+
+    mb = 1024 * 1024
+    with Ledger.open(tmp_path) as led:
+        batch = Batch(led, FlatPricer())
+        flushed_at: list[int] = []
+        seen = 0
+        for i in range(100):
+            batch.add([], Cursor("s", f"/f{i}", 1, 4 * mb, 4 * mb, b""), 4 * mb)
+            seen += 4 * mb
+            if batch.bytes == 0:
+                flushed_at.append(seen // mb)
+        sizes = [b - a for a, b in zip([0, *flushed_at], flushed_at, strict=False)]
+        assert sizes[:4] == [16, 32, 64, 128] and set(sizes[4:]) == {128}

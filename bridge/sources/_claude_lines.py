@@ -18,22 +18,26 @@ mirror a subagent's assistant line. Per line:
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from bridge.record import CostOrigin, Tokens, UsageRecord
+from bridge.record import CostOrigin, Tokens, UsageRecord, record_from_tuple, record_to_tuple
 from bridge.sources._base import infer_provider, log
+from bridge.sources._claude_fast import (
+    EARLIEST,
+    FALLBACK,
+    LATEST,
+    MAX_REQUEST_USD,
+    SOURCE,
+    available,
+    fast_tuple,
+)
 from bridge.sources._claude_session import FileContext
 from bridge.sources._tail import ChunkResult
 
-SOURCE = "claude_transcripts"
-# Lines outside these bounds are corrupt (no Claude Code before 2000 or after 2100).
-_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
-_MAX_REQUEST_USD = 10_000
 UNKNOWN_MODEL = "unknown"  # for lines without message.model
 
 
@@ -98,7 +102,7 @@ def _tokens(usage: dict[str, Any]) -> Tokens:
     return Tokens(inp, out, read, write, one_hour)
 
 
-def parse_line(obj: Any, ctx: FileContext, line: bytes) -> UsageRecord | None:
+def parse_line(obj: Any, ctx: FileContext, line: bytes | bytearray) -> UsageRecord | None:
     """One transcript line → a record, or None when the line carries no countable usage.
 
     Raises ``ValueError`` for a line that claims usage but is not well-formed.
@@ -135,7 +139,7 @@ def parse_line(obj: Any, ctx: FileContext, line: bytes) -> UsageRecord | None:
     ts = datetime.fromisoformat(ts_raw)
     if ts.tzinfo is None:
         raise ValueError(f"timestamp without timezone: {ts_raw!r}")
-    if not _EARLIEST <= ts < _LATEST:
+    if not EARLIEST <= ts < LATEST:
         # A year-1 or year-9999 time would break every later report and export (date overflow
         # in local time, OTLP start times): the line is dropped and counted, never stored.
         raise ValueError(f"timestamp {ts_raw!r} is outside 2000-01-01..2100-01-01")
@@ -157,8 +161,8 @@ def parse_line(obj: Any, ctx: FileContext, line: bytes) -> UsageRecord | None:
     if raw_cost is not None:
         # One request never costs more than this; a negative, NaN or huge amount is corruption
         # that would swamp (or overflow) every total it is added to.
-        if type(raw_cost) not in (int, float) or not 0 <= raw_cost <= _MAX_REQUEST_USD:
-            raise ValueError(f"costUSD {raw_cost!r} is not an amount between 0 and {_MAX_REQUEST_USD} USD")
+        if type(raw_cost) not in (int, float) or not 0 <= raw_cost <= MAX_REQUEST_USD:
+            raise ValueError(f"costUSD {raw_cost!r} is not an amount between 0 and {MAX_REQUEST_USD} USD")
         cost, origin = Decimal(str(raw_cost)), CostOrigin.REPORTED
     session = obj.get("sessionId")
     cwd = obj.get("cwd")
@@ -225,58 +229,98 @@ _NEEDLE = b'"output_tokens"'
 _CLOSE = ord("}")
 
 
-def chunk_parser(ctx: FileContext) -> Any:
+def chunk_parser(ctx: FileContext, fast: bool = False) -> Any:
+    """A parser of chunks of complete lines into records (the in-process path); ``fast`` as in
+    ``parse_tuples``."""
+
     def parse(buf: bytes) -> ChunkResult:
-        out = ChunkResult(records=[])
-        find, rfind = buf.find, buf.rfind
-        pos, n = 0, len(buf)
-        while True:
-            # Only lines that carry usage can count; most bytes (tool results) are skipped at
-            # fast-search speed without being parsed.
-            i = find(_NEEDLE, pos)
-            if i < 0:
-                break
-            start = rfind(b"\n", 0, i) + 1
-            end = find(b"\n", i)
-            end = n if end < 0 else end
-            pos = end + 1
-            line = buf[start:end]
-            if b'"assistant"' not in line:
-                continue
-            try:
-                rec = parse_line(orjson.loads(line), ctx, line)
-            except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-                log.debug("malformed transcript line at chunk byte %d: %s", start, exc)
-                if line.rstrip().endswith(b"}"):  # cut lines are counted by _count_cut_lines
-                    _note_malformed(out, start, str(exc))
-                continue
-            if rec is not None:
-                out.records.append(rec)
-        _count_cut_lines(buf, out)
+        tuples, out = parse_tuples(buf, ctx, fast)
+        out.records = [record_from_tuple(t) for t in tuples]
         return out
 
     return parse
+
+
+def parse_tuples(
+    buf: bytes | bytearray, ctx: FileContext, fast: bool = False, end: int | None = None
+) -> tuple[list[tuple[Any, ...]], ChunkResult]:
+    """Records (as ``record_to_tuple`` tuples) of a chunk of complete lines, and its malformed
+    lines. ``fast``: try ``_claude_fast`` first, if msgspec is installed (the reference
+    ``parse_line`` decides whatever it does not handle). ``end``: the chunk is ``buf[:end]``.
+
+    Lines are visited newline to newline (memchr speed) and looked at in three cheap steps
+    before any parsing: a line that does not end with ``}`` was cut short (counted, never
+    parsed: it cannot be a JSON object); a ``user`` line (``_is_user_line``, 80 % of the bytes:
+    tool results) is skipped without scanning its body; a line without ``"assistant"`` carries no
+    usage, nor one without ``"output_tokens"`` (only checked to be whole JSON). Not detected: a
+    ``user`` line cut just after a ``}`` (it ends like a whole line, and user lines are not parsed).
+    """
+    fast = fast and available()
+    out = ChunkResult(records=[])
+    tuples: list[tuple[Any, ...]] = []
+    add = tuples.append
+    find = buf.find
+    pos, n = 0, len(buf) if end is None else end
+    session, project, slug = ctx.session_id, ctx.start_cwd, ctx.slug
+    while pos < n:
+        start = pos
+        end = find(b"\n", pos, n)
+        end = n if end < 0 else end
+        pos = end + 1
+        last = end - 1
+        while last >= start and buf[last] in _TRAILING:
+            last -= 1
+        if last < start:
+            continue  # an empty line
+        if buf[last] != _CLOSE:
+            _note_malformed(out, start, "line cut short (not a whole JSON object)")
+            continue
+        if _is_user_line(buf, start, end) or find(b'"assistant"', start, end) < 0:
+            continue
+        line = buf[start:end]
+        if find(_NEEDLE, start, end) < 0:
+            # No usage, unless it was cut off: an assistant line cut just after a "}" inside its
+            # usage object ends like a whole line. Rare enough to check by parsing.
+            try:
+                orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                _note_malformed(out, start, str(exc))
+            continue
+        if fast:
+            got = fast_tuple(line, session, project, slug)
+            if got is not FALLBACK:
+                if got is not None:
+                    add(got)
+                continue
+        try:
+            rec = parse_line(orjson.loads(line), ctx, line)
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            log.debug("malformed transcript line at chunk byte %d: %s", start, exc)
+            _note_malformed(out, start, str(exc))
+            continue
+        if rec is not None:
+            add(record_to_tuple(rec))
+    return tuples, out
+
+
+_USER = b'"type":"user"'
+_USER_WITHIN = 1024  # Claude Code writes "type" before "message": within the first few hundred bytes
+_TRAILING = b" \t\r"
+_OPENERS = (ord("{"), ord(","))
+
+
+def _is_user_line(buf: bytes | bytearray, start: int, end: int) -> bool:
+    """Whether the line at ``buf[start:end]`` is certainly a top-level ``"type":"user"`` line (which
+    never counts), judged from its first bytes. Certain means: the key follows ``{`` or ``,`` (so
+    its quote is not an escaped one inside a string) and only the line's own ``{`` and no ``[``
+    comes before it (so it is a key of the top-level object). Anything less certain is parsed.
+    A line repeating the ``type`` key (JSON parsers keep the last) would be misjudged; Claude
+    Code does not write such lines."""
+    h = buf.find(_USER, start, min(end, start + _USER_WITHIN))
+    return h > start and buf[h - 1] in _OPENERS and buf.count(b"{", start, h) == 1 and buf.find(b"[", start, h) < 0
 
 
 def _note_malformed(out: ChunkResult, at: int, reason: str) -> None:
     if out.first_malformed_at is None or at < out.first_malformed_at:
         out.first_malformed_at, out.malformed_reason = at, reason[:200]
     out.malformed += 1
-
-
-def _count_cut_lines(buf: bytes, out: ChunkResult) -> None:
-    """Count lines that cannot be JSON objects because they do not end with ``}`` (a crash cut
-    them short), without parsing the lines that carry no usage.
-
-    Lines are long (tool results), so hopping from newline to newline with ``find`` (memchr)
-    and looking at one byte costs little.
-    """
-    find = buf.find
-    prev, end = 0, find(b"\n")
-    while end >= 0:
-        last = end - 1
-        while last >= prev and buf[last] in b" \t\r":
-            last -= 1
-        if last >= prev and buf[last] != _CLOSE:
-            _note_malformed(out, prev, "line cut short (not a whole JSON object)")
-        prev, end = end + 1, find(b"\n", end + 1)

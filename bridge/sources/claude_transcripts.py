@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.errors import SourceError
 from bridge.ledger import CostFunction, Ledger
-from bridge.record import collapse, record_to_tuple
+from bridge.record import collapse_tuples
 from bridge.sources._base import (
     BaseSource,
     ProgressHook,
@@ -47,7 +47,8 @@ from bridge.sources._base import (
     expand_dir_list,
     log,
 )
-from bridge.sources._claude_lines import SOURCE, chunk_parser
+from bridge.sources._claude_fast import SOURCE
+from bridge.sources._claude_lines import chunk_parser, parse_tuples
 from bridge.sources._claude_session import FileContext, file_context, with_start_cwd
 from bridge.sources._registry import SourceSpec
 from bridge.sources._tail import (
@@ -56,7 +57,8 @@ from bridge.sources._tail import (
     ChunkOutcome,
     ReadPlan,
     apply_read,
-    iter_jsonl,
+    complete_spans,
+    jsonl_paths,
     needs_read,
     plan_read,
     read_chunks,
@@ -115,14 +117,14 @@ class ClaudeTranscripts(BaseSource):
             raise SourceError(NAME, f"CLAUDE_CONFIG_DIR has no directory with a projects/ folder: {names}{why}")
         return found
 
-    def walk(self) -> tuple[list[Path], list[str]]:
+    def walk(self) -> tuple[list[str], list[str]]:
         """Every transcript file, and the entries that could not be looked at (path: reason)."""
         problems: list[str] = []
         roots = self.existing_roots(problems)
-        return iter_jsonl(roots, errors=problems), problems
+        return jsonl_paths(roots, errors=problems), problems
 
     def files(self) -> list[Path]:
-        return self.walk()[0]
+        return [Path(p) for p in self.walk()[0]]
 
     def watches(self) -> list[Watch]:
         return [Watch(r / "projects", True, (".jsonl",)) for r in self.existing_roots()]
@@ -133,7 +135,7 @@ class ClaudeTranscripts(BaseSource):
             roots = self.existing_roots(notes)
         except SourceError as exc:
             roots, notes = [], [str(exc)]
-        files = iter_jsonl(roots, errors=notes) if roots else []
+        files = jsonl_paths(roots, errors=notes) if roots else []
         notes.extend(st for st in map(_stat, files) if isinstance(st, str))  # named, not skipped silently
         return SourceStatus(
             name=NAME,
@@ -154,6 +156,7 @@ class ClaudeTranscripts(BaseSource):
         """Files with something new, and how many bytes; entries that cannot be looked at go to
         ``stats`` (each named, the pass then incomplete) and the rest goes on."""
         problems: list[str] = []
+        candidates: list[str] | list[Path]
         if paths is not None:
             # File events named the changed files: no tree walk (the incremental fast path).
             cursors = {str(p): ledger.cursor(NAME, str(p)) for p in paths}
@@ -178,7 +181,7 @@ class ClaudeTranscripts(BaseSource):
                 continue
             cur = cursors.get(str(path))
             if needs_read(cur, st):
-                todo.append((path, cur, st))
+                todo.append((Path(path), cur, st))
                 same = cur is not None and cur.inode == st.st_ino and st.st_size >= cur.offset
                 pending += st.st_size - (cur.offset if same and cur else 0)
         if stats is not None:
@@ -211,13 +214,14 @@ class ClaudeTranscripts(BaseSource):
                 stats.complete = False
 
             results: Iterable[tuple[ReadPlan, list[ChunkOutcome] | OSError | None]] = read_in_worker(
-                plans, _read_files, lambda p: file_context(Path(p.path)), worker_died
+                plans, _read_files, lambda p: file_context(Path(p.path)), worker_died, getattr(pricer, "warm", None)
             )
         else:
             results = ((p, None) for p in plans)
         skipped: str | None = None
+        fast = pending >= _FAST_MIN_BYTES  # the msgspec path pays for its import on big scans only
         for plan, got in results:
-            outcome = _read_here(plan) if got is None else got
+            outcome = _read_here(plan, fast) if got is None else got
             if isinstance(outcome, OSError):
                 _read_error(stats, Path(plan.path), outcome)
                 continue
@@ -232,6 +236,10 @@ class ClaudeTranscripts(BaseSource):
         if skipped is not None:
             ledger.set_state(NAME, SKIPPED_NOTE, skipped, bump=False)  # shown by `tokenbridge sources`
         return stats
+
+
+_FAST_MIN_BYTES = 16 * 1024 * 1024
+_BUFFER = bytearray()  # the parse worker's read buffer, allocated once (a fresh one page-faults)
 
 
 def _worth_a_worker(pending: int) -> bool:
@@ -253,10 +261,10 @@ def _plans(todo: list[tuple[Path, Any, Any]], stats: ScanStats) -> Iterator[Read
             stats.complete = False  # vanished between the walk and its reading
 
 
-def _stat(path: Path) -> os.stat_result | str | None:
+def _stat(path: Path | str) -> os.stat_result | str | None:
     """A listed file's stat; None when it is gone; why it cannot be read (naming it) otherwise."""
     try:
-        st = path.stat()
+        st = os.stat(path)  # noqa: PTH116 - the walk lists strings: a Path per file costs more
     except FileNotFoundError:
         return None
     except OSError as exc:  # EACCES (a directory without search permission), ELOOP
@@ -277,30 +285,24 @@ def _read_error(stats: ScanStats, path: Path, exc: OSError) -> None:
     _problem(stats, f"{path}: {exc.strerror or exc}")
 
 
-def _read_here(plan: ReadPlan) -> list[ChunkOutcome] | OSError:
+def _read_here(plan: ReadPlan, fast: bool) -> list[ChunkOutcome] | OSError:
     try:
         ctx = with_start_cwd(file_context(Path(plan.path)), plan.path)
-        return list(read_chunks(plan.path, plan.start, chunk_parser(ctx)))
+        return list(read_chunks(plan.path, plan.start, chunk_parser(ctx, fast)))
     except OSError as exc:
         return exc
 
 
-def _read_file(path: str, start: int, ctx: FileContext) -> list[EncodedChunk]:
-    """Read and parse one file; records as tuples (the worker's wire format)."""
-    parse = chunk_parser(with_start_cwd(ctx, path))
-    # Streamed duplicates are merged here, per chunk (a chunk's records travel with its cursor),
-    # so the ledger's process decodes and merges about half as many records.
-    return [
-        (
-            o.consumed,
-            o.result.malformed,
-            o.result.first_malformed_at,
-            o.result.malformed_reason,
-            o.mark,
-            [record_to_tuple(r) for r in collapse(o.result.records).values()],
-        )
-        for o in read_chunks(path, start, parse)
-    ]
+def _read_file(path: str, start: int, ctx: FileContext, buf: bytearray) -> list[EncodedChunk]:
+    """Read and parse one file (into ``buf``, reused); records as tuples (the worker's wire format)."""
+    ctx = with_start_cwd(ctx, path)
+    out: list[EncodedChunk] = []
+    for data, end, mark in complete_spans(path, start, buf):
+        tuples, res = parse_tuples(data, ctx, fast=True, end=end)
+        # Streamed duplicates are merged here, per chunk (a chunk's records travel with its
+        # cursor), so the ledger's process decodes and merges about half as many records.
+        out.append((end, res.malformed, res.first_malformed_at, res.malformed_reason, mark, collapse_tuples(tuples)))
+    return out
 
 
 def _read_files(items: list[tuple[str, int, FileContext]]) -> list[list[EncodedChunk] | OSError]:
@@ -308,7 +310,7 @@ def _read_files(items: list[tuple[str, int, FileContext]]) -> list[list[EncodedC
     out: list[list[EncodedChunk] | OSError] = []
     for path, start, ctx in items:
         try:
-            out.append(_read_file(path, start, ctx))
+            out.append(_read_file(path, start, ctx, _BUFFER))
         except OSError as exc:
             out.append(exc)
     return out
