@@ -47,7 +47,13 @@ from bridge.errors import SourceError
 from bridge.record import CostOrigin, Tokens, UsageRecord
 from bridge.sources._base import SourceStatus, Watch, expand_dir_list, log
 from bridge.sources._registry import SourceSpec
-from bridge.sources._stateful import StatefulTailSource, candidate_lines, count_cut_lines, note_malformed, walk
+from bridge.sources._stateful import (
+    StatefulTailSource,
+    candidate_lines_while,
+    count_cut_lines,
+    note_malformed,
+    walk,
+)
 from bridge.sources._tail import ChunkResult
 
 if TYPE_CHECKING:
@@ -56,7 +62,11 @@ if TYPE_CHECKING:
 NAME = "openclaw"
 UNKNOWN_MODEL = "unknown"
 LEGACY_ROOTS = (".openclaw", ".clawdbot", ".moltbot", ".moldbot")
-_NEEDLES = (b'"message"', b'"model_change"', b'"session"', b'"model-snapshot"')
+# A message counts only with a usage object, so its line holds ``"usage"``: user and tool-result
+# lines (most of a transcript's bytes) are never parsed. The session header is looked for only
+# until it was read (see ``_Parser.parse``).
+_NEEDLES = (b'"usage"', b'"model_change"', b'"model-snapshot"')
+_EARLY = (b'"session"',)
 # normalizeUsage's accepted names, first match wins (local-formats.md §4.1).
 _INPUT = ("input", "inputTokens", "input_tokens", "promptTokens", "prompt_tokens")
 _OUTPUT = ("output", "outputTokens", "output_tokens", "completionTokens", "completion_tokens")
@@ -189,7 +199,7 @@ class _Parser:
 
     def parse(self, buf: bytes) -> ChunkResult:
         out = ChunkResult(records=[])
-        for start, end in candidate_lines(buf, _NEEDLES):
+        for start, end in candidate_lines_while(buf, _NEEDLES, _EARLY, lambda: self.st.session is None):
             line = buf[start:end]
             try:
                 rec = self._line(orjson.loads(line), line)
