@@ -35,12 +35,18 @@ from bridge.record import Tokens, UsageRecord
 from bridge.sources._agents import UNKNOWN_MODEL, count, iso_time, provider_for
 from bridge.sources._files import Parsed, WholeFileSource, roots_from_env, walk
 from bridge.sources._registry import SourceSpec
+from bridge.sources._stateful import candidate_lines, count_cut_lines
+from bridge.sources._tail import ChunkResult
 
 if TYPE_CHECKING:
     from bridge.config import Settings
 
 NAME = "gemini_cli"
 ENV = "GEMINI_DATA_DIR"
+# The JSONL lines that can matter: messages with a tokens field (``"tokens":null`` included),
+# patches, and the metadata line. User messages (most of a chat's bytes) are never parsed; a
+# line cut short is counted as skipped all the same (``count_cut_lines``).
+_NEEDLES = (b'"tokens"', b'"$set"', b'"sessionId"')
 
 
 def tokens_of(t: dict[str, Any]) -> Tokens:
@@ -129,17 +135,17 @@ def parse_chat(path: Path, raw: bytes) -> Parsed:
         entries = doc.get("messages") if isinstance(doc.get("messages"), list) else []  # type: ignore[assignment]
     else:
         complete = raw[: raw.rfind(b"\n") + 1]  # a partial last line waits for the next change
-        for line in complete.splitlines():
+        for start, end in candidate_lines(complete, _NEEDLES):
+            line = complete[start:end]
             if not line.strip():
                 continue
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError:
-                out.malformed += 1
+                out.malformed += line.rstrip().endswith(b"}")  # cut lines are counted below
                 continue
             if not isinstance(obj, dict):
-                out.malformed += 1
-                continue
+                continue  # it does not end with "}": counted below
             if "sessionId" in obj and "id" not in obj:
                 session.update(obj)
                 continue
@@ -147,6 +153,9 @@ def parse_chat(path: Path, raw: bytes) -> Parsed:
             if isinstance(patch, dict):
                 session.update(patch)
             entries.extend(_messages(obj))
+        cut = ChunkResult(records=[])
+        count_cut_lines(complete, cut)  # every line that cannot be a JSON object, parsed or not
+        out.malformed += cut.malformed
     for msg in entries:
         if not isinstance(msg, dict):
             out.malformed += 1
