@@ -35,18 +35,12 @@ from bridge.record import Tokens, UsageRecord
 from bridge.sources._agents import UNKNOWN_MODEL, count, iso_time, provider_for
 from bridge.sources._files import Parsed, WholeFileSource, roots_from_env, walk
 from bridge.sources._registry import SourceSpec
-from bridge.sources._stateful import candidate_lines, count_cut_lines
-from bridge.sources._tail import ChunkResult
 
 if TYPE_CHECKING:
     from bridge.config import Settings
 
 NAME = "gemini_cli"
 ENV = "GEMINI_DATA_DIR"
-# The JSONL lines that can matter: messages with a tokens field (``"tokens":null`` included),
-# patches, and the metadata line. User messages (most of a chat's bytes) are never parsed; a
-# line cut short is counted as skipped all the same (``count_cut_lines``).
-_NEEDLES = (b'"tokens"', b'"$set"', b'"sessionId"')
 
 
 def tokens_of(t: dict[str, Any]) -> Tokens:
@@ -135,17 +129,17 @@ def parse_chat(path: Path, raw: bytes) -> Parsed:
         entries = doc.get("messages") if isinstance(doc.get("messages"), list) else []  # type: ignore[assignment]
     else:
         complete = raw[: raw.rfind(b"\n") + 1]  # a partial last line waits for the next change
-        for start, end in candidate_lines(complete, _NEEDLES):
-            line = complete[start:end]
+        for line in complete.splitlines():
             if not line.strip():
                 continue
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError:
-                out.malformed += line.rstrip().endswith(b"}")  # cut lines are counted below
+                out.malformed += 1
                 continue
             if not isinstance(obj, dict):
-                continue  # it does not end with "}": counted below
+                out.malformed += 1
+                continue
             if "sessionId" in obj and "id" not in obj:
                 session.update(obj)
                 continue
@@ -153,9 +147,6 @@ def parse_chat(path: Path, raw: bytes) -> Parsed:
             if isinstance(patch, dict):
                 session.update(patch)
             entries.extend(_messages(obj))
-        cut = ChunkResult(records=[])
-        count_cut_lines(complete, cut)  # every line that cannot be a JSON object, parsed or not
-        out.malformed += cut.malformed
     for msg in entries:
         if not isinstance(msg, dict):
             out.malformed += 1
