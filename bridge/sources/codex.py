@@ -42,7 +42,6 @@ What it yields: ``UsageRecord(source="codex", provider=the rollout's model_provi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -178,6 +177,8 @@ class _Parser:
         self.path = path
         self.st = _State(**json.loads(state)) if state else _State()
         m = _UUID_TAIL.search(path.name)
+        import hashlib  # here: its OpenSSL start-up is 2 ms of every one-off sync
+
         # Without a session_meta line the rollout's uuid (kept when archived) names the session.
         self.fallback_session = (
             m.group(1) if m else "path-" + hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:16]

@@ -31,7 +31,6 @@ What it yields: ``UsageRecord(source="openclaw")``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -257,6 +256,8 @@ class _Parser:
         if isinstance(entry_id, str) and entry_id:
             key = f"openclaw:{entry_id}:{ts_raw}"
         else:
+            import hashlib  # here: its OpenSSL start-up is 2 ms of every one-off sync
+
             key = "openclaw-line:" + hashlib.sha1(line.strip(), usedforsecurity=False).hexdigest()
         cost = _cost(usage)
         return UsageRecord(
