@@ -57,7 +57,8 @@ def corpus_files(corpus: Path) -> list[Path]:
 
 
 def env_for(agent: str, corpus: Path, home: Path, state: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    # Bytecode cached as after `pip install` (like bench.py's clean_env).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB) and k != "PYTHONDONTWRITEBYTECODE"}
     env.update(HOME=str(home), NO_COLOR="1", TERM="dumb", LC_ALL="C.UTF-8", TZ="UTC")
     env.update(TOKENBRIDGE_STATE_DIR=str(state), TOKENBRIDGE_CONFIG=str(home / "no-config.toml"))
     env[AGENTS[agent][0]] = str(corpus)
