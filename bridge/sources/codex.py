@@ -35,7 +35,9 @@ following turns) and ``event_msg`` ``token_count`` events. Odd semantics, all ha
   model is ``unknown`` (cost unknown). It is keyed by the ``thread.started`` thread id, the
   turn's place after it and its counts, so a copy adds nothing.
 
-Known limits: Codex's state SQLite databases are not read.
+Known limits: Codex's state SQLite databases are not read. A file is read either as a rollout or
+as exec output: once a session_meta (or token_count) line named the session, the exec-output
+line kinds are no longer looked for in that file (Codex never writes them into a rollout).
 
 What it yields: ``UsageRecord(source="codex", provider=the rollout's model_provider or openai)``.
 """
