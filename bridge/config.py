@@ -10,7 +10,6 @@ import math
 import os
 import re
 import socket
-import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -174,10 +173,14 @@ seconds_env = _seconds_env
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        fh = path.open("rb")
     except FileNotFoundError:
         return {}
+    import tomllib  # only with a config file: a one-off sync without one skips this 7 ms import
+
+    try:
+        with fh:
+            data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
     for section, body in data.items():

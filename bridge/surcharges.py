@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tomllib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
@@ -140,6 +139,8 @@ def load(path: Path | None) -> Surcharges:
 def parse(path: Path | None, raw: bytes) -> Surcharges:
     where = str(path)
     try:
+        import tomllib  # only with a surcharges file (see config._read_file)
+
         doc = tomllib.loads(raw.decode())
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(where, f"invalid TOML: {exc}") from exc

@@ -1380,6 +1380,13 @@ def main(argv: list[str] | None = None) -> int:
         "totals on each, shown as a size curve (section bench:curve)",
     )
     ap.add_argument("--scale-repeat", type=int, default=2, help="cold-scan repetitions per tool on --scale-corpora")
+    ap.add_argument(
+        "--agent-corpora",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=[],
+        help="AGENT=DIR,... corpora of scripts/gen_agent_history.py (codex, openclaw, gemini): their sources' cold "
+        "scans next to the Claude corpus' (--scale-repeat runs each)",
+    )
     ap.add_argument("--write", type=Path, help="update the results section of this markdown file")
     ap.add_argument("--section", default="results", help="with --write: which bench:SECTION markers to fill")
     ap.add_argument("--json", type=Path, help="write all raw results as JSON here")
@@ -1462,6 +1469,9 @@ def main(argv: list[str] | None = None) -> int:
         for extra in args.scale_corpora:
             print(f"scaling: {extra} ...", file=sys.stderr)
             res.meta["scaling"].append(measure_scale(args, extra, home, work))
+        if args.agent_corpora and not args.skip_tokenbridge:
+            print("other sources ...", file=sys.stderr)
+            res.meta["agents"] = measure_agents(args, corpus)
     finally:
         # Undo the appends so the corpus and its truth stay as generated.
         with target.open("r+b") as fh:
@@ -1510,11 +1520,32 @@ def measure_scale(args: argparse.Namespace, corpus: Path, home: Path, work: Path
     return row
 
 
+def _bench_agents() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_agents", Path(__file__).resolve().parent / "bench_agents.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def measure_agents(args: argparse.Namespace, claude_corpus: Path) -> list[dict[str, Any]]:
+    """Cold scans of the Codex / OpenClaw / Gemini CLI corpora next to this run's Claude corpus
+    (scripts/bench_agents.py; issue #11 item 5: each at >= half the Claude rate)."""
+    agents = _bench_agents()
+    tb = tokenbridge_cmd(args.tokenbridge)
+    if tb is None:
+        return []
+    corpora = [("claude", claude_corpus), *agents.parse_corpora(args.agent_corpora)]
+    return list(agents.run(corpora, tb, args.scale_repeat))
+
+
 def emit(args: argparse.Namespace, res: Results) -> int:
     text = markdown(res)
     print(text)
     if len(res.meta.get("scaling") or []) > 1:
         print("\n" + curve_markdown(res.meta["scaling"], res.meta))
+    if res.meta.get("agents"):
+        print("\n" + _bench_agents().table(res.meta["agents"]))
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.ledger import Ledger
+from bridge.sources import _files
 from bridge.sources.gemini_cli import GeminiCli, parse_chat, tokens_of
 from tests.conftest import ledger_sums
 from tests.test_cli import cli
@@ -208,6 +209,7 @@ def test_crash_between_files_then_restart_gives_exact_totals(tmp_path, pricer, m
     write(other, json.dumps({**META, "sessionId": "aaaaaaaa-0000"}), msg(MSG_B, b, ts="2026-05-18T09:00:01.000Z"))
     real = Ledger.commit
     calls = {"n": 0}
+    monkeypatch.setattr(_files._Batch, "MAX_RECORDS", 1)  # a transaction per file: die between them
 
     def dying(self, *a, **kw):
         calls["n"] += 1
@@ -255,3 +257,23 @@ def test_run_daemon_picks_up_appended_gemini_messages_from_file_events(cli_env, 
         finally:
             daemon.close()
     assert "Traceback" not in daemon.stderr()
+
+
+def test_files_are_committed_together_each_cursor_with_its_records(tmp_path, pricer, monkeypatch):
+    spec_chat(tmp_path)
+    other = chat_path(tmp_path, "session-2026-05-18T09-00-aaaaaaaa.jsonl")
+    b = {"input": 300, "output": 30, "cached": 0, "thoughts": 0, "tool": 0, "total": 330}
+    write(other, json.dumps({**META, "sessionId": "aaaaaaaa-0000"}), msg(MSG_B, b, ts="2026-05-18T09:00:01.000Z"))
+    real = Ledger.commit
+    commits: list[int] = []
+
+    def counting(self, records, pricer, cursor=None, state=None):
+        commits.append(len(cursor))
+        return real(self, records, pricer, cursor, state)
+
+    monkeypatch.setattr(Ledger, "commit", counting)
+    with Ledger.open(tmp_path / "state") as led:
+        got = scan(tmp_path, led, pricer)
+        assert commits == [2]  # one transaction for both files
+        assert got["requests"] == 2
+        assert scan(tmp_path, led, pricer) == got and commits == [2]  # unchanged files: nothing to commit

@@ -17,7 +17,6 @@ mirror a subagent's assistant line. Per line:
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -153,6 +152,8 @@ def parse_line(obj: Any, ctx: FileContext, line: bytes | bytearray) -> UsageReco
     elif entry is not obj:
         return None  # a mirror without message.id cannot be matched with the subagent's own line
     else:
+        import hashlib  # here: its OpenSSL start-up is 2 ms of every one-off sync
+
         key = "cc-line:" + hashlib.sha1(line, usedforsecurity=False).hexdigest()
         group = None
     cost: Decimal | None = None

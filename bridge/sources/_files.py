@@ -50,6 +50,40 @@ def stat_stamp(path: Path) -> Stamp:
     return Stamp(st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+class _Batch:
+    """Files' records and cursors committed together, a few thousand records at a time.
+
+    One SQLite transaction per file made a history of thousands of small chat files spend more
+    time committing than parsing. Each cursor still travels with its file's records in the same
+    transaction (a crash loses or repeats nothing), files are merged in ``order``, and
+    ``committed`` is called for each file once its transaction is done.
+    """
+
+    MAX_RECORDS = 20_000
+
+    def __init__(self, source: WholeFileSource, ledger: Ledger, pricer: CostFunction, stats: ScanStats) -> None:
+        self.source, self.ledger, self.pricer, self.stats = source, ledger, pricer, stats
+        self.records: list[UsageRecord] = []
+        self.cursors: list[Cursor] = []
+        self.paths: list[Path] = []
+
+    def add(self, path: Path, records: list[UsageRecord], cursor: Cursor) -> None:
+        self.records.extend(records)
+        self.cursors.append(cursor)
+        self.paths.append(path)
+        if len(self.records) >= self.MAX_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.cursors:
+            return
+        result = self.ledger.commit(self.records, self.pricer, self.cursors)
+        self.stats.new_requests += result.new_requests
+        for path in self.paths:
+            self.source.committed(path)
+        self.records, self.cursors, self.paths = [], [], []
+
+
 class WholeFileSource(BaseSource):
     """A source of the ``files`` kind. Subclasses set ``name``, ``env_var`` and ``suffixes``
     and implement ``files`` and ``parse``."""
@@ -132,6 +166,7 @@ class WholeFileSource(BaseSource):
             candidates = self.order(self.files())
         cursors = {c.path: c for c in ledger.cursors(self.name)}
         cutoff = since.timestamp() if since is not None else None
+        batch = _Batch(self, ledger, pricer, stats)
         for path in candidates:
             try:
                 stamp = self.stamp(path)
@@ -158,15 +193,14 @@ class WholeFileSource(BaseSource):
             cursor = Cursor(
                 self.name, str(path), stamp.inode, stamp.size, stamp.size, b"", parsed.malformed, stamp.mtime_ns
             )
-            result = ledger.commit(parsed.records, pricer, cursor)
-            self.committed(path)
+            batch.add(path, parsed.records, cursor)
             stats.files_read += 1
             stats.bytes_read += stamp.size
             stats.records += len(parsed.records)
             stats.malformed += parsed.malformed
-            stats.new_requests += result.new_requests
             if progress is not None:
                 progress(stamp.size)
+        batch.flush()
         return stats
 
     def _error(self, stats: ScanStats, path: Path, exc: OSError) -> None:

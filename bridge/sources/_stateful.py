@@ -13,7 +13,7 @@ A file read from byte 0 (new, or rewritten) always starts from a fresh state.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -161,6 +161,34 @@ def candidate_lines(buf: bytes, needles: tuple[bytes, ...]) -> list[tuple[int, i
             found.add((start, end))
             pos = end + 1
     return sorted(found)
+
+
+def candidate_lines_while(
+    buf: bytes, needles: tuple[bytes, ...], early: tuple[bytes, ...], wanted: Callable[[], bool]
+) -> Iterator[tuple[int, int]]:
+    """``candidate_lines(buf, needles + early)``, except that lines holding only an ``early``
+    needle are looked for only while ``wanted()`` is true (checked before each line is given).
+
+    For needles that matter only until a file's header was read (a session's first line): once
+    it was, the rest of the buffer is not searched for them, which saves a whole pass per
+    needle. The search for them is bounded by the next ``needles`` line, so lines come out in
+    file order and a line holding both kinds comes out once.
+    """
+    n = len(buf)
+    pos = 0
+    for start, end in [*candidate_lines(buf, needles), (n, n)]:
+        while pos < start and early and wanted():
+            found = [(buf.rfind(b"\n", 0, i) + 1, i) for e in early if (i := buf.find(e, pos, start)) >= 0]
+            if not found:
+                break
+            line_start = min(found)[0]
+            line_end = buf.find(b"\n", line_start)
+            line_end = n if line_end < 0 else line_end
+            yield line_start, line_end
+            pos = line_end + 1
+        if start < n:
+            yield start, end
+        pos = max(pos, end + 1)
 
 
 def note_malformed(out: ChunkResult, at: int) -> None:

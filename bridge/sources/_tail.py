@@ -13,13 +13,17 @@ is really new.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+try:  # the blake2 module alone: hashlib would start OpenSSL too (2 ms of every one-off sync)
+    from _blake2 import blake2b
+except ImportError:  # another Python implementation
+    from hashlib import blake2b
 
 from bridge.ledger import CostFunction, Cursor, Ledger
 from bridge.record import UsageRecord
@@ -124,7 +128,7 @@ def _head(fh: BinaryIO, size: int) -> bytes:
 
 def fingerprint(before: bytes) -> bytes:
     """The mark of a cursor: a hash of the last ``_MARK_BYTES`` of the bytes before it."""
-    return hashlib.blake2b(before[-_MARK_BYTES:], digest_size=_MARK_LEN).digest()
+    return blake2b(before[-_MARK_BYTES:], digest_size=_MARK_LEN).digest()
 
 
 def _mark_at(fh: BinaryIO, offset: int) -> bytes:

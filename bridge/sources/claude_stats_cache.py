@@ -22,7 +22,6 @@ What it yields: ``UsageRecord(source="claude_stats_cache")`` at local noon of ea
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -140,6 +139,8 @@ class ClaudeStatsCache(BaseSource):
             except OSError as exc:
                 stats.errors.append(f"{path}: {exc.strerror or exc}")
                 continue
+            import hashlib  # here: its OpenSSL start-up is 2 ms of every one-off sync
+
             digest = hashlib.sha256(raw).hexdigest() + f"|{cutoff}"
             if ledger.state(NAME, f"digest:{path}") == digest:
                 continue

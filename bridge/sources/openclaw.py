@@ -35,7 +35,6 @@ What it yields: ``UsageRecord(source="openclaw")``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -52,7 +51,13 @@ from bridge.sources._base import SourceStatus, Watch, expand_dir_list, log
 from bridge.sources._openclaw_log import LOG_PREFIX
 from bridge.sources._openclaw_usage import cost_of, provider_for, tokens_of
 from bridge.sources._registry import SourceSpec
-from bridge.sources._stateful import StatefulTailSource, candidate_lines, count_cut_lines, note_malformed, walk
+from bridge.sources._stateful import (
+    StatefulTailSource,
+    candidate_lines_while,
+    count_cut_lines,
+    note_malformed,
+    walk,
+)
 from bridge.sources._tail import ChunkResult
 
 if TYPE_CHECKING:
@@ -62,7 +67,11 @@ if TYPE_CHECKING:
 NAME = "openclaw"
 UNKNOWN_MODEL = "unknown"
 LEGACY_ROOTS = (".openclaw", ".clawdbot", ".moltbot", ".moldbot")
-_NEEDLES = (b'"message"', b'"model_change"', b'"session"', b'"model-snapshot"')
+# A message counts only with a usage object, so its line holds ``"usage"``: user and tool-result
+# lines (most of a transcript's bytes) are never parsed. The session header is looked for only
+# until it was read (see ``_Parser.parse``).
+_NEEDLES = (b'"usage"', b'"model_change"', b'"model-snapshot"')
+_EARLY = (b'"session"',)
 
 
 def default_roots(env: dict[str, str] | None = None) -> tuple[list[Path], bool]:
@@ -112,7 +121,7 @@ class _Parser:
 
     def parse(self, buf: bytes) -> ChunkResult:
         out = ChunkResult(records=[])
-        for start, end in candidate_lines(buf, _NEEDLES):
+        for start, end in candidate_lines_while(buf, _NEEDLES, _EARLY, lambda: self.st.session is None):
             line = buf[start:end]
             try:
                 rec = self._line(orjson.loads(line), line)
@@ -170,6 +179,8 @@ class _Parser:
         if isinstance(entry_id, str) and entry_id:
             key = f"openclaw:{entry_id}:{ts_raw}"
         else:
+            import hashlib  # here: its OpenSSL start-up is 2 ms of every one-off sync
+
             key = "openclaw-line:" + hashlib.sha1(line.strip(), usedforsecurity=False).hexdigest()
         cost = cost_of(usage)
         return UsageRecord(

@@ -24,7 +24,6 @@ Odd semantics (local-formats.md §5.2):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,6 +133,8 @@ def _parse_db(path: Path, known: dict[str, bytes], fresh: dict[str, bytes]) -> P
     except sqlite3.Error as exc:
         # Busy or corrupt: not stored as read, so the next pass tries again.
         raise OSError(f"cannot read the OpenCode database: {exc}") from exc
+    import hashlib  # here: its OpenSSL start-up is 2 ms of every one-off sync
+
     for mid, sid, raw in rows:
         blob = raw.encode() if isinstance(raw, str) else bytes(raw)
         digest = hashlib.blake2b(blob + f"|{sid}".encode(), digest_size=16).digest()
