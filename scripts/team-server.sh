@@ -2,7 +2,9 @@
 # The central side of team mode (docs/team.md), started by `./start.sh --team-server`, stopped by
 # `scripts/stop.sh --team-server`:
 #   team collector (per-user bearer tokens, stamps `user` on every point) -> VictoriaMetrics <- Grafana (optional)
-#   Docker engine answering -> docker compose --profile team up -d (team-collector, victoriametrics, team-grafana)
+#                                                  vmalert (per-user spend records, budget alerts) <-> VictoriaMetrics
+#   Docker engine answering -> docker compose --profile team up -d (team-collector, victoriametrics, team-vmalert,
+#                              team-grafana)
 #   otherwise               -> native processes with pids, logs and data under $TOKENBRIDGE_TEAM_DIR
 #                              (default ~/.local/state/tokenbridge/team)
 # Usage: scripts/team-server.sh start|stop [--native]
@@ -24,7 +26,7 @@ for arg in "$@"; do
 done
 [[ "$action" == start || "$action" == stop ]] || tb_die "usage: scripts/team-server.sh start|stop [--native]"
 
-team_names=(team-grafana team-collector victoriametrics)
+team_names=(team-grafana team-collector vmalert victoriametrics)  # stop order: vmalert before its store
 
 stop_native() {
   local name pid stopped=0
@@ -65,7 +67,7 @@ check_tls() {
 # ------------------------------------------------------------------ Docker
 if [[ $force_native == 0 ]] && ! tb_team_native_active && tb_have_docker; then
   if [[ "$action" == stop ]]; then
-    (cd "$TB_ROOT" && docker compose --profile team stop team-grafana team-collector victoriametrics)
+    (cd "$TB_ROOT" && docker compose --profile team stop team-grafana team-collector team-vmalert victoriametrics)
     exit 0
   fi
   confdir="${TOKENBRIDGE_TEAM_CONFIG_DIR:-./team}"
@@ -75,10 +77,14 @@ if [[ $force_native == 0 ]] && ! tb_team_native_active && tb_have_docker; then
     [[ -f "$confdir/tls/cert.pem" && -f "$confdir/tls/key.pem" ]] || tb_die "TLS on (TOKENBRIDGE_TEAM_EXTRA_CONFIG) but $confdir/tls/cert.pem or key.pem is missing"
   fi
   [[ -n "${GRAFANA_ADMIN_PASSWORD:-}" ]] || tb_die "GRAFANA_ADMIN_PASSWORD is not set in $TB_ROOT/.env (run scripts/init.sh)"
-  (cd "$TB_ROOT" && docker compose --profile team up -d --build team-collector victoriametrics team-grafana)
+  # The budgets: prometheus/team/thresholds.yml, mounted into team-vmalert with the rules.
+  "$(tb_python)" "$TB_ROOT/prometheus/generate_team_rules.py" --thresholds --env-file "$TB_ROOT/.env" \
+    || tb_die "fix the team budget named above (.env or the environment)"
+  (cd "$TB_ROOT" && docker compose --profile team up -d --build team-collector victoriametrics team-vmalert team-grafana)
   echo "tokenbridge team server started with Docker Compose."
   echo "  OTLP (tokens)    grpc $TEAM_BIND:$TEAM_OTLP_GRPC_PORT, http $TEAM_BIND:$TEAM_OTLP_HTTP_PORT"
   echo "  VictoriaMetrics  http://127.0.0.1:$VICTORIAMETRICS_PORT"
+  echo "  vmalert          http://127.0.0.1:$TEAM_VMALERT_PORT  (alerts to ${TEAM_ALERTMANAGER_URL:-nowhere: TEAM_ALERTMANAGER_URL unset, -notifier.blackhole})"
   echo "  Grafana          http://127.0.0.1:$TEAM_GRAFANA_PORT"
   exit 0
 fi
@@ -111,6 +117,17 @@ find_victoriametrics() {
   command -v go >/dev/null 2>&1 || tb_die "no VictoriaMetrics: set TOKENBRIDGE_VICTORIAMETRICS_BIN, put victoria-metrics on PATH, or install Go >= 1.25 to build it"
   tb_log "building VictoriaMetrics $TB_VICTORIAMETRICS_VERSION (scripts/build-victoriametrics.sh; cached after the first time)"
   "$TB_ROOT/scripts/build-victoriametrics.sh" | tail -n1
+}
+
+# vmalert is optional: without a binary (and no Go to build one) the rest runs and the start output says so.
+find_vmalert() {
+  if [[ -n "${TOKENBRIDGE_VMALERT_BIN:-}" ]]; then
+    [[ -x "$TOKENBRIDGE_VMALERT_BIN" ]] || tb_die "TOKENBRIDGE_VMALERT_BIN=$TOKENBRIDGE_VMALERT_BIN is not executable"
+    echo "$TOKENBRIDGE_VMALERT_BIN"; return
+  fi
+  if command -v vmalert >/dev/null 2>&1; then command -v vmalert; return; fi
+  # Cached builds answer without Go; otherwise Go builds it once (minutes), like VictoriaMetrics.
+  "$TB_ROOT/scripts/build-vmalert.sh" 2>>"$(tb_logfile vmalert)" | tail -n1 || true
 }
 
 spawn() { # spawn NAME CMD... (environment from the caller)
@@ -158,6 +175,27 @@ ok=1
 wait_http victoriametrics "http://127.0.0.1:$VICTORIAMETRICS_PORT/health" 30 || ok=0
 wait_http team-collector "http://127.0.0.1:$TEAM_OTELCOL_HEALTH_PORT/" 30 || ok=0
 
+# vmalert: the per-user spend records (the Team usage time series) and budget alerts. The rules and the budgets
+# (TOKENBRIDGE_TEAM_BUDGET_* from .env or the environment) are written under the state directory at every start.
+vmalert_note=""
+vmalert_bin="$(find_vmalert)"
+if [[ -n "$vmalert_bin" && -x "$vmalert_bin" ]]; then
+  rules_dir="$TOKENBRIDGE_TEAM_DIR/vmalert"
+  mkdir -p "$rules_dir"
+  interval=()
+  [[ -z "${TEAM_VMALERT_INTERVAL:-}" ]] || interval=(--interval "$TEAM_VMALERT_INTERVAL")
+  py="$(tb_python)"
+  "$py" "$TB_ROOT/prometheus/generate_team_rules.py" --out "$rules_dir/rules.yml" ${interval[@]+"${interval[@]}"} \
+    || tb_die "fix the vmalert setting named above (.env or the environment)"
+  "$py" "$TB_ROOT/prometheus/generate_team_rules.py" --thresholds --env-file "$TB_ROOT/.env" \
+    --out "$rules_dir/thresholds.yml" ${interval[@]+"${interval[@]}"} || tb_die "fix the team budget named above (.env or the environment)"
+  mapfile -t alertflags < <(tb_vmalert_flags "http://127.0.0.1:$VICTORIAMETRICS_PORT" "$rules_dir/*.yml")
+  spawn vmalert "$vmalert_bin" "-httpListenAddr=127.0.0.1:$TEAM_VMALERT_PORT" "${alertflags[@]}"
+  wait_http vmalert "http://127.0.0.1:$TEAM_VMALERT_PORT/health" 30 || ok=0
+else
+  vmalert_note="vmalert: not started (no binary: set TOKENBRIDGE_VMALERT_BIN, put vmalert on PATH, or install Go to build it with scripts/build-vmalert.sh); no per-user budget alerts and the Team usage spend-over-time panel stays empty"
+fi
+
 grafana_note=""
 if [[ -n "${GRAFANA_HOME:-}" && -x "${GRAFANA_HOME}/bin/grafana" ]]; then
   [[ -n "${GRAFANA_ADMIN_PASSWORD:-}" ]] || tb_die "GRAFANA_ADMIN_PASSWORD is not set (run scripts/init.sh, it writes .env)"
@@ -178,9 +216,11 @@ fi
 echo
 echo "  OTLP (bearer token per user, $scheme)  grpc $TEAM_BIND:$TEAM_OTLP_GRPC_PORT, http $TEAM_BIND:$TEAM_OTLP_HTTP_PORT"
 echo "  VictoriaMetrics                     http://127.0.0.1:$VICTORIAMETRICS_PORT  (Prometheus API; UI at /vmui)"
+[[ -z "$vmalert_note" ]] && echo "  vmalert                             http://127.0.0.1:$TEAM_VMALERT_PORT  (alerts to ${TEAM_ALERTMANAGER_URL:-nowhere: TEAM_ALERTMANAGER_URL unset, -notifier.blackhole})"
 echo "  tokens file                         $TOKENBRIDGE_TEAM_TOKENS_FILE  (re-read when it changes)"
 [[ -z "$grafana_note" ]] && echo "  Grafana                             http://127.0.0.1:$TEAM_GRAFANA_PORT"
 [[ -n "$grafana_note" ]] && { echo; echo "Not running: $grafana_note"; }
+[[ -n "$vmalert_note" ]] && { echo; echo "Not running: $vmalert_note"; }
 [[ "$scheme" == plain ]] && { echo; echo "Note: no TLS (TOKENBRIDGE_TEAM_TLS_CERT_FILE unset): tokens cross the network in clear text; see docs/team.md"; }
 echo "Agents: docs/team.md (tokenbridge run with TOKENBRIDGE_TEAM=1, source telemetry.sh --team). Stop with scripts/stop.sh --team-server."
 [[ $ok == 1 ]] || exit 1
