@@ -488,7 +488,7 @@ def test_native_vmalert_flags_match_compose(env):
     svc = compose()["services"]["team-vmalert"]
     assert svc["command"][0] == "-httpListenAddr=:8880"  # native: 127.0.0.1:$TEAM_VMALERT_PORT
     # Compose interpolates ${VAR:+x} and ${VAR:-x} as bash does: let bash expand the shipped arguments.
-    expand = 'for a; do eval "printf \'%s\\n\' \"$a\""; done'
+    expand = 'for a; do eval "printf \'%s\\n\' "$a""; done'
     shipped = subprocess.run(["bash", "-c", expand, "_", *svc["command"][1:]], capture_output=True, text=True,
                              check=True, env={"PATH": "/usr/bin:/bin", **env}).stdout.splitlines()  # fmt: skip
     native = _vmalert_flags("http://victoriametrics:8428", "/etc/vmalert/team/*.yml", env)
