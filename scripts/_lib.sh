@@ -368,7 +368,7 @@ tb_team_defaults() {
 
 # The team server's processes, as scripts/team-server.sh names their pid and log files under $TOKENBRIDGE_TEAM_DIR.
 # shellcheck disable=SC2034
-TB_TEAM_NAMES=(team-collector victoriametrics vmalert team-grafana)
+TB_TEAM_NAMES=(team-collector victoriametrics team-vmalert team-grafana)
 
 # tb_team_use_dir: the native helpers (tb_pidfile, tb_logfile, tb_native_pid) then work on the team server's files.
 tb_team_use_dir() {
@@ -381,7 +381,7 @@ tb_team_health_url() {
   case "$1" in
     team-collector) echo "http://127.0.0.1:$TEAM_OTELCOL_HEALTH_PORT/" ;;
     victoriametrics) echo "http://127.0.0.1:$VICTORIAMETRICS_PORT/health" ;;
-    vmalert) echo "http://127.0.0.1:$TEAM_VMALERT_PORT/health" ;;
+    team-vmalert) echo "http://127.0.0.1:$TEAM_VMALERT_PORT/health" ;;
     team-grafana) echo "http://127.0.0.1:$TEAM_GRAFANA_PORT/api/health" ;;
   esac
 }

@@ -26,7 +26,7 @@ for arg in "$@"; do
 done
 [[ "$action" == start || "$action" == stop ]] || tb_die "usage: scripts/team-server.sh start|stop [--native]"
 
-team_names=(team-grafana team-collector vmalert victoriametrics)  # stop order: vmalert before its store
+team_names=(team-grafana team-collector team-vmalert victoriametrics)  # stop order: vmalert before its store
 
 stop_native() {
   local name pid stopped=0
@@ -127,7 +127,7 @@ find_vmalert() {
   fi
   if command -v vmalert >/dev/null 2>&1; then command -v vmalert; return; fi
   # Cached builds answer without Go; otherwise Go builds it once (minutes), like VictoriaMetrics.
-  "$TB_ROOT/scripts/build-vmalert.sh" 2>>"$(tb_logfile vmalert)" | tail -n1 || true
+  "$TB_ROOT/scripts/build-vmalert.sh" 2>>"$(tb_logfile team-vmalert)" | tail -n1 || true
 }
 
 spawn() { # spawn NAME CMD... (environment from the caller)
@@ -158,6 +158,25 @@ vm="$(find_victoriametrics)"
 configs=("--config=$TB_ROOT/otel-collector-team.yml")
 scheme=plain
 if check_tls; then configs+=("--config=$TB_ROOT/otel-collector-team-tls.yml"); scheme=TLS; fi
+# vmalert: the per-user spend records (the Team usage time series) and budget alerts. The rules and the budgets
+# (TOKENBRIDGE_TEAM_BUDGET_* from .env or the environment) are written under the state directory at every start,
+# before anything starts, so a bad budget stops the start with its name.
+vmalert_note=""
+vmalert_bin="$(find_vmalert)"
+rules_dir="$TOKENBRIDGE_TEAM_DIR/vmalert"
+if [[ -n "$vmalert_bin" && -x "$vmalert_bin" ]]; then
+  mkdir -p "$rules_dir"
+  interval=()
+  [[ -z "${TEAM_VMALERT_INTERVAL:-}" ]] || interval=(--interval "$TEAM_VMALERT_INTERVAL")
+  py="$(tb_python)"
+  "$py" "$TB_ROOT/prometheus/generate_team_rules.py" --out "$rules_dir/rules.yml" ${interval[@]+"${interval[@]}"} \
+    || tb_die "fix the vmalert setting named above (.env or the environment)"
+  "$py" "$TB_ROOT/prometheus/generate_team_rules.py" --thresholds --env-file "$TB_ROOT/.env" \
+    --out "$rules_dir/thresholds.yml" ${interval[@]+"${interval[@]}"} || tb_die "fix the team budget named above (.env or the environment)"
+else
+  vmalert_note="vmalert: not started (no binary: set TOKENBRIDGE_VMALERT_BIN, put vmalert on PATH, or install Go to build it with scripts/build-vmalert.sh); no per-user budget alerts and the Team usage spend-over-time panel stays empty"
+fi
+
 echo "tokenbridge team server, native (state: $TOKENBRIDGE_TEAM_DIR)"
 
 mapfile -t vmflags < <(tb_victoriametrics_flags)
@@ -175,25 +194,10 @@ ok=1
 wait_http victoriametrics "http://127.0.0.1:$VICTORIAMETRICS_PORT/health" 30 || ok=0
 wait_http team-collector "http://127.0.0.1:$TEAM_OTELCOL_HEALTH_PORT/" 30 || ok=0
 
-# vmalert: the per-user spend records (the Team usage time series) and budget alerts. The rules and the budgets
-# (TOKENBRIDGE_TEAM_BUDGET_* from .env or the environment) are written under the state directory at every start.
-vmalert_note=""
-vmalert_bin="$(find_vmalert)"
-if [[ -n "$vmalert_bin" && -x "$vmalert_bin" ]]; then
-  rules_dir="$TOKENBRIDGE_TEAM_DIR/vmalert"
-  mkdir -p "$rules_dir"
-  interval=()
-  [[ -z "${TEAM_VMALERT_INTERVAL:-}" ]] || interval=(--interval "$TEAM_VMALERT_INTERVAL")
-  py="$(tb_python)"
-  "$py" "$TB_ROOT/prometheus/generate_team_rules.py" --out "$rules_dir/rules.yml" ${interval[@]+"${interval[@]}"} \
-    || tb_die "fix the vmalert setting named above (.env or the environment)"
-  "$py" "$TB_ROOT/prometheus/generate_team_rules.py" --thresholds --env-file "$TB_ROOT/.env" \
-    --out "$rules_dir/thresholds.yml" ${interval[@]+"${interval[@]}"} || tb_die "fix the team budget named above (.env or the environment)"
+if [[ -z "$vmalert_note" ]]; then
   mapfile -t alertflags < <(tb_vmalert_flags "http://127.0.0.1:$VICTORIAMETRICS_PORT" "$rules_dir/*.yml")
-  spawn vmalert "$vmalert_bin" "-httpListenAddr=127.0.0.1:$TEAM_VMALERT_PORT" "${alertflags[@]}"
-  wait_http vmalert "http://127.0.0.1:$TEAM_VMALERT_PORT/health" 30 || ok=0
-else
-  vmalert_note="vmalert: not started (no binary: set TOKENBRIDGE_VMALERT_BIN, put vmalert on PATH, or install Go to build it with scripts/build-vmalert.sh); no per-user budget alerts and the Team usage spend-over-time panel stays empty"
+  spawn team-vmalert "$vmalert_bin" "-httpListenAddr=127.0.0.1:$TEAM_VMALERT_PORT" "${alertflags[@]}"
+  wait_http team-vmalert "http://127.0.0.1:$TEAM_VMALERT_PORT/health" 30 || ok=0
 fi
 
 grafana_note=""
