@@ -64,6 +64,12 @@ check_tls() {
   return 1
 }
 
+# Where vmalert sends alerts, for the start output: a password in TEAM_ALERTMANAGER_URL is never shown.
+alerts_to() {
+  if [[ -n "${TEAM_ALERTMANAGER_URL:-}" ]]; then sed -E 's|//[^/@]*@|//***@|' <<<"$TEAM_ALERTMANAGER_URL"
+  else echo "nowhere: TEAM_ALERTMANAGER_URL unset, -notifier.blackhole"; fi
+}
+
 # ------------------------------------------------------------------ Docker
 if [[ $force_native == 0 ]] && ! tb_team_native_active && tb_have_docker; then
   if [[ "$action" == stop ]]; then
@@ -84,7 +90,7 @@ if [[ $force_native == 0 ]] && ! tb_team_native_active && tb_have_docker; then
   echo "tokenbridge team server started with Docker Compose."
   echo "  OTLP (tokens)    grpc $TEAM_BIND:$TEAM_OTLP_GRPC_PORT, http $TEAM_BIND:$TEAM_OTLP_HTTP_PORT"
   echo "  VictoriaMetrics  http://127.0.0.1:$VICTORIAMETRICS_PORT"
-  echo "  vmalert          http://127.0.0.1:$TEAM_VMALERT_PORT  (alerts to ${TEAM_ALERTMANAGER_URL:-nowhere: TEAM_ALERTMANAGER_URL unset, -notifier.blackhole})"
+  echo "  vmalert          http://127.0.0.1:$TEAM_VMALERT_PORT  (alerts to $(alerts_to))"
   echo "  Grafana          http://127.0.0.1:$TEAM_GRAFANA_PORT"
   exit 0
 fi
@@ -220,7 +226,7 @@ fi
 echo
 echo "  OTLP (bearer token per user, $scheme)  grpc $TEAM_BIND:$TEAM_OTLP_GRPC_PORT, http $TEAM_BIND:$TEAM_OTLP_HTTP_PORT"
 echo "  VictoriaMetrics                     http://127.0.0.1:$VICTORIAMETRICS_PORT  (Prometheus API; UI at /vmui)"
-[[ -z "$vmalert_note" ]] && echo "  vmalert                             http://127.0.0.1:$TEAM_VMALERT_PORT  (alerts to ${TEAM_ALERTMANAGER_URL:-nowhere: TEAM_ALERTMANAGER_URL unset, -notifier.blackhole})"
+[[ -z "$vmalert_note" ]] && echo "  vmalert                             http://127.0.0.1:$TEAM_VMALERT_PORT  (alerts to $(alerts_to))"
 echo "  tokens file                         $TOKENBRIDGE_TEAM_TOKENS_FILE  (re-read when it changes)"
 [[ -z "$grafana_note" ]] && echo "  Grafana                             http://127.0.0.1:$TEAM_GRAFANA_PORT"
 [[ -n "$grafana_note" ]] && { echo; echo "Not running: $grafana_note"; }

@@ -4,6 +4,7 @@ TLS with the shipped overlay, and its total arrives exactly; bad setups fail wit
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -154,6 +155,7 @@ def test_team_server_native_lifecycle(server, tmp_path):
         assert f"  {name} started (pid " in out, name
     assert f"grpc 127.0.0.1:{p['TEAM_OTLP_GRPC_PORT']}, http 127.0.0.1:{p['TEAM_OTLP_HTTP_PORT']}" in out
     assert "no TLS" in out and "Grafana: not started" in out
+    assert "(alerts to nowhere: TEAM_ALERTMANAGER_URL unset, -notifier.blackhole)" in out
     again = server(REPO / "start.sh", "--team-server")
     assert again.returncode == 0 and "already running" in again.stdout and " started (pid" not in again.stdout
 
@@ -175,14 +177,57 @@ def test_team_server_native_lifecycle(server, tmp_path):
 
 def test_team_server_vmalert_records_spend_per_user_and_fires_the_budget_alert(server, tmp_path):
     p = server.ports
+    am = _FakeAlertmanager()
+    secret = "am-pass-7f3e9a1c"
     # $0.001 a day for everyone: ann's two requests cost about a cent. No monthly budget: that alert must stay quiet.
     # Every group every 2 s (shipped: 5 min, budgets 1 min) so that the test does not wait minutes.
-    extra = {"TOKENBRIDGE_TEAM_BUDGET_DAILY_USD": "0.001", "TEAM_VMALERT_INTERVAL": "2s"}
-    start = server(REPO / "start.sh", "--team-server", extra=extra)
-    assert start.returncode == 0, start.stdout + start.stderr
-    assert "  team-vmalert started (pid " in start.stdout
-    assert f"vmalert                             http://127.0.0.1:{p['TEAM_VMALERT_PORT']}" in start.stdout
-    assert "TEAM_ALERTMANAGER_URL unset, -notifier.blackhole" in start.stdout
+    extra = {"TOKENBRIDGE_TEAM_BUDGET_DAILY_USD": "0.001", "TEAM_VMALERT_INTERVAL": "2s",
+             "TEAM_ALERTMANAGER_URL": f"http://tb:{secret}@127.0.0.1:{am.port}"}  # fmt: skip
+    try:
+        start = server(REPO / "start.sh", "--team-server", extra=extra)
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert "  team-vmalert started (pid " in start.stdout
+        assert f"vmalert                             http://127.0.0.1:{p['TEAM_VMALERT_PORT']}" in start.stdout
+        assert f"(alerts to http://***@127.0.0.1:{am.port})" in start.stdout and secret not in start.stdout
+        _vmalert_records_and_fires(server, tmp_path, am)
+        assert secret not in (tmp_path / "team/logs/team-vmalert.log").read_text()
+    finally:
+        am.close()
+
+
+class _FakeAlertmanager:
+    """A loopback HTTP server answering Alertmanager's POST /api/v2/alerts: records each alert and the auth header."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received: list[tuple[str, dict[str, object]]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/api/v2/alerts":
+                    received.extend((self.headers.get("Authorization", ""), a) for a in json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.received = received
+        self._srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._srv.server_address[1]
+        self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._srv.shutdown()
+        self._srv.server_close()
+
+
+def _vmalert_records_and_fires(server, tmp_path: Path, am: _FakeAlertmanager) -> None:
+    p = server.ports
     assert "vector(0.001)" in (tmp_path / "team/vmalert/thresholds.yml").read_text()
 
     _sync(tmp_path, f"http://127.0.0.1:{p['TEAM_OTLP_HTTP_PORT']}", "http/protobuf")
@@ -206,6 +251,12 @@ def test_team_server_vmalert_records_spend_per_user_and_fires_the_budget_alert(s
     assert [(a["name"], a["labels"]["user"]) for a in alerts] == [("UserDailyBudgetExceeded", "ann")]
     st = server(REPO / "scripts/status.sh", "--team-server")
     assert "budget alerts firing: UserDailyBudgetExceeded (ann)" in st.stdout, st.stdout
+    # Sent to TEAM_ALERTMANAGER_URL, with the URL's credentials as basic auth.
+    sent = wait_until(lambda: am.received or None, 60, "the alert at the Alertmanager")
+    auth = "Basic " + base64.b64encode(b"tb:am-pass-7f3e9a1c").decode()
+    assert {(h, a["labels"]["alertname"], a["labels"]["user"]) for h, a in sent} == {  # type: ignore[index]
+        (auth, "UserDailyBudgetExceeded", "ann")
+    }
 
     pids = [int(f.read_text().split()[0]) for f in (tmp_path / "team" / "run").glob("*.pid")]
     assert len(pids) == 3
