@@ -360,14 +360,15 @@ tb_team_defaults() {
   : "${VICTORIAMETRICS_PORT:=8428}"
   : "${VICTORIAMETRICS_RETENTION:=400d}"
   : "${TEAM_GRAFANA_PORT:=3001}"
+  : "${TEAM_VMALERT_PORT:=8880}"
   : "${TOKENBRIDGE_TEAM_DIR:=${XDG_STATE_HOME:-$HOME/.local/state}/tokenbridge/team}"
   export TEAM_BIND TEAM_OTLP_GRPC_PORT TEAM_OTLP_HTTP_PORT TEAM_OTELCOL_HEALTH_PORT TEAM_OTELCOL_METRICS_PORT \
-    VICTORIAMETRICS_PORT VICTORIAMETRICS_RETENTION TEAM_GRAFANA_PORT TOKENBRIDGE_TEAM_DIR
+    VICTORIAMETRICS_PORT VICTORIAMETRICS_RETENTION TEAM_GRAFANA_PORT TEAM_VMALERT_PORT TOKENBRIDGE_TEAM_DIR
 }
 
 # The team server's processes, as scripts/team-server.sh names their pid and log files under $TOKENBRIDGE_TEAM_DIR.
 # shellcheck disable=SC2034
-TB_TEAM_NAMES=(team-collector victoriametrics team-grafana)
+TB_TEAM_NAMES=(team-collector victoriametrics team-vmalert team-grafana)
 
 # tb_team_use_dir: the native helpers (tb_pidfile, tb_logfile, tb_native_pid) then work on the team server's files.
 tb_team_use_dir() {
@@ -380,6 +381,7 @@ tb_team_health_url() {
   case "$1" in
     team-collector) echo "http://127.0.0.1:$TEAM_OTELCOL_HEALTH_PORT/" ;;
     victoriametrics) echo "http://127.0.0.1:$VICTORIAMETRICS_PORT/health" ;;
+    team-vmalert) echo "http://127.0.0.1:$TEAM_VMALERT_PORT/health" ;;
     team-grafana) echo "http://127.0.0.1:$TEAM_GRAFANA_PORT/api/health" ;;
   esac
 }
@@ -391,6 +393,18 @@ tb_team_native_active() {
 # VictoriaMetrics flags; the same list as docker-compose.yml's victoriametrics command (tests check it).
 tb_victoriametrics_flags() {
   printf '%s\n' "-retentionPeriod=${VICTORIAMETRICS_RETENTION:-400d}"
+}
+
+# tb_vmalert_flags VM_URL RULE_FILE... -> vmalert's flags, one a line; the same list as docker-compose.yml's
+# team-vmalert command (tests check it). VictoriaMetrics is the datasource, where the records and ALERTS series go,
+# and where alert state is restored from after a restart (-remoteRead.url). Alerts go to TEAM_ALERTMANAGER_URL, else
+# nowhere (-notifier.blackhole: vmalert refuses to start with no notifier); the notifier line is written exactly as
+# compose interpolates it.
+tb_vmalert_flags() {
+  local vm="$1" rule; shift
+  printf '%s\n' "-datasource.url=$vm" "-remoteWrite.url=$vm" "-remoteRead.url=$vm" \
+    "${TEAM_ALERTMANAGER_URL:+-notifier.url=}${TEAM_ALERTMANAGER_URL:--notifier.blackhole}"
+  for rule in "$@"; do printf '%s\n' "-rule=$rule"; done
 }
 
 # The collector cache key (12 hex chars): the manifest plus the source of every local module it names with

@@ -31,6 +31,20 @@ team_tokens_file() {
   tr '\0' '\n' <"/proc/$pid/environ" | sed -n 's/^TOKENBRIDGE_TEAM_TOKENS_FILE=//p'
 }
 
+# The per-user budget alerts vmalert has firing now (alert names and users; nothing else), when it answers.
+team_budget_alerts() {
+  local url="http://127.0.0.1:$TEAM_VMALERT_PORT" firing
+  tb_http_ok "$url/health" || return 0
+  firing="$("$py" - "$url" <<'PY' 2>/dev/null || echo "?"
+import json, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1] + "/api/v1/alerts", timeout=5) as r:
+    alerts = json.load(r)["data"]["alerts"]
+print(", ".join(sorted({f'{a["name"]} ({a["labels"].get("user", "?")})' for a in alerts if a["state"] == "firing"})) or "none")
+PY
+)"
+  if [[ "$firing" == none ]]; then ok "no budget alerts firing (vmalert $url)"; else warn "budget alerts firing: $firing"; fi
+}
+
 team_status() {
   local mode name url pid state col_pid="" f users collector_url=""
   tb_team_use_dir
@@ -44,6 +58,8 @@ team_status() {
         if tb_http_ok "$url"; then ok "$name (pid $pid, $url)"; else bad "$name (pid $pid) not answering $url"; fi
       elif [[ $name == team-grafana ]]; then
         warn "team-grafana not running (the team server runs it when GRAFANA_HOME is set; see docs/team.md)"
+      elif [[ $name == team-vmalert ]]; then
+        warn "team-vmalert not running: no per-user budget alerts (the team server runs it when a vmalert binary is available: TOKENBRIDGE_VMALERT_BIN, PATH or scripts/build-vmalert.sh)"
       else
         bad "$name is not running (./start.sh --team-server; log: $(tb_logfile "$name"))"
       fi
@@ -53,6 +69,7 @@ team_status() {
       else bad "$name container: ${state:-not created}, $url not answering"; fi
     fi
   done
+  team_budget_alerts
   if [[ $mode == native ]]; then
     f="$(team_tokens_file "$col_pid")"
     if [[ -z "$f" ]]; then warn "tokens file unknown (TOKENBRIDGE_TEAM_TOKENS_FILE unset here and no running collector)"

@@ -2,7 +2,9 @@
 # The central side of team mode (docs/team.md), started by `./start.sh --team-server`, stopped by
 # `scripts/stop.sh --team-server`:
 #   team collector (per-user bearer tokens, stamps `user` on every point) -> VictoriaMetrics <- Grafana (optional)
-#   Docker engine answering -> docker compose --profile team up -d (team-collector, victoriametrics, team-grafana)
+#                                                  vmalert (per-user spend records, budget alerts) <-> VictoriaMetrics
+#   Docker engine answering -> docker compose --profile team up -d (team-collector, victoriametrics, team-vmalert,
+#                              team-grafana)
 #   otherwise               -> native processes with pids, logs and data under $TOKENBRIDGE_TEAM_DIR
 #                              (default ~/.local/state/tokenbridge/team)
 # Usage: scripts/team-server.sh start|stop [--native]
@@ -24,7 +26,7 @@ for arg in "$@"; do
 done
 [[ "$action" == start || "$action" == stop ]] || tb_die "usage: scripts/team-server.sh start|stop [--native]"
 
-team_names=(team-grafana team-collector victoriametrics)
+team_names=(team-grafana team-collector team-vmalert victoriametrics)  # stop order: vmalert before its store
 
 stop_native() {
   local name pid stopped=0
@@ -62,10 +64,16 @@ check_tls() {
   return 1
 }
 
+# Where vmalert sends alerts, for the start output: a password in TEAM_ALERTMANAGER_URL is never shown.
+alerts_to() {
+  if [[ -n "${TEAM_ALERTMANAGER_URL:-}" ]]; then sed -E 's|//[^/@]*@|//***@|' <<<"$TEAM_ALERTMANAGER_URL"
+  else echo "nowhere: TEAM_ALERTMANAGER_URL unset, -notifier.blackhole"; fi
+}
+
 # ------------------------------------------------------------------ Docker
 if [[ $force_native == 0 ]] && ! tb_team_native_active && tb_have_docker; then
   if [[ "$action" == stop ]]; then
-    (cd "$TB_ROOT" && docker compose --profile team stop team-grafana team-collector victoriametrics)
+    (cd "$TB_ROOT" && docker compose --profile team stop team-grafana team-collector team-vmalert victoriametrics)
     exit 0
   fi
   confdir="${TOKENBRIDGE_TEAM_CONFIG_DIR:-./team}"
@@ -75,10 +83,14 @@ if [[ $force_native == 0 ]] && ! tb_team_native_active && tb_have_docker; then
     [[ -f "$confdir/tls/cert.pem" && -f "$confdir/tls/key.pem" ]] || tb_die "TLS on (TOKENBRIDGE_TEAM_EXTRA_CONFIG) but $confdir/tls/cert.pem or key.pem is missing"
   fi
   [[ -n "${GRAFANA_ADMIN_PASSWORD:-}" ]] || tb_die "GRAFANA_ADMIN_PASSWORD is not set in $TB_ROOT/.env (run scripts/init.sh)"
-  (cd "$TB_ROOT" && docker compose --profile team up -d --build team-collector victoriametrics team-grafana)
+  # The budgets: prometheus/team/thresholds.yml, mounted into team-vmalert with the rules.
+  "$(tb_python)" "$TB_ROOT/prometheus/generate_team_rules.py" --thresholds --env-file "$TB_ROOT/.env" \
+    || tb_die "fix the team budget named above (.env or the environment)"
+  (cd "$TB_ROOT" && docker compose --profile team up -d --build team-collector victoriametrics team-vmalert team-grafana)
   echo "tokenbridge team server started with Docker Compose."
   echo "  OTLP (tokens)    grpc $TEAM_BIND:$TEAM_OTLP_GRPC_PORT, http $TEAM_BIND:$TEAM_OTLP_HTTP_PORT"
   echo "  VictoriaMetrics  http://127.0.0.1:$VICTORIAMETRICS_PORT"
+  echo "  vmalert          http://127.0.0.1:$TEAM_VMALERT_PORT  (alerts to $(alerts_to))"
   echo "  Grafana          http://127.0.0.1:$TEAM_GRAFANA_PORT"
   exit 0
 fi
@@ -113,6 +125,17 @@ find_victoriametrics() {
   "$TB_ROOT/scripts/build-victoriametrics.sh" | tail -n1
 }
 
+# vmalert is optional: without a binary (and no Go to build one) the rest runs and the start output says so.
+find_vmalert() {
+  if [[ -n "${TOKENBRIDGE_VMALERT_BIN:-}" ]]; then
+    [[ -x "$TOKENBRIDGE_VMALERT_BIN" ]] || tb_die "TOKENBRIDGE_VMALERT_BIN=$TOKENBRIDGE_VMALERT_BIN is not executable"
+    echo "$TOKENBRIDGE_VMALERT_BIN"; return
+  fi
+  if command -v vmalert >/dev/null 2>&1; then command -v vmalert; return; fi
+  # Cached builds answer without Go; otherwise Go builds it once (minutes), like VictoriaMetrics.
+  "$TB_ROOT/scripts/build-vmalert.sh" 2>>"$(tb_logfile team-vmalert)" | tail -n1 || true
+}
+
 spawn() { # spawn NAME CMD... (environment from the caller)
   local name="$1"; shift
   local log pid; log="$(tb_logfile "$name")"
@@ -141,6 +164,25 @@ vm="$(find_victoriametrics)"
 configs=("--config=$TB_ROOT/otel-collector-team.yml")
 scheme=plain
 if check_tls; then configs+=("--config=$TB_ROOT/otel-collector-team-tls.yml"); scheme=TLS; fi
+# vmalert: the per-user spend records (the Team usage time series) and budget alerts. The rules and the budgets
+# (TOKENBRIDGE_TEAM_BUDGET_* from .env or the environment) are written under the state directory at every start,
+# before anything starts, so a bad budget stops the start with its name.
+vmalert_note=""
+vmalert_bin="$(find_vmalert)"
+rules_dir="$TOKENBRIDGE_TEAM_DIR/vmalert"
+if [[ -n "$vmalert_bin" && -x "$vmalert_bin" ]]; then
+  mkdir -p "$rules_dir"
+  interval=()
+  [[ -z "${TEAM_VMALERT_INTERVAL:-}" ]] || interval=(--interval "$TEAM_VMALERT_INTERVAL")
+  py="$(tb_python)"
+  "$py" "$TB_ROOT/prometheus/generate_team_rules.py" --out "$rules_dir/rules.yml" ${interval[@]+"${interval[@]}"} \
+    || tb_die "fix the vmalert setting named above (.env or the environment)"
+  "$py" "$TB_ROOT/prometheus/generate_team_rules.py" --thresholds --env-file "$TB_ROOT/.env" \
+    --out "$rules_dir/thresholds.yml" ${interval[@]+"${interval[@]}"} || tb_die "fix the team budget named above (.env or the environment)"
+else
+  vmalert_note="vmalert: not started (no binary: set TOKENBRIDGE_VMALERT_BIN, put vmalert on PATH, or install Go to build it with scripts/build-vmalert.sh); no per-user budget alerts and the Team usage spend-over-time panel stays empty"
+fi
+
 echo "tokenbridge team server, native (state: $TOKENBRIDGE_TEAM_DIR)"
 
 mapfile -t vmflags < <(tb_victoriametrics_flags)
@@ -157,6 +199,12 @@ TOKENBRIDGE_TEAM_REMOTE_WRITE_URL="http://127.0.0.1:$VICTORIAMETRICS_PORT/api/v1
 ok=1
 wait_http victoriametrics "http://127.0.0.1:$VICTORIAMETRICS_PORT/health" 30 || ok=0
 wait_http team-collector "http://127.0.0.1:$TEAM_OTELCOL_HEALTH_PORT/" 30 || ok=0
+
+if [[ -z "$vmalert_note" ]]; then
+  mapfile -t alertflags < <(tb_vmalert_flags "http://127.0.0.1:$VICTORIAMETRICS_PORT" "$rules_dir/*.yml")
+  spawn team-vmalert "$vmalert_bin" "-httpListenAddr=127.0.0.1:$TEAM_VMALERT_PORT" "${alertflags[@]}"
+  wait_http team-vmalert "http://127.0.0.1:$TEAM_VMALERT_PORT/health" 30 || ok=0
+fi
 
 grafana_note=""
 if [[ -n "${GRAFANA_HOME:-}" && -x "${GRAFANA_HOME}/bin/grafana" ]]; then
@@ -178,9 +226,11 @@ fi
 echo
 echo "  OTLP (bearer token per user, $scheme)  grpc $TEAM_BIND:$TEAM_OTLP_GRPC_PORT, http $TEAM_BIND:$TEAM_OTLP_HTTP_PORT"
 echo "  VictoriaMetrics                     http://127.0.0.1:$VICTORIAMETRICS_PORT  (Prometheus API; UI at /vmui)"
+[[ -z "$vmalert_note" ]] && echo "  vmalert                             http://127.0.0.1:$TEAM_VMALERT_PORT  (alerts to $(alerts_to))"
 echo "  tokens file                         $TOKENBRIDGE_TEAM_TOKENS_FILE  (re-read when it changes)"
 [[ -z "$grafana_note" ]] && echo "  Grafana                             http://127.0.0.1:$TEAM_GRAFANA_PORT"
 [[ -n "$grafana_note" ]] && { echo; echo "Not running: $grafana_note"; }
+[[ -n "$vmalert_note" ]] && { echo; echo "Not running: $vmalert_note"; }
 [[ "$scheme" == plain ]] && { echo; echo "Note: no TLS (TOKENBRIDGE_TEAM_TLS_CERT_FILE unset): tokens cross the network in clear text; see docs/team.md"; }
 echo "Agents: docs/team.md (tokenbridge run with TOKENBRIDGE_TEAM=1, source telemetry.sh --team). Stop with scripts/stop.sh --team-server."
 [[ $ok == 1 ]] || exit 1

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
 import yaml
 
 from tests._stack import REPO, collector_env, compose, otelcol_bin, promtool_bin
 
 SERVICES = {"otel-collector", "otel-collector-queue", "prometheus", "grafana", "tokenbridge", "alertmanager"}
-TEAM_SERVICES = {"team-collector", "victoriametrics", "team-grafana"}  # profile `team` (docs/team.md)
+TEAM_SERVICES = {"team-collector", "victoriametrics", "team-vmalert", "team-grafana"}  # profile `team` (docs/team.md)
 
 
 def _manifest() -> dict:
@@ -41,6 +42,7 @@ def test_services_and_pinned_images():
     assert images["otel-collector-queue"] == images["prometheus"]  # a one-shot chown: no image of its own
     assert c["services"]["tokenbridge"]["build"] == "."
     assert images["victoriametrics"] == f"victoriametrics/victoria-metrics:v{_lib_var('TB_VICTORIAMETRICS_VERSION')}"
+    assert images["team-vmalert"] == f"victoriametrics/vmalert:v{_lib_var('TB_VICTORIAMETRICS_VERSION')}"
     assert images["team-grafana"] == images["grafana"]
     assert c["services"]["team-collector"]["build"] == {"context": ".", "dockerfile": "Dockerfile.collector"}
     for img in images.values():
@@ -471,3 +473,36 @@ def test_native_victoriametrics_flags_match_compose():
         if not a.startswith(("-storageDataPath", "-httpListenAddr"))
     ]
     assert proc.stdout.split() == shipped
+
+
+def _vmalert_flags(vm_url: str, rule: str, env: dict[str, str]) -> list[str]:
+    proc = subprocess.run(
+        ["bash", "-c", f'source {REPO / "scripts/_lib.sh"}; tb_vmalert_flags "$0" "$1"', vm_url, rule],
+        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin", **env},
+    )  # fmt: skip
+    return proc.stdout.splitlines()
+
+
+@pytest.mark.parametrize("env", [{}, {"TEAM_ALERTMANAGER_URL": "http://am.example:9093"}])
+def test_native_vmalert_flags_match_compose(env):
+    svc = compose()["services"]["team-vmalert"]
+    assert svc["command"][0] == "-httpListenAddr=:8880"  # native: 127.0.0.1:$TEAM_VMALERT_PORT
+    # Compose interpolates ${VAR:+x} and ${VAR:-x} as bash does: let bash expand the shipped arguments.
+    expand = 'for a; do eval "printf \'%s\\n\' "$a""; done'
+    shipped = subprocess.run(["bash", "-c", expand, "_", *svc["command"][1:]], capture_output=True, text=True,
+                             check=True, env={"PATH": "/usr/bin:/bin", **env}).stdout.splitlines()  # fmt: skip
+    native = _vmalert_flags("http://victoriametrics:8428", "/etc/vmalert/team/*.yml", env)
+    assert native == shipped
+    notifier = f"-notifier.url={env['TEAM_ALERTMANAGER_URL']}" if env else "-notifier.blackhole"
+    assert notifier in native and "-remoteRead.url=http://victoriametrics:8428" in native
+
+
+def test_team_vmalert_mounts_the_rules_and_the_generated_budgets_read_only():
+    svc = compose()["services"]["team-vmalert"]
+    assert svc["volumes"] == ["./prometheus/team:/etc/vmalert/team:ro"]
+    # generate_team_rules.py writes both files there by default (rules.yml in git, thresholds.yml from .env).
+    assert (REPO / "prometheus/team/rules.yml").is_file()
+    gen = (REPO / "prometheus/generate_team_rules.py").read_text()
+    assert 'THRESHOLDS_OUT = HERE / "team" / "thresholds.yml"' in gen
+    assert svc["ports"] == ["${TOKENBRIDGE_BIND:-127.0.0.1}:${TEAM_VMALERT_PORT:-8880}:8880"]
+    assert svc["depends_on"] == ["victoriametrics"]

@@ -58,6 +58,19 @@ def test_thresholds_from_the_environment_and_bad_values_name_the_key(tmp_path):
         gtr.thresholds({"TOKENBRIDGE_TEAM_BUDGETS_MONTHLY_USD": 'x"}=3'})
 
 
+def test_interval_option_sets_every_group_and_a_bad_one_is_named(tmp_path):
+    out = tmp_path / "rules.yml"
+    gen = [sys.executable, str(REPO / "prometheus/generate_team_rules.py")]
+    assert subprocess.run([*gen, "--out", str(out), "--interval", "30s"]).returncode == 0
+    doc = yaml.safe_load(out.read_text())
+    assert [g["interval"] for g in doc["groups"]] == ["30s", "30s"]
+    assert [g["rules"] for g in doc["groups"]] == [g["rules"] for g in yaml.safe_load(gtr.OUT.read_text())["groups"]]
+    env = {"TOKENBRIDGE_TEAM_BUDGET_DAILY_USD": "2"}
+    assert yaml.safe_load(gtr.thresholds(env, "30s"))["groups"][0]["interval"] == "30s"
+    bad = subprocess.run([*gen, "--out", str(out), "--interval", "soon"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "TEAM_VMALERT_INTERVAL: expected a duration like 30s or 5m, got 'soon'" in bad.stderr
+
+
 def _today_usage() -> list[Series]:
     """Spend today for alice ($6.25 over two samples: over $5 a month even on the 1st) and carol ($0.40)."""
     out = []

@@ -4,6 +4,7 @@ TLS with the shipped overlay, and its total arrives exactly; bad setups fail wit
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from tests._stack import (
     wait_until,
     write_claude_home,
 )
+from tests._vm import vmalert_bin
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -55,6 +57,7 @@ def server(tmp_path: Path):
             "TEAM_OTELCOL_METRICS_PORT",
             "VICTORIAMETRICS_PORT",
             "TEAM_GRAFANA_PORT",
+            "TEAM_VMALERT_PORT",
         )
     }
     tokens = tmp_path / "team-tokens"
@@ -70,6 +73,7 @@ def server(tmp_path: Path):
             "TOKENBRIDGE_TEAM_TOKENS_FILE": str(tokens),
             "TOKENBRIDGE_TEAM_OTELCOL_BIN": team_otelcol_bin(),
             "TOKENBRIDGE_VICTORIAMETRICS_BIN": victoriametrics_bin(),
+            "TOKENBRIDGE_VMALERT_BIN": vmalert_bin(),
         }
     )
 
@@ -95,6 +99,14 @@ def _vm_total(port: str, user: str) -> float | None:
     code, body = http_get(f"http://127.0.0.1:{port}/api/v1/query?{q}")
     res = json.loads(body)["data"]["result"] if code == 200 else []
     return float(res[0]["value"][1]) if res else None
+
+
+def _vm_query(port: str, expr: str) -> dict[str, float]:
+    """Per user, the value of an instant query (samples visible at once: latency_offset=1ms)."""
+    q = urllib.parse.urlencode({"query": expr, "latency_offset": "1ms", "nocache": "1"})
+    code, body = http_get(f"http://127.0.0.1:{port}/api/v1/query?{q}")
+    res = json.loads(body)["data"]["result"] if code == 200 else []
+    return {r["metric"].get("user", ""): float(r["value"][1]) for r in res}
 
 
 def _sync(tmp_path: Path, endpoint: str, protocol: str, extra: dict[str, str] | None = None) -> int:
@@ -139,10 +151,11 @@ def test_team_server_native_lifecycle(server, tmp_path):
     start = server(REPO / "start.sh", "--team-server")
     assert start.returncode == 0, start.stdout + start.stderr
     out = start.stdout
-    for name in ("victoriametrics", "team-collector"):
+    for name in ("victoriametrics", "team-collector", "team-vmalert"):
         assert f"  {name} started (pid " in out, name
     assert f"grpc 127.0.0.1:{p['TEAM_OTLP_GRPC_PORT']}, http 127.0.0.1:{p['TEAM_OTLP_HTTP_PORT']}" in out
     assert "no TLS" in out and "Grafana: not started" in out
+    assert "(alerts to nowhere: TEAM_ALERTMANAGER_URL unset, -notifier.blackhole)" in out
     again = server(REPO / "start.sh", "--team-server")
     assert again.returncode == 0 and "already running" in again.stdout and " started (pid" not in again.stdout
 
@@ -152,12 +165,105 @@ def test_team_server_native_lifecycle(server, tmp_path):
     )
 
     pids = [int(f.read_text().split()[0]) for f in (tmp_path / "team" / "run").glob("*.pid")]
-    assert len(pids) == 2
+    assert len(pids) == 3
     stop = server(REPO / "scripts/stop.sh", "--team-server")
-    assert stop.returncode == 0 and "stopped team-collector" in stop.stdout and "stopped victoriametrics" in stop.stdout
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    for name in ("team-collector", "team-vmalert", "victoriametrics"):
+        assert f"stopped {name}" in stop.stdout, name
     for pid in pids:
         wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 20, f"pid {pid} gone")
     assert "nothing running" in server(REPO / "scripts/stop.sh", "--team-server").stdout
+
+
+def test_team_server_vmalert_records_spend_per_user_and_fires_the_budget_alert(server, tmp_path):
+    p = server.ports
+    am = _FakeAlertmanager()
+    secret = "am-pass-7f3e9a1c"
+    # $0.001 a day for everyone: ann's two requests cost about a cent. No monthly budget: that alert must stay quiet.
+    # Every group every 2 s (shipped: 5 min, budgets 1 min) so that the test does not wait minutes.
+    extra = {"TOKENBRIDGE_TEAM_BUDGET_DAILY_USD": "0.001", "TEAM_VMALERT_INTERVAL": "2s",
+             "TEAM_ALERTMANAGER_URL": f"http://tb:{secret}@127.0.0.1:{am.port}"}  # fmt: skip
+    try:
+        start = server(REPO / "start.sh", "--team-server", extra=extra)
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert "  team-vmalert started (pid " in start.stdout
+        assert f"vmalert                             http://127.0.0.1:{p['TEAM_VMALERT_PORT']}" in start.stdout
+        assert f"(alerts to http://***@127.0.0.1:{am.port})" in start.stdout and secret not in start.stdout
+        _vmalert_records_and_fires(server, tmp_path, am)
+        assert secret not in (tmp_path / "team/logs/team-vmalert.log").read_text()
+    finally:
+        am.close()
+
+
+class _FakeAlertmanager:
+    """A loopback HTTP server answering Alertmanager's POST /api/v2/alerts: records each alert and the auth header."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received: list[tuple[str, dict[str, object]]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/api/v2/alerts":
+                    received.extend((self.headers.get("Authorization", ""), a) for a in json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.received = received
+        self._srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._srv.server_address[1]
+        self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._srv.shutdown()
+        self._srv.server_close()
+
+
+def _vmalert_records_and_fires(server, tmp_path: Path, am: _FakeAlertmanager) -> None:
+    p = server.ports
+    assert "vector(0.001)" in (tmp_path / "team/vmalert/thresholds.yml").read_text()
+
+    _sync(tmp_path, f"http://127.0.0.1:{p['TEAM_OTLP_HTTP_PORT']}", "http/protobuf")
+    vm = p["VICTORIAMETRICS_PORT"]
+    raw = 'sum by (user) (last_over_time(claude_code_cost_usage_USD_total{user="ann"}[1h]))'
+    stored = wait_until(lambda: _vm_query(vm, raw).get("ann"), VISIBLE_S, "ann's cost in VictoriaMetrics")
+    assert stored > 0.001
+
+    # vmalert's record (the Team usage "spend today per user" series) equals what the collector stored for ann today.
+    record = 'last_over_time(user:tokenbridge_cost_usd:today{user="ann"}[10m])'
+    got = wait_until(lambda: _vm_query(vm, record).get("ann"), 180, "vmalert's recorded spend in VictoriaMetrics")
+    assert abs(got - stored) < 1e-6, (got, stored)
+
+    def firing() -> list[dict[str, object]] | None:
+        code, body = http_get(f"http://127.0.0.1:{p['TEAM_VMALERT_PORT']}/api/v1/alerts")
+        alerts = json.loads(body)["data"]["alerts"] if code == 200 else []
+        on = [a for a in alerts if a["state"] == "firing"]
+        return on or None
+
+    alerts = wait_until(firing, 120, "UserDailyBudgetExceeded firing in vmalert")
+    assert [(a["name"], a["labels"]["user"]) for a in alerts] == [("UserDailyBudgetExceeded", "ann")]
+    st = server(REPO / "scripts/status.sh", "--team-server")
+    assert "budget alerts firing: UserDailyBudgetExceeded (ann)" in st.stdout, st.stdout
+    # Sent to TEAM_ALERTMANAGER_URL, with the URL's credentials as basic auth.
+    sent = wait_until(lambda: am.received or None, 60, "the alert at the Alertmanager")
+    auth = "Basic " + base64.b64encode(b"tb:am-pass-7f3e9a1c").decode()
+    assert {(h, a["labels"]["alertname"], a["labels"]["user"]) for h, a in sent} == {  # type: ignore[index]
+        (auth, "UserDailyBudgetExceeded", "ann")
+    }
+
+    pids = [int(f.read_text().split()[0]) for f in (tmp_path / "team" / "run").glob("*.pid")]
+    assert len(pids) == 3
+    stop = server(REPO / "scripts/stop.sh", "--team-server")
+    assert stop.returncode == 0 and "stopped team-vmalert" in stop.stdout
+    for pid in pids:
+        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 20, f"pid {pid} gone")
 
 
 def test_team_server_over_tls_with_the_shipped_overlay(server, tmp_path):
@@ -191,6 +297,8 @@ def test_team_server_over_tls_with_the_shipped_overlay(server, tmp_path):
         ({"TOKENBRIDGE_TEAM_TOKENS_FILE": ""}, "TOKENBRIDGE_TEAM_TOKENS_FILE is not set"),
         ({"TOKENBRIDGE_TEAM_TOKENS_FILE": "/nonexistent/tokens"}, "is not a readable file"),
         ({"TOKENBRIDGE_TEAM_TLS_CERT_FILE": "/nonexistent/cert.pem"}, "TOKENBRIDGE_TEAM_TLS_CERT_FILE"),
+        ({"TOKENBRIDGE_TEAM_BUDGET_DAILY_USD": "ten"}, "TOKENBRIDGE_TEAM_BUDGET_DAILY_USD: not a number"),
+        ({"TOKENBRIDGE_VMALERT_BIN": "/nonexistent/vmalert"}, "TOKENBRIDGE_VMALERT_BIN=/nonexistent/vmalert is not"),
     ],
 )
 def test_team_server_setup_errors_name_the_setting(server, extra, message):
@@ -263,6 +371,8 @@ def test_status_metrics_and_logs_show_the_team_server_without_a_token(server, tm
     pids = {f.stem: f.read_text().split()[0] for f in (tmp_path / "team" / "run").glob("*.pid")}
     assert f"ok    team-collector (pid {pids['team-collector']}, " in out
     assert f"ok    victoriametrics (pid {pids['victoriametrics']}, " in out
+    assert f"ok    team-vmalert (pid {pids['team-vmalert']}, " in out
+    assert "ok    no budget alerts firing (vmalert " in out  # no budget configured
     assert "warn  team-grafana not running" in out
     assert f"tokens file {server.env['TOKENBRIDGE_TEAM_TOKENS_FILE']} (users: 1;" in out
     assert "warn  no TLS" in out
