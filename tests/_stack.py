@@ -101,6 +101,16 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+def gone(pid: int) -> bool:
+    """The process has exited: no /proc entry, or a zombie not reaped yet (its parent may be init, which reaps on
+    its own schedule; a zombie runs nothing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def wait_until(pred, timeout: float, what: str, interval: float = 0.25):
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None

@@ -21,6 +21,7 @@ from tests._stack import (
     IN_CI,
     REPO,
     free_port,
+    gone,
     http_get,
     team_otelcol_bin,
     victoriametrics_bin,
@@ -171,7 +172,7 @@ def test_team_server_native_lifecycle(server, tmp_path):
     for name in ("team-collector", "team-vmalert", "victoriametrics"):
         assert f"stopped {name}" in stop.stdout, name
     for pid in pids:
-        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 20, f"pid {pid} gone")
+        wait_until(lambda pid=pid: gone(pid), 40, f"pid {pid} gone")
     assert "nothing running" in server(REPO / "scripts/stop.sh", "--team-server").stdout
 
 
@@ -263,7 +264,7 @@ def _vmalert_records_and_fires(server, tmp_path: Path, am: _FakeAlertmanager) ->
     stop = server(REPO / "scripts/stop.sh", "--team-server")
     assert stop.returncode == 0 and "stopped team-vmalert" in stop.stdout
     for pid in pids:
-        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 20, f"pid {pid} gone")
+        wait_until(lambda pid=pid: gone(pid), 40, f"pid {pid} gone")
 
 
 def test_team_server_over_tls_with_the_shipped_overlay(server, tmp_path):
