@@ -135,6 +135,50 @@ tb_native_pid() {
   echo "$pid"
 }
 
+# tb_spawn NAME CMD... : start CMD in the background (environment from the caller), log to NAME's log file, record
+# "pid binary" in NAME's pid file; a NAME already running is left alone. Used by start.sh and team-server.sh.
+tb_spawn() {
+  local name="$1"; shift
+  local log pid; log="$(tb_logfile "$name")"
+  if pid="$(tb_native_pid "$name")"; then
+    echo "  $name already running (pid $pid)"
+    return 0
+  fi
+  nohup "$@" >>"$log" 2>&1 </dev/null &
+  echo "$! $1" >"$(tb_pidfile "$name")"
+  echo "  $name started (pid $!, log $log)"
+}
+
+# tb_wait_http NAME URL SECONDS: wait until URL answers 2xx; fails early (with NAME's last log lines) if NAME exited.
+tb_wait_http() {
+  local i
+  for ((i = 0; i < $3 * 4; i++)); do
+    tb_http_ok "$2" && return 0
+    tb_native_pid "$1" >/dev/null || { tb_log "$1 exited; last log lines:"; tail -n 20 "$(tb_logfile "$1")" >&2; return 1; }
+    sleep 0.25
+  done
+  tb_log "$1 did not answer $2 within $3 s; see $(tb_logfile "$1")"
+  return 1
+}
+
+# tb_stop_native NAME: SIGTERM, up to 15 s to exit, then SIGKILL; removes the pid file. Prints "stopped NAME (pid N)"
+# and returns 0 when something was running, 1 otherwise.
+tb_stop_native() {
+  local name="$1" pid rc=1
+  if pid="$(tb_native_pid "$name")"; then
+    kill -TERM "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    if kill -0 "$pid" 2>/dev/null; then
+      tb_log "$name (pid $pid) did not stop within 15 s; sending KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    echo "stopped $name (pid $pid)"
+    rc=0
+  fi
+  rm -f "$(tb_pidfile "$name")"
+  return $rc
+}
+
 tb_native_mode_active() {
   [[ -d "$TOKENBRIDGE_NATIVE_DIR/run" ]] && compgen -G "$TOKENBRIDGE_NATIVE_DIR/run/*.pid" >/dev/null
 }

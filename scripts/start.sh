@@ -131,29 +131,7 @@ find_alertmanager() {
   return 0  # none: start without it
 }
 
-# spawn NAME LOG CMD... : start in the background, record "pid binary" in the pid file
-spawn() {
-  local name="$1"; shift
-  local log; log="$(tb_logfile "$name")"
-  if pid="$(tb_native_pid "$name")"; then
-    echo "  $name already running (pid $pid)"
-    return 0
-  fi
-  nohup "$@" >>"$log" 2>&1 </dev/null &
-  echo "$! $1" >"$(tb_pidfile "$name")"
-  echo "  $name started (pid $!, log $log)"
-}
 
-wait_http() { # wait_http NAME URL SECONDS
-  local i
-  for ((i = 0; i < $3 * 4; i++)); do
-    tb_http_ok "$2" && return 0
-    tb_native_pid "$1" >/dev/null || { tb_log "$1 exited; last log lines:"; tail -n 20 "$(tb_logfile "$1")" >&2; return 1; }
-    sleep 0.25
-  done
-  tb_log "$1 did not answer $2 within $3 s; see $(tb_logfile "$1")"
-  return 1
-}
 
 optional=()
 otelcol="$(find_collector)"
@@ -176,7 +154,7 @@ OTELCOL_HTTP_ENDPOINT="$TOKENBRIDGE_BIND:$OTLP_HTTP_PORT" \
 OTELCOL_PROMETHEUS_ENDPOINT="127.0.0.1:$OTELCOL_PROM_PORT" \
 OTELCOL_HEALTH_ENDPOINT="127.0.0.1:$OTELCOL_HEALTH_PORT" \
 OTELCOL_TELEMETRY_HOST=127.0.0.1 OTELCOL_TELEMETRY_PORT="$OTELCOL_METRICS_PORT" \
-  spawn otel-collector "$otelcol" "--config=$TB_ROOT/otel-collector-config.yml"
+  tb_spawn otel-collector "$otelcol" "--config=$TB_ROOT/otel-collector-config.yml"
 
 # Prometheus: the repo's prometheus.yml with the scrape targets pointed at the local processes.
 cfgdir="$TOKENBRIDGE_NATIVE_DIR/config"
@@ -188,21 +166,21 @@ sed -e "s|\"otel-collector:8889\"|\"127.0.0.1:$OTELCOL_PROM_PORT\"|" \
 rm -rf "$cfgdir/prometheus"
 cp -R "$TB_ROOT/prometheus" "$cfgdir/prometheus"
 mapfile -t pflags < <(tb_prometheus_flags)
-spawn prometheus "$prometheus" "--config.file=$cfgdir/prometheus.yml" \
+tb_spawn prometheus "$prometheus" "--config.file=$cfgdir/prometheus.yml" \
   "--storage.tsdb.path=$TOKENBRIDGE_NATIVE_DIR/prometheus-data" \
   "--web.listen-address=$TOKENBRIDGE_BIND:$PROMETHEUS_PORT" "${pflags[@]}"
 
 if [[ -n "$alertmanager" ]]; then
-  spawn alertmanager "$alertmanager" "--config.file=$TB_ROOT/alertmanager/alertmanager.yml" \
+  tb_spawn alertmanager "$alertmanager" "--config.file=$TB_ROOT/alertmanager/alertmanager.yml" \
     "--storage.path=$TOKENBRIDGE_NATIVE_DIR/alertmanager-data" \
     "--web.listen-address=$TOKENBRIDGE_BIND:$ALERTMANAGER_PORT" "--cluster.listen-address="
 fi
 
 ok=1
-wait_http otel-collector "http://127.0.0.1:$OTELCOL_HEALTH_PORT/" 30 || ok=0
-wait_http prometheus "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" 30 || ok=0
+tb_wait_http otel-collector "http://127.0.0.1:$OTELCOL_HEALTH_PORT/" 30 || ok=0
+tb_wait_http prometheus "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" 30 || ok=0
 if [[ -n "$alertmanager" ]]; then
-  wait_http alertmanager "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" 30 || ok=0
+  tb_wait_http alertmanager "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" 30 || ok=0
 else
   optional+=("Alertmanager: alerts are evaluated by Prometheus (see its /alerts page) but not sent. Build it with scripts/build-alertmanager.sh (Go), install Debian's prometheus-alertmanager, or set TOKENBRIDGE_ALERTMANAGER_BIN; then run ./start.sh again")
 fi
@@ -228,7 +206,7 @@ if [[ $with_bridge == 1 ]]; then
     fi
     (cd "$TB_ROOT" && OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_GRPC_PORT" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
       OTEL_RESOURCE_ATTRIBUTES="$resattrs" TOKENBRIDGE_EVENTS_PORT="$EVENTS_PORT" TOKENBRIDGE_EVENTS_HOST=127.0.0.1 \
-      TOKENBRIDGE_PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT" spawn tokenbridge "${bridge[@]}")
+      TOKENBRIDGE_PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT" tb_spawn tokenbridge "${bridge[@]}")
   fi
 fi
 
@@ -248,7 +226,7 @@ elif [[ -n "$grafana_home" ]]; then
   GF_SECURITY_ADMIN_USER="${GRAFANA_ADMIN_USER:-admin}" GF_SECURITY_ADMIN_PASSWORD="$GRAFANA_ADMIN_PASSWORD" \
   GF_USERS_ALLOW_SIGN_UP=false GF_ANALYTICS_REPORTING_ENABLED=false \
   GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH="$TB_ROOT/grafana/dashboards/ai-usage-overview.json" \
-    spawn grafana "$grafana_home/bin/grafana" server --homepath "$grafana_home"
+    tb_spawn grafana "$grafana_home/bin/grafana" server --homepath "$grafana_home"
 else
   missing+=("Grafana: no Docker engine and no local Grafana. Get the official standalone Grafana OSS $TB_GRAFANA_VERSION (verified download, no root) with scripts/get-grafana.sh, then run ./start.sh again; or set GRAFANA_HOME=<an unpacked Grafana>. Until then ./view.sh opens the bridge's own page")
 fi

@@ -21,16 +21,6 @@ fi
 
 stopped=0
 for name in tokenbridge grafana prometheus alertmanager otel-collector; do
-  if pid="$(tb_native_pid "$name")"; then
-    kill -TERM "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    if kill -0 "$pid" 2>/dev/null; then
-      tb_log "$name (pid $pid) did not stop within 15 s; sending KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    echo "stopped $name (pid $pid)"
-    stopped=$((stopped + 1))
-  fi
-  rm -f "$(tb_pidfile "$name")"
+  tb_stop_native "$name" && stopped=$((stopped + 1))
 done
 [[ $stopped -gt 0 ]] || echo "nothing running in native mode ($TOKENBRIDGE_NATIVE_DIR)"

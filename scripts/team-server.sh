@@ -31,17 +31,7 @@ team_names=(team-grafana team-collector team-vmalert victoriametrics)  # stop or
 stop_native() {
   local name pid stopped=0
   for name in "${team_names[@]}"; do
-    if pid="$(tb_native_pid "$name")"; then
-      kill -TERM "$pid"
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-      if kill -0 "$pid" 2>/dev/null; then
-        tb_log "$name (pid $pid) did not stop within 15 s; sending KILL"
-        kill -KILL "$pid" 2>/dev/null || true
-      fi
-      echo "stopped $name (pid $pid)"
-      stopped=$((stopped + 1))
-    fi
-    rm -f "$(tb_pidfile "$name")"
+    tb_stop_native "$name" && stopped=$((stopped + 1))
   done
   [[ $stopped -gt 0 ]] || echo "team server: nothing running natively ($TOKENBRIDGE_TEAM_DIR)"
 }
@@ -136,28 +126,7 @@ find_vmalert() {
   "$TB_ROOT/scripts/build-vmalert.sh" 2>>"$(tb_logfile team-vmalert)" | tail -n1 || true
 }
 
-spawn() { # spawn NAME CMD... (environment from the caller)
-  local name="$1"; shift
-  local log pid; log="$(tb_logfile "$name")"
-  if pid="$(tb_native_pid "$name")"; then
-    echo "  $name already running (pid $pid)"
-    return 0
-  fi
-  nohup "$@" >>"$log" 2>&1 </dev/null &
-  echo "$! $1" >"$(tb_pidfile "$name")"
-  echo "  $name started (pid $!, log $log)"
-}
 
-wait_http() { # wait_http NAME URL SECONDS
-  local i
-  for ((i = 0; i < $3 * 4; i++)); do
-    tb_http_ok "$2" && return 0
-    tb_native_pid "$1" >/dev/null || { tb_log "$1 exited; last log lines:"; tail -n 20 "$(tb_logfile "$1")" >&2; return 1; }
-    sleep 0.25
-  done
-  tb_log "$1 did not answer $2 within $3 s; see $(tb_logfile "$1")"
-  return 1
-}
 
 otelcol="$(find_team_collector)"
 vm="$(find_victoriametrics)"
@@ -186,7 +155,7 @@ fi
 echo "tokenbridge team server, native (state: $TOKENBRIDGE_TEAM_DIR)"
 
 mapfile -t vmflags < <(tb_victoriametrics_flags)
-spawn victoriametrics "$vm" "-storageDataPath=$TOKENBRIDGE_TEAM_DIR/vm-data" \
+tb_spawn victoriametrics "$vm" "-storageDataPath=$TOKENBRIDGE_TEAM_DIR/vm-data" \
   "-httpListenAddr=$TOKENBRIDGE_BIND:$VICTORIAMETRICS_PORT" "${vmflags[@]}"
 
 OTELCOL_GRPC_ENDPOINT="$TEAM_BIND:$TEAM_OTLP_GRPC_PORT" \
@@ -194,16 +163,16 @@ OTELCOL_HTTP_ENDPOINT="$TEAM_BIND:$TEAM_OTLP_HTTP_PORT" \
 OTELCOL_HEALTH_ENDPOINT="127.0.0.1:$TEAM_OTELCOL_HEALTH_PORT" \
 OTELCOL_TELEMETRY_HOST=127.0.0.1 OTELCOL_TELEMETRY_PORT="$TEAM_OTELCOL_METRICS_PORT" \
 TOKENBRIDGE_TEAM_REMOTE_WRITE_URL="http://127.0.0.1:$VICTORIAMETRICS_PORT/api/v1/write" \
-  spawn team-collector "$otelcol" "${configs[@]}"
+  tb_spawn team-collector "$otelcol" "${configs[@]}"
 
 ok=1
-wait_http victoriametrics "http://127.0.0.1:$VICTORIAMETRICS_PORT/health" 30 || ok=0
-wait_http team-collector "http://127.0.0.1:$TEAM_OTELCOL_HEALTH_PORT/" 30 || ok=0
+tb_wait_http victoriametrics "http://127.0.0.1:$VICTORIAMETRICS_PORT/health" 30 || ok=0
+tb_wait_http team-collector "http://127.0.0.1:$TEAM_OTELCOL_HEALTH_PORT/" 30 || ok=0
 
 if [[ -z "$vmalert_note" ]]; then
   mapfile -t alertflags < <(tb_vmalert_flags "http://127.0.0.1:$VICTORIAMETRICS_PORT" "$rules_dir/*.yml")
-  spawn team-vmalert "$vmalert_bin" "-httpListenAddr=127.0.0.1:$TEAM_VMALERT_PORT" "${alertflags[@]}"
-  wait_http team-vmalert "http://127.0.0.1:$TEAM_VMALERT_PORT/health" 30 || ok=0
+  tb_spawn team-vmalert "$vmalert_bin" "-httpListenAddr=127.0.0.1:$TEAM_VMALERT_PORT" "${alertflags[@]}"
+  tb_wait_http team-vmalert "http://127.0.0.1:$TEAM_VMALERT_PORT/health" 30 || ok=0
 fi
 
 grafana_note=""
@@ -218,7 +187,7 @@ if [[ -n "${GRAFANA_HOME:-}" && -x "${GRAFANA_HOME}/bin/grafana" ]]; then
   GF_PATHS_PROVISIONING="$prov" GF_SERVER_HTTP_ADDR="$TOKENBRIDGE_BIND" GF_SERVER_HTTP_PORT="$TEAM_GRAFANA_PORT" \
   GF_SECURITY_ADMIN_USER="${GRAFANA_ADMIN_USER:-admin}" GF_SECURITY_ADMIN_PASSWORD="$GRAFANA_ADMIN_PASSWORD" \
   GF_USERS_ALLOW_SIGN_UP=false GF_ANALYTICS_REPORTING_ENABLED=false \
-    spawn team-grafana "$GRAFANA_HOME/bin/grafana" server --homepath "$GRAFANA_HOME"
+    tb_spawn team-grafana "$GRAFANA_HOME/bin/grafana" server --homepath "$GRAFANA_HOME"
 else
   grafana_note="Grafana: not started (no local install; set GRAFANA_HOME to an unpacked Grafana tarball, or use Docker's team profile). VictoriaMetrics answers PromQL at http://127.0.0.1:$VICTORIAMETRICS_PORT/vmui"
 fi
