@@ -197,18 +197,22 @@ def test_vmalert_records_spend_per_user_and_fires_the_budget_alerts(tmp_path):
             for user, spent in month.items():
                 assert abs(got[user] - spent) < Decimal("0.000001"), user
 
-            # vmalert's current state, not the ALERTS series: one CI run saw bob in ALERTS once (a sample from an
-            # early evaluation, kept by the lookback; cause not found), while every later evaluation had alice alone.
-            def daily_firing() -> set[str]:
+            # vmalert's current state, not the ALERTS series: the per-user budget records (thresholds.yml) are separate
+            # rules, so an evaluation can see the default budget before bob's own one is visible and fire for him once;
+            # that ALERTS sample then lingers in the lookback (seen in CI for both alerts). Every later evaluation is
+            # right, and that is what is asserted here (docs/team.md: the first evaluation after a start).
+            def firing(name: str) -> set[str]:
                 body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=10).read())
-                return {a["labels"]["user"] for a in body["data"]["alerts"]
-                        if a["name"] == "UserDailyBudgetExceeded" and a["state"] == "firing"}  # fmt: skip
+                return {
+                    a["labels"]["user"] for a in body["data"]["alerts"] if a["name"] == name and a["state"] == "firing"
+                }
 
-            wait_until(lambda: daily_firing() == {"alice"}, 30, f"daily alerts {daily_firing()}", interval=0.5)
+            daily = "UserDailyBudgetExceeded"
+            wait_until(lambda: firing(daily) == {"alice"}, 30, f"daily alerts {firing(daily)}", interval=0.5)
             over = {u for u, v in month.items() if v > (1000 if u == "bob" else 5)}
             assert over and "bob" not in over
-            monthly = {r["metric"]["user"] for r in vm.query('ALERTS{alertname="UserMonthlyBudgetExceeded"}')}
-            assert monthly == over
+            monthly = "UserMonthlyBudgetExceeded"
+            wait_until(lambda: firing(monthly) == over, 30, f"monthly alerts {firing(monthly)} vs {over}", interval=0.5)
             # The Team usage dashboard's time series reads these records: today's spend per user.
             dash = json.loads((REPO / "grafana/dashboards-team/team-usage.json").read_text())
             (panel,) = [p for p in dash["panels"] if p["title"] == "Spend today per user (UTC day)"]
