@@ -101,6 +101,25 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+# The native stack's port variables (scripts/_lib.sh tb_defaults): a test gives each a free port.
+NATIVE_PORTS = (
+    "OTLP_GRPC_PORT",
+    "OTLP_HTTP_PORT",
+    "PROMETHEUS_PORT",
+    "GRAFANA_PORT",
+    "OTELCOL_PROM_PORT",
+    "OTELCOL_HEALTH_PORT",
+    "OTELCOL_METRICS_PORT",
+    "ALERTMANAGER_PORT",
+    "WEB_PORT",
+)
+
+
+def native_ports(*extra: str) -> dict[str, str]:
+    """A free loopback port for each native-stack port variable (and ``extra`` ones)."""
+    return {k: str(free_port()) for k in (*NATIVE_PORTS, *extra)}
+
+
 def gone(pid: int) -> bool:
     """The process has exited: no /proc entry, or a zombie not reaped yet (its parent may be init, which reaps on
     its own schedule; a zombie runs nothing)."""

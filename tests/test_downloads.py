@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._stack import REPO, free_port, http_get, otelcol_bin, prometheus_bin
+from tests._stack import REPO, free_port, http_get, native_ports, otelcol_bin, prometheus_bin
 
 
 def _platform() -> str:
@@ -97,20 +97,7 @@ COLLECTOR_TGZ = f"otelcol-contrib_0.159.0_{_platform().replace('-', '_')}.tar.gz
 
 @pytest.fixture
 def native_env(tmp_path, server):
-    ports = {
-        k: str(free_port())
-        for k in (
-            "OTLP_GRPC_PORT",
-            "OTLP_HTTP_PORT",
-            "PROMETHEUS_PORT",
-            "GRAFANA_PORT",
-            "OTELCOL_PROM_PORT",
-            "OTELCOL_HEALTH_PORT",
-            "OTELCOL_METRICS_PORT",
-            "ALERTMANAGER_PORT",
-            "WEB_PORT",
-        )
-    }
+    ports = native_ports()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENBRIDGE_", "GRAFANA_"))}
     env.update(ports)
     env.update(

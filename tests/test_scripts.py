@@ -24,6 +24,7 @@ from tests._stack import (
     free_port,
     gone,
     http_get,
+    native_ports,
     otelcol_bin,
     prometheus_bin,
     wait_until,
@@ -233,21 +234,7 @@ def test_build_script_errors_name_the_missing_thing(tmp_path):
 
 @pytest.fixture
 def native(tmp_path):
-    ports = {
-        k: str(free_port())
-        for k in (
-            "OTLP_GRPC_PORT",
-            "OTLP_HTTP_PORT",
-            "PROMETHEUS_PORT",
-            "GRAFANA_PORT",
-            "OTELCOL_PROM_PORT",
-            "OTELCOL_HEALTH_PORT",
-            "OTELCOL_METRICS_PORT",
-            "ALERTMANAGER_PORT",
-            "WEB_PORT",
-            "EVENTS_PORT",
-        )
-    }
+    ports = native_ports("EVENTS_PORT")
     home = write_claude_home(
         tmp_path / "claude",
         {
